@@ -1,0 +1,101 @@
+"""Shared fixtures: kernel tests run wanhooks inside lab namespaces, never in the root namespace."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fakes.py
+
+
+def kernel_tests_possible() -> str:
+    """Empty when kernel tests can run here, else why not."""
+    if os.geteuid() != 0:
+        return "kernel tests need root (network namespaces)"
+    for tool in ("ip", "nft", "tc"):
+        if shutil.which(tool) is None:
+            return f"kernel tests need `{tool}`"
+    return ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    why = kernel_tests_possible()
+    if not why:
+        return
+    skip = pytest.mark.skip(reason=why)
+    for item in items:
+        if "kernel" in item.keywords:
+            item.add_marker(skip)
+
+
+class Router:
+    """Runs the wanhooks CLI inside a lab's router namespace, with its own config and run dir."""
+
+    def __init__(self, lab: object, tmp: Path) -> None:
+        from wanhooks.lab import Lab
+
+        assert isinstance(lab, Lab)
+        self.lab = lab
+        self.tmp = tmp
+        self.config = tmp / "wanhooks.yaml"
+        self.run_dir = tmp / "run"
+
+    def write_config(self, text: str, name: str = "wanhooks.yaml") -> Path:
+        path = self.tmp / name
+        path.write_text(text)
+        self.config = path
+        return path
+
+    def wanhooks(
+        self, *args: str, config: Path | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "wanhooks",
+            "-c",
+            str(config or self.config),
+            "--run-dir",
+            str(self.run_dir),
+        ]
+        proc = self.lab.ns_exec(self.lab.router, [*argv, *args], check=False, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"wanhooks {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def snapshot(self) -> str:
+        """The router's whole routing state and the sysctls wanhooks may touch, as text."""
+        ip = self.lab.ip
+        r = self.lab.router
+        parts = [
+            ip(r, "-4", "rule", "show"),
+            ip(r, "-6", "rule", "show"),
+            ip(r, "-4", "route", "show", "table", "all"),
+            ip(r, "-6", "route", "show", "table", "all"),
+            ip(r, "nexthop", "show"),
+        ]
+        sysctls = self.lab.r(
+            ["sysctl", "-a", "--pattern", "fib_multipath_hash|rp_filter|ignore_routes_with_linkdown"]
+        )
+        return "\n".join(parts) + sysctls.stdout
+
+
+@pytest.fixture
+def lab3() -> Iterator[object]:
+    from wanhooks.lab import Lab
+
+    with Lab(3) as lab:
+        yield lab
+
+
+@pytest.fixture
+def router(lab3: object, tmp_path: Path) -> Router:
+    return Router(lab3, tmp_path)

@@ -1,0 +1,480 @@
+"""wanhooks.config: both formats, every error located, nothing but ConfigError escapes."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wanhooks.config import ConfigError, load_config, parse_config, to_yaml
+from wanhooks.model import BalanceMode, Config, GroupKind, LinkConfig, SeedWatchdog
+
+DATA = Path(__file__).parent / "data" / "config"
+A4 = ipaddress.IPv4Address
+A6 = ipaddress.IPv6Address
+N4 = ipaddress.IPv4Network
+N6 = ipaddress.IPv6Network
+
+
+def text(*lines: str) -> str:
+    """Lines joined, so that a case's line numbers can be read off its position."""
+    return "\n".join(lines) + "\n"
+
+
+def comparable(config: Config) -> Config:
+    """The config without what depends on where it was read from (path, lines)."""
+    links = tuple(dataclasses.replace(link, line=0) for link in config.links)
+    return dataclasses.replace(config, path="", links=links)
+
+
+def error_of(content: str | bytes) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(content, "test.conf")
+    return caught.value
+
+
+# --------------------------------------------------------------------------
+# YAML that parses
+# --------------------------------------------------------------------------
+
+
+def test_issue_example() -> None:
+    config = load_config(str(DATA / "wanhooks.yaml"))
+    assert config == Config(
+        links=(
+            LinkConfig("eth1", 2, gateway4=A4("198.51.100.1"), network4=N4("198.51.100.0/24"), line=2),
+            LinkConfig("wl*", 1, line=6),
+        ),
+        balance=BalanceMode.PER_CONNECTION,
+        group=GroupKind.AUTO,
+        path=str(DATA / "wanhooks.yaml"),
+    )
+    assert config.links[1].is_glob
+
+
+def test_defaults() -> None:
+    config = parse_config("links:\n  - interface: eth0\n", "x.yaml")
+    assert config == Config(links=(LinkConfig("eth0", line=2),), path="x.yaml")
+    assert config.balance is BalanceMode.PER_CONNECTION
+    assert config.group is GroupKind.AUTO
+    assert config.seed_watchdog == SeedWatchdog()
+
+
+@pytest.mark.parametrize("mode", list(BalanceMode))
+def test_each_balance_value(mode: BalanceMode) -> None:
+    config = parse_config(f"links: [{{interface: eth0}}]\nbalance: {mode.value}\n", "x")
+    assert config.balance is mode
+
+
+@pytest.mark.parametrize("kind", list(GroupKind))
+def test_each_group_value(kind: GroupKind) -> None:
+    config = parse_config(f"links: [{{interface: eth0}}]\ngroup: {kind.value}\n", "x")
+    assert config.group is kind
+
+
+@pytest.mark.parametrize("glob", ["wl*", "wwan*", "usb*", "ppp?", "eth[0-3]", "*"])
+def test_globs(glob: str) -> None:
+    config = parse_config(f'links:\n  - interface: "{glob}"\n    gateway: 192.0.2.1\n', "x")
+    assert config.links[0].interface == glob
+    assert config.links[0].is_glob
+    assert config.links[0].gateway4 == A4("192.0.2.1")  # a gateway for a glob is allowed
+
+
+def test_both_families_in_lists() -> None:
+    config = parse_config(
+        text(
+            "links:",
+            "  - interface: eth1",
+            '    gateway: ["2001:db8:1::1", 198.51.100.1]',
+            "    network:",
+            "      - 198.51.100.0/24",
+            "      - 2001:db8:1::/64",
+        ),
+        "x",
+    )
+    link = config.links[0]
+    assert (link.gateway4, link.gateway6) == (A4("198.51.100.1"), A6("2001:db8:1::1"))
+    assert (link.network4, link.network6) == (N4("198.51.100.0/24"), N6("2001:db8:1::/64"))
+
+
+def test_ipv6_link_local_gateway_may_lie_outside_the_network() -> None:
+    config = parse_config(
+        "links:\n  - interface: eth1\n    gateway: fe80::1\n    network: 2001:db8::/64\n", "x"
+    )
+    assert config.links[0].gateway6 == A6("fe80::1")
+
+
+def test_plain_ipv6_text_that_yaml_reads_as_a_number() -> None:
+    # 1:2:3:4:5:6:7:8 is a YAML 1.1 sexagesimal integer; it is still an address here.
+    config = parse_config("links:\n  - interface: eth1\n    gateway: 1:2:3:4:5:6:7:8\n", "x")
+    assert config.links[0].gateway6 == A6("1:2:3:4:5:6:7:8")
+
+
+def test_flow_style_and_explicit_document() -> None:
+    config = parse_config("---\n{links: [{interface: eth0, weight: 256}], group: legacy}\n...\n", "x")
+    assert config.links[0].weight == 256
+    assert config.group is GroupKind.LEGACY
+
+
+def test_format_is_recognised_by_content_not_name(tmp_path: Path) -> None:
+    seed_named_yaml = tmp_path / "wanhooks.yaml"
+    seed_named_yaml.write_text('WANIFACE="eth1 eth2"\n')
+    yaml_named_sh = tmp_path / "generic-balancer.sh"
+    yaml_named_sh.write_text("links: [{interface: eth1}, {interface: eth2}]\n")
+    assert comparable(load_config(str(seed_named_yaml))) == comparable(load_config(str(yaml_named_sh)))
+
+
+def test_crlf_and_bom() -> None:
+    config = parse_config(b"\xef\xbb\xbflinks:\r\n  - interface: eth0\r\n", "x")
+    assert config.links == (LinkConfig("eth0", line=2),)
+
+
+# --------------------------------------------------------------------------
+# The seed's column file
+# --------------------------------------------------------------------------
+
+
+def test_seed_example_equals_its_yaml_equivalent() -> None:
+    seed = load_config(str(DATA / "generic-balancer.conf"))
+    equivalent = load_config(str(DATA / "generic-balancer.yaml"))
+    assert comparable(seed) == comparable(equivalent)
+    assert seed.links[1] == LinkConfig(
+        "vlan100", 2, gateway4=A4("192.168.0.1"), network4=N4("192.168.0.0/24"), line=2
+    )
+    assert all(link.line == 2 for link in seed.links)  # the WANIFACE line
+    assert seed.seed_watchdog == SeedWatchdog((A4("198.51.100.7"), A4("203.0.113.9")), enabled=True)
+    assert seed.balance is BalanceMode.PER_CONNECTION
+
+
+def test_seed_dash_means_not_given() -> None:
+    config = parse_config(
+        text(
+            'WANIFACE="eth1 wwan0 eth2"',
+            'GATEWAYS="192.0.2.1 - 2001:db8::1"',
+            'NETWORKS="192.0.2.0/24 - -"',
+            'WEIGHTS="3 - 1"',
+        ),
+        "x",
+    )
+    assert comparable(config).links == (
+        LinkConfig("eth1", 3, gateway4=A4("192.0.2.1"), network4=N4("192.0.2.0/24")),
+        LinkConfig("wwan0", 1),
+        LinkConfig("eth2", 1, gateway6=A6("2001:db8::1")),
+    )
+
+
+def test_seed_shell_forms() -> None:
+    config = parse_config(
+        text(
+            "#!/bin/sh",
+            "  # indented comment",
+            "",
+            "export WANIFACE='eth1 eth2'   # single quotes, export",
+            "WEIGHTS=\"2 \"'1'            # quoted parts run together",
+            "BALANCE=per-destination      # a bare word",
+            "WATCHDOG=off",
+            "TESTIPS=''",
+        ),
+        "x",
+    )
+    assert [(link.interface, link.weight) for link in config.links] == [("eth1", 2), ("eth2", 1)]
+    assert config.balance is BalanceMode.PER_DESTINATION
+    assert config.seed_watchdog == SeedWatchdog()
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (['TESTIPS="192.0.2.9"'], SeedWatchdog((A4("192.0.2.9"),), enabled=True)),
+        (['TESTIPS="192.0.2.9"', "WATCHDOG=0"], SeedWatchdog((A4("192.0.2.9"),), enabled=False)),
+        (['TESTIPS="192.0.2.9"', "WATCHDOG=True"], SeedWatchdog((A4("192.0.2.9"),), enabled=True)),
+        (["WATCHDOG=no"], SeedWatchdog()),
+    ],
+)
+def test_seed_watchdog(lines: list[str], expected: SeedWatchdog) -> None:
+    config = parse_config(text('WANIFACE="eth1"', *lines), "x")
+    assert config.seed_watchdog == expected
+
+
+# --------------------------------------------------------------------------
+# to_yaml
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["wanhooks.yaml", "generic-balancer.conf", "generic-balancer.yaml"])
+def test_to_yaml_round_trip(name: str) -> None:
+    config = load_config(str(DATA / name))
+    converted = to_yaml(config)
+    assert converted.startswith(f"# Converted by `wanhooks convert` from {DATA / name}.\n")
+    assert comparable(parse_config(converted, "converted.yaml")) == comparable(config)
+
+
+def test_to_yaml_round_trip_of_awkward_values() -> None:
+    config = Config(
+        links=(
+            LinkConfig("yes", 7, gateway6=A6("1:2:3:4:5:6:7:8"), network6=N6("1:2:3:4::/64")),
+            LinkConfig("1234", gateway4=A4("10.0.0.1"), gateway6=A6("fe80::1"), network4=N4("10.0.0.0/8")),
+            LinkConfig("wl[0-9]*"),
+        ),
+        balance=BalanceMode.PER_CLIENT,
+        group=GroupKind.HASH_THRESHOLD,
+        seed_watchdog=SeedWatchdog((A6("2001:db8::9"),), enabled=False),
+    )
+    converted = to_yaml(config)
+    assert isinstance(yaml.safe_load(converted), dict)
+    assert comparable(parse_config(converted, "x")) == comparable(config)
+
+
+# --------------------------------------------------------------------------
+# Errors: each names its line, its key and what is wrong
+# --------------------------------------------------------------------------
+
+LINK = "links:\n  - interface: eth1\n"  # lines 1-2 of many YAML cases below
+SEED3 = 'WANIFACE=" vlan101 vlan100 vlan102"\n'  # line 1 of many seed cases below
+
+MALFORMED: list[tuple[str, str | bytes, int, str, str]] = [
+    # (case id, content, line, key, part of the message)
+    ("unequal columns", SEED3 + 'GATEWAYS=" 192.168.1.1 192.168.0.1"\n',
+     2, "GATEWAYS", "GATEWAYS has 2 columns but WANIFACE has 3"),
+    ("unequal weights", SEED3 + "\nWEIGHTS=1\n", 3, "WEIGHTS", "WEIGHTS has 1 column but WANIFACE has 3"),
+    ("bad address", LINK + "    gateway: 198.51.100.300\n",
+     3, "links[1].gateway", "gateway '198.51.100.300' is not an IP address"),
+    ("bad seed address", SEED3 + 'GATEWAYS="192.168.1.1 192.168.0.x -"\n',
+     2, "GATEWAYS[2]", "'192.168.0.x' is not an IP address"),
+    ("multicast gateway", LINK + "    gateway: 224.0.0.1\n", 3, "links[1].gateway", "multicast"),
+    ("gateway zone", LINK + "    gateway: fe80::1%eth1\n", 3, "links[1].gateway", "has a zone"),
+    ("weight 0", LINK + "    weight: 0\n", 3, "links[1].weight",
+     "weight 0 is not allowed: remove the link or give it a weight of 1 to 256"),
+    ("weight 300", LINK + "    weight: 300\n",
+     3, "links[1].weight", "weight 300 is out of range: give 1 to 256"),
+    ("weight -1", LINK + "    weight: -1\n", 3, "links[1].weight", "out of range"),
+    ("weight string", LINK + '    weight: "2"\n',
+     3, "links[1].weight", "not the string '2': write it without quotes"),
+    ("weight true", LINK + "    weight: true\n",
+     3, "links[1].weight", "must be an integer from 1 to 256, not the boolean"),
+    ("weight float", LINK + "    weight: 2.5\n", 3, "links[1].weight", "not the number '2.5'"),
+    ("weight octal", LINK + "    weight: 010\n", 3, "links[1].weight", "whole number"),
+    ("weight empty", LINK + "    weight:\n", 3, "links[1].weight", "not empty"),
+    ("seed weight 0", SEED3 + "WEIGHTS='1 0 1'\n", 2, "WEIGHTS[2]", "weight 0 is not allowed"),
+    ("seed weight word", SEED3 + "WEIGHTS='1 2 x'\n", 2, "WEIGHTS[3]", "not 'x'"),
+    ("unknown link key", LINK + "    wieght: 2\n",
+     3, "links[1].wieght", "unknown key 'wieght': did you mean 'weight'?"),
+    ("unknown top key", LINK + "balanse: per-client\n", 3, "balanse", "did you mean 'balance'?"),
+    ("unknown key no match", LINK + "colour: blue\n", 3, "colour", "known keys: links, balance, group"),
+    ("unknown seed variable", SEED3 + "WEIGTHS='1 1 1'\n", 2, "WEIGTHS",
+     "unknown variable 'WEIGTHS': did you mean 'WEIGHTS'?"),
+    ("duplicate interface", LINK + "  - interface: eth2\n  - interface: eth1\n",
+     4, "links[3].interface", "interface 'eth1' is already given by the link at line 2"),
+    ("duplicate seed interface", 'WANIFACE="eth1 eth2 eth1"\n', 1, "WANIFACE[3]", "already given"),
+    ("duplicate interface one line", "links: [{interface: a}, {interface: a}]\n", 1, "links[2].interface",
+     "already given by the link at line 1"),
+    ("duplicate key", LINK + "    weight: 2\n    weight: 3\n",
+     4, "links[1].weight", "duplicate key 'weight' (first given at line 3)"),
+    ("duplicate top key", LINK + "group: auto\ngroup: legacy\n", 4, "group", "duplicate key 'group'"),
+    ("duplicate seed variable", SEED3 + "WEIGHTS='1 1 1'\nWEIGHTS='2 2 2'\n",
+     3, "WEIGHTS", "WEIGHTS is assigned twice (first at line 2)"),
+    ("yaml syntax", LINK + "    weight: 2\n   gateway: 192.0.2.1\n", 4, "", "YAML syntax error"),
+    ("yaml tab", LINK + "\tweight: 2\n", 3, "", "YAML syntax error"),
+    ("two documents", LINK + "---\nlinks: []\n", 3, "", "expected a single document"),
+    ("binary garbage", b"links:\n  - interface: eth1\x00\x01\x02\xff\n", 2, "", "not a text file"),
+    ("invalid utf-8", b"links:\n\n  - interface: eth\xc3\x281\n", 3, "", "not a text file: invalid UTF-8"),
+    ("control character", "links:\n  - interface: eth1\x07\n", 2, "", "control character U+0007"),
+    ("empty file", "", 0, "", "the file is empty"),
+    ("blank file", " \n\n\t\n", 0, "", "the file is empty"),
+    ("comments only", "# nothing here\n\n   # still nothing\n", 0, "", "only comments"),
+    ("top level scalar", "eth1 eth2\n", 1, "",
+     "expected a YAML config or a generic-balancer.sh column file (WANIFACE=...)"),
+    ("top level list", "- interface: eth1\n", 1, "", "must be a mapping with 'links', not a list"),
+    ("shell file without WANIFACE", "IFACES='eth1 eth2'\n", 1, "", "must be a mapping"),
+    ("links missing", "balance: per-client\ngroup: auto\n", 1, "links", "links is required"),
+    ("links not a list", "links: eth1\n", 1, "links", "links must be a list"),
+    ("links mapping", "links:\n  interface: eth1\n", 2, "links", "not a mapping"),
+    ("links empty", "links: []\n", 1, "links", "links is empty"),
+    ("links null", "links:\nbalance: per-client\n", 1, "links", "not empty"),
+    ("link not a mapping", LINK + "  - eth2\n", 3, "links[2]", "did you mean '- interface: ...'?"),
+    ("interface missing", LINK + "  - weight: 2\n", 3, "links[2].interface", "every link needs an interface"),
+    ("interface a number", "links:\n  - interface: 1234\n", 2, "links[1].interface", "put it in quotes"),
+    ("interface too long", "links:\n  - interface: abcdefghijklmnop\n",
+     2, "links[1].interface", "is 16 characters: Linux allows at most 15"),
+    ("interface slash", "links:\n  - interface: eth0/1\n", 2, "links[1].interface", "must not contain '/'"),
+    ("interface colon", "links:\n  - interface: eth0:1\n", 2, "links[1].interface", "must not contain ':'"),
+    ("interface space", "links:\n  - interface: 'eth 0'\n", 2, "links[1].interface", "whitespace"),
+    ("interface dotdot", "links:\n  - interface: ..\n",
+     2, "links[1].interface", "not a valid interface name"),
+    ("interface non-ascii", "links:\n  - interface: éth0\n", 2, "links[1].interface", "printable ASCII"),
+    ("interface empty", "links:\n  - interface: ''\n", 2, "links[1].interface", "empty"),
+    ("seed interface dash", 'WANIFACE="eth1 -"\n', 1, "WANIFACE[2]", "must name an interface"),
+    ("seed no interfaces", 'WANIFACE=""\n', 1, "WANIFACE", "lists no interfaces"),
+    ("network host bits", LINK + "    network: 198.51.100.1/24\n",
+     3, "links[1].network", "has host bits set: did you mean 198.51.100.0/24?"),
+    ("seed network host bits", SEED3 + "NETWORKS='- 10.1.2.3/8 -'\n",
+     2, "NETWORKS[2]", "did you mean 10.0.0.0/8?"),
+    ("network not a prefix", LINK + "    network: lan\n", 3, "links[1].network", "is not a prefix"),
+    ("network no length", LINK + "    network: 198.51.100.0\n", 3, "links[1].network", "198.51.100.0/24"),
+    ("network everything", LINK + "    network: 0.0.0.0/0\n", 3, "links[1].network", "covers every address"),
+    ("two IPv6 networks", LINK + "    network: [2001:db8::/64, 2001:db8:1::/64]\n",
+     3, "links[1].network[2]", "two IPv6 networks"),
+    ("gateway outside network", LINK + "    network: 198.51.100.0/24\n    gateway: 10.0.0.1\n",
+     4, "links[1].gateway", "gateway 10.0.0.1 is not inside network 198.51.100.0/24"),
+    ("IPv6 gateway outside network", LINK + "    gateway: [192.0.2.1, 2001:db8:2::1]\n"
+     "    network: [192.0.2.0/24, 2001:db8:1::/64]\n", 3, "links[1].gateway[2]", "not inside network"),
+    ("seed gateway outside network", SEED3 + "GATEWAYS='- 10.0.0.1 -'\nNETWORKS='- 192.168.0.0/24 -'\n",
+     2, "GATEWAYS[2]", "gateway 10.0.0.1 is not inside network 192.168.0.0/24"),
+    ("two IPv4 gateways", LINK + "    gateway:\n      - 198.51.100.1\n      - 198.51.100.2\n",
+     5, "links[1].gateway[2]", "two IPv4 gateways (198.51.100.1 and 198.51.100.2)"),
+    ("gateway empty list", LINK + "    gateway: []\n", 3, "links[1].gateway", "empty list"),
+    ("gateway mapping", LINK + "    gateway: {via: 192.0.2.1}\n", 3, "links[1].gateway", "not a mapping"),
+    ("balance value", LINK + "balance: per-conection\n", 3, "balance",
+     "is not one of per-connection, per-destination, per-client: did you mean 'per-connection'?"),
+    ("group value", LINK + "group: resilent\n", 3, "group", "did you mean 'resilient'?"),
+    ("seed balance value", SEED3 + "BALANCE=round-robin\n", 2, "BALANCE", "is not one of per-connection"),
+    ("seed watchdog value", SEED3 + "TESTIPS=192.0.2.1\nWATCHDOG=maybe\n",
+     3, "WATCHDOG", "is not one of yes, true"),
+    ("seed watchdog without targets", SEED3 + "WATCHDOG=yes\n", 2, "WATCHDOG", "no test addresses"),
+    ("seed bad test address", SEED3 + "TESTIPS='192.0.2.1 ::1'\n", 2, "TESTIPS[2]", "loopback"),
+    ("yaml watchdog", LINK + "watchdog:\n  enabled: yes\n", 4, "watchdog.enabled", "no test addresses"),
+    ("yaml watchdog key", LINK + "watchdog:\n  testips: []\n",
+     4, "watchdog.testips", "did you mean 'test_ips'?"),
+    ("shell expansion", SEED3 + 'GATEWAYS="$GW1 192.168.0.1 192.168.2.1"\n',
+     2, "GATEWAYS", "shell expansion ($, `...`, $(...)) is not supported"),
+    ("command substitution", "WANIFACE=$(ls /sys/class/net)\n", 1, "WANIFACE", "shell expansion"),
+    ("backticks", SEED3 + "WEIGHTS=`echo 1 1 1`\n", 2, "WEIGHTS", "shell expansion"),
+    ("dollar in single quotes", SEED3 + "WEIGHTS='$W'\n", 2, "WEIGHTS", "shell expansion"),
+    ("unterminated quote", SEED3 + 'GATEWAYS="192.168.1.1 192.168.0.1\n',
+     2, "GATEWAYS", "unterminated quote"),
+    ("multi-line quote", 'WANIFACE="eth1\neth2"\n', 1, "WANIFACE", "unterminated quote"),
+    ("unquoted space", "WANIFACE=eth1 eth2\n", 1, "WANIFACE", "unexpected 'eth2' after the value"),
+    ("shell syntax", "WANIFACE=eth1; reboot\n", 1, "WANIFACE", "shell syntax ';' is not supported"),
+    ("backslash", "WANIFACE=eth1\\ eth2\n", 1, "WANIFACE", "backslash"),
+    ("duplicate empty seed variable", SEED3 + "WEIGHTS=\nWEIGHTS='1 1 1'\n", 3, "WEIGHTS", "assigned twice"),
+    ("bool tag nonsense", LINK + "watchdog:\n  test_ips: [192.0.2.1]\n  enabled: !!bool maybe\n",
+     5, "watchdog.enabled", "must be true or false"),
+    ("not an assignment", SEED3 + "ip route flush cache\n", 2, "", "not a NAME=value assignment"),
+    ("alias", "base: &b {interface: eth1}\nlinks:\n  - *b\n",
+     3, "links[1]", "YAML aliases (*b) are not supported"),
+    ("merge key", LINK + "  - <<: *x\n", 3, "links[2].<<", "aliases (*x) are not supported"),
+    ("billion laughs", "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\nlinks: *c\n",
+     2, "b[1]", "aliases (*a) are not supported"),
+    ("deep nesting", "links: " + "[" * 1000 + "]" * 1000 + "\n", 1, "", "nested more than 16 levels"),
+    ("custom tag", "links:\n  - interface: !ifname eth1\n", 2, "links[1].interface", "tagged '!ifname'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "key", "message"),
+    [case[1:] for case in MALFORMED],
+    ids=[case[0] for case in MALFORMED],
+)
+def test_malformed(content: str | bytes, line: int, key: str, message: str) -> None:
+    err = error_of(content)
+    assert (err.line, err.key) == (line, key), str(err)
+    assert message in err.message, str(err)
+    assert str(err) == f"test.conf:{line}: {key}: {err.message}"
+    assert "\n" not in str(err)
+
+
+def test_malformed_cases_are_distinct() -> None:
+    ids = [case[0] for case in MALFORMED]
+    assert len(set(ids)) == len(ids) >= 20
+
+
+def test_error_stays_on_one_line() -> None:
+    err = error_of(b"links:\n  - interface: 'eth0\\n\\rx'\n".replace(b"\\n\\r", b"\xe2\x80\xa8"))
+    assert "\n" not in str(err) and "\u2028" not in str(err)
+    assert ConfigError("a\nb", 1, "k", "m\nn").__str__() == "a\\nb:1: k: m\\nn"
+
+
+def test_huge_file_is_refused() -> None:
+    err = error_of(b"#" * (1024 * 1024 + 1))
+    assert (err.line, err.key) == (0, "")
+    assert "larger than" in err.message
+
+
+# --------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}:0: : no such file"
+
+
+def test_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(str(tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "secret.yaml"
+    path.write_text("links: [{interface: eth0}]\n")
+    path.chmod(0)
+    with pytest.raises(ConfigError, match="permission denied"):
+        load_config(str(path))
+
+
+def test_permission_denied(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("wanhooks.config.open", refuse, raising=False)
+    with pytest.raises(ConfigError) as caught:
+        load_config("/etc/wanhooks/wanhooks.yaml")
+    assert str(caught.value) == "/etc/wanhooks/wanhooks.yaml:0: : permission denied"
+
+
+def test_load_reports_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("links:\n  - interface: eth1\n    weight: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert str(caught.value).startswith(f"{path}:3: links[1].weight: weight 0 is not allowed")
+
+
+# --------------------------------------------------------------------------
+# Hostile input: nothing but ConfigError, ever
+# --------------------------------------------------------------------------
+
+FRAGMENTS = [
+    "links:", "\n", "\n  - ", "interface: ", "weight: ", "gateway: ", "network: ", "balance: ", "group: ",
+    "watchdog:", "test_ips: ", "enabled: ", "eth1", "'wl*'", "2", "0", "256", "true", "~", "198.51.100.1",
+    "198.51.100.0/24", "fe80::1", "2001:db8::/64", "[", "]", "{", "}", ", ", "&a ", "*a", "!!str ", "#", " ",
+    "!!bool ", "!!int ", "!!float ",
+    "WANIFACE=", "GATEWAYS=", "WEIGHTS=", "NETWORKS=", "TESTIPS=", "WATCHDOG=", '"', "'", "$", "-", "export ",
+]
+
+
+def _survives(content: str | bytes) -> None:
+    try:
+        config = parse_config(content, "fuzz")
+    except ConfigError as err:
+        assert "\n" not in str(err)
+        return
+    assert comparable(parse_config(to_yaml(config), "fuzz")) == comparable(config)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes(content: bytes) -> None:
+    _survives(content)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200))
+def test_random_text(content: str) -> None:
+    _survives(content)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join))
+def test_random_config_like_text(content: str) -> None:
+    _survives(content)

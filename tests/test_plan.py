@@ -1,0 +1,224 @@
+"""plan() is pure: these tests need no root and no kernel."""
+
+from __future__ import annotations
+
+import ast
+import ipaddress
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fakes import lab_config, lab_kernel, main_default, tun, wan
+
+from wanhooks import constants as c
+from wanhooks.model import (
+    Address,
+    BalanceMode,
+    Config,
+    GroupKind,
+    KernelFeatures,
+    LinkConfig,
+    Observed,
+    Rule,
+)
+from wanhooks.plan import match_entry, plan, resilient_buckets
+
+
+def observed(*links, defaults=(), features=None) -> Observed:  # type: ignore[no-untyped-def]
+    return Observed(links=tuple(links), main_defaults=tuple(defaults), features=features or KernelFeatures())
+
+
+def balance_members(desired, family):  # type: ignore[no-untyped-def]
+    group = next(g for g in desired.groups if g.family == family)
+    nexthops = {n.id: n for n in desired.nexthops}
+    return {nexthops[i].oif: w for i, w in group.members}
+
+
+def test_plan_imports_no_io() -> None:
+    source = Path(__file__).parent.parent / "wanhooks" / "plan.py"
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"pyroute2", "dbus_next", "asyncio", "time", "socket", "os", "subprocess"}
+
+
+def test_three_links_weighted_both_families() -> None:
+    desired = plan(lab_config((1, 2, 1)), lab_kernel().observe())
+    assert balance_members(desired, 4) == {11: 1, 12: 2, 13: 1}
+    assert balance_members(desired, 6) == {11: 1, 12: 2, 13: 1}
+    group = next(g for g in desired.groups if g.family == 4)
+    assert group.resilient and group.buckets >= 128 and group.id == c.NH_GROUP_V4
+    balance = {r for r in desired.routes if r.table == c.TABLE_BALANCE}
+    assert {(r.family, r.nhid) for r in balance} == {(4, c.NH_GROUP_V4), (6, c.NH_GROUP_V6)}
+    for family in (4, 6):
+        prios = sorted(r.priority for r in desired.rules if r.family == family)
+        assert prios == [c.PRIO_MAIN_SUPPRESS] + [c.PRIO_LINK_SOURCE] * 3 + [c.PRIO_BALANCE]
+    assert (
+        Rule(4, c.PRIO_LINK_SOURCE, c.link_table(12), ipaddress.ip_network("100.64.2.2/32")) in desired.rules
+    )
+    assert (
+        Rule(6, c.PRIO_LINK_SOURCE, c.link_table(12), ipaddress.ip_network("fd00:2::2/128")) in desired.rules
+    )
+
+
+def test_tables_never_depend_on_config_order() -> None:
+    kernel = lab_kernel()
+    forward = plan(lab_config((1, 2, 1)), kernel.observe())
+    cfg = lab_config((1, 2, 1))
+    backward = plan(replace(cfg, links=tuple(reversed(cfg.links))), kernel.observe())
+    assert forward.routes == backward.routes and forward.rules == backward.rules
+    assert forward.groups == backward.groups
+
+
+@pytest.mark.parametrize(
+    ("link", "reason"),
+    [
+        (wan(12, "w2", 2, up=False), "administratively down"),
+        (wan(12, "w2", 2, carrier=False), "no carrier"),
+        (replace(wan(12, "w2", 2), addresses=()), "no IPv4 address"),
+    ],
+)
+def test_ineligible_links_are_left_out_with_a_reason(link, reason) -> None:  # type: ignore[no-untyped-def]
+    kernel = lab_kernel()
+    kernel.set_link(link)
+    desired = plan(lab_config(), kernel.observe())
+    assert balance_members(desired, 4) == {11: 1, 13: 1}
+    w2 = next(lp for lp in desired.links if lp.name == "w2")
+    assert w2.reasons[4] == reason and not w2.eligible[4]
+
+
+def test_failed_link_keeps_table_and_source_rule_when_carrier_is_lost() -> None:
+    kernel = lab_kernel()
+    kernel.set_link(wan(12, "w2", 2, carrier=False))
+    desired = plan(lab_config(), kernel.observe())
+    assert any(r.table == c.link_table(12) for r in desired.routes)
+    assert any(r.table == c.link_table(12) for r in desired.rules)
+
+
+def test_gateway_learned_from_main_defaults_ipv4_and_ipv6() -> None:
+    kernel = lab_kernel()
+    cfg = Config(links=(LinkConfig("w1"), LinkConfig("w2")))
+    kernel.main_defaults = [
+        main_default(4, 11, "100.64.1.1", 101),
+        main_default(6, 11, "fe80::1", 101),
+        main_default(4, 12, "100.64.2.1", 102),
+    ]
+    desired = plan(cfg, kernel.observe())
+    w1 = next(lp for lp in desired.links if lp.name == "w1")
+    w2 = next(lp for lp in desired.links if lp.name == "w2")
+    assert str(w1.gateways[4]) == "100.64.1.1" and str(w1.gateways[6]) == "fe80::1"
+    assert w2.gateways[6] is None and "no IPv6 gateway" in w2.reasons[6]
+    assert balance_members(desired, 4) == {11: 1, 12: 1}
+    assert balance_members(desired, 6) == {11: 1}
+
+
+def test_no_eligible_link_means_no_balance_route() -> None:
+    kernel = lab_kernel(2)
+    kernel.set_link(wan(11, "w1", 1, carrier=False))
+    kernel.set_link(wan(12, "w2", 2, up=False))
+    desired = plan(lab_config((1, 1)), kernel.observe())
+    assert not desired.groups and not desired.nexthops
+    assert not any(r.table == c.TABLE_BALANCE for r in desired.routes)
+    assert not any(r.priority == c.PRIO_BALANCE for r in desired.rules)
+
+
+def test_vpn_default_in_main_withholds_the_balance_rule() -> None:
+    kernel = lab_kernel()
+    kernel.set_link(tun(50, "tun0", "100.80.0.2"))
+    kernel.main_defaults = [main_default(4, 50, None, 0)]
+    desired = plan(lab_config(), kernel.observe())
+    assert not any(r.priority == c.PRIO_BALANCE and r.family == 4 for r in desired.rules)
+    assert any(r.priority == c.PRIO_BALANCE and r.family == 6 for r in desired.rules)
+    assert any("tun0" in n for n in desired.notes)
+    assert balance_members(desired, 4)  # the group stays ready for when the VPN goes
+
+
+def test_point_to_point_link_gets_a_device_only_nexthop() -> None:
+    kernel = lab_kernel(1)
+    kernel.set_link(tun(50, "ppp0", "100.80.0.2"))
+    cfg = Config(links=(LinkConfig("w1", gateway4=ipaddress.IPv4Address("100.64.1.1")), LinkConfig("ppp*")))
+    desired = plan(cfg, kernel.observe())
+    nh = next(n for n in desired.nexthops if n.oif == 50)
+    assert nh.gateway is None and nh.family == 4
+    assert balance_members(desired, 4) == {11: 1, 50: 1}
+
+
+def test_duplicate_address_excludes_the_later_link() -> None:
+    kernel = lab_kernel(2)
+    clone = replace(wan(12, "w2", 2), addresses=(Address(4, ipaddress.ip_address("100.64.1.2"), 24),))
+    kernel.set_link(clone)
+    desired = plan(lab_config((1, 1)), kernel.observe())
+    w2 = next(lp for lp in desired.links if lp.name == "w2")
+    assert "also on w1" in w2.reasons[4]
+    assert balance_members(desired, 4) == {11: 1}
+    assert not any(r.table == c.link_table(12) and r.family == 4 for r in desired.rules)
+
+
+def test_exact_name_beats_glob() -> None:
+    cfg = Config(links=(LinkConfig("w*", weight=3), LinkConfig("w2", weight=7)))
+    assert match_entry(cfg, "w2") is cfg.links[1]
+    assert match_entry(cfg, "w9") is cfg.links[0]
+    assert match_entry(cfg, "eth0") is None
+
+
+@pytest.mark.parametrize(
+    ("features", "wanted", "resilient", "legacy"),
+    [
+        (KernelFeatures(), GroupKind.AUTO, True, False),
+        (KernelFeatures(resilient_groups=False), GroupKind.AUTO, False, False),
+        (KernelFeatures(nexthop_objects=False, resilient_groups=False), GroupKind.AUTO, False, True),
+        (KernelFeatures(), GroupKind.LEGACY, False, True),
+        (KernelFeatures(), GroupKind.HASH_THRESHOLD, False, False),
+    ],
+)
+def test_group_kind(features, wanted, resilient, legacy) -> None:  # type: ignore[no-untyped-def]
+    kernel = lab_kernel()
+    kernel.features = features
+    desired = plan(lab_config(group=wanted), kernel.observe())
+    balance = next(r for r in desired.routes if r.table == c.TABLE_BALANCE and r.family == 4)
+    if legacy:
+        assert not desired.groups and len(balance.multipath) == 3
+        assert sorted(h.weight for h in balance.multipath) == [1, 1, 2]
+    else:
+        assert next(g for g in desired.groups if g.family == 4).resilient is resilient
+
+
+@pytest.mark.parametrize(
+    ("mode", "fields"),
+    [(BalanceMode.PER_CONNECTION, "55"), (BalanceMode.PER_DESTINATION, "3"), (BalanceMode.PER_CLIENT, "1")],
+)
+def test_hash_policy_sysctls(mode, fields) -> None:  # type: ignore[no-untyped-def]
+    desired = plan(lab_config(balance=mode), lab_kernel().observe())
+    values = {s.path: s.value for s in desired.sysctls}
+    for proto in ("ipv4", "ipv6"):
+        assert values[f"net/{proto}/fib_multipath_hash_policy"] == "3"
+        assert values[f"net/{proto}/fib_multipath_hash_fields"] == fields
+    assert values["net/ipv4/conf/w1/rp_filter"] == "2"
+    assert values["net/ipv6/conf/w3/ignore_routes_with_linkdown"] == "1"
+
+
+def test_hash_policy_fallback_without_hash_fields() -> None:
+    kernel = lab_kernel()
+    kernel.features = KernelFeatures(hash_fields=False)
+    values = {s.path: s.value for s in plan(lab_config(), kernel.observe()).sysctls}
+    assert values["net/ipv4/fib_multipath_hash_policy"] == "1"
+    assert "net/ipv4/fib_multipath_hash_fields" not in values
+
+
+def test_buckets_depend_on_config_not_on_which_links_are_up() -> None:
+    cfg = lab_config((1, 2, 1))
+    kernel = lab_kernel()
+    before = next(g for g in plan(cfg, kernel.observe()).groups if g.family == 4)
+    kernel.set_link(wan(12, "w2", 2, carrier=False))
+    after = next(g for g in plan(cfg, kernel.observe()).groups if g.family == 4)
+    assert before.buckets == after.buckets == resilient_buckets(cfg)
+
+
+def test_configured_gateway_outside_the_prefix_is_onlink() -> None:
+    kernel = lab_kernel(1)
+    cfg = Config(links=(LinkConfig("w1", gateway4=ipaddress.IPv4Address("198.51.100.1")),))
+    nh = next(iter(plan(cfg, kernel.observe()).nexthops))
+    assert nh.onlink and str(nh.gateway) == "198.51.100.1"

@@ -1,0 +1,906 @@
+"""Read and check the wanhooks configuration.
+
+Two formats are accepted, told apart by their content, never by file name.
+
+YAML, the native format (/etc/wanhooks/wanhooks.yaml)::
+
+    links:
+      - interface: eth1          # a name, or a glob such as "wl*"
+        weight: 2                # 1..256, default 1
+        gateway: 198.51.100.1    # optional; a list may hold one IPv4 and one IPv6
+        network: 198.51.100.0/24 # optional; same rule
+      - interface: "wl*"
+    balance: per-connection      # per-connection | per-destination | per-client
+    group: auto                  # auto | resilient | hash-threshold | legacy
+    watchdog:                    # optional: the seed's TESTIPS/WATCHDOG, kept on convert
+      test_ips: [198.51.100.7]
+      enabled: true
+
+The column file of the 2011 generic-balancer.sh: shell assignments with one
+whitespace-separated column per link.  It is read as text, never run::
+
+    WANIFACE=" vlan101 vlan100"
+    GATEWAYS=" 192.168.1.1 -"     # "-": not given (the link learns it)
+    NETWORKS=" 192.168.1.0/24 -"
+    WEIGHTS=" 1 2"
+    TESTIPS="198.51.100.7"        # optional: ping watchdog targets
+    WATCHDOG="yes"                # optional: yes/no, 1/0, true/false, on/off
+    BALANCE="per-destination"     # optional: as YAML's balance
+
+A file with a WANIFACE assignment is a column file (and then every other
+non-comment line must be an assignment too); anything else is read as YAML.
+Every problem becomes a ConfigError that names the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import yaml
+from yaml.error import MarkedYAMLError, YAMLError
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import Reader, ReaderError
+
+from wanhooks.model import (
+    BalanceMode,
+    Config,
+    GroupKind,
+    IPAddress,
+    IPNetwork,
+    LinkConfig,
+    SeedWatchdog,
+)
+
+__all__ = ["ConfigError", "load_config", "parse_config", "to_yaml"]
+
+# A config is a few hundred bytes; the bound keeps a wrong path (a disk image,
+# /dev/zero) from being read into memory and through the pure-Python parser.
+MAX_CONFIG_BYTES = 1 << 20
+# The deepest legitimate node is 4 levels down (links, a link, a gateway list,
+# an address).  The bound stops PyYAML's recursive composer long before
+# Python's recursion limit.
+MAX_DEPTH = 16
+IFNAME_MAX = 15  # IFNAMSIZ - 1: the kernel's limit, NUL excluded
+WEIGHT_MIN = 1
+WEIGHT_MAX = 256  # a nexthop group weight is a u8 holding weight - 1
+
+TOP_KEYS = ("links", "balance", "group", "watchdog")
+LINK_KEYS = ("interface", "weight", "gateway", "network")
+WATCHDOG_KEYS = ("test_ips", "enabled")
+SEED_VARIABLES = ("WANIFACE", "GATEWAYS", "NETWORKS", "WEIGHTS", "TESTIPS", "WATCHDOG", "BALANCE")
+SEED_COLUMNS = ("GATEWAYS", "NETWORKS", "WEIGHTS")
+NOT_GIVEN = "-"  # a seed column that leaves its value out
+SWITCH_WORDS = {"yes": True, "true": True, "on": True, "1": True,
+                "no": False, "false": False, "off": False, "0": False}
+
+FORMAT_HINT = "expected a YAML config or a generic-balancer.sh column file (WANIFACE=...)"
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+
+_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+_WANIFACE_LINE = re.compile(r"\s*(?:export\s+)?WANIFACE=")
+# Characters that only mean something to a shell; outside quotes we refuse them
+# rather than guess what the 2011 script's shell would have done.
+_SHELL_SYNTAX = ";&|<>(){}"
+_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+# Scalars to_yaml may write unquoted (still checked against YAML's resolver).
+_PLAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9_./])?")
+
+
+# --------------------------------------------------------------------------
+# The error
+# --------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """A problem in a config file, located for the user: ``path:line: key: message``."""
+
+    def __init__(self, path: str, line: int, key: str, message: str) -> None:
+        super().__init__(path, line, key, message)
+        self.path = path
+        self.line = line  # 1-based; 0 when the problem is the whole file
+        self.key = key  # "links[2].weight", "WEIGHTS[3]", or "" for the whole file
+        self.message = message
+
+    def __str__(self) -> str:
+        # Escaped so that a hostile value can never forge a second output line.
+        return _escape(f"{self.path}:{self.line}: {self.key}: {self.message}")
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a value came from, so a check can say so when it fails."""
+
+    path: str
+    line: int
+    key: str
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(self.path, self.line, self.key, message)
+
+
+def _escape(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _show(text: str, limit: int = 40) -> str:
+    """User text quoted for a message, escaped and cut short."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return "'" + _escape(text) + "'"
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """': did you mean 'x'?' when a choice is close to word, else ''."""
+    if len(word) > 64:  # difflib is quadratic; nobody mistypes 'weight' that badly
+        return ""
+    by_lower = {choice.lower(): choice for choice in choices}
+    matches = difflib.get_close_matches(word.lower(), list(by_lower), n=1)
+    return f": did you mean {_show(by_lower[matches[0]])}?" if matches else ""
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+def load_config(path: str) -> Config:
+    """Read, recognise, parse and check the config file at path."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(path, 0, "", "no such file") from None
+    except PermissionError:
+        raise ConfigError(path, 0, "", "permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(path, 0, "", "is a directory, not a file") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(path, 0, "", f"cannot read: {reason.lower()}") from None
+    return parse_config(data, path)
+
+
+def parse_config(text: bytes | str, path: str) -> Config:
+    """Parse and check config content; path is only used in messages and Config.path."""
+    content = _decode(text, path)
+    if not content.strip():
+        raise ConfigError(path, 0, "", f"the file is empty: {FORMAT_HINT}")
+    if any(_WANIFACE_LINE.match(line) for line in content.split("\n")):
+        return _config_from_seed(content, path)
+    return _config_from_yaml(content, path)
+
+
+def to_yaml(config: Config) -> str:
+    """The config in wanhooks' YAML format, for `wanhooks convert`."""
+    lines = [
+        f"# Converted by `wanhooks convert` from {_escape(config.path)}.",
+        "# The same settings as that file, in wanhooks' YAML format.",
+        "",
+        "links:" if config.links else "links: []",
+    ]
+    for link in config.links:
+        lines += _link_yaml(link)
+    lines.append(f"balance: {config.balance.value}")
+    lines.append(f"group: {config.group.value}")
+    lines += _watchdog_yaml(config.seed_watchdog)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Bytes to text
+# --------------------------------------------------------------------------
+
+
+def _decode(data: bytes | str, path: str) -> str:
+    """Text of the file, or a ConfigError for anything that is not a small text file."""
+    if isinstance(data, str):
+        if len(data) > MAX_CONFIG_BYTES:
+            raise _too_large(path)
+        # surrogatepass: a lone surrogate then fails the UTF-8 check below, with its line.
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_CONFIG_BYTES:
+        raise _too_large(path)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(path, _byte_line(data, nul), "", "not a text file: it contains a NUL byte")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        byte = data[err.start]
+        raise ConfigError(
+            path, _byte_line(data, err.start), "", f"not a text file: invalid UTF-8 (byte 0x{byte:02x})"
+        ) from None
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    # YAML's own rule for printable text, applied to both formats alike.
+    bad = Reader.NON_PRINTABLE.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        code = ord(bad.group())
+        raise ConfigError(path, line, "", f"not a text file: it contains the control character U+{code:04X}")
+    return text
+
+
+def _too_large(path: str) -> ConfigError:
+    return ConfigError(path, 0, "", f"the file is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a config")
+
+
+def _byte_line(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+# --------------------------------------------------------------------------
+# Checks shared by both formats (values arrive as text)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Draft:
+    """One link's checked values, before the cross-field checks."""
+
+    interface: str
+    interface_at: _Where
+    line: int
+    weight: int = 1
+    gateways: list[tuple[IPAddress, _Where]] = field(default_factory=list)
+    networks: list[tuple[IPNetwork, _Where]] = field(default_factory=list)
+
+
+def _check_interface(name: str, where: _Where) -> str:
+    """The rules of the kernel's dev_valid_name(), with glob characters allowed."""
+    if not name:
+        raise where.error("the interface name is empty")
+    if name in (".", ".."):
+        raise where.error(f"{_show(name)} is not a valid interface name")
+    for char in name:
+        if char in "/:":
+            raise where.error(f"interface name {_show(name)} must not contain {char!r}")
+        if char.isspace():
+            raise where.error(f"interface name {_show(name)} must not contain whitespace")
+        if not "!" <= char <= "~":
+            raise where.error(f"interface name {_show(name)} must be printable ASCII")
+    if len(name) > IFNAME_MAX:
+        raise where.error(
+            f"interface name {_show(name)} is {len(name)} characters: Linux allows at most {IFNAME_MAX}"
+        )
+    return name
+
+
+def _weight_from_text(text: str, where: _Where) -> int:
+    # Decimal only: "010" is 8 to YAML 1.1 and to iproute2's strtoul(.., 0).
+    if not _DECIMAL.fullmatch(text):
+        raise where.error(
+            f"weight must be a whole number from {WEIGHT_MIN} to {WEIGHT_MAX}, not {_show(text)}"
+        )
+    if len(text) > 8:  # out of range anyway; also keeps int() away from huge strings
+        raise where.error(f"weight {_show(text)} is out of range: give {WEIGHT_MIN} to {WEIGHT_MAX}")
+    return _check_weight(int(text), where)
+
+
+def _check_weight(weight: int, where: _Where) -> int:
+    if weight == 0:
+        raise where.error(
+            f"weight 0 is not allowed: remove the link or give it a weight of {WEIGHT_MIN} to {WEIGHT_MAX}"
+        )
+    if not WEIGHT_MIN <= weight <= WEIGHT_MAX:
+        raise where.error(f"weight {weight} is out of range: give {WEIGHT_MIN} to {WEIGHT_MAX}")
+    return weight
+
+
+def _parse_address(text: str, where: _Where, what: str) -> IPAddress:
+    """A unicast address (what: 'gateway', 'test address') or a ConfigError."""
+    if "%" in text:
+        raise where.error(f"{what} {_show(text)} has a zone (%...): leave it out, the link is the zone")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise where.error(f"{what} {_show(text)} is not an IP address") from None
+    problem = _unusable(address)
+    if problem:
+        raise where.error(f"{what} {address} is {problem}: not usable as a {what}")
+    return address
+
+
+def _unusable(address: IPAddress) -> str:
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
+        return "a multicast or broadcast address"
+    if address.is_loopback:
+        return "a loopback address"
+    return ""
+
+
+def _parse_network(text: str, where: _Where) -> IPNetwork:
+    if "%" in text:
+        raise where.error(f"network {_show(text)} has a zone (%...): leave it out")
+    if "/" not in text:
+        return _network_without_length(text, where)
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise where.error(f"network {_show(text)} is not a prefix such as 198.51.100.0/24") from None
+    if loose.prefixlen == 0:
+        raise where.error(f"network {loose} covers every address: give the link's own network")
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        raise where.error(f"network {_show(text)} has host bits set: did you mean {loose}?") from None
+
+
+def _network_without_length(text: str, where: _Where) -> IPNetwork:
+    # A bare address is almost always a forgotten "/24"; a /32 link network never makes sense.
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise where.error(f"network {_show(text)} is not a prefix such as 198.51.100.0/24") from None
+    example = "/24" if address.version == 4 else "/64"
+    raise where.error(f"network {_show(text)} has no prefix length (such as {address}{example})")
+
+
+def _finish_link(draft: _Draft, seen: dict[str, int]) -> LinkConfig:
+    """Cross-field checks of one link, then the LinkConfig; seen maps interface -> first line."""
+    if draft.interface in seen:
+        raise draft.interface_at.error(
+            f"interface {_show(draft.interface)} is already given by the link at line {seen[draft.interface]}"
+        )
+    seen[draft.interface] = draft.line
+    gateway4, gateway6 = _split_gateways(draft.gateways)
+    network4, network6 = _split_networks(draft.networks)
+    for gateway, where in draft.gateways:
+        _check_inside(gateway, network4 if gateway.version == 4 else network6, where)
+    return LinkConfig(
+        interface=draft.interface,
+        weight=draft.weight,
+        gateway4=gateway4,
+        gateway6=gateway6,
+        network4=network4,
+        network6=network6,
+        line=draft.line,
+    )
+
+
+def _split_gateways(
+    items: list[tuple[IPAddress, _Where]],
+) -> tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None]:
+    v4: ipaddress.IPv4Address | None = None
+    v6: ipaddress.IPv6Address | None = None
+    for address, where in items:
+        if isinstance(address, ipaddress.IPv4Address):
+            v4 = _only_one(v4, address, where, "gateway")
+        else:
+            v6 = _only_one(v6, address, where, "gateway")
+    return v4, v6
+
+
+def _split_networks(
+    items: list[tuple[IPNetwork, _Where]],
+) -> tuple[ipaddress.IPv4Network | None, ipaddress.IPv6Network | None]:
+    v4: ipaddress.IPv4Network | None = None
+    v6: ipaddress.IPv6Network | None = None
+    for network, where in items:
+        if isinstance(network, ipaddress.IPv4Network):
+            v4 = _only_one(v4, network, where, "network")
+        else:
+            v6 = _only_one(v6, network, where, "network")
+    return v4, v6
+
+
+_Value = TypeVar("_Value", bound="IPAddress | IPNetwork")
+
+
+def _only_one(previous: _Value | None, new: _Value, where: _Where, what: str) -> _Value:
+    if previous is not None:
+        raise where.error(
+            f"two IPv{new.version} {what}s ({previous} and {new}): give at most one IPv4 and one IPv6"
+        )
+    return new
+
+
+def _check_inside(gateway: IPAddress, network: IPNetwork | None, where: _Where) -> None:
+    # An IPv6 router is normally reached at its link-local address (RFC 4861
+    # router advertisements), which is never inside the link's global prefix.
+    if network is None or (gateway.version == 6 and gateway.is_link_local):
+        return
+    if gateway not in network:
+        raise where.error(f"gateway {gateway} is not inside network {network}")
+
+
+_Choice = TypeVar("_Choice", BalanceMode, GroupKind)
+
+
+def _parse_choice(text: str, kind: type[_Choice], where: _Where, what: str) -> _Choice:
+    values = [member.value for member in kind]
+    if text in values:
+        return kind(text)
+    allowed = ", ".join(values)
+    raise where.error(f"{what} {_show(text)} is not one of {allowed}{_did_you_mean(text, values)}")
+
+
+def _watchdog(test_ips: tuple[IPAddress, ...], enabled: bool | None, where: _Where) -> SeedWatchdog:
+    """SeedWatchdog; enabled=None (not said) means on exactly when there is something to ping."""
+    if enabled is None:
+        enabled = bool(test_ips)
+    if enabled and not test_ips:
+        raise where.error("the watchdog is on but there are no test addresses to ping")
+    return SeedWatchdog(test_ips=test_ips, enabled=enabled)
+
+
+# --------------------------------------------------------------------------
+# YAML
+# --------------------------------------------------------------------------
+
+
+class _AliasNode(ScalarNode):
+    """Stands where the document had an alias (*name); wanhooks refuses those."""
+
+
+class _TooDeepError(Exception):
+    """Raised inside the composer; _compose turns it into a ConfigError."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader's composer with nesting bounded and aliases never expanded.
+
+    An alias normally becomes a second reference to its anchor's node, so
+    nested aliases ("billion laughs") make a small file a huge tree to walk.
+    Here an alias becomes a placeholder that the checks reject by name.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        if self.check_event(AliasEvent):
+            event = self.get_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+            return _AliasNode("!alias", str(event.anchor), event.start_mark, event.end_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _TooDeepError(mark.line + 1 if mark else 0)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _compose(text: str, path: str) -> Node | None:
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    except _TooDeepError as err:
+        raise ConfigError(path, err.line, "", f"nested more than {MAX_DEPTH} levels deep") from None
+    except MarkedYAMLError as err:
+        raise _yaml_error(err, path) from None
+    except ReaderError as err:
+        line = text.count("\n", 0, int(err.position)) + 1
+        raise ConfigError(path, line, "", f"not a text file: {err.reason}") from None
+    except YAMLError as err:
+        raise ConfigError(path, 0, "", f"YAML error: {err}") from None
+    except Exception as err:
+        # PyYAML is not ours: whatever it raises, the user gets a message, not a traceback.
+        raise ConfigError(path, 0, "", f"cannot read the file as YAML ({type(err).__name__})") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_error(err: MarkedYAMLError, path: str) -> ConfigError:
+    mark = err.problem_mark or err.context_mark
+    line = mark.line + 1 if mark else 0
+    problem = err.problem or err.context or "not valid YAML"
+    if err.problem and err.context:
+        problem = f"{problem} ({err.context})"
+    return ConfigError(path, line, "", f"YAML syntax error: {problem}")
+
+
+def _line(node: Node) -> int:
+    return node.start_mark.line + 1 if node.start_mark else 0
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _kind(node: Node) -> str:
+    """What a node is, for 'must be X, not Y' messages."""
+    if isinstance(node, SequenceNode):
+        return "a list"
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    text = str(node.value)
+    if node.tag == _NULL:
+        return "empty"
+    if node.tag == _BOOL:
+        return f"the boolean {_show(text)}"
+    if node.tag in (_INT, _FLOAT):
+        return f"the number {_show(text)}"
+    if node.tag == _STR:
+        return f"the string {_show(text)}"
+    return f"{_show(text)} (tagged {_show(node.tag)})"
+
+
+def _config_from_yaml(text: str, path: str) -> Config:
+    root = _compose(text, path)
+    if root is None:
+        raise ConfigError(path, 0, "", f"the file holds only comments: {FORMAT_HINT}")
+    _reject_aliases(root, "", path)
+    if not isinstance(root, MappingNode):
+        kind = _kind(root)
+        raise ConfigError(
+            path, _line(root), "", f"the top level must be a mapping with 'links', not {kind}: {FORMAT_HINT}"
+        )
+    links: tuple[LinkConfig, ...] | None = None
+    balance = BalanceMode.PER_CONNECTION
+    group = GroupKind.AUTO
+    watchdog = SeedWatchdog()
+    for name, value in _items(root, "", TOP_KEYS, path):
+        where = _Where(path, _line(value), name)
+        if name == "links":
+            links = _yaml_links(value, where)
+        elif name == "balance":
+            balance = _parse_choice(_yaml_string(value, where, name), BalanceMode, where, name)
+        elif name == "group":
+            group = _parse_choice(_yaml_string(value, where, name), GroupKind, where, name)
+        else:
+            watchdog = _yaml_watchdog(value, where)
+    if links is None:
+        raise ConfigError(
+            path, _line(root), "links", "links is required: list the uplinks, as '- interface: eth1'"
+        )
+    return Config(links=links, balance=balance, group=group, path=path, seed_watchdog=watchdog)
+
+
+def _reject_aliases(node: Node, key: str, path: str) -> None:
+    """Refuse aliases anywhere, naming where they are (depth is bounded by MAX_DEPTH)."""
+    if isinstance(node, _AliasNode):
+        alias = _escape(str(node.value))
+        raise ConfigError(
+            path, _line(node), key, f"YAML aliases (*{alias}) are not supported: write the value out"
+        )
+    if isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value, 1):
+            _reject_aliases(item, f"{key}[{index}]", path)
+    elif isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            _reject_aliases(key_node, key, path)
+            name = str(key_node.value) if isinstance(key_node, ScalarNode) else "?"
+            _reject_aliases(value_node, _join(key, name), path)
+
+
+def _items(mapping: MappingNode, prefix: str, known: Sequence[str], path: str) -> Iterator[tuple[str, Node]]:
+    """(key, value node) pairs in file order, refusing odd, unknown and repeated keys.
+
+    A generator, so that the caller checks each value before the next key and
+    the first problem reported is the first one in the file.
+    """
+    first_line: dict[str, int] = {}
+    for key_node, value_node in mapping.value:
+        if not isinstance(key_node, ScalarNode):
+            raise ConfigError(path, _line(key_node), prefix, "a key must be a word, not a list or mapping")
+        name = str(key_node.value)
+        where = _Where(path, _line(key_node), _join(prefix, name))
+        if name in first_line:
+            raise where.error(f"duplicate key {_show(name)} (first given at line {first_line[name]})")
+        if name not in known:
+            hint = _did_you_mean(name, known) or f" (known keys: {', '.join(known)})"
+            raise where.error(f"unknown key {_show(name)}{hint}")
+        first_line[name] = where.line
+        yield name, value_node
+
+
+def _yaml_string(node: Node, where: _Where, what: str) -> str:
+    if isinstance(node, ScalarNode) and node.tag == _STR:
+        return str(node.value)
+    hint = ": put it in quotes" if isinstance(node, ScalarNode) and node.tag in (_INT, _FLOAT, _BOOL) else ""
+    raise where.error(f"{what} must be a string, not {_kind(node)}{hint}")
+
+
+def _yaml_links(node: Node, where: _Where) -> tuple[LinkConfig, ...]:
+    if not isinstance(node, SequenceNode):
+        raise where.error(f"links must be a list of links ('- interface: eth1'), not {_kind(node)}")
+    if not node.value:
+        raise where.error("links is empty: give at least one link")
+    seen: dict[str, int] = {}
+    links = []
+    for index, item in enumerate(node.value, 1):
+        item_at = _Where(where.path, _line(item), f"links[{index}]")
+        links.append(_finish_link(_yaml_link(item, item_at), seen))
+    return tuple(links)
+
+
+def _yaml_link(node: Node, where: _Where) -> _Draft:
+    if not isinstance(node, MappingNode):
+        is_word = isinstance(node, ScalarNode) and node.tag == _STR
+        hint = ": did you mean '- interface: ...'?" if is_word else ""
+        raise where.error(f"a link must be a mapping with an interface, not {_kind(node)}{hint}")
+    draft = _Draft(interface="", interface_at=where, line=where.line)
+    have_interface = False
+    for name, value in _items(node, where.key, LINK_KEYS, where.path):
+        value_at = _Where(where.path, _line(value), f"{where.key}.{name}")
+        if name == "interface":
+            draft.interface = _check_interface(_yaml_string(value, value_at, name), value_at)
+            draft.interface_at = value_at
+            have_interface = True
+        elif name == "weight":
+            draft.weight = _yaml_weight(value, value_at)
+        elif name == "gateway":
+            texts = _yaml_texts(value, value_at, name)
+            draft.gateways = [(_parse_address(text, at, "gateway"), at) for text, at in texts]
+        else:
+            texts = _yaml_texts(value, value_at, name)
+            draft.networks = [(_parse_network(text, at), at) for text, at in texts]
+    if not have_interface:
+        missing = _Where(where.path, where.line, f"{where.key}.interface")
+        raise missing.error("missing: every link needs an interface")
+    return draft
+
+
+def _yaml_weight(node: Node, where: _Where) -> int:
+    if isinstance(node, ScalarNode) and node.tag == _INT:
+        return _weight_from_text(str(node.value), where)
+    hint = ""
+    if isinstance(node, ScalarNode) and node.tag == _STR and _DECIMAL.fullmatch(str(node.value).strip()):
+        hint = ": write it without quotes"
+    raise where.error(f"weight must be an integer from {WEIGHT_MIN} to {WEIGHT_MAX}, not {_kind(node)}{hint}")
+
+
+def _yaml_texts(node: Node, where: _Where, what: str) -> list[tuple[str, _Where]]:
+    """The text of an address-like value given alone or as a list, each with its place."""
+    if not isinstance(node, SequenceNode):
+        return [(_yaml_address_text(node, where, what), where)]
+    if not node.value:
+        raise where.error(f"{what} is an empty list: leave the key out instead")
+    texts = []
+    for index, item in enumerate(node.value, 1):
+        item_at = _Where(where.path, _line(item), f"{where.key}[{index}]")
+        texts.append((_yaml_address_text(item, item_at, what), item_at))
+    return texts
+
+
+def _yaml_address_text(node: Node, where: _Where, what: str) -> str:
+    # Plain IPv6 text such as 1:2:3:4:5:6:7:8 resolves to a YAML 1.1
+    # sexagesimal int, so addresses are taken from the text, whatever its tag.
+    if isinstance(node, ScalarNode) and node.tag in (_STR, _INT, _FLOAT):
+        return str(node.value)
+    raise where.error(f"{what} must be an address or a list of addresses, not {_kind(node)}")
+
+
+def _yaml_watchdog(node: Node, where: _Where) -> SeedWatchdog:
+    if not isinstance(node, MappingNode):
+        raise where.error(f"watchdog must be a mapping with test_ips and enabled, not {_kind(node)}")
+    test_ips: tuple[IPAddress, ...] = ()
+    enabled: bool | None = None
+    enabled_at = where
+    for name, value in _items(node, "watchdog", WATCHDOG_KEYS, where.path):
+        value_at = _Where(where.path, _line(value), f"watchdog.{name}")
+        if name == "enabled":
+            enabled, enabled_at = _yaml_bool(value, value_at), value_at
+        else:
+            texts = _yaml_texts(value, value_at, "test address")
+            test_ips = tuple(_parse_address(t, w, "test address") for t, w in texts)
+    return _watchdog(test_ips, enabled, enabled_at)
+
+
+def _yaml_bool(node: Node, where: _Where) -> bool:
+    # .get: an explicit "!!bool maybe" has the bool tag but no meaning.
+    value = SWITCH_WORDS.get(str(node.value).lower()) if isinstance(node, ScalarNode) else None
+    if node.tag == _BOOL and value is not None:
+        return value
+    raise where.error(f"must be true or false, not {_kind(node)}")
+
+
+# --------------------------------------------------------------------------
+# The seed's column file
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Assignment:
+    value: str
+    line: int
+
+
+def _config_from_seed(text: str, path: str) -> Config:
+    found = _seed_assignments(text, path)
+    if "WANIFACE" not in found:  # unreachable through parse_config, kept for safety
+        raise ConfigError(path, 0, "WANIFACE", "WANIFACE is required")
+    wan = found["WANIFACE"]
+    interfaces = wan.value.split()
+    if not interfaces:
+        raise ConfigError(path, wan.line, "WANIFACE", "WANIFACE lists no interfaces")
+    columns = {name: _seed_columns(name, found.get(name), len(interfaces), path) for name in SEED_COLUMNS}
+    wan_columns = _Columns(interfaces, wan.line)
+    seen: dict[str, int] = {}
+    links = tuple(
+        _finish_link(_seed_link(index, wan_columns, columns, path), seen) for index in range(len(interfaces))
+    )
+    balance = BalanceMode.PER_CONNECTION
+    if "BALANCE" in found:
+        assignment = found["BALANCE"]
+        where = _Where(path, assignment.line, "BALANCE")
+        balance = _parse_choice(assignment.value.strip(), BalanceMode, where, "BALANCE")
+    watchdog = _seed_watchdog(found.get("TESTIPS"), found.get("WATCHDOG"), path)
+    return Config(links=links, balance=balance, path=path, seed_watchdog=watchdog)
+
+
+def _seed_assignments(text: str, path: str) -> dict[str, _Assignment]:
+    """NAME -> value of every assignment; empty values count as not given."""
+    found: dict[str, _Assignment] = {}
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _ASSIGNMENT.fullmatch(line)
+        if match is None:
+            raise ConfigError(
+                path, number, "", "not a NAME=value assignment: a generic-balancer.sh column file may only "
+                'assign variables (WANIFACE="eth1 eth2", GATEWAYS=..., ...)'
+            )
+        name, raw = match.groups()
+        where = _Where(path, number, name)
+        if name not in SEED_VARIABLES:
+            hint = _did_you_mean(name, SEED_VARIABLES) or f" (known: {', '.join(SEED_VARIABLES)})"
+            raise where.error(f"unknown variable {_show(name)}{hint}")
+        if name in first_line:
+            raise where.error(f"{name} is assigned twice (first at line {first_line[name]})")
+        first_line[name] = number
+        value = _shell_value(raw, where)
+        if value.strip() or name == "WANIFACE":
+            found[name] = _Assignment(value, number)
+    return found
+
+
+def _shell_value(raw: str, where: _Where) -> str:
+    """What sh would assign for NAME=raw, refusing anything that needs a shell to decide."""
+    parts: list[str] = []
+    index = 0
+    while index < len(raw):
+        char = raw[index]
+        if char in "\"'":
+            end = raw.find(char, index + 1)
+            if end < 0:
+                raise where.error(
+                    f"unterminated quote ({char}): a value must close its quote on the same line"
+                )
+            parts.append(_check_literal(raw[index + 1 : end], where))
+            index = end + 1
+        elif char.isspace() or char == "#":
+            break
+        elif char in _SHELL_SYNTAX:
+            raise where.error(f"shell syntax {char!r} is not supported: quote the value")
+        else:
+            parts.append(_check_literal(char, where))
+            index += 1
+    rest = raw[index:].strip()
+    if rest and not rest.startswith("#"):
+        raise where.error(f"unexpected {_show(rest)} after the value: quote a value that holds spaces")
+    return "".join(parts)
+
+
+def _check_literal(text: str, where: _Where) -> str:
+    # '$' and '`' are refused even inside single quotes, where sh would keep
+    # them literally: no valid value contains them, and a config that looks
+    # like it expands something must not be read as if it did not.
+    if "$" in text or "`" in text:
+        raise where.error("shell expansion ($, `...`, $(...)) is not supported: write the value out")
+    if "\\" in text:
+        raise where.error("backslash escapes are not supported: write the value out")
+    return text
+
+
+@dataclass(frozen=True)
+class _Columns:
+    values: list[str]
+    line: int
+
+
+def _seed_columns(name: str, assignment: _Assignment | None, count: int, path: str) -> _Columns | None:
+    if assignment is None:
+        return None
+    values = assignment.value.split()
+    if len(values) != count:
+        noun = "column" if len(values) == 1 else "columns"
+        where = _Where(path, assignment.line, name)
+        raise where.error(f"{name} has {len(values)} {noun} but WANIFACE has {count}")
+    return _Columns(values, assignment.line)
+
+
+def _seed_link(index: int, wan: _Columns, columns: dict[str, _Columns | None], path: str) -> _Draft:
+    """Link number index (0-based) from the columns; its line is the WANIFACE line."""
+
+    def at(name: str, line: int) -> _Where:
+        return _Where(path, line, f"{name}[{index + 1}]")
+
+    interface_at = at("WANIFACE", wan.line)
+    interface = wan.values[index]
+    if interface == NOT_GIVEN:
+        raise interface_at.error("WANIFACE must name an interface: '-' is only for the other columns")
+    draft = _Draft(_check_interface(interface, interface_at), interface_at, wan.line)
+    weights, gateways, networks = columns["WEIGHTS"], columns["GATEWAYS"], columns["NETWORKS"]
+    if weights and weights.values[index] != NOT_GIVEN:
+        draft.weight = _weight_from_text(weights.values[index], at("WEIGHTS", weights.line))
+    if gateways and gateways.values[index] != NOT_GIVEN:
+        where = at("GATEWAYS", gateways.line)
+        draft.gateways = [(_parse_address(gateways.values[index], where, "gateway"), where)]
+    if networks and networks.values[index] != NOT_GIVEN:
+        where = at("NETWORKS", networks.line)
+        draft.networks = [(_parse_network(networks.values[index], where), where)]
+    return draft
+
+
+def _seed_watchdog(testips: _Assignment | None, switch: _Assignment | None, path: str) -> SeedWatchdog:
+    test_ips: tuple[IPAddress, ...] = ()
+    if testips is not None:
+        test_ips = tuple(
+            _parse_address(text, _Where(path, testips.line, f"TESTIPS[{number}]"), "test address")
+            for number, text in enumerate(testips.value.split(), 1)
+        )
+    enabled: bool | None = None
+    where = _Where(path, testips.line if testips else 0, "TESTIPS")
+    if switch is not None:
+        where = _Where(path, switch.line, "WATCHDOG")
+        word = switch.value.strip().lower()
+        if word not in SWITCH_WORDS:
+            allowed = ", ".join(SWITCH_WORDS)
+            raise where.error(f"WATCHDOG {_show(switch.value.strip())} is not one of {allowed}")
+        enabled = SWITCH_WORDS[word]
+    return _watchdog(test_ips, enabled, where)
+
+
+# --------------------------------------------------------------------------
+# Writing YAML
+# --------------------------------------------------------------------------
+
+
+def _link_yaml(link: LinkConfig) -> list[str]:
+    lines = [f"  - interface: {_yaml_scalar(link.interface)}", f"    weight: {link.weight}"]
+    gateways = [str(a) for a in (link.gateway4, link.gateway6) if a is not None]
+    if gateways:
+        lines.append(f"    gateway: {_yaml_one_or_list(gateways)}")
+    networks = [str(n) for n in (link.network4, link.network6) if n is not None]
+    if networks:
+        lines.append(f"    network: {_yaml_one_or_list(networks)}")
+    return lines
+
+
+def _watchdog_yaml(watchdog: SeedWatchdog) -> list[str]:
+    if watchdog == SeedWatchdog():
+        return []
+    lines = ["watchdog:"]
+    if watchdog.test_ips:
+        lines.append(f"  test_ips: {_yaml_list([str(a) for a in watchdog.test_ips])}")
+    lines.append(f"  enabled: {'true' if watchdog.enabled else 'false'}")
+    return lines
+
+
+def _yaml_one_or_list(texts: list[str]) -> str:
+    return _yaml_scalar(texts[0]) if len(texts) == 1 else _yaml_list(texts)
+
+
+def _yaml_list(texts: list[str]) -> str:
+    return "[" + ", ".join(_yaml_scalar(text) for text in texts) + "]"
+
+
+def _yaml_scalar(text: str) -> str:
+    """text as a YAML scalar that reads back as the same string: plain when safe, else quoted."""
+    if _PLAIN.fullmatch(text) and yaml.safe_load(text) == text:
+        return text
+    # A JSON string is a valid YAML double-quoted scalar.
+    return json.dumps(text)

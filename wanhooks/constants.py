@@ -1,0 +1,122 @@
+"""Every number wanhooks owns in the kernel, each with the reason for its value.
+
+Nothing here derives from config order (the mwan3 mistake): per-link numbers
+come from the kernel's interface index, which is unique in a network
+namespace, stable for the life of the device and recoverable from the kernel
+after a restart.  When a device is re-created it gets a new index, and the
+old table/nexthops died with the old device anyway.
+"""
+
+from __future__ import annotations
+
+# --- rtnetlink protocol id -------------------------------------------------
+# Every route, rule and nexthop wanhooks adds carries this protocol id, and the
+# reconciler only ever reads or removes objects that carry it.  87 is "W";
+# /etc/iproute2/rt_protos and FRR leave 43..98 unassigned (babel is 42,
+# openr 99).
+RTPROT_WANHOOKS = 87
+
+# --- routing tables ---------------------------------------------------------
+# Table ids are u32.  NetworkManager, networkd, tailscale (52) and admins use
+# small numbers; we take the block [2e9, 3e9) so a table id reads as
+# "2_000_000_000 + ifindex" in `ip route show table all`.
+TABLE_BASE = 2_000_000_000
+TABLE_SPAN = 1_000_000_000
+# The weighted multipath default lives here; ifindex 0 never names a device.
+TABLE_BALANCE = TABLE_BASE
+# Interface indexes at or above this cannot be given a table or nexthop id.
+MAX_IFINDEX = TABLE_SPAN - 1
+
+
+def link_table(ifindex: int) -> int:
+    """The per-link table of the device with this index."""
+    return TABLE_BASE + ifindex
+
+
+def is_owned_table(table: int) -> bool:
+    return TABLE_BASE <= table < TABLE_BASE + TABLE_SPAN
+
+
+# --- nexthop object ids -----------------------------------------------------
+# Nexthop ids are one u32 space shared by both families.  Groups sit at the
+# bottom of our block; each family has a spare id used only for a moment when
+# a group must be rebuilt (its type or bucket count cannot change in place):
+# the route moves to the spare, the group is rebuilt, the route moves back.
+NH_GROUP_V4 = 2_000_000_000
+NH_GROUP_V6 = 2_000_000_001
+NH_GROUP_V4_SPARE = 2_000_000_002
+NH_GROUP_V6_SPARE = 2_000_000_003
+# Per-link members: one block per family, ifindex added (see MAX_IFINDEX).
+NH_LINK_V4_BASE = 2_100_000_000
+NH_LINK_V6_BASE = 3_200_000_000
+NH_ID_MIN = NH_GROUP_V4
+NH_ID_MAX = NH_LINK_V6_BASE + MAX_IFINDEX  # 4_199_999_999 < 2**32
+
+
+def group_id(family: int, spare: bool = False) -> int:
+    if family == 4:
+        return NH_GROUP_V4_SPARE if spare else NH_GROUP_V4
+    return NH_GROUP_V6_SPARE if spare else NH_GROUP_V6
+
+
+def link_nexthop_id(family: int, ifindex: int) -> int:
+    return (NH_LINK_V4_BASE if family == 4 else NH_LINK_V6_BASE) + ifindex
+
+
+def is_owned_nexthop_id(nhid: int) -> bool:
+    return NH_ID_MIN <= nhid <= NH_ID_MAX
+
+
+# --- rule priorities --------------------------------------------------------
+# Below main (32766) so we are consulted first; clear of tailscale (5210-5270)
+# and of the small numbers admins and networkd configs use.  Gapped by 100 so
+# an admin can slot rules in between ours and we never renumber.
+PRIO_MIN = 20000
+PRIO_MAIN_SUPPRESS = 20000  # lookup main suppress_prefixlength 0: LAN/VPN/specific routes win
+PRIO_LINK_SOURCE = 20100  # from <link address> lookup <link table>
+PRIO_MARK = 20200  # reserved: fwmark -> link table (sticky connections)
+PRIO_BALANCE = 20300  # lookup <balance table>: the weighted multipath default
+PRIO_MAX = 20999
+
+
+def is_owned_priority(priority: int) -> bool:
+    return PRIO_MIN <= priority <= PRIO_MAX
+
+
+# --- route metrics ----------------------------------------------------------
+# The kernel stores an IPv6 route added with metric 0 as 1024; we ask for what
+# it will report so that a dump compares equal with what we planned.
+METRIC_V4 = 0
+METRIC_V6 = 1024
+
+# --- resilient nexthop groups ----------------------------------------------
+# Buckets are fixed once a group exists.  Enough buckets that the weights are
+# honoured within about 1 % (per member >= 100 buckets per unit of weight
+# share), a power of two, within the kernel's u16.
+RES_BUCKETS_PER_WEIGHT = 32
+RES_BUCKETS_MIN = 128
+RES_BUCKETS_MAX = 32768
+# A bucket idle this long may move to an under-weighted member (seconds).
+# Short: a returning link gets its share back soon; long-lived flows are
+# not idle and stay put.
+RES_IDLE_TIMER_S = 5
+# 0 = never force-move busy buckets (flows are never broken to rebalance).
+RES_UNBALANCED_TIMER_S = 0
+USER_HZ = 100  # clock_t unit of the resilient-group timers
+
+# --- multipath hash -----------------------------------------------------------
+# fib_multipath_hash_fields bits (Documentation/networking/ip-sysctl.rst).
+HASH_SRC_IP = 0x01
+HASH_DST_IP = 0x02
+HASH_IP_PROTO = 0x04
+HASH_FLOWLABEL = 0x08
+HASH_SRC_PORT = 0x10
+HASH_DST_PORT = 0x20
+HASH_POLICY_L3 = 0
+HASH_POLICY_L4 = 1
+HASH_POLICY_CUSTOM = 3
+
+# --- files ------------------------------------------------------------------
+DEFAULT_CONFIG = "/etc/wanhooks/wanhooks.yaml"
+DEFAULT_RUN_DIR = "/run/wanhooks"
+SYSCTL_RECORD = "sysctl-saved.json"

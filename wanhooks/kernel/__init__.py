@@ -1,0 +1,38 @@
+"""The kernel seam: everything wanhooks reads from or writes to the kernel.
+
+`Kernel` is the interface; `linux.LinuxKernel` speaks rtnetlink and
+`fake.FakeKernel` is an in-memory kernel for unit tests.  The reconciler and
+the CLI only ever see this interface, so the fake drives the same code path
+as production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..model import KernelObject, Observed, Op, OpResult, Owned
+
+
+class Kernel(Protocol):
+    def observe(self) -> Observed:
+        """Links, addresses, main-table defaults and kernel features, now."""
+        ...
+
+    def dump_owned(self) -> Owned:
+        """Every rule, route and nexthop carrying wanhooks' protocol id."""
+        ...
+
+    def execute(self, ops: Sequence[Op]) -> list[OpResult]:
+        """Apply in order; one result per op.  A failure does not stop the rest."""
+        ...
+
+    def holder(self, obj: KernelObject) -> int | None:
+        """Protocol id of whatever occupies obj's identity in the kernel; None if nothing."""
+        ...
+
+    def read_sysctl(self, path: str) -> str | None:
+        """Value of /proc/sys/<path>, or None where the kernel has no such knob."""
+        ...
+
+    def write_sysctl(self, path: str, value: str) -> None: ...

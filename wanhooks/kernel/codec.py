@@ -1,0 +1,377 @@
+"""Model objects <-> rtnetlink messages.  No I/O here: tests round-trip it."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from typing import Any
+
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
+
+from ..constants import RTPROT_WANHOOKS, USER_HZ
+from ..model import (
+    Address,
+    IPAddress,
+    MainDefault,
+    Nexthop,
+    NexthopGroup,
+    ObservedLink,
+    PathHop,
+    Route,
+    Rule,
+)
+from .messages import (
+    NEXTHOP_GRP_TYPE_MPATH,
+    NEXTHOP_GRP_TYPE_RES,
+    RTA_NH_ID,
+    RTNH_F_ONLINK,
+    nhmsg,
+    rtmsg_nh,
+)
+from .wire import Message, attributes, multipath
+
+AF: dict[int, int] = {4: int(socket.AF_INET), 6: int(socket.AF_INET6)}
+FAMILY: dict[int, int] = {int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
+RT_TABLE_COMPAT = 252  # rtm_table when the real id (> 255) is in RTA_TABLE
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+FR_ACT_TO_TBL = 1
+SCOPES = {"universe": 0, "link": 253, "host": 254}
+SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
+ADDRESS_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host"}  # as `ip addr` names them
+IFA_F_SECONDARY = 0x01
+IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20
+IFA_F_TENTATIVE = 0x40
+ARPHRD_NONE = 0xFFFE
+ARPHRD_PPP = 512
+OPER_STATES = {
+    0: "unknown",
+    1: "notpresent",
+    2: "down",
+    3: "lowerlayerdown",
+    4: "testing",
+    5: "dormant",
+    6: "up",
+}
+
+
+# Attribute numbers read from dumps (uapi: rtnetlink.h, fib_rules.h, nexthop.h, if_link.h, if_addr.h).
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 6, 7, 9, 15
+FRA_SRC, FRA_PRIORITY, FRA_SUPPRESS_PREFIXLEN, FRA_TABLE, FRA_PROTOCOL = 2, 6, 14, 15, 21
+# dst, iifname, goto, fwmark, flow, tun_id, suppress_ifgroup, fwmask, oifname, l3mdev, uid, ip_proto, ports
+FRA_OTHER_SELECTORS = (1, 3, 4, 10, 11, 12, 13, 16, 17, 19, 20, 22, 23, 24)
+NHA_ID, NHA_GROUP, NHA_GROUP_TYPE, NHA_OIF, NHA_GATEWAY, NHA_RES_GROUP = 1, 2, 3, 5, 6, 12
+NHA_RES_GROUP_BUCKETS, NHA_RES_GROUP_IDLE_TIMER, NHA_RES_GROUP_UNBALANCED_TIMER = 1, 2, 3
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 16, 18, 1
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+NH_GRP = struct.Struct("=IBBH")  # struct nexthop_grp: id, weight - 1, weight_high, reserved
+
+
+def _compat_table(table: int) -> int:
+    return table if table < 256 else RT_TABLE_COMPAT
+
+
+# --- rules ------------------------------------------------------------------
+
+
+def rule_msg(rule: Rule) -> fibmsg:
+    msg = fibmsg()
+    msg["family"] = AF[rule.family]
+    msg["table"] = _compat_table(rule.table)
+    msg["action"] = FR_ACT_TO_TBL
+    attrs: list[tuple[str, Any]] = [
+        ("FRA_PRIORITY", rule.priority),
+        ("FRA_TABLE", rule.table),
+        ("FRA_PROTOCOL", RTPROT_WANHOOKS),
+    ]
+    if rule.src is not None:
+        msg["src_len"] = rule.src.prefixlen
+        attrs.append(("FRA_SRC", str(rule.src.network_address)))
+    if rule.suppress_prefixlength is not None:
+        attrs.append(("FRA_SUPPRESS_PREFIXLEN", rule.suppress_prefixlength))
+    msg["attrs"] = attrs
+    return msg
+
+
+def rule_from_msg(msg: Message) -> Rule | None:
+    """A Rule, or None for a rule this model cannot express (then it is not ours)."""
+    family_af, _dst_len, src_len, _tos, table, _r1, _r2, action, _flags = msg.fields
+    family = FAMILY.get(family_af)
+    if family is None or action != FR_ACT_TO_TBL:
+        return None
+    if any(kind in msg.attrs for kind in FRA_OTHER_SELECTORS):
+        return None  # selects on something wanhooks never uses: not one of ours
+    src = None
+    raw_src = msg.attrs.get(FRA_SRC)
+    if raw_src is not None:
+        src = ipaddress.ip_network((raw_src, src_len), strict=False)
+    suppress = msg.u32(FRA_SUPPRESS_PREFIXLEN)
+    if suppress == 0xFFFFFFFF:  # "not set" in dumps
+        suppress = None
+    return Rule(
+        family=family,
+        priority=msg.u32(FRA_PRIORITY, 0) or 0,
+        table=msg.u32(FRA_TABLE, table) or table,
+        src=src,
+        suppress_prefixlength=suppress,
+    )
+
+
+def rule_protocol(msg: Message) -> int:
+    return msg.u8(FRA_PROTOCOL, 0) or 0
+
+
+# --- routes -----------------------------------------------------------------
+
+
+def route_msg(route: Route, *, for_delete: bool = False) -> rtmsg_nh:
+    msg = rtmsg_nh()
+    msg["family"] = AF[route.family]
+    msg["dst_len"] = route.dst.prefixlen
+    msg["table"] = _compat_table(route.table)
+    msg["proto"] = RTPROT_WANHOOKS
+    msg["scope"] = SCOPES[route.scope]
+    msg["type"] = RTN_UNICAST
+    attrs: list[tuple[str, Any]] = [("RTA_TABLE", route.table), ("RTA_PRIORITY", route.metric)]
+    if route.dst.prefixlen:
+        attrs.append(("RTA_DST", str(route.dst.network_address)))
+    if not for_delete:
+        if route.nhid is not None:
+            attrs.append(("RTA_NH_ID", route.nhid))
+        elif route.multipath:
+            attrs.append(("RTA_MULTIPATH", [_hop_msg(hop) for hop in route.multipath]))
+        else:
+            if route.oif is not None:
+                attrs.append(("RTA_OIF", route.oif))
+            if route.gateway is not None:
+                attrs.append(("RTA_GATEWAY", str(route.gateway)))
+            if route.onlink:
+                msg["flags"] = RTNH_F_ONLINK
+        if route.prefsrc is not None:
+            attrs.append(("RTA_PREFSRC", str(route.prefsrc)))
+    msg["attrs"] = attrs
+    return msg
+
+
+def _hop_msg(hop: PathHop) -> dict[str, Any]:
+    attrs = [("RTA_GATEWAY", str(hop.gateway))] if hop.gateway is not None else []
+    return {
+        "oif": hop.oif,
+        "hops": hop.weight - 1,
+        "flags": RTNH_F_ONLINK if hop.onlink else 0,
+        "attrs": attrs,
+    }
+
+
+def _ip(raw: bytes | None) -> IPAddress | None:
+    return None if raw is None else ipaddress.ip_address(raw)
+
+
+def route_from_msg(msg: Message) -> Route | None:
+    family_af, dst_len, _src_len, _tos, table, _proto, scope, _type, flags = msg.fields
+    family = FAMILY.get(family_af)
+    if family is None:
+        return None
+    raw_dst = msg.attrs.get(RTA_DST, bytes(4 if family == 4 else 16))
+    common: dict[str, Any] = {
+        "family": family,
+        "table": msg.u32(RTA_TABLE, table),
+        "dst": ipaddress.ip_network((raw_dst, dst_len), strict=False),
+        "metric": msg.u32(RTA_PRIORITY, 0),
+        "scope": SCOPE_NAMES.get(scope, str(scope)),
+        "prefsrc": _ip(msg.attrs.get(RTA_PREFSRC)),
+    }
+    # With nexthop_compat_mode the kernel also expands the nexthops of an
+    # nhid route into RTA_MULTIPATH/RTA_GATEWAY: the id is the truth.
+    nhid = msg.u32(RTA_NH_ID)
+    if nhid is not None:
+        return Route(nhid=nhid, **common)
+    raw_hops = msg.attrs.get(RTA_MULTIPATH)
+    if raw_hops:
+        hops = tuple(
+            sorted(
+                PathHop(
+                    oif=oif,
+                    gateway=_ip(attrs.get(RTA_GATEWAY)),
+                    weight=count + 1,
+                    onlink=bool(hop_flags & RTNH_F_ONLINK),
+                )
+                for hop_flags, count, oif, attrs in multipath(raw_hops)
+            )
+        )
+        return Route(multipath=hops, **common)
+    return Route(
+        oif=msg.u32(RTA_OIF),
+        gateway=_ip(msg.attrs.get(RTA_GATEWAY)),
+        onlink=bool(flags & RTNH_F_ONLINK),
+        **common,
+    )
+
+
+def route_protocol(msg: Message) -> int:
+    return msg.fields[5]
+
+
+def main_default_from_msg(msg: Message) -> MainDefault | None:
+    """A main-table default route with one device, as managers install a link's gateway."""
+    family_af, dst_len, _src_len, _tos, table, proto, _scope, rtype, flags = msg.fields
+    family = FAMILY.get(family_af)
+    if family is None or dst_len != 0 or msg.u32(RTA_TABLE, table) != RT_TABLE_MAIN:
+        return None
+    if rtype != RTN_UNICAST:
+        return None
+    oif = msg.u32(RTA_OIF)
+    gateway = msg.attrs.get(RTA_GATEWAY)
+    onlink = bool(flags & RTNH_F_ONLINK)
+    if oif is None:
+        hops = multipath(msg.attrs.get(RTA_MULTIPATH, b""))
+        if len(hops) != 1:  # a multipath default in main: not one link's gateway
+            return None
+        hop_flags, _count, oif, attrs = hops[0]
+        gateway = attrs.get(RTA_GATEWAY)
+        onlink = bool(hop_flags & RTNH_F_ONLINK)
+    return MainDefault(
+        family=family,
+        oif=oif,
+        gateway=_ip(gateway),
+        onlink=onlink,
+        metric=msg.u32(RTA_PRIORITY, 0) or 0,
+        protocol=proto,
+    )
+
+
+# --- nexthops ---------------------------------------------------------------
+
+
+def nexthop_msg(nh: Nexthop) -> nhmsg:
+    msg = nhmsg()
+    msg["family"] = AF[nh.family]
+    msg["protocol"] = RTPROT_WANHOOKS
+    msg["flags"] = RTNH_F_ONLINK if nh.onlink else 0
+    attrs: list[tuple[str, Any]] = [("NHA_ID", nh.id), ("NHA_OIF", nh.oif)]
+    if nh.gateway is not None:
+        attrs.append(("NHA_GATEWAY", str(nh.gateway)))
+    msg["attrs"] = attrs
+    return msg
+
+
+def group_msg(group: NexthopGroup) -> nhmsg:
+    msg = nhmsg()
+    msg["family"] = socket.AF_UNSPEC
+    msg["protocol"] = RTPROT_WANHOOKS
+    attrs: list[tuple[str, Any]] = [("NHA_ID", group.id), ("NHA_GROUP", list(group.members))]
+    if group.resilient:
+        attrs.append(("NHA_GROUP_TYPE", NEXTHOP_GRP_TYPE_RES))
+        attrs.append(
+            (
+                "NHA_RES_GROUP",
+                {
+                    "attrs": [
+                        ("NHA_RES_GROUP_BUCKETS", group.buckets),
+                        ("NHA_RES_GROUP_IDLE_TIMER", group.idle_timer * USER_HZ),
+                        ("NHA_RES_GROUP_UNBALANCED_TIMER", group.unbalanced_timer * USER_HZ),
+                    ]
+                },
+            )
+        )
+    else:
+        attrs.append(("NHA_GROUP_TYPE", NEXTHOP_GRP_TYPE_MPATH))
+    msg["attrs"] = attrs
+    return msg
+
+
+def id_msg(nhid: int) -> nhmsg:
+    """A request naming one nexthop object (get, delete)."""
+    msg = nhmsg()
+    msg["family"] = socket.AF_UNSPEC
+    msg["attrs"] = [("NHA_ID", nhid)]
+    return msg
+
+
+def nexthop_id(msg: Message) -> int:
+    return msg.u32(NHA_ID, 0) or 0
+
+
+def nexthop_family(msg: Message) -> int:
+    return FAMILY.get(msg.fields[0], 0)
+
+
+def nexthop_protocol(msg: Message) -> int:
+    return msg.fields[2]
+
+
+def nexthop_from_msg(msg: Message, families: dict[int, int]) -> Nexthop | NexthopGroup | None:
+    """families: nexthop id -> family, to give a group the family of its members."""
+    family_af, _scope, _proto, _resvd, flags = msg.fields
+    nhid = nexthop_id(msg)
+    raw_group = msg.attrs.get(NHA_GROUP)
+    if raw_group:
+        members = tuple(
+            sorted((i, low + 1 + (high << 8)) for i, low, high, _ in NH_GRP.iter_unpack(raw_group))
+        )
+        common: dict[str, Any] = {"id": nhid, "family": families.get(members[0][0], 0), "members": members}
+        raw_res = msg.attrs.get(NHA_RES_GROUP)
+        if msg.u16(NHA_GROUP_TYPE, NEXTHOP_GRP_TYPE_MPATH) == NEXTHOP_GRP_TYPE_RES and raw_res is not None:
+            res = Message(0, (), attributes(raw_res))
+            return NexthopGroup(
+                resilient=True,
+                buckets=res.u16(NHA_RES_GROUP_BUCKETS, 0) or 0,
+                idle_timer=(res.u32(NHA_RES_GROUP_IDLE_TIMER, 0) or 0) // USER_HZ,
+                unbalanced_timer=(res.u32(NHA_RES_GROUP_UNBALANCED_TIMER, 0) or 0) // USER_HZ,
+                **common,
+            )
+        return NexthopGroup(resilient=False, **common)
+    family = FAMILY.get(family_af)
+    oif = msg.u32(NHA_OIF)
+    if family is None or oif is None:
+        return None  # blackhole or something else we never create
+    return Nexthop(
+        id=nhid,
+        family=family,
+        oif=oif,
+        gateway=_ip(msg.attrs.get(NHA_GATEWAY)),
+        onlink=bool(flags & RTNH_F_ONLINK),
+    )
+
+
+# --- links and addresses -------------------------------------------------------
+
+
+def link_from_msg(msg: Message, addresses: tuple[Address, ...]) -> ObservedLink:
+    _family, dev_type, index, flags, _change = msg.fields
+    lladdr = msg.attrs.get(IFLA_ADDRESS, b"")
+    kind = ""
+    raw_info = msg.attrs.get(IFLA_LINKINFO)
+    if raw_info is not None:
+        kind = Message(0, (), attributes(raw_info)).string(IFLA_INFO_KIND) or ""
+    return ObservedLink(
+        index=index,
+        name=msg.string(IFLA_IFNAME) or f"if{index}",
+        flags=flags,
+        oper_state=OPER_STATES.get(msg.u8(IFLA_OPERSTATE, 0) or 0, "unknown"),
+        has_lladdr=dev_type not in (ARPHRD_NONE, ARPHRD_PPP) and any(lladdr),
+        kind=kind,
+        addresses=addresses,
+    )
+
+
+def address_from_msg(msg: Message) -> tuple[int, Address] | None:
+    family_af, prefixlen, flags8, scope, index = msg.fields
+    family = FAMILY.get(family_af)
+    if family is None:
+        return None
+    raw = msg.attrs.get(IFA_LOCAL) or msg.attrs.get(IFA_ADDRESS)
+    if raw is None:
+        return None
+    flags = msg.u32(IFA_FLAGS, flags8) or 0
+    return index, Address(
+        family=family,
+        address=ipaddress.ip_address(raw),
+        prefixlen=prefixlen,
+        scope=ADDRESS_SCOPES.get(scope, str(scope)),
+        secondary=bool(flags & IFA_F_SECONDARY),
+        tentative=bool(flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)),
+        deprecated=bool(flags & IFA_F_DEPRECATED),
+    )

@@ -1,0 +1,228 @@
+"""The real kernel behind the seam: rtnetlink in the caller's network namespace."""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+from collections import defaultdict
+from collections.abc import Sequence
+
+from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, nlmsg
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+from ..constants import RTPROT_WANHOOKS
+from ..model import (
+    Action,
+    Address,
+    KernelFeatures,
+    KernelObject,
+    MainDefault,
+    Nexthop,
+    NexthopGroup,
+    Observed,
+    Op,
+    OpResult,
+    Owned,
+    Route,
+    Rule,
+)
+from . import codec
+from .messages import nhmsg, rtmsg_nh
+from .netlink import (
+    RTM_DELNEXTHOP,
+    RTM_DELROUTE,
+    RTM_DELRULE,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETNEXTHOP,
+    RTM_GETROUTE,
+    RTM_GETRULE,
+    RTM_NEWNEXTHOP,
+    RTM_NEWROUTE,
+    RTM_NEWRULE,
+    NetlinkError,
+    NetlinkSocket,
+)
+from .wire import Message
+
+PROC_SYS = "/proc/sys"
+_CREATE_FLAGS = {Action.ADD: NLM_F_CREATE | NLM_F_EXCL, Action.REPLACE: NLM_F_CREATE | NLM_F_REPLACE}
+
+
+def kernel_version() -> tuple[int, int]:
+    release = platform.release().split("-")[0].split(".")
+    try:
+        return int(release[0]), int(release[1])
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+class LinuxKernel:
+    """rtnetlink + /proc/sys of the network namespace this process runs in."""
+
+    def __init__(self, proc_sys: str = PROC_SYS) -> None:
+        self._nl = NetlinkSocket()
+        self._proc_sys = proc_sys
+        self._has_nexthops: bool | None = None
+
+    def close(self) -> None:
+        self._nl.close()
+
+    # --- reading -----------------------------------------------------------
+
+    def observe(self) -> Observed:
+        by_link: dict[int, list[Address]] = defaultdict(list)
+        for msg in self._nl.dump(ifaddrmsg(), RTM_GETADDR):
+            parsed = codec.address_from_msg(msg)
+            if parsed is not None:
+                by_link[parsed[0]].append(parsed[1])
+        links = tuple(
+            codec.link_from_msg(msg, tuple(by_link.get(msg.fields[2], ())))
+            for msg in self._nl.dump(ifinfmsg(), RTM_GETLINK)
+        )
+        defaults: list[MainDefault] = []
+        for family in (4, 6):
+            request = rtmsg_nh()
+            request["family"] = codec.AF[family]
+            request["table"] = codec.RT_TABLE_MAIN
+            for msg in self._nl.dump(request, RTM_GETROUTE):
+                found = codec.main_default_from_msg(msg)
+                if found is not None:
+                    defaults.append(found)
+        return Observed(links=links, main_defaults=tuple(defaults), features=self.features())
+
+    def features(self) -> KernelFeatures:
+        version = kernel_version()
+        nexthops = self._nexthops_supported()
+        return KernelFeatures(
+            nexthop_objects=nexthops,
+            resilient_groups=nexthops and version >= (5, 13),
+            hash_fields=self.read_sysctl("net/ipv4/fib_multipath_hash_fields") is not None,
+        )
+
+    def _nexthops_supported(self) -> bool:
+        if self._has_nexthops is None:
+            try:
+                self._nl.dump(nhmsg(), RTM_GETNEXTHOP)
+                self._has_nexthops = True
+            except NetlinkError:
+                self._has_nexthops = False
+        return self._has_nexthops
+
+    def _owned_route_msgs(self, family: int, table: int = 0) -> list[Message]:
+        request = rtmsg_nh()
+        request["family"] = codec.AF[family]
+        request["proto"] = RTPROT_WANHOOKS  # strict dumps filter on it in the kernel
+        if table:
+            request["table"] = codec.RT_TABLE_COMPAT if table > 255 else table
+            request["attrs"] = [("RTA_TABLE", table)]
+        msgs = self._nl.dump(request, RTM_GETROUTE)
+        return [m for m in msgs if codec.route_protocol(m) == RTPROT_WANHOOKS]
+
+    def _rule_msgs(self, family: int) -> list[Message]:
+        request = fibmsg()
+        request["family"] = codec.AF[family]
+        return list(self._nl.dump(request, RTM_GETRULE))
+
+    def _nexthop_msgs(self) -> list[Message]:
+        if not self._nexthops_supported():
+            return []
+        return list(self._nl.dump(nhmsg(), RTM_GETNEXTHOP))
+
+    def dump_owned(self) -> Owned:
+        routes = set()
+        rules = set()
+        for family in (4, 6):
+            for msg in self._owned_route_msgs(family):
+                route = codec.route_from_msg(msg)
+                if route is not None:
+                    routes.add(route)
+            for msg in self._rule_msgs(family):
+                if codec.rule_protocol(msg) == RTPROT_WANHOOKS:
+                    rule = codec.rule_from_msg(msg)
+                    if rule is not None:
+                        rules.add(rule)
+        nexthops: set[Nexthop] = set()
+        groups: set[NexthopGroup] = set()
+        every = self._nexthop_msgs()
+        families = {codec.nexthop_id(m): codec.nexthop_family(m) for m in every}
+        for msg in every:
+            if codec.nexthop_protocol(msg) != RTPROT_WANHOOKS:
+                continue
+            obj = codec.nexthop_from_msg(msg, families)
+            if isinstance(obj, NexthopGroup):
+                groups.add(obj)
+            elif obj is not None:
+                nexthops.add(obj)
+        return Owned(
+            rules=frozenset(rules),
+            routes=frozenset(routes),
+            nexthops=frozenset(nexthops),
+            groups=frozenset(groups),
+        )
+
+    def holder(self, obj: KernelObject) -> int | None:
+        if isinstance(obj, (Nexthop, NexthopGroup)):
+            found = self._nl.get(codec.id_msg(obj.id), RTM_GETNEXTHOP)
+            return None if found is None else codec.nexthop_protocol(found)
+        if isinstance(obj, Route):
+            request = rtmsg_nh()
+            request["family"] = codec.AF[obj.family]
+            request["table"] = codec.RT_TABLE_COMPAT if obj.table > 255 else obj.table
+            request["attrs"] = [("RTA_TABLE", obj.table)]
+            for msg in self._nl.dump(request, RTM_GETROUTE):
+                route = codec.route_from_msg(msg)
+                if route is not None and route.key == obj.key:
+                    return codec.route_protocol(msg)
+            return None
+        for msg in self._rule_msgs(obj.family):
+            rule = codec.rule_from_msg(msg)
+            if rule == obj:
+                return codec.rule_protocol(msg)
+        return None
+
+    # --- writing -----------------------------------------------------------
+
+    def execute(self, ops: Sequence[Op]) -> list[OpResult]:
+        requests = [self._request(op) for op in ops]
+        answers = self._nl.request(requests)
+        return [OpResult(op, code, text) for op, (code, text) in zip(ops, answers)]
+
+    @staticmethod
+    def _request(op: Op) -> tuple[nlmsg, int, int]:
+        obj = op.obj
+        delete = op.action is Action.DELETE
+        if isinstance(obj, Rule):
+            return (
+                codec.rule_msg(obj),
+                RTM_DELRULE if delete else RTM_NEWRULE,
+                _CREATE_FLAGS.get(op.action, 0),
+            )
+        if isinstance(obj, Route):
+            msg = codec.route_msg(obj, for_delete=delete)
+            return msg, RTM_DELROUTE if delete else RTM_NEWROUTE, _CREATE_FLAGS.get(op.action, 0)
+        if delete:
+            return codec.id_msg(obj.id), RTM_DELNEXTHOP, 0
+        msg = codec.nexthop_msg(obj) if isinstance(obj, Nexthop) else codec.group_msg(obj)
+        return msg, RTM_NEWNEXTHOP, _CREATE_FLAGS[op.action]
+
+    # --- sysctls -----------------------------------------------------------
+
+    def read_sysctl(self, path: str) -> str | None:
+        try:
+            with open(os.path.join(self._proc_sys, path), encoding="ascii") as f:
+                return f.read().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def write_sysctl(self, path: str, value: str) -> None:
+        with open(os.path.join(self._proc_sys, path), "w", encoding="ascii") as f:
+            f.write(value)
+
+
+def is_missing(code: int) -> bool:
+    """Errors that mean "already gone" on delete."""
+    return code in (errno.ENOENT, errno.ESRCH, errno.ENODEV)

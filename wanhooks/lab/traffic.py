@@ -1,0 +1,292 @@
+"""Traffic for the namespace lab, run inside a namespace.
+
+    ip netns exec NS python -m wanhooks.lab.traffic udp --dst 203.0.113.10 --count 3000
+    ip netns exec NS python -m wanhooks.lab.traffic ping --dst fe80::1%w2
+
+Why a program of our own rather than ping/iperf: the lab's flow counters
+identify a flow by its 5-tuple, so the generator must make flows that are
+reproducible (explicit source ports) and cheap (thousands in well under a
+second); and the machines this runs on do not always have iputils' ping.
+Standard library only, so it runs with whatever interpreter runs the tests.
+
+Exit status: 0 when every datagram was sent (udp) or a reply came back
+(ping); 1 otherwise, with one line on stderr saying why; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Sequence
+
+ICMP4_ECHO_REQUEST = 8
+ICMP4_ECHO_REPLY = 0
+ICMP6_ECHO_REQUEST = 128
+ICMP6_ECHO_REPLY = 129
+
+
+def resolve(dst: str, port: int) -> tuple[socket.AddressFamily, tuple[object, ...]]:
+    """Numeric address (with an optional %scope for link-local) -> family and sockaddr."""
+    infos = socket.getaddrinfo(dst, port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)
+    family, _, _, _, sockaddr = infos[0]
+    return family, tuple(sockaddr)
+
+
+def _prepare(sock: socket.socket, device: str | None, bind: str | None, port: int) -> None:
+    """Pin the socket to a device and/or a source address and port before it sends."""
+    if device:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+    if bind or port:
+        sock.bind((bind or "", port))
+
+
+# --------------------------------------------------------------------------
+# udp: one datagram per flow
+# --------------------------------------------------------------------------
+
+
+def send_udp_flows(
+    dst: str,
+    count: int,
+    dport: int,
+    sport_base: int,
+    bind: str | None = None,
+    device: str | None = None,
+    payload: bytes = b"wanhooks-lab",
+    dsts: int = 1,
+) -> int:
+    """Send `count` one-datagram flows from ports sport_base.. ; return how many failed.
+
+    Each flow gets its own socket bound to an explicit port, so the same call
+    makes the same 5-tuples every time (remap tests compare runs).
+    """
+    family, sockaddr = resolve(dst, dport)
+    first = ipaddress.ip_address(str(sockaddr[0])) if dsts > 1 else None
+    errors = 0
+    for n in range(count):
+        if first is not None:  # flow n goes to dst + n % dsts (the lab's internet answers a whole prefix)
+            sockaddr = (str(first + n % dsts), *sockaddr[1:])
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                _prepare(sock, device, bind, sport_base + n)
+                sock.sendto(payload, sockaddr)
+            except OSError:
+                errors += 1
+    return errors
+
+
+# --------------------------------------------------------------------------
+# ping: ICMP echo over a raw socket (we are root in the lab)
+# --------------------------------------------------------------------------
+
+
+def checksum(data: bytes) -> int:
+    """RFC 1071 internet checksum (IPv4 ICMP; the kernel does ICMPv6's)."""
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def echo_request(family: socket.AddressFamily, ident: int, seq: int) -> bytes:
+    """An echo request; for IPv4 with its checksum filled in."""
+    payload = struct.pack("!d", time.time())
+    if family == socket.AF_INET6:
+        return struct.pack("!BBHHH", ICMP6_ECHO_REQUEST, 0, 0, ident, seq) + payload
+    head = struct.pack("!BBHHH", ICMP4_ECHO_REQUEST, 0, 0, ident, seq)
+    csum = checksum(head + payload)
+    return struct.pack("!BBHHH", ICMP4_ECHO_REQUEST, 0, csum, ident, seq) + payload
+
+
+def is_reply(family: socket.AddressFamily, packet: bytes, ident: int, seq: int) -> bool:
+    """Whether a raw-socket read is the reply to our request (raw ICMP sees everything)."""
+    if family == socket.AF_INET:
+        packet = packet[(packet[0] & 0x0F) * 4 :]  # IPv4 raw sockets include the IP header
+        want = ICMP4_ECHO_REPLY
+    else:
+        want = ICMP6_ECHO_REPLY
+    if len(packet) < 8:
+        return False
+    kind, _, _, rid, rseq = struct.unpack("!BBHHH", packet[:8])
+    return bool(kind == want and rid == ident and rseq == seq)
+
+
+def _same_host(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """Compare the address part of two sockaddrs (ignore port, flow info, scope)."""
+    return socket.inet_pton(*_fam(a)) == socket.inet_pton(*_fam(b))
+
+
+def _fam(sockaddr: tuple[object, ...]) -> tuple[int, str]:
+    host = str(sockaddr[0]).split("%", 1)[0]
+    return (socket.AF_INET6 if ":" in host else socket.AF_INET), host
+
+
+def ping(
+    dst: str, count: int = 1, timeout: float = 1.0, device: str | None = None, bind: str | None = None
+) -> bool:
+    """Send `count` echo requests, waiting up to `timeout` for each; True if any came back."""
+    family, sockaddr = resolve(dst, 0)
+    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+    ident = os.getpid() & 0xFFFF
+    with socket.socket(family, socket.SOCK_RAW, proto) as sock:
+        _prepare(sock, device, bind, 0)
+        for seq in range(1, count + 1):
+            try:
+                sock.sendto(echo_request(family, ident, seq), sockaddr)
+            except OSError:
+                time.sleep(min(timeout, 0.2))  # unreachable now; the next try may do better
+                continue
+            if _await_reply(sock, family, sockaddr, ident, seq, timeout):
+                return True
+    return False
+
+
+def _await_reply(
+    sock: socket.socket,
+    family: socket.AddressFamily,
+    sockaddr: tuple[object, ...],
+    ident: int,
+    seq: int,
+    timeout: float,
+) -> bool:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            packet, peer = sock.recvfrom(65535)
+        except TimeoutError:
+            return False
+        if is_reply(family, packet, ident, seq) and _same_host(tuple(peer), sockaddr):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------
+# tcp: a sink that discards, and N bulk senders (aggregate throughput)
+# --------------------------------------------------------------------------
+
+
+def tcp_sink(port: int, seconds: float) -> None:
+    """Accept on every address (the lab's internet answers whole prefixes) and discard."""
+    import threading
+
+    for family, any_addr in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        srv = socket.socket(family, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        srv.bind((any_addr, port))
+        srv.listen(256)
+        threading.Thread(target=_accept_loop, args=(srv,), daemon=True).start()
+    print("ready", flush=True)
+    time.sleep(seconds)  # bounded: the sink always ends by itself
+
+
+def _accept_loop(srv: socket.socket) -> None:
+    import threading
+
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=_drain, args=(conn,), daemon=True).start()
+
+
+def _drain(conn: socket.socket) -> None:
+    with conn:
+        while conn.recv(1 << 16):
+            pass
+
+
+def tcp_flood(dst: str, port: int, flows: int, seconds: float) -> int:
+    """`flows` connections each sending as fast as it can for `seconds`; prints bytes sent."""
+    import threading
+
+    family, sockaddr = resolve(dst, port)
+    sent = [0] * flows
+    deadline = time.monotonic() + seconds
+    block = b"\0" * (1 << 16)
+
+    def one(n: int) -> None:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2.0)
+                sock.connect(sockaddr)
+                while time.monotonic() < deadline:
+                    sent[n] += sock.send(block)
+        except OSError:
+            pass
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(flows)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(sum(sent))
+    return 0 if all(sent) else 1
+
+
+# --------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m wanhooks.lab.traffic", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    udp = sub.add_parser("udp", help="N one-datagram UDP flows from consecutive source ports")
+    udp.add_argument("--dst", required=True)
+    udp.add_argument("--count", type=int, required=True)
+    udp.add_argument("--dport", type=int, default=9000)
+    udp.add_argument("--bind", help="source address")
+    udp.add_argument("--device", help="SO_BINDTODEVICE")
+    udp.add_argument("--sport-base", type=int, default=20000)
+    udp.add_argument("--dsts", type=int, default=1, help="spread flows over this many addresses from --dst")
+    sink = sub.add_parser("tcp-sink", help="accept TCP on a port and discard, for a bounded time")
+    sink.add_argument("--port", type=int, default=9100)
+    sink.add_argument("--seconds", type=float, default=120.0)
+    flood = sub.add_parser("tcp-flood", help="N bulk TCP senders for a while; prints bytes sent")
+    flood.add_argument("--dst", required=True)
+    flood.add_argument("--port", type=int, default=9100)
+    flood.add_argument("--flows", type=int, default=16)
+    flood.add_argument("--seconds", type=float, default=5.0)
+    png = sub.add_parser("ping", help="ICMP echo; exit 0 if any reply")
+    png.add_argument("--dst", required=True, help="address, link-local with %%dev")
+    png.add_argument("--count", type=int, default=1)
+    png.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each reply")
+    png.add_argument("--bind", help="source address")
+    png.add_argument("--device", help="SO_BINDTODEVICE")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.cmd == "udp":
+        if args.count < 0 or args.sport_base < 1 or args.sport_base + args.count - 1 > 65535:
+            print("udp: --count or --sport-base gives source ports outside 1..65535", file=sys.stderr)
+            return 2
+        errors = send_udp_flows(
+            args.dst, args.count, args.dport, args.sport_base, args.bind, args.device, dsts=args.dsts
+        )
+        if errors:
+            print(f"udp: {errors} of {args.count} flows could not be sent", file=sys.stderr)
+        return 1 if errors else 0
+    if args.cmd == "tcp-sink":
+        tcp_sink(args.port, args.seconds)
+        return 0
+    if args.cmd == "tcp-flood":
+        return tcp_flood(args.dst, args.port, args.flows, args.seconds)
+    if ping(args.dst, args.count, args.timeout, args.device, args.bind):
+        return 0
+    print(f"ping: no reply from {args.dst}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

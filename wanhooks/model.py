@@ -1,0 +1,310 @@
+"""The data that flows through wanhooks, as frozen dataclasses.
+
+    Config    what the user asked for            (config.py builds it)
+    Observed  what the kernel holds right now     (kernel/ builds it)
+    Desired   what wanhooks wants the kernel to hold (plan.py builds it)
+
+Families are the integers 4 and 6 everywhere above the kernel seam; only the
+netlink code speaks AF_INET/AF_INET6.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import ipaddress
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+FAMILIES = (4, 6)
+
+
+# --------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------
+
+
+class BalanceMode(str, enum.Enum):
+    PER_CONNECTION = "per-connection"  # 5-tuple: best spread
+    PER_DESTINATION = "per-destination"  # src+dst: one site stays on one link (the seed)
+    PER_CLIENT = "per-client"  # source address only: one LAN client, one uplink
+
+
+class GroupKind(str, enum.Enum):
+    AUTO = "auto"  # resilient where the kernel has it, else hash-threshold, else legacy
+    RESILIENT = "resilient"
+    HASH_THRESHOLD = "hash-threshold"
+    LEGACY = "legacy"  # an RTA_MULTIPATH route, no nexthop objects
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    interface: str  # exact name or an fnmatch glob ("wl*")
+    weight: int = 1  # 1..256
+    gateway4: ipaddress.IPv4Address | None = None
+    gateway6: ipaddress.IPv6Address | None = None
+    network4: ipaddress.IPv4Network | None = None
+    network6: ipaddress.IPv6Network | None = None
+    line: int = 0  # where the entry starts in its file, for messages
+
+    def gateway(self, family: int) -> IPAddress | None:
+        return self.gateway4 if family == 4 else self.gateway6
+
+    def network(self, family: int) -> IPNetwork | None:
+        return self.network4 if family == 4 else self.network6
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in self.interface for c in "*?[")
+
+
+@dataclass(frozen=True)
+class SeedWatchdog:
+    """The seed's TESTIPS/WATCHDOG settings, kept for the health watchdog."""
+
+    test_ips: tuple[IPAddress, ...] = ()
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    links: tuple[LinkConfig, ...]
+    balance: BalanceMode = BalanceMode.PER_CONNECTION
+    group: GroupKind = GroupKind.AUTO
+    path: str = "<memory>"
+    seed_watchdog: SeedWatchdog = field(default_factory=SeedWatchdog)
+
+
+# --------------------------------------------------------------------------
+# Observed (the kernel's view, read through the seam)
+# --------------------------------------------------------------------------
+
+# Interface flags we look at (linux/if.h).
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_POINTOPOINT = 0x10
+IFF_NOARP = 0x80
+IFF_LOWER_UP = 0x10000
+
+
+@dataclass(frozen=True)
+class Address:
+    family: int
+    address: IPAddress
+    prefixlen: int
+    scope: str = "global"  # global | link | host
+    secondary: bool = False
+    tentative: bool = False
+    deprecated: bool = False
+
+    @functools.cached_property
+    def network(self) -> IPNetwork:
+        return ipaddress.ip_network((self.address, self.prefixlen), strict=False)
+
+    @property
+    def usable(self) -> bool:
+        """Global, settled address a link can source traffic from."""
+        return self.scope == "global" and not self.tentative
+
+
+@dataclass(frozen=True)
+class ObservedLink:
+    index: int
+    name: str
+    flags: int = IFF_UP | IFF_LOWER_UP
+    oper_state: str = "up"  # up | down | unknown | dormant | lowerlayerdown | ...
+    has_lladdr: bool = True  # a link-layer address (ethernet) or none (tun, raw-IP wwan, ppp)
+    kind: str = ""  # IFLA_INFO_KIND: veth, tun, ... ("" for physical)
+    addresses: tuple[Address, ...] = ()
+
+    @property
+    def admin_up(self) -> bool:
+        return bool(self.flags & IFF_UP)
+
+    @property
+    def carrier(self) -> bool:
+        return bool(self.flags & IFF_LOWER_UP)
+
+    @property
+    def point_to_point(self) -> bool:
+        """No neighbour to resolve: traffic goes to the device itself.
+
+        Decided from what the kernel says about the device, never its name:
+        POINTOPOINT (ppp, tun in p2p mode), NOARP without a link-layer
+        address (raw-IP wwan, tun, wireguard).
+        """
+        if self.flags & IFF_POINTOPOINT:
+            return True
+        return bool(self.flags & IFF_NOARP) and not self.has_lladdr
+
+    def addresses_of(self, family: int) -> tuple[Address, ...]:
+        return tuple(a for a in self.addresses if a.family == family and a.usable)
+
+
+@dataclass(frozen=True)
+class MainDefault:
+    """A default route in the main table: where managers put a link's gateway."""
+
+    family: int
+    oif: int
+    gateway: IPAddress | None
+    onlink: bool = False
+    metric: int = 0
+    protocol: int = 0
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    nexthop_objects: bool = True  # Linux >= 5.3
+    resilient_groups: bool = True  # Linux >= 5.13
+    hash_fields: bool = True  # fib_multipath_hash_fields, Linux >= 5.14
+
+
+@dataclass(frozen=True)
+class Observed:
+    links: tuple[ObservedLink, ...] = ()
+    main_defaults: tuple[MainDefault, ...] = ()
+    features: KernelFeatures = field(default_factory=KernelFeatures)
+
+    def link(self, index: int) -> ObservedLink | None:
+        for link in self.links:
+            if link.index == index:
+                return link
+        return None
+
+
+# --------------------------------------------------------------------------
+# Desired (what plan() returns; also what the kernel seam dumps as "owned")
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Rule:
+    family: int
+    priority: int
+    table: int
+    src: IPNetwork | None = None
+    suppress_prefixlength: int | None = None
+
+
+@dataclass(frozen=True, order=True)
+class PathHop:
+    """One nexthop of a legacy RTA_MULTIPATH route."""
+
+    oif: int
+    gateway: IPAddress | None
+    weight: int = 1
+    onlink: bool = False
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    family: int
+    table: int
+    dst: IPNetwork
+    metric: int = 0
+    oif: int | None = None
+    gateway: IPAddress | None = None
+    onlink: bool = False
+    scope: str = "universe"  # universe | link
+    prefsrc: IPAddress | None = None
+    nhid: int | None = None
+    multipath: tuple[PathHop, ...] = ()
+
+    @property
+    def key(self) -> tuple[int, int, IPNetwork, int]:
+        """What identifies a route in the kernel: a second one with the same key replaces it."""
+        return (self.family, self.table, self.dst, self.metric)
+
+
+@dataclass(frozen=True, order=True)
+class Nexthop:
+    id: int
+    family: int
+    oif: int
+    gateway: IPAddress | None = None  # None: device-only (point-to-point)
+    onlink: bool = False
+
+
+@dataclass(frozen=True, order=True)
+class NexthopGroup:
+    id: int
+    family: int  # the family of its members (groups themselves are AF_UNSPEC)
+    members: tuple[tuple[int, int], ...]  # (nexthop id, weight 1..256)
+    resilient: bool = True
+    buckets: int = 0  # resilient only
+    idle_timer: int = 0  # seconds, resilient only
+    unbalanced_timer: int = 0  # seconds, resilient only
+
+
+@dataclass(frozen=True, order=True)
+class Sysctl:
+    path: str  # relative to /proc/sys, e.g. "net/ipv4/conf/eth1/rp_filter"
+    value: str
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    """How plan() judged one link: for status and logs, not for the kernel."""
+
+    name: str
+    index: int
+    weight: int
+    table: int | None
+    eligible: dict[int, bool]  # family -> carries balanced traffic
+    gateways: dict[int, IPAddress | None]
+    addresses: dict[int, tuple[IPAddress, ...]]
+    reasons: dict[int, str]  # family -> why not eligible ("" when eligible)
+    config_line: int = 0
+
+
+@dataclass(frozen=True)
+class Desired:
+    rules: frozenset[Rule] = frozenset()
+    routes: frozenset[Route] = frozenset()
+    nexthops: frozenset[Nexthop] = frozenset()
+    groups: frozenset[NexthopGroup] = frozenset()
+    sysctls: frozenset[Sysctl] = frozenset()
+    links: tuple[LinkPlan, ...] = ()
+    notes: tuple[str, ...] = ()  # decisions worth telling the user (VPN wins, ...)
+
+
+@dataclass(frozen=True)
+class Owned:
+    """What the kernel holds that carries wanhooks' marks (protocol id)."""
+
+    rules: frozenset[Rule] = frozenset()
+    routes: frozenset[Route] = frozenset()
+    nexthops: frozenset[Nexthop] = frozenset()
+    groups: frozenset[NexthopGroup] = frozenset()
+
+
+# --------------------------------------------------------------------------
+# Operations: what the reconciler asks the kernel seam to do
+# --------------------------------------------------------------------------
+
+KernelObject = Rule | Route | Nexthop | NexthopGroup
+
+
+class Action(str, enum.Enum):
+    ADD = "add"  # create; fails with EEXIST if something holds the identity
+    REPLACE = "replace"  # change an object we own in place
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Op:
+    action: Action
+    obj: KernelObject
+
+
+@dataclass(frozen=True)
+class OpResult:
+    op: Op
+    error: int = 0  # errno; 0 = done
+    message: str = ""  # the kernel's extended ack, when it gave one
+
+    @property
+    def ok(self) -> bool:
+        return self.error == 0

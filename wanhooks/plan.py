@@ -1,0 +1,422 @@
+"""plan(config, observed) -> Desired: all routing policy, as a pure function.
+
+Theory of operation
+-------------------
+The kernel state wanhooks wants is a function of two things only: what the
+user configured and what the kernel shows right now.  No history, no clock,
+no I/O: the daemon and the one-shot `apply` both call this with a fresh
+snapshot, and the reconciler makes the kernel match the result.
+
+Per address family (4 and 6, independently):
+
+* Every managed link that is admin-up, has an address and a gateway (or is
+  point-to-point) gets its own table -- default via its gateway, plus its
+  connected prefix -- and one `from <address> lookup <table>` rule per
+  address.  These depend on address and gateway only, never on health or
+  eligibility, so a failed or standby link still answers and can be probed.
+* The links that can carry traffic now (up, carrier, address, gateway or
+  point-to-point, no address clash) are *eligible*; they form the weighted
+  multipath default in the balance table: a nexthop group (resilient where
+  the kernel has it) or a legacy RTA_MULTIPATH route.  No eligible link: no
+  balance route, lookups fall through to main, the host is no worse off
+  than without wanhooks.
+* Rules: `lookup main suppress_prefixlength 0` first (LAN, VPN and other
+  specific routes keep winning), then the per-link source rules, then
+  `lookup <balance>`.  A default route in main on a device that is not a
+  managed link (a full-tunnel VPN) wins: the balance rule is withheld.
+* Sysctls: the multipath hash policy for the balance mode; on managed links
+  loose reverse-path filtering and ignore_routes_with_linkdown.
+
+Nothing here knows table or nexthop numbers: they come from constants.py,
+derived from the interface index.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import constants as c
+from .model import (
+    IFF_LOOPBACK,
+    BalanceMode,
+    Config,
+    Desired,
+    GroupKind,
+    IPAddress,
+    IPNetwork,
+    LinkConfig,
+    LinkPlan,
+    MainDefault,
+    Nexthop,
+    NexthopGroup,
+    Observed,
+    ObservedLink,
+    PathHop,
+    Route,
+    Rule,
+    Sysctl,
+)
+
+_DEFAULT_DST = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
+_METRIC = {4: c.METRIC_V4, 6: c.METRIC_V6}
+_FULL_PREFIX = {4: 32, 6: 128}
+_HASH_FIELDS = {
+    BalanceMode.PER_CONNECTION: c.HASH_SRC_IP
+    | c.HASH_DST_IP
+    | c.HASH_IP_PROTO
+    | c.HASH_SRC_PORT
+    | c.HASH_DST_PORT,
+    BalanceMode.PER_DESTINATION: c.HASH_SRC_IP | c.HASH_DST_IP,
+    BalanceMode.PER_CLIENT: c.HASH_SRC_IP,
+}
+# Kernels without fib_multipath_hash_fields (< 5.14): the closest policy.
+_HASH_FALLBACK = {
+    BalanceMode.PER_CONNECTION: c.HASH_POLICY_L4,
+    BalanceMode.PER_DESTINATION: c.HASH_POLICY_L3,
+    BalanceMode.PER_CLIENT: c.HASH_POLICY_L3,
+}
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One link in one family, as judged by the planner."""
+
+    link: ObservedLink
+    entry: LinkConfig
+    family: int
+    addresses: tuple[IPAddress, ...]
+    networks: tuple[IPNetwork, ...]
+    gateway: IPAddress | None
+    onlink: bool
+    has_table: bool
+    eligible: bool
+    reason: str
+
+
+def match_entry(config: Config, name: str) -> LinkConfig | None:
+    """The config entry managing an interface: an exact name beats any glob."""
+    for entry in config.links:
+        if not entry.is_glob and entry.interface == name:
+            return entry
+    for entry in config.links:
+        if entry.is_glob and fnmatch.fnmatchcase(name, entry.interface):
+            return entry
+    return None
+
+
+def managed_links(config: Config, observed: Observed) -> list[tuple[ObservedLink, LinkConfig]]:
+    """Managed links in a stable order: config entry order, then interface index."""
+    order = {id(entry): i for i, entry in enumerate(config.links)}
+    exact = {e.interface: e for e in reversed(config.links) if not e.is_glob}
+    globs = [e for e in config.links if e.is_glob]
+    pairs = []
+    for link in observed.links:
+        if link.flags & IFF_LOOPBACK:
+            continue
+        entry = exact.get(link.name) or next(
+            (e for e in globs if fnmatch.fnmatchcase(link.name, e.interface)), None
+        )
+        if entry is not None:
+            pairs.append((link, entry))
+    pairs.sort(key=lambda p: (order[id(p[1])], p[0].index))
+    return pairs
+
+
+def _learned_gateway(observed: Observed, link: ObservedLink, family: int) -> MainDefault | None:
+    candidates = [
+        d for d in observed.main_defaults if d.family == family and d.oif == link.index and d.gateway
+    ]
+    return min(candidates, key=lambda d: d.metric) if candidates else None
+
+
+def _networks(link: ObservedLink, entry: LinkConfig, family: int) -> tuple[IPNetwork, ...]:
+    configured = entry.network(family)
+    if configured is not None:
+        return (configured,)
+    found = []
+    for addr in link.addresses_of(family):
+        if addr.prefixlen < _FULL_PREFIX[family] and addr.network not in found:
+            found.append(addr.network)
+    return tuple(found)
+
+
+def _judge(observed: Observed, link: ObservedLink, entry: LinkConfig, family: int, clash: str) -> _Side:
+    fam = f"IPv{family}"
+    addresses = tuple(a.address for a in link.addresses_of(family))
+    networks = _networks(link, entry, family)
+    gateway: IPAddress | None = entry.gateway(family)
+    onlink = False
+    if link.point_to_point:
+        gateway = None  # the device itself is the next hop
+    elif gateway is not None:
+        # A configured gateway outside every connected prefix needs onlink,
+        # or the kernel refuses it as unreachable.
+        onlink = family == 4 and not any(gateway in n for n in networks)
+    else:
+        learned = _learned_gateway(observed, link, family)
+        if learned is not None:
+            gateway, onlink = learned.gateway, learned.onlink
+    routable = link.point_to_point or gateway is not None
+    has_table = link.admin_up and bool(addresses) and routable and not clash
+    if link.index > c.MAX_IFINDEX:
+        reason = f"interface index {link.index} is beyond wanhooks' id range"
+        has_table = False
+    elif clash:
+        reason = clash
+    elif not link.admin_up:
+        reason = "administratively down"
+    elif not link.carrier:
+        reason = "no carrier"
+    elif not addresses:
+        reason = f"no {fam} address"
+    elif not routable:
+        reason = f"no {fam} gateway (none configured, none in the main table)"
+    else:
+        reason = ""
+    return _Side(
+        link=link,
+        entry=entry,
+        family=family,
+        addresses=addresses,
+        networks=networks,
+        gateway=gateway,
+        onlink=onlink,
+        has_table=has_table,
+        eligible=not reason,
+        reason=reason,
+    )
+
+
+def _clashes(pairs: list[tuple[ObservedLink, LinkConfig]], family: int) -> dict[int, str]:
+    """Links sharing an address with an earlier link: ifindex -> reason (the later one loses)."""
+    owner: dict[IPAddress, ObservedLink] = {}
+    out: dict[int, str] = {}
+    for link, _entry in pairs:
+        for addr in link.addresses_of(family):
+            first = owner.setdefault(addr.address, link)
+            if first is not link and link.index not in out:
+                out[link.index] = f"address {addr.address} is also on {first.name}: excluded"
+    return out
+
+
+def _link_table_routes(side: _Side) -> list[Route]:
+    table = c.link_table(side.link.index)
+    family = side.family
+    metric = _METRIC[family]
+    routes = [
+        Route(
+            family=family,
+            table=table,
+            dst=_DEFAULT_DST[family],
+            metric=metric,
+            oif=side.link.index,
+            gateway=side.gateway,
+            onlink=side.onlink,
+        )
+    ]
+    for network in side.networks:
+        routes.append(
+            Route(
+                family=family,
+                table=table,
+                dst=network,
+                metric=metric,
+                oif=side.link.index,
+                scope="link" if family == 4 else "universe",  # IPv6 routes have no scope
+                prefsrc=_source_in(side.addresses, network) if family == 4 else None,
+            )
+        )
+    return routes
+
+
+def _source_in(addresses: Iterable[IPAddress], network: IPNetwork) -> IPAddress | None:
+    for addr in addresses:
+        if addr in network:
+            return addr
+    return None
+
+
+def resolve_group_kind(config: Config, observed: Observed) -> tuple[GroupKind, str]:
+    """The group kind to use on this kernel, and a note when it differs from the config."""
+    feats = observed.features
+    wanted = config.group
+    if wanted is GroupKind.AUTO:
+        if feats.resilient_groups:
+            return GroupKind.RESILIENT, ""
+        if feats.nexthop_objects:
+            return GroupKind.HASH_THRESHOLD, ""
+        return GroupKind.LEGACY, ""
+    if wanted is GroupKind.RESILIENT and not feats.resilient_groups:
+        fallback = GroupKind.HASH_THRESHOLD if feats.nexthop_objects else GroupKind.LEGACY
+        return fallback, f"kernel has no resilient nexthop groups: using {fallback.value}"
+    if wanted is GroupKind.HASH_THRESHOLD and not feats.nexthop_objects:
+        return GroupKind.LEGACY, "kernel has no nexthop objects: using a legacy multipath route"
+    return wanted, ""
+
+
+def resilient_buckets(config: Config) -> int:
+    """Bucket count from the configured weights, so it does not change as links come and go.
+
+    A glob entry may match several links: it counts four times.
+    """
+    total = sum(e.weight * (4 if e.is_glob else 1) for e in config.links)
+    wanted = c.RES_BUCKETS_PER_WEIGHT * max(total, 1)
+    buckets = c.RES_BUCKETS_MIN
+    while buckets < wanted and buckets < c.RES_BUCKETS_MAX:
+        buckets *= 2
+    return buckets
+
+
+def _balance(
+    family: int, sides: list[_Side], kind: GroupKind, buckets: int
+) -> tuple[list[Nexthop], list[NexthopGroup], list[Route]]:
+    eligible = sorted((s for s in sides if s.eligible), key=lambda s: s.link.index)
+    if not eligible:
+        return [], [], []
+    dst, metric = _DEFAULT_DST[family], _METRIC[family]
+    if kind is GroupKind.LEGACY:
+        if len(eligible) == 1:  # the kernel stores a one-hop multipath route as a plain one
+            s = eligible[0]
+            route = Route(
+                family=family,
+                table=c.TABLE_BALANCE,
+                dst=dst,
+                metric=metric,
+                oif=s.link.index,
+                gateway=s.gateway,
+                onlink=s.onlink,
+            )
+        else:
+            hops = tuple(
+                sorted(
+                    PathHop(oif=s.link.index, gateway=s.gateway, weight=s.entry.weight, onlink=s.onlink)
+                    for s in eligible
+                )
+            )
+            route = Route(family=family, table=c.TABLE_BALANCE, dst=dst, metric=metric, multipath=hops)
+        return [], [], [route]
+    nexthops = [
+        Nexthop(
+            id=c.link_nexthop_id(family, s.link.index),
+            family=family,
+            oif=s.link.index,
+            gateway=s.gateway,
+            onlink=s.onlink,
+        )
+        for s in eligible
+    ]
+    resilient = kind is GroupKind.RESILIENT
+    group = NexthopGroup(
+        id=c.group_id(family),
+        family=family,
+        members=tuple(sorted((nh.id, s.entry.weight) for nh, s in zip(nexthops, eligible))),
+        resilient=resilient,
+        buckets=buckets if resilient else 0,
+        idle_timer=c.RES_IDLE_TIMER_S if resilient else 0,
+        unbalanced_timer=c.RES_UNBALANCED_TIMER_S if resilient else 0,
+    )
+    route = Route(family=family, table=c.TABLE_BALANCE, dst=dst, metric=metric, nhid=group.id)
+    return nexthops, [group], [route]
+
+
+def _hash_sysctls(config: Config, observed: Observed) -> tuple[list[Sysctl], list[str]]:
+    out: list[Sysctl] = []
+    notes: list[str] = []
+    for proto in ("ipv4", "ipv6"):
+        if observed.features.hash_fields:
+            out.append(Sysctl(f"net/{proto}/fib_multipath_hash_policy", str(c.HASH_POLICY_CUSTOM)))
+            out.append(Sysctl(f"net/{proto}/fib_multipath_hash_fields", str(_HASH_FIELDS[config.balance])))
+        else:
+            out.append(Sysctl(f"net/{proto}/fib_multipath_hash_policy", str(_HASH_FALLBACK[config.balance])))
+    if not observed.features.hash_fields and config.balance is BalanceMode.PER_CLIENT:
+        notes.append("kernel has no fib_multipath_hash_fields: per-client balances per (source, destination)")
+    return out, notes
+
+
+def _link_sysctls(link: ObservedLink) -> list[Sysctl]:
+    # Loose rp_filter: strict mode drops replies that arrive on a link the
+    # balance route would not have chosen for the reverse direction.
+    return [
+        Sysctl(f"net/ipv4/conf/{link.name}/rp_filter", "2"),
+        Sysctl(f"net/ipv4/conf/{link.name}/ignore_routes_with_linkdown", "1"),
+        Sysctl(f"net/ipv6/conf/{link.name}/ignore_routes_with_linkdown", "1"),
+    ]
+
+
+def plan(config: Config, observed: Observed) -> Desired:
+    pairs = managed_links(config, observed)
+    managed_index = {link.index for link, _ in pairs}
+    kind, kind_note = resolve_group_kind(config, observed)
+    buckets = resilient_buckets(config)
+    notes: list[str] = [kind_note] if kind_note else []
+
+    rules: set[Rule] = set()
+    routes: set[Route] = set()
+    nexthops: set[Nexthop] = set()
+    groups: set[NexthopGroup] = set()
+    sides: dict[tuple[int, int], _Side] = {}
+
+    for family in (4, 6):
+        clashes = _clashes(pairs, family)
+        family_sides = [
+            _judge(observed, link, entry, family, clashes.get(link.index, "")) for link, entry in pairs
+        ]
+        for side in family_sides:
+            sides[(side.link.index, family)] = side
+            if side.has_table:
+                routes.update(_link_table_routes(side))
+                table = c.link_table(side.link.index)
+                for addr in side.addresses:
+                    src = ipaddress.ip_network(f"{addr}/{_FULL_PREFIX[family]}")
+                    rules.add(Rule(family=family, priority=c.PRIO_LINK_SOURCE, table=table, src=src))
+        nhs, grps, balance = _balance(family, family_sides, kind, buckets)
+        nexthops.update(nhs)
+        groups.update(grps)
+        routes.update(balance)
+        if any(s.has_table for s in family_sides) or balance:
+            rules.add(Rule(family=family, priority=c.PRIO_MAIN_SUPPRESS, table=254, suppress_prefixlength=0))
+        vpn = [d for d in observed.main_defaults if d.family == family and d.oif not in managed_index]
+        if balance and vpn:
+            dev = observed.link(vpn[0].oif)
+            name = dev.name if dev else f"ifindex {vpn[0].oif}"
+            notes.append(
+                f"IPv{family}: default route in main via {name}, which is not a managed link "
+                "(a full-tunnel VPN?): balancing withheld so traffic keeps using it"
+            )
+        elif balance:
+            rules.add(Rule(family=family, priority=c.PRIO_BALANCE, table=c.TABLE_BALANCE))
+
+    sysctls, hash_notes = _hash_sysctls(config, observed)
+    notes.extend(hash_notes)
+    for link, _entry in pairs:
+        sysctls.extend(_link_sysctls(link))
+
+    link_plans = tuple(_link_plan(link, entry, sides) for link, entry in pairs)
+    return Desired(
+        rules=frozenset(rules),
+        routes=frozenset(routes),
+        nexthops=frozenset(nexthops),
+        groups=frozenset(groups),
+        sysctls=frozenset(sysctls),
+        links=link_plans,
+        notes=tuple(notes),
+    )
+
+
+def _link_plan(link: ObservedLink, entry: LinkConfig, sides: dict[tuple[int, int], _Side]) -> LinkPlan:
+    per = {family: sides[(link.index, family)] for family in (4, 6)}
+    has_table = any(s.has_table for s in per.values())
+    return LinkPlan(
+        name=link.name,
+        index=link.index,
+        weight=entry.weight,
+        table=c.link_table(link.index) if has_table else None,
+        eligible={f: s.eligible for f, s in per.items()},
+        gateways={f: s.gateway for f, s in per.items()},
+        addresses={f: s.addresses for f, s in per.items()},
+        reasons={f: s.reason for f, s in per.items()},
+        config_line=entry.line,
+    )

@@ -1,0 +1,154 @@
+"""`wanhooks status`: what the user needs at a glance, from the kernel and the plan.
+
+The JSON document is versioned (`schema`); README.md documents its fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import constants as c
+from .model import Config, Desired, GroupKind, LinkPlan, Observed, Op, Owned, Route
+from .render import route_text
+
+SCHEMA_VERSION = 1
+
+
+def _balance_members(owned: Owned, family: int) -> dict[int, int]:
+    """ifindex -> weight of the links the kernel's balance route really uses now."""
+    route = next(
+        (
+            r
+            for r in owned.routes
+            if r.family == family and r.table == c.TABLE_BALANCE and r.dst.prefixlen == 0
+        ),
+        None,
+    )
+    if route is None:
+        return {}
+    if route.multipath:
+        return {hop.oif: hop.weight for hop in route.multipath}
+    if route.oif is not None:
+        return {route.oif: 1}
+    groups = {g.id: g for g in owned.groups}
+    nexthops = {n.id: n for n in owned.nexthops}
+    group = groups.get(route.nhid or -1)
+    if group is None:
+        return {}
+    return {nexthops[i].oif: w for i, w in group.members if i in nexthops}
+
+
+def _balance_route(owned: Owned, family: int) -> Route | None:
+    return next(
+        (
+            r
+            for r in owned.routes
+            if r.family == family and r.table == c.TABLE_BALANCE and r.dst.prefixlen == 0
+        ),
+        None,
+    )
+
+
+def _state(link: LinkPlan, live: dict[int, dict[int, int]]) -> str:
+    fams = [f for f in (4, 6) if link.index in live[f]]
+    if fams == [4, 6]:
+        return "active"
+    if fams:
+        return f"active IPv{fams[0]} only"
+    if any(link.eligible.values()):
+        return "pending"  # eligible, but the kernel does not have it yet (apply not run)
+    return "excluded"
+
+
+def status_json(
+    config: Config,
+    observed: Observed,
+    desired: Desired,
+    owned: Owned,
+    kind: GroupKind,
+    pending: list[Op],
+) -> dict[str, Any]:
+    names = {link.index: link.name for link in observed.links}
+    live = {f: _balance_members(owned, f) for f in (4, 6)}
+    links = []
+    for link in desired.links:
+        entry: dict[str, Any] = {
+            "name": link.name,
+            "index": link.index,
+            "state": _state(link, live),
+            "weight": link.weight,
+            "table": link.table,
+            "config_line": link.config_line,
+        }
+        for f in (4, 6):
+            gateway = link.gateways[f]
+            entry[f"ipv{f}"] = {
+                "eligible": link.eligible[f],
+                "reason": link.reasons[f] or None,
+                "gateway": str(gateway) if gateway is not None else None,
+                "addresses": [str(a) for a in link.addresses[f]],
+                "in_balance": link.index in live[f],
+            }
+        links.append(entry)
+    balance: dict[str, Any] = {}
+    for f in (4, 6):
+        route = _balance_route(owned, f)
+        balance[f"ipv{f}"] = {
+            "route": route_text(route, names) if route else None,
+            "members": [{"link": names.get(i, str(i)), "weight": w} for i, w in sorted(live[f].items())],
+        }
+    return {
+        "schema": SCHEMA_VERSION,
+        "config": config.path,
+        "balance_mode": config.balance.value,
+        "group_kind": kind.value,
+        "links": links,
+        "balance": balance,
+        "in_sync": not pending,
+        "pending_changes": len(pending),
+        "notes": list(desired.notes),
+    }
+
+
+def status_text(
+    config: Config,
+    observed: Observed,
+    desired: Desired,
+    owned: Owned,
+    kind: GroupKind,
+    pending: list[Op],
+) -> str:
+    doc = status_json(config, observed, desired, owned, kind, pending)
+    rows = [("LINK", "STATE", "WEIGHT", "IPv4 GATEWAY", "IPv6 GATEWAY", "TABLE", "WHY NOT")]
+    for link in doc["links"]:
+        why = "; ".join(f"IPv{f}: {link[f'ipv{f}']['reason']}" for f in (4, 6) if link[f"ipv{f}"]["reason"])
+        rows.append(
+            (
+                link["name"],
+                link["state"],
+                str(link["weight"]),
+                link["ipv4"]["gateway"] or "-",
+                link["ipv6"]["gateway"] or "-",
+                str(link["table"] or "-"),
+                why,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if not doc["links"]:
+        lines.append("(no interface matches the config)")
+    lines.append("")
+    for f in (4, 6):
+        members = doc["balance"][f"ipv{f}"]["members"]
+        if members:
+            split = ", ".join(f"{m['link']} x{m['weight']}" for m in members)
+            lines.append(f"IPv{f} balance: {split}  ({kind.value} group, {config.balance.value})")
+        else:
+            lines.append(f"IPv{f} balance: none -- the main table's default route is used")
+    for note in doc["notes"]:
+        lines.append(f"note: {note}")
+    if not doc["in_sync"]:
+        lines.append(
+            f"kernel differs from the plan by {doc['pending_changes']} change(s): run `wanhooks apply`"
+        )
+    return "\n".join(lines)
