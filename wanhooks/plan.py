@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from . import constants as c
 from .model import (
     IFF_LOOPBACK,
+    Address,
     BalanceMode,
     Config,
     Desired,
@@ -125,28 +126,40 @@ def managed_links(config: Config, observed: Observed) -> list[tuple[ObservedLink
     return pairs
 
 
-def _learned_gateway(observed: Observed, link: ObservedLink, family: int) -> MainDefault | None:
-    candidates = [
-        d for d in observed.main_defaults if d.family == family and d.oif == link.index and d.gateway
-    ]
-    return min(candidates, key=lambda d: d.metric) if candidates else None
+def _learned_gateways(observed: Observed) -> dict[tuple[int, int], MainDefault]:
+    """(ifindex, family) -> the main-table default with a gateway and the lowest metric."""
+    best: dict[tuple[int, int], MainDefault] = {}
+    for d in observed.main_defaults:
+        if d.gateway is None:
+            continue
+        key = (d.oif, d.family)
+        if key not in best or d.metric < best[key].metric:
+            best[key] = d
+    return best
 
 
-def _networks(link: ObservedLink, entry: LinkConfig, family: int) -> tuple[IPNetwork, ...]:
+def _networks(entry: LinkConfig, family: int, usable: tuple[Address, ...]) -> tuple[IPNetwork, ...]:
     configured = entry.network(family)
     if configured is not None:
         return (configured,)
     found = []
-    for addr in link.addresses_of(family):
+    for addr in usable:
         if addr.prefixlen < _FULL_PREFIX[family] and addr.network not in found:
             found.append(addr.network)
     return tuple(found)
 
 
-def _judge(observed: Observed, link: ObservedLink, entry: LinkConfig, family: int, clash: str) -> _Side:
+def _judge(
+    learned_gateways: dict[tuple[int, int], MainDefault],
+    link: ObservedLink,
+    entry: LinkConfig,
+    family: int,
+    clash: str,
+) -> _Side:
     fam = f"IPv{family}"
-    addresses = tuple(a.address for a in link.addresses_of(family))
-    networks = _networks(link, entry, family)
+    usable = link.addresses_of(family)
+    addresses = tuple(a.address for a in usable)
+    networks = _networks(entry, family, usable)
     gateway: IPAddress | None = entry.gateway(family)
     onlink = False
     if link.point_to_point:
@@ -156,7 +169,7 @@ def _judge(observed: Observed, link: ObservedLink, entry: LinkConfig, family: in
         # or the kernel refuses it as unreachable.
         onlink = family == 4 and not any(gateway in n for n in networks)
     else:
-        learned = _learned_gateway(observed, link, family)
+        learned = learned_gateways.get((link.index, family))
         if learned is not None:
             gateway, onlink = learned.gateway, learned.onlink
     routable = link.point_to_point or gateway is not None
@@ -350,6 +363,7 @@ def plan(config: Config, observed: Observed) -> Desired:
     pairs = managed_links(config, observed)
     managed_index = {link.index for link, _ in pairs}
     kind, kind_note = resolve_group_kind(config, observed)
+    learned = _learned_gateways(observed)
     buckets = resilient_buckets(config)
     notes: list[str] = [kind_note] if kind_note else []
 
@@ -362,7 +376,7 @@ def plan(config: Config, observed: Observed) -> Desired:
     for family in (4, 6):
         clashes = _clashes(pairs, family)
         family_sides = [
-            _judge(observed, link, entry, family, clashes.get(link.index, "")) for link, entry in pairs
+            _judge(learned, link, entry, family, clashes.get(link.index, "")) for link, entry in pairs
         ]
         for side in family_sides:
             sides[(side.link.index, family)] = side

@@ -13,6 +13,7 @@ from ..constants import RTPROT_WANHOOKS, USER_HZ
 from ..model import (
     Address,
     IPAddress,
+    IPNetwork,
     MainDefault,
     Nexthop,
     NexthopGroup,
@@ -106,7 +107,7 @@ def rule_from_msg(msg: Message) -> Rule | None:
     src = None
     raw_src = msg.attrs.get(FRA_SRC)
     if raw_src is not None:
-        src = ipaddress.ip_network((raw_src, src_len), strict=False)
+        src = _net(raw_src, src_len)
     suppress = msg.u32(FRA_SUPPRESS_PREFIXLEN)
     if suppress == 0xFFFFFFFF:  # "not set" in dumps
         suppress = None
@@ -165,8 +166,34 @@ def _hop_msg(hop: PathHop) -> dict[str, Any]:
     }
 
 
+# Dumps repeat the same few addresses and prefixes thousands of times;
+# building ipaddress objects is most of the cost of reading them.
+_ADDRESSES: dict[bytes, IPAddress] = {}
+_NETWORKS: dict[tuple[bytes, int], IPNetwork] = {}
+_CACHE_MAX = 8192
+
+
 def _ip(raw: bytes | None) -> IPAddress | None:
-    return None if raw is None else ipaddress.ip_address(raw)
+    return None if raw is None else _addr(raw)
+
+
+def _addr(raw: bytes) -> IPAddress:
+    found = _ADDRESSES.get(raw)
+    if found is None:
+        if len(_ADDRESSES) > _CACHE_MAX:
+            _ADDRESSES.clear()
+        found = _ADDRESSES[raw] = ipaddress.ip_address(raw)
+    return found
+
+
+def _net(raw: bytes, prefixlen: int) -> IPNetwork:
+    key = (raw, prefixlen)
+    found = _NETWORKS.get(key)
+    if found is None:
+        if len(_NETWORKS) > _CACHE_MAX:
+            _NETWORKS.clear()
+        found = _NETWORKS[key] = ipaddress.ip_network(key, strict=False)
+    return found
 
 
 def route_from_msg(msg: Message) -> Route | None:
@@ -178,7 +205,7 @@ def route_from_msg(msg: Message) -> Route | None:
     common: dict[str, Any] = {
         "family": family,
         "table": msg.u32(RTA_TABLE, table),
-        "dst": ipaddress.ip_network((raw_dst, dst_len), strict=False),
+        "dst": _net(raw_dst, dst_len),
         "metric": msg.u32(RTA_PRIORITY, 0),
         "scope": SCOPE_NAMES.get(scope, str(scope)),
         "prefsrc": _ip(msg.attrs.get(RTA_PREFSRC)),
@@ -368,7 +395,7 @@ def address_from_msg(msg: Message) -> tuple[int, Address] | None:
     flags = msg.u32(IFA_FLAGS, flags8) or 0
     return index, Address(
         family=family,
-        address=ipaddress.ip_address(raw),
+        address=_addr(raw),
         prefixlen=prefixlen,
         scope=ADDRESS_SCOPES.get(scope, str(scope)),
         secondary=bool(flags & IFA_F_SECONDARY),
