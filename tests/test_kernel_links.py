@@ -1,0 +1,202 @@
+"""Kinds of links and the ways they come and go, against the real kernel (root only)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import Router
+
+from wanhooks import constants as c
+from wanhooks.lab import SERVER4, Lab
+
+pytestmark = pytest.mark.kernel
+
+THREE = """\
+links:
+  - {interface: w1, gateway: [100.64.1.1, "fe80::1"]}
+  - {interface: w2, weight: 2, gateway: [100.64.2.1, "fe80::1"]}
+  - {interface: w3, gateway: [100.64.3.1, "fe80::1"]}
+group: GROUP
+"""
+
+TUN_HOLDER = """\
+import fcntl, os, struct, sys, time
+fd = os.open("/dev/net/tun", os.O_RDWR)
+# TUNSETIFF with IFF_TUN | IFF_NO_PI
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", sys.argv[1].encode(), 0x0001 | 0x1000))
+print("ready", flush=True)
+time.sleep(120)  # bounded; the test ends it sooner
+"""
+
+
+def ifindex(lab: Lab, name: str) -> int:
+    return int(lab.ip_json(lab.router, "link", "show", "dev", name)[0]["ifindex"])
+
+
+@pytest.fixture
+def tun_holder(lab3: Lab) -> Iterator[subprocess.Popen[str]]:
+    """A process holding tun7 open in the router, so the device has carrier (like a VPN or PPP daemon)."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", lab3.router, sys.executable, "-c", TUN_HOLDER, "tun7"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_without_cap_net_admin_apply_says_so_and_changes_nothing(router: Router) -> None:
+    lab = router.lab
+    router.write_config(THREE.replace("GROUP", "auto"))
+    before = router.snapshot()
+    argv = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m", "wanhooks"]
+    proc = lab.ns_exec(lab.router, [*argv, "-c", str(router.config), "apply"], check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "wanhooks apply: needs root (CAP_NET_ADMIN) to change routing"
+    assert router.snapshot() == before
+
+
+def test_a_point_to_point_tun_link_gets_a_device_only_nexthop(router: Router, tun_holder: object) -> None:
+    lab = router.lab
+    lab.r(["ip", "addr", "add", "100.80.0.2", "peer", "100.80.0.1/32", "dev", "tun7"])
+    lab.r(["ip", "link", "set", "tun7", "up"])
+    router.write_config("links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - interface: 'tun*'\n")
+    router.wanhooks("apply")
+    index = ifindex(lab, "tun7")
+    nexthops = lab.ip(lab.router, "nexthop", "show")
+    assert re.search(rf"id {c.link_nexthop_id(4, index)} dev tun7 scope \w+ proto 87", nexthops), nexthops
+    assert "via" not in next(line for line in nexthops.splitlines() if "tun7" in line)
+    route = lab.ip(lab.router, "route", "get", SERVER4, "from", "100.80.0.2")
+    assert "dev tun7" in route and f"table {c.link_table(index)}" in route
+    status = json.loads(router.wanhooks("status", "--json").stdout)
+    tun = next(link for link in status["links"] if link["name"] == "tun7")
+    assert tun["ipv4"]["in_balance"] and tun["ipv4"]["gateway"] is None
+    assert (
+        "no changes" not in router.wanhooks("apply").stdout
+        and "nothing to change" in router.wanhooks("apply").stdout
+    )
+
+
+def test_a_tun_link_whose_daemon_dies_leaves_the_group(
+    router: Router, tun_holder: subprocess.Popen[str]
+) -> None:
+    lab = router.lab
+    lab.r(["ip", "addr", "add", "100.80.0.2", "peer", "100.80.0.1/32", "dev", "tun7"])
+    lab.r(["ip", "link", "set", "tun7", "up"])
+    router.write_config("links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - interface: 'tun*'\n")
+    router.wanhooks("apply")
+    table = c.link_table(ifindex(lab, "tun7"))
+    tun_holder.kill()  # a non-persistent tun device goes with the process that held it
+    tun_holder.wait()
+    time.sleep(0.2)
+    router.wanhooks("apply")
+    status = json.loads(router.wanhooks("status", "--json").stdout)
+    assert [link["name"] for link in status["links"]] == ["w1"]
+    assert status["balance"]["ipv4"]["members"] == [{"link": "w1", "weight": 1}]
+    assert f"lookup {table}" not in lab.ip(lab.router, "rule", "show")
+    assert "nothing to change" in router.wanhooks("apply").stdout
+
+
+def test_a_link_that_appears_later_joins_and_a_recreated_link_gets_fresh_ids(router: Router) -> None:
+    lab = router.lab
+    router.write_config(
+        "links:\n  - {interface: 'w*', gateway: 100.64.9.1}\n  - {interface: w1, gateway: 100.64.1.1}\n"
+    )
+    router.wanhooks("apply")
+
+    def make_w9() -> int:
+        lab.r(["ip", "link", "add", "w9", "type", "veth", "peer", "name", "x9", "netns", lab.isp(1)])
+        lab.r(["ip", "addr", "add", "100.64.9.2/24", "dev", "w9"])
+        lab.r(["ip", "link", "set", "w9", "up"])
+        lab.ns_exec(lab.isp(1), ["ip", "addr", "add", "100.64.9.1/24", "dev", "x9"])
+        lab.ns_exec(lab.isp(1), ["ip", "link", "set", "x9", "up"])
+        time.sleep(0.1)
+        router.wanhooks("apply")
+        return ifindex(lab, "w9")
+
+    first = make_w9()
+    assert f"lookup {c.link_table(first)}" in lab.ip(lab.router, "rule", "show")
+    assert "via 100.64.9.1 dev w9" in lab.ip(lab.router, "nexthop", "show")
+    assert lab.r(["sysctl", "-n", "net.ipv4.conf.w9.rp_filter"]).stdout.strip() == "2"
+    lab.r(["ip", "link", "del", "w9"])
+    router.wanhooks("apply")
+    assert f"lookup {c.link_table(first)}" not in lab.ip(lab.router, "rule", "show")
+    second = make_w9()
+    assert second != first
+    rules = lab.ip(lab.router, "rule", "show")
+    assert f"lookup {c.link_table(second)}" in rules and f"lookup {c.link_table(first)}" not in rules
+    assert lab.r(["sysctl", "-n", "net.ipv4.conf.w9.ignore_routes_with_linkdown"]).stdout.strip() == "1"
+    assert "nothing to change" in router.wanhooks("apply").stdout
+
+
+def test_onlink_gateway_learned_from_main_is_copied(router: Router) -> None:
+    lab = router.lab
+    router.write_config("links:\n  - interface: w1\n  - interface: w3\n")
+    lab.set_main_default(1, 4)
+    lab.r(["ip", "route", "add", "default", "via", "198.51.100.77", "dev", "w3", "onlink", "metric", "103"])
+    router.wanhooks("apply")
+    nexthops = lab.ip(lab.router, "nexthop", "show")
+    assert re.search(r"via 198\.51\.100\.77 dev w3 .*onlink", nexthops), nexthops
+    assert "nothing to change" in router.wanhooks("apply").stdout
+
+
+@pytest.mark.parametrize("group", ["legacy", "hash-threshold", "resilient"])
+def test_each_group_kind_follows_links_in_both_families_and_settles(router: Router, group: str) -> None:
+    lab = router.lab
+    router.write_config(THREE.replace("GROUP", group))
+    router.wanhooks("apply")
+    assert "nothing to change" in router.wanhooks("apply").stdout
+    table = str(c.TABLE_BALANCE)
+
+    def hops(family: int) -> int:
+        if group == "legacy":
+            text = lab.ip(lab.router, f"-{family}", "route", "show", "table", table)
+            return text.count("nexthop via") or text.count("default via")
+        members = [n for n in lab.ip_json(lab.router, "nexthop", "show") if "gateway" in n]
+        return sum(1 for n in members if (":" in n["gateway"]) == (family == 6))
+
+    assert hops(4) == 3 and hops(6) == 3
+    lab.carrier_off(1)
+    router.wanhooks("apply")
+    assert hops(4) == 2 and hops(6) == 2
+    assert "nothing to change" in router.wanhooks("apply").stdout
+    lab.carrier_on(1)
+    router.wanhooks("apply")
+    assert hops(4) == 3 and hops(6) == 3
+    assert "nothing to change" in router.wanhooks("apply").stdout
+    lab.reset_flows()
+    lab.send_udp_flows(lab.router, None, 400, family=6)
+    assert all(n > 0 for n in lab.flows_per_link(6).values())
+
+
+def test_status_json_matches_the_kernel(router: Router) -> None:
+    lab = router.lab
+    router.write_config(THREE.replace("GROUP", "auto"))
+    router.wanhooks("apply")
+    lab.carrier_off(3)
+    router.wanhooks("apply")
+    doc = json.loads(router.wanhooks("status", "--json").stdout)
+    assert doc["schema"] == 1 and doc["in_sync"] and doc["group_kind"] == "resilient"
+    links = {link["name"]: link for link in doc["links"]}
+    for name in ("w1", "w2", "w3"):
+        assert links[name]["index"] == ifindex(lab, name)
+        assert links[name]["table"] == c.link_table(ifindex(lab, name))
+    assert links["w2"]["weight"] == 2 and links["w2"]["ipv4"]["gateway"] == "100.64.2.1"
+    assert links["w2"]["ipv6"]["gateway"] == "fe80::1" and links["w2"]["ipv4"]["addresses"] == ["100.64.2.2"]
+    assert links["w1"]["state"] == "active" and links["w3"]["state"] == "excluded"
+    assert links["w3"]["ipv4"]["reason"] == "no carrier"
+    assert doc["balance"]["ipv4"]["members"] == [{"link": "w1", "weight": 1}, {"link": "w2", "weight": 2}]
+    group = lab.ip(lab.router, "nexthop", "show", "id", str(c.NH_GROUP_V4))
+    assert f"{c.link_nexthop_id(4, ifindex(lab, 'w2'))},2" in group
+    text = router.wanhooks("status").stdout
+    assert re.search(r"^w3\s+excluded\s+1\s+100\.64\.3\.1\s+fe80::1\s+\d+\s+IPv4: no carrier", text, re.M), (
+        text
+    )
