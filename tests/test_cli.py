@@ -1,0 +1,81 @@
+"""The command line without a kernel: config errors, check, convert (no root)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fakes import lab_config, lab_kernel, wan
+
+from wanhooks.cli import main
+from wanhooks.plan import plan, resolve_group_kind
+from wanhooks.reconcile import diff, reconcile
+from wanhooks.status import status_json, status_text
+
+SEED = 'WANIFACE="w1 w2"\nGATEWAYS="100.64.1.1 100.64.2.1"\nWEIGHTS="1 3"\n'
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("links:\n  - interface: w1\n    weight: 0\n")
+    for command in ("check", "apply", "plan", "status"):
+        assert main(["-c", str(bad), command]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"wanhooks: {bad}:3: links[1].weight: ")
+
+
+def test_missing_config_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-c", str(tmp_path / "nope.yaml"), "check"]) == 2
+    assert str(tmp_path / "nope.yaml") in capsys.readouterr().err
+
+
+def test_config_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "from-env.conf"
+    cfg.write_text(SEED)
+    monkeypatch.setenv("WANHOOKS_CONFIG", str(cfg))
+    assert main(["check"]) == 0
+    assert "2 link entries" in capsys.readouterr().out
+
+
+def test_convert_prints_yaml_that_loads_to_the_same_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed = tmp_path / "generic-balancer.conf"
+    seed.write_text(SEED)
+    assert main(["convert", str(seed)]) == 0
+    converted = tmp_path / "converted.yaml"
+    converted.write_text(capsys.readouterr().out)
+    assert main(["-c", str(converted), "check"]) == 0
+
+
+def test_status_reads_at_a_glance(tmp_path: Path) -> None:
+    kernel = lab_kernel()
+    cfg = lab_config()
+    reconcile(plan(cfg, kernel.observe()), kernel, str(tmp_path))
+    kernel.set_link(wan(12, "w2", 2, carrier=False))
+    observed = kernel.observe()
+    desired = plan(cfg, observed)
+    kind, _ = resolve_group_kind(cfg, observed)
+    pending = diff(desired, kernel.dump_owned())
+    text = status_text(cfg, observed, desired, kernel.dump_owned(), kind, pending)
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "LINK",
+        "STATE",
+        "WEIGHT",
+        "IPv4",
+        "GATEWAY",
+        "IPv6",
+        "GATEWAY",
+        "TABLE",
+        "WHY",
+        "NOT",
+    ]
+    assert lines[2].startswith("w2") and "IPv4: no carrier" in lines[2]  # the plan's view...
+    assert "run `wanhooks apply`" in text  # ...while the kernel still has w2 in the group
+    doc = status_json(cfg, observed, desired, kernel.dump_owned(), kind, pending)
+    json.dumps(doc)  # serialisable
+    assert doc["in_sync"] is False and doc["links"][1]["ipv4"]["reason"] == "no carrier"
