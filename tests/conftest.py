@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -99,3 +99,38 @@ def lab3() -> Iterator[object]:
 @pytest.fixture
 def router(lab3: object, tmp_path: Path) -> Router:
     return Router(lab3, tmp_path)
+
+
+TUN_HOLDER = """\
+import fcntl, os, struct, sys, time
+fd = os.open("/dev/net/tun", os.O_RDWR)
+# TUNSETIFF with IFF_TUN | IFF_NO_PI
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", sys.argv[1].encode(), 0x0001 | 0x1000))
+print("ready", flush=True)
+time.sleep(120)  # bounded; the test ends it sooner
+"""
+
+
+@pytest.fixture
+def hold_tun(lab3: object) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    """Open a tun device in the router and keep it open, as a VPN or PPP daemon does (so it
+    has carrier); returns the holding process.  Ended when the test ends."""
+    from wanhooks.lab import Lab
+
+    assert isinstance(lab3, Lab)
+    held: list[subprocess.Popen[str]] = []
+
+    def hold(name: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab3.router, sys.executable, "-c", TUN_HOLDER, name],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        held.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    yield hold
+    for proc in held:
+        proc.kill()
+        proc.wait()

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from conftest import Router
@@ -16,6 +16,7 @@ from wanhooks import constants as c
 from wanhooks.lab import SERVER4, Lab
 
 pytestmark = pytest.mark.kernel
+Holder = Callable[[str], subprocess.Popen[str]]
 
 THREE = """\
 links:
@@ -25,32 +26,9 @@ links:
 group: GROUP
 """
 
-TUN_HOLDER = """\
-import fcntl, os, struct, sys, time
-fd = os.open("/dev/net/tun", os.O_RDWR)
-# TUNSETIFF with IFF_TUN | IFF_NO_PI
-fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", sys.argv[1].encode(), 0x0001 | 0x1000))
-print("ready", flush=True)
-time.sleep(120)  # bounded; the test ends it sooner
-"""
-
 
 def ifindex(lab: Lab, name: str) -> int:
     return int(lab.ip_json(lab.router, "link", "show", "dev", name)[0]["ifindex"])
-
-
-@pytest.fixture
-def tun_holder(lab3: Lab) -> Iterator[subprocess.Popen[str]]:
-    """A process holding tun7 open in the router, so the device has carrier (like a VPN or PPP daemon)."""
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab3.router, sys.executable, "-c", TUN_HOLDER, "tun7"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def test_without_cap_net_admin_apply_says_so_and_changes_nothing(router: Router) -> None:
@@ -64,8 +42,9 @@ def test_without_cap_net_admin_apply_says_so_and_changes_nothing(router: Router)
     assert router.snapshot() == before
 
 
-def test_a_point_to_point_tun_link_gets_a_device_only_nexthop(router: Router, tun_holder: object) -> None:
+def test_a_point_to_point_tun_link_gets_a_device_only_nexthop(router: Router, hold_tun: Holder) -> None:
     lab = router.lab
+    hold_tun("tun7")
     lab.r(["ip", "addr", "add", "100.80.0.2", "peer", "100.80.0.1/32", "dev", "tun7"])
     lab.r(["ip", "link", "set", "tun7", "up"])
     router.write_config("links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - interface: 'tun*'\n")
@@ -85,10 +64,9 @@ def test_a_point_to_point_tun_link_gets_a_device_only_nexthop(router: Router, tu
     )
 
 
-def test_a_tun_link_whose_daemon_dies_leaves_the_group(
-    router: Router, tun_holder: subprocess.Popen[str]
-) -> None:
+def test_a_tun_link_whose_daemon_dies_leaves_the_group(router: Router, hold_tun: Holder) -> None:
     lab = router.lab
+    tun_holder = hold_tun("tun7")
     lab.r(["ip", "addr", "add", "100.80.0.2", "peer", "100.80.0.1/32", "dev", "tun7"])
     lab.r(["ip", "link", "set", "tun7", "up"])
     router.write_config("links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - interface: 'tun*'\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -240,11 +241,13 @@ def test_gateways_learned_from_main_table_defaults(router: Router) -> None:
     assert lab.flows_per_link(6) == {1: 200, 2: 0, 3: 0}
 
 
-def test_a_full_tunnel_vpn_default_in_main_keeps_traffic_in_the_vpn(router: Router) -> None:
+def test_a_full_tunnel_vpn_default_in_main_keeps_traffic_in_the_vpn(
+    router: Router, hold_tun: Callable[[str], object]
+) -> None:
     lab = router.lab
     router.write_config(config())
     router.wanhooks("apply")
-    lab.r(["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"])
+    hold_tun("tun0")  # the VPN client
     lab.r(["ip", "addr", "add", "100.80.0.2/32", "dev", "tun0"])
     lab.r(["ip", "link", "set", "tun0", "up"])
     lab.r(["ip", "route", "add", "default", "dev", "tun0", "metric", "50"])

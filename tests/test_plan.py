@@ -18,6 +18,7 @@ from wanhooks.model import (
     GroupKind,
     KernelFeatures,
     LinkConfig,
+    MainDefault,
     Observed,
     Rule,
 )
@@ -222,3 +223,56 @@ def test_configured_gateway_outside_the_prefix_is_onlink() -> None:
     cfg = Config(links=(LinkConfig("w1", gateway4=ipaddress.IPv4Address("198.51.100.1")),))
     nh = next(iter(plan(cfg, kernel.observe()).nexthops))
     assert nh.onlink and str(nh.gateway) == "198.51.100.1"
+
+
+def test_dormant_link_is_not_eligible() -> None:
+    kernel = lab_kernel()
+    kernel.set_link(replace(wan(12, "w2", 2), oper_state="dormant"))
+    desired = plan(lab_config(), kernel.observe())
+    w2 = next(lp for lp in desired.links if lp.name == "w2")
+    assert w2.reasons[4] == "not operational (dormant)"
+    assert balance_members(desired, 4) == {11: 1, 13: 1}
+
+
+def test_a_dead_default_on_an_unmanaged_link_is_not_a_vpn() -> None:
+    kernel = lab_kernel()
+    kernel.set_link(wan(20, "mgmt0", 9, carrier=False))
+    kernel.main_defaults = [replace(main_default(4, 20, "100.64.9.1", 900), dead=True)]
+    desired = plan(lab_config(), kernel.observe())
+    assert any(r.priority == c.PRIO_BALANCE and r.family == 4 for r in desired.rules)
+    assert not desired.notes
+
+
+def test_a_blackhole_default_in_main_is_reported() -> None:
+    kernel = lab_kernel()
+    kernel.main_defaults = [MainDefault(family=4, oif=0, gateway=None, metric=5000, kind="blackhole")]
+    desired = plan(lab_config(), kernel.observe())
+    assert any("blackhole" in n and "IPv4" in n for n in desired.notes)
+
+
+def test_ipv6_gateway_outside_the_links_prefixes_is_onlink() -> None:
+    kernel = lab_kernel(1)
+    cfg = Config(links=(LinkConfig("w1", gateway6=ipaddress.IPv6Address("fd00:99::1")),))
+    nh = next(n for n in plan(cfg, kernel.observe()).nexthops if n.family == 6)
+    assert nh.onlink
+    cfg = Config(links=(LinkConfig("w1", gateway6=ipaddress.IPv6Address("fe80::1")),))
+    nh = next(n for n in plan(cfg, kernel.observe()).nexthops if n.family == 6)
+    assert not nh.onlink
+
+
+def test_legacy_ipv6_leaves_point_to_point_links_out_of_the_multipath_route() -> None:
+    kernel = lab_kernel(1)
+    tun6 = replace(
+        tun(50, "tun0", "100.80.0.2"),
+        addresses=(Address(6, ipaddress.ip_address("fd00:80::2"), 128),),
+    )
+    kernel.set_link(tun6)
+    cfg = Config(
+        links=(LinkConfig("w1", gateway6=ipaddress.IPv6Address("fe80::1")), LinkConfig("tun*")),
+        group=GroupKind.LEGACY,
+    )
+    desired = plan(cfg, kernel.observe())
+    route = next(r for r in desired.routes if r.table == c.TABLE_BALANCE and r.family == 6)
+    assert route.oif == 11 and not route.multipath
+    t = next(lp for lp in desired.links if lp.name == "tun0")
+    assert "point-to-point" in t.reasons[6]

@@ -170,3 +170,80 @@ def test_random_event_sequences_converge(tmp_path: Path) -> None:
         desired, report = converge(kernel, cfg, tmp_path)
         assert report.ok, (event, report.failed)
         assert not diff(desired, kernel.dump_owned())
+
+
+def refuse(kernel: FakeKernel, predicate) -> None:  # type: ignore[no-untyped-def]
+    """Make the fake kernel refuse (EINVAL) every add/replace whose object matches."""
+    original = kernel._one
+
+    def one(op):  # type: ignore[no-untyped-def]
+        if op.action is not Action.DELETE and predicate(op.obj):
+            return 22
+        return original(op)
+
+    kernel._one = one  # type: ignore[method-assign]
+
+
+def test_a_failed_rebuild_keeps_the_old_group_and_the_balance_route(tmp_path: Path) -> None:
+    kernel = lab_kernel()
+    converge(kernel, lab_config(group=GroupKind.HASH_THRESHOLD), tmp_path)
+    before = balance_route(kernel)
+    refuse(kernel, lambda obj: getattr(obj, "id", None) == c.NH_GROUP_V4_SPARE)
+    _, report = converge(kernel, lab_config(group=GroupKind.RESILIENT), tmp_path)
+    assert not report.ok
+    assert balance_route(kernel) == before  # still pointing at the old, working group
+    assert c.NH_GROUP_V4 in kernel.nexthops and not kernel.nexthops[c.NH_GROUP_V4][0].resilient  # type: ignore[union-attr]
+    assert balance_route(kernel, 6) is not None
+
+
+def test_a_failed_switch_to_legacy_keeps_the_group(tmp_path: Path) -> None:
+    kernel = lab_kernel()
+    converge(kernel, lab_config(), tmp_path)
+    refuse(kernel, lambda obj: isinstance(obj, Route) and bool(obj.multipath) and obj.family == 6)
+    _, report = converge(kernel, lab_config(group=GroupKind.LEGACY), tmp_path)
+    assert not report.ok
+    v6 = balance_route(kernel, 6)
+    assert v6 is not None and v6.nhid == c.NH_GROUP_V6 and c.NH_GROUP_V6 in kernel.nexthops
+    assert balance_route(kernel, 4) is not None and balance_route(kernel, 4).multipath  # type: ignore[union-attr]
+
+
+def test_a_foreign_spare_id_is_neither_used_nor_deleted(tmp_path: Path) -> None:
+    kernel = lab_kernel()
+    converge(kernel, lab_config(group=GroupKind.RESILIENT), tmp_path)
+    squatter = Nexthop(id=c.NH_GROUP_V4_SPARE, family=4, oif=11)
+    kernel.add_foreign([squatter])
+    _, report = converge(kernel, lab_config(group=GroupKind.HASH_THRESHOLD), tmp_path)
+    assert kernel.nexthops[c.NH_GROUP_V4_SPARE] == (squatter, 4)
+    assert any("spare" in text for text in report.conflicts)
+    assert balance_route(kernel).nhid == c.NH_GROUP_V4  # type: ignore[union-attr]
+
+
+def test_a_foreign_nexthop_at_a_member_id_is_not_adopted_into_the_group(tmp_path: Path) -> None:
+    kernel = lab_kernel()
+    squatter = Nexthop(
+        id=c.link_nexthop_id(4, 13), family=4, oif=13, gateway=ipaddress.ip_address("100.64.3.99")
+    )
+    kernel.add_foreign([squatter])
+    _, report = converge(kernel, lab_config(), tmp_path)
+    group = kernel.nexthops[c.NH_GROUP_V4][0]
+    assert squatter.id not in {i for i, _w in group.members}  # type: ignore[union-attr]
+    assert kernel.nexthops[squatter.id] == (squatter, 4)
+    assert any(str(squatter.id) in text for text in report.conflicts)
+
+
+def test_cleanup_leaves_a_knob_an_admin_changed_since(tmp_path: Path) -> None:
+    kernel = lab_kernel()
+    converge(kernel, lab_config(), tmp_path)
+    kernel.sysctls["net/ipv4/conf/w2/rp_filter"] = "1"  # the admin's choice, after ours
+    report = cleanup(kernel, str(tmp_path))
+    assert kernel.sysctls["net/ipv4/conf/w2/rp_filter"] == "1"
+    assert any("w2.rp_filter" in note for note in report.notes)
+    assert kernel.sysctls["net/ipv4/conf/w1/rp_filter"] == "0"
+
+
+def test_an_unreadable_record_is_kept_aside_not_overwritten(tmp_path: Path) -> None:
+    kernel = lab_kernel()
+    (tmp_path / c.SYSCTL_RECORD).write_text("{not json")
+    _, report = converge(kernel, lab_config(), tmp_path)
+    assert any("unreadable" in e for e in report.sysctl_errors)
+    assert list(tmp_path.glob(c.SYSCTL_RECORD + ".corrupt-*"))

@@ -16,6 +16,7 @@ from . import constants as c
 from .config import ConfigError, load_config, to_yaml
 from .engine import converge
 from .kernel import Kernel
+from .lock import run_lock
 from .model import Config, Observed, Owned
 from .plan import plan, resolve_group_kind
 from .reconcile import Report, cleanup, diff
@@ -72,6 +73,8 @@ def _print_report(report: Report, names: dict[int, str], quiet_if_nothing: bool 
         print(f"failed: {op_text(result.op, names)}: {why}", file=sys.stderr)
     for text in report.sysctl_errors:
         print(f"failed: {text}", file=sys.stderr)
+    for text in report.notes:
+        print(f"note: {text}")
     if not report.changed and not quiet_if_nothing:
         print("nothing to change")
 
@@ -79,7 +82,8 @@ def _print_report(report: Report, names: dict[int, str], quiet_if_nothing: bool 
 def cmd_apply(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     _need_admin("apply")
-    result = converge(config, _kernel(), _run_dir(args))
+    with run_lock(_run_dir(args)):
+        result = converge(config, _kernel(), _run_dir(args))
     for note in result.desired.notes:
         print(f"note: {note}")
     _print_report(result.report, _names(result.observed), quiet_if_nothing=False)
@@ -140,7 +144,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     _need_admin("cleanup")
     kernel = _kernel()
     names = _names(kernel.observe())
-    report = cleanup(kernel, _run_dir(args))
+    with run_lock(_run_dir(args)):
+        report = cleanup(kernel, _run_dir(args))
     _print_report(report, names, quiet_if_nothing=False)
     return 0 if report.ok else 1
 

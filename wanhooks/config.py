@@ -77,8 +77,16 @@ WATCHDOG_KEYS = ("test_ips", "enabled")
 SEED_VARIABLES = ("WANIFACE", "GATEWAYS", "NETWORKS", "WEIGHTS", "TESTIPS", "WATCHDOG", "BALANCE")
 SEED_COLUMNS = ("GATEWAYS", "NETWORKS", "WEIGHTS")
 NOT_GIVEN = "-"  # a seed column that leaves its value out
-SWITCH_WORDS = {"yes": True, "true": True, "on": True, "1": True,
-                "no": False, "false": False, "off": False, "0": False}
+SWITCH_WORDS = {
+    "yes": True,
+    "true": True,
+    "on": True,
+    "1": True,
+    "no": False,
+    "false": False,
+    "off": False,
+    "0": False,
+}
 
 FORMAT_HINT = "expected a YAML config or a generic-balancer.sh column file (WANIFACE=...)"
 
@@ -750,8 +758,11 @@ def _seed_assignments(text: str, path: str) -> dict[str, _Assignment]:
         match = _ASSIGNMENT.fullmatch(line)
         if match is None:
             raise ConfigError(
-                path, number, "", "not a NAME=value assignment: a generic-balancer.sh column file may only "
-                'assign variables (WANIFACE="eth1 eth2", GATEWAYS=..., ...)'
+                path,
+                number,
+                "",
+                "not a NAME=value assignment: a generic-balancer.sh column file may only "
+                'assign variables (WANIFACE="eth1 eth2", GATEWAYS=..., ...)',
             )
         name, raw = match.groups()
         where = _Where(path, number, name)

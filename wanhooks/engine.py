@@ -35,5 +35,6 @@ def converge(config: Config, kernel: Kernel, run_dir: str, attempts: int = 3) ->
         retry = reconcile(desired, kernel, run_dir)
         retry.done[:0] = report.done
         retry.sysctls[:0] = report.sysctls
+        retry.notes[:0] = report.notes
         report = retry
     return Round(observed, desired, report)

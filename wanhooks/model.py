@@ -147,11 +147,17 @@ class MainDefault:
     """A default route in the main table: where managers put a link's gateway."""
 
     family: int
-    oif: int
+    oif: int  # 0 for a route with no device (blackhole, unreachable, prohibit)
     gateway: IPAddress | None
     onlink: bool = False
     metric: int = 0
     protocol: int = 0
+    kind: str = "unicast"  # unicast | blackhole | unreachable | prohibit
+    dead: bool = False  # the kernel flags its nexthop dead or linkdown
+
+    @property
+    def usable(self) -> bool:
+        return self.kind == "unicast" and not self.dead
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,8 @@ class Owned:
     routes: frozenset[Route] = frozenset()
     nexthops: frozenset[Nexthop] = frozenset()
     groups: frozenset[NexthopGroup] = frozenset()
+    # Nexthop ids in wanhooks' range that another program holds: never used, never touched.
+    foreign_nexthop_ids: frozenset[int] = frozenset()
 
 
 # --------------------------------------------------------------------------

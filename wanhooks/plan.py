@@ -36,7 +36,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import constants as c
 from .model import (
@@ -130,12 +130,32 @@ def _learned_gateways(observed: Observed) -> dict[tuple[int, int], MainDefault]:
     """(ifindex, family) -> the main-table default with a gateway and the lowest metric."""
     best: dict[tuple[int, int], MainDefault] = {}
     for d in observed.main_defaults:
-        if d.gateway is None:
+        if d.gateway is None or d.kind != "unicast":
             continue
         key = (d.oif, d.family)
         if key not in best or d.metric < best[key].metric:
             best[key] = d
     return best
+
+
+def _full_tunnel(observed: Observed, family: int, managed: set[int]) -> ObservedLink | None:
+    """A device that is not a managed link, up, holding a live default route in main."""
+    for d in observed.main_defaults:
+        if d.family != family or not d.usable or d.oif in managed:
+            continue
+        link = observed.link(d.oif)
+        if link is not None and link.admin_up and link.carrier:
+            return link
+    return None
+
+
+def _blocking_default(observed: Observed, family: int) -> MainDefault | None:
+    """Main's best default when it is a blackhole/unreachable/prohibit route."""
+    candidates = [d for d in observed.main_defaults if d.family == family and not d.dead]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda d: d.metric)
+    return None if best.kind == "unicast" else best
 
 
 def _networks(entry: LinkConfig, family: int, usable: tuple[Address, ...]) -> tuple[IPNetwork, ...]:
@@ -165,9 +185,10 @@ def _judge(
     if link.point_to_point:
         gateway = None  # the device itself is the next hop
     elif gateway is not None:
-        # A configured gateway outside every connected prefix needs onlink,
-        # or the kernel refuses it as unreachable.
-        onlink = family == 4 and not any(gateway in n for n in networks)
+        # A configured gateway outside every prefix the link really has needs
+        # onlink, or the kernel refuses it as unreachable.  (An IPv6
+        # link-local gateway is on the link by definition.)
+        onlink = not gateway.is_link_local and not any(gateway in a.network for a in usable)
     else:
         learned = learned_gateways.get((link.index, family))
         if learned is not None:
@@ -183,6 +204,8 @@ def _judge(
         reason = "administratively down"
     elif not link.carrier:
         reason = "no carrier"
+    elif link.oper_state not in ("up", "unknown"):
+        reason = f"not operational ({link.oper_state})"  # e.g. wifi re-authenticating
     elif not addresses:
         reason = f"no {fam} address"
     elif not routable:
@@ -250,6 +273,22 @@ def _source_in(addresses: Iterable[IPAddress], network: IPNetwork) -> IPAddress 
         if addr in network:
             return addr
     return None
+
+
+def _legacy_v6_members(family_sides: list[_Side]) -> list[_Side]:
+    """The kernel refuses device-only hops in an IPv6 RTA_MULTIPATH route.
+
+    Without nexthop objects, a point-to-point link can only be IPv6's sole
+    route: keep gateway links, or else the first point-to-point one.
+    """
+    eligible = [s for s in family_sides if s.eligible]
+    if len(eligible) < 2:
+        return family_sides
+    keep = {id(s) for s in eligible if s.gateway is not None} or {id(eligible[0])}
+    why = "a point-to-point link cannot join an IPv6 legacy multipath route (no nexthop objects)"
+    return [
+        s if not s.eligible or id(s) in keep else replace(s, eligible=False, reason=why) for s in family_sides
+    ]
 
 
 def resolve_group_kind(config: Config, observed: Observed) -> tuple[GroupKind, str]:
@@ -386,22 +425,30 @@ def plan(config: Config, observed: Observed) -> Desired:
                 for addr in side.addresses:
                     src = ipaddress.ip_network(f"{addr}/{_FULL_PREFIX[family]}")
                     rules.add(Rule(family=family, priority=c.PRIO_LINK_SOURCE, table=table, src=src))
+        if kind is GroupKind.LEGACY and family == 6:
+            family_sides = _legacy_v6_members(family_sides)
+            sides.update({(side.link.index, family): side for side in family_sides})
         nhs, grps, balance = _balance(family, family_sides, kind, buckets)
         nexthops.update(nhs)
         groups.update(grps)
         routes.update(balance)
         if any(s.has_table for s in family_sides) or balance:
             rules.add(Rule(family=family, priority=c.PRIO_MAIN_SUPPRESS, table=254, suppress_prefixlength=0))
-        vpn = [d for d in observed.main_defaults if d.family == family and d.oif not in managed_index]
-        if balance and vpn:
-            dev = observed.link(vpn[0].oif)
-            name = dev.name if dev else f"ifindex {vpn[0].oif}"
+        vpn = _full_tunnel(observed, family, managed_index)
+        if balance and vpn is not None:
             notes.append(
-                f"IPv{family}: default route in main via {name}, which is not a managed link "
+                f"IPv{family}: default route in main via {vpn.name}, which is not a managed link "
                 "(a full-tunnel VPN?): balancing withheld so traffic keeps using it"
             )
         elif balance:
             rules.add(Rule(family=family, priority=c.PRIO_BALANCE, table=c.TABLE_BALANCE))
+            blocker = _blocking_default(observed, family)
+            if blocker is not None:
+                notes.append(
+                    f"IPv{family}: main's best default route is {blocker.kind} (metric {blocker.metric}); "
+                    "the kernel ends every lookup there, before wanhooks' balance rule: nothing is "
+                    "balanced until it is removed or outranked by a unicast default"
+                )
 
     sysctls, hash_notes = _hash_sysctls(config, observed)
     notes.extend(hash_notes)

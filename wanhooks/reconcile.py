@@ -27,14 +27,12 @@ failed) settle.  It returns what it actually did.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import constants as c
+from . import sysctls
 from .kernel import Kernel
 from .model import (
     Action,
@@ -48,15 +46,9 @@ from .model import (
     Route,
     Rule,
 )
+from .sysctls import SysctlChange
 
 _GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV)
-
-
-@dataclass(frozen=True)
-class SysctlChange:
-    path: str
-    old: str
-    new: str
 
 
 @dataclass
@@ -68,6 +60,7 @@ class Report:
     conflicts: list[str] = field(default_factory=list)
     sysctls: list[SysctlChange] = field(default_factory=list)
     sysctl_errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -87,72 +80,156 @@ def _group_compatible(a: NexthopGroup, b: NexthopGroup) -> bool:
     return a.resilient == b.resilient and (not a.resilient or a.buckets == b.buckets)
 
 
-def diff(desired: Desired, owned: Owned) -> list[Op]:
+def usable(desired: Desired, owned: Owned) -> tuple[Desired, list[str]]:
+    """Desired without what another program holds: a nexthop id in our range that is
+    not ours is neither replaced nor put into a group (the group would route through
+    someone else's gateway).  Returns the reduced Desired and the conflicts."""
+    foreign = owned.foreign_nexthop_ids
+    taken = {n.id for n in desired.nexthops if n.id in foreign}
+    conflicts = [_describe_conflict(n, None) for n in sorted(desired.nexthops) if n.id in taken]
+    if not taken:
+        return desired, conflicts
+    groups = set()
+    dropped_groups = set()
+    for group in desired.groups:
+        members = tuple(m for m in group.members if m[0] not in taken)
+        if members:
+            groups.add(replace(group, members=members))
+        else:
+            dropped_groups.add(group.id)
+    return (
+        replace(
+            desired,
+            nexthops=frozenset(n for n in desired.nexthops if n.id not in taken),
+            groups=frozenset(groups),
+            routes=frozenset(r for r in desired.routes if r.nhid not in dropped_groups),
+        ),
+        conflicts,
+    )
+
+
+def upserts(desired: Desired, owned: Owned) -> list[Op]:
+    """Adds and in-place replaces, dependencies first: nexthops, groups, routes, rules.
+
+    Groups that cannot change in place are left to rebuilds(); routes using
+    them are left alone here.
+    """
     have_nh = _by_id(owned.nexthops)
     have_grp = _by_id(owned.groups)
     have_routes = {r.key: r for r in owned.routes}
-
-    def upsert(objs: Iterable[KernelObject], have: dict[object, KernelObject], key_of: object) -> list[Op]:
-        ops: list[Op] = []
-        for obj in objs:
-            key = key_of(obj)  # type: ignore[operator]
-            current = have.get(key)
-            if current is None:
-                ops.append(Op(Action.ADD, obj))
-            elif current != obj:
-                ops.append(Op(Action.REPLACE, obj))
-        return sorted(ops, key=lambda op: _sort_key(op.obj))  # a stable order for logs
-
-    nh_ops = upsert(desired.nexthops, have_nh, lambda o: o.id)  # type: ignore[arg-type]
-
-    # Groups, with the spare-id dance for the ones that cannot change in place.
-    group_ops: list[Op] = []
-    rebuild: list[NexthopGroup] = []
+    ops: list[Op] = []
+    for nh in sorted(desired.nexthops, key=_sort_key):
+        current = have_nh.get(nh.id)
+        if current is None:
+            ops.append(Op(Action.ADD, nh))
+        elif current != nh:
+            ops.append(Op(Action.REPLACE, nh))
+    rebuilding = {g.id for g in rebuilds(desired, owned)}
     for group in sorted(desired.groups, key=_sort_key):
         current = have_grp.get(group.id)
         if current is None:
-            group_ops.append(Op(Action.ADD, group))
-        elif not isinstance(current, NexthopGroup) or not _group_compatible(current, group):
-            rebuild.append(group)
-        elif current != group:
-            group_ops.append(Op(Action.REPLACE, group))
+            ops.append(Op(Action.ADD, group))
+        elif group.id not in rebuilding and current != group:
+            ops.append(Op(Action.REPLACE, group))
+    for route in sorted(desired.routes, key=_sort_key):
+        if route.nhid in rebuilding:
+            continue
+        now = have_routes.get(route.key)
+        if now is None:
+            ops.append(Op(Action.ADD, route))
+        elif now != route:
+            ops.append(Op(Action.REPLACE, route))
+    ops.extend(Op(Action.ADD, r) for r in sorted(desired.rules - owned.rules, key=_sort_key))
+    return ops
 
-    route_ops: list[Op] = []
-    after_routes: list[Op] = []
-    for group in rebuild:
-        spare = replace(group, id=c.group_id(group.family, spare=True))
-        users = [r for r in desired.routes if r.nhid == group.id]
-        spare_action = Action.REPLACE if spare.id in have_grp else Action.ADD
-        group_ops.append(Op(spare_action, spare))
-        route_ops.extend(Op(Action.REPLACE, replace(r, nhid=spare.id)) for r in users)
-        route_ops.append(Op(Action.DELETE, have_grp[group.id]))
-        route_ops.append(Op(Action.ADD, group))
-        after_routes.extend(Op(Action.REPLACE, r) for r in users)
-        after_routes.append(Op(Action.DELETE, spare))
-    rebuilt_users = {r.key for g in rebuild for r in desired.routes if r.nhid == g.id}
 
-    route_ops.extend(
-        op
-        for op in upsert(desired.routes, have_routes, lambda r: r.key)  # type: ignore[arg-type]
-        if not (isinstance(op.obj, Route) and op.obj.key in rebuilt_users)
-    )
-    route_ops.extend(after_routes)
+def rebuilds(desired: Desired, owned: Owned) -> list[NexthopGroup]:
+    """Groups whose type or bucket count must change: rebuilt through the spare id."""
+    have_grp = _by_id(owned.groups)
+    out = []
+    for group in sorted(desired.groups, key=_sort_key):
+        current = have_grp.get(group.id)
+        if isinstance(current, NexthopGroup) and not _group_compatible(current, group):
+            out.append(group)
+    return out
 
-    rule_add = [Op(Action.ADD, r) for r in sorted(desired.rules - owned.rules, key=_sort_key)]
-    rule_del = [Op(Action.DELETE, r) for r in sorted(owned.rules - desired.rules, key=_sort_key)]
+
+def rebuild_steps(group: NexthopGroup, desired: Desired, owned: Owned) -> list[Op]:
+    """Move the group's routes to a spare id, rebuild the group, move them back.
+
+    Applied one step at a time, stopping at the first failure: at every step
+    the routes point at a group that exists.
+    """
+    spare = replace(group, id=c.group_id(group.family, spare=True))
+    users = sorted((r for r in desired.routes if r.nhid == group.id), key=_sort_key)
+    have_grp = _by_id(owned.groups)
+    old = have_grp[group.id]
+    return [
+        Op(Action.REPLACE if spare.id in have_grp else Action.ADD, spare),
+        *(
+            Op(
+                Action.REPLACE if r.key in {o.key for o in owned.routes} else Action.ADD,
+                replace(r, nhid=spare.id),
+            )
+            for r in users
+        ),
+        Op(Action.DELETE, old),
+        Op(Action.ADD, group),
+        *(Op(Action.REPLACE, r) for r in users),
+        Op(Action.DELETE, spare),
+    ]
+
+
+def deletions(desired: Desired, owned: Owned) -> list[Op]:
+    """What we own and no longer want, dependents first: rules, routes, groups, nexthops.
+
+    Computed from a fresh dump taken after the upserts, and never removing
+    what something still uses: a group a route points at, a nexthop a group
+    or route holds, or the balance route of a family that still wants one
+    (its replace failed: the old one is better than none).
+    """
     wanted_routes = {r.key for r in desired.routes}
-    route_del = [
-        Op(Action.DELETE, r)
-        for r in sorted((r for r in owned.routes if r.key not in wanted_routes), key=_sort_key)
-    ]
-    keep_groups = {g.id for g in desired.groups} | {c.group_id(g.family, spare=True) for g in rebuild}
-    group_del = [Op(Action.DELETE, g) for g in sorted(owned.groups, key=_sort_key) if g.id not in keep_groups]
+    wanted_groups = {g.id for g in desired.groups}
     wanted_nh = {n.id for n in desired.nexthops}
-    nh_del = [
-        Op(Action.DELETE, n)
-        for n in sorted((n for n in owned.nexthops if n.id not in wanted_nh), key=_sort_key)
+    keep_balance = {r.key for r in desired.routes if r.table == c.TABLE_BALANCE}
+    routes_left = [r for r in owned.routes if r.key in wanted_routes or r.key in keep_balance]
+    route_del = [r for r in owned.routes if r.key not in wanted_routes and r.key not in keep_balance]
+    used_groups = {r.nhid for r in routes_left}
+    group_del = [g for g in owned.groups if g.id not in wanted_groups and g.id not in used_groups]
+    groups_left = [g for g in owned.groups if g not in group_del]
+    used_nh = {i for g in groups_left for i, _w in g.members} | {r.nhid for r in routes_left}
+    nh_del = [n for n in owned.nexthops if n.id not in wanted_nh and n.id not in used_nh]
+    ordered: list[KernelObject] = [
+        *sorted(owned.rules - desired.rules, key=_sort_key),
+        *sorted(route_del, key=_sort_key),
+        *sorted(group_del, key=_sort_key),
+        *sorted(nh_del, key=_sort_key),
     ]
-    return nh_ops + group_ops + route_ops + rule_add + rule_del + route_del + group_del + nh_del
+    return [Op(Action.DELETE, obj) for obj in ordered]
+
+
+def diff(desired: Desired, owned: Owned) -> list[Op]:
+    """Everything a reconcile would do from this state, in order (for plan, status, logs).
+
+    The real apply re-reads the kernel between the phases; this is the
+    answer when every step succeeds.
+    """
+    desired, _conflicts = usable(desired, owned)
+    ops = upserts(desired, owned)
+    for group in rebuilds(desired, owned):
+        ops.extend(rebuild_steps(group, desired, owned))
+    rebuilt = {g.id for g in rebuilds(desired, owned)}
+    after = Owned(
+        rules=owned.rules | desired.rules,
+        routes=frozenset(
+            {
+                r.key: r for r in [*owned.routes, *(r for r in desired.routes if r.nhid not in rebuilt)]
+            }.values()
+        ),
+        nexthops=owned.nexthops | desired.nexthops,
+        groups=frozenset({g.id: g for g in [*owned.groups, *desired.groups]}.values()),
+    )
+    return ops + deletions(desired, after)
 
 
 def _sort_key(obj: KernelObject) -> tuple[str, int, int, str]:
@@ -168,14 +245,15 @@ def _sort_key(obj: KernelObject) -> tuple[str, int, int, str]:
 # --------------------------------------------------------------------------
 
 
-def _describe_conflict(obj: KernelObject, holder: int) -> str:
+def _describe_conflict(obj: KernelObject, holder: int | None) -> str:
     if isinstance(obj, Rule):
         what = f"rule priority {obj.priority} -> table {obj.table}"
     elif isinstance(obj, Route):
         what = f"route {obj.dst} in table {obj.table}"
     else:
         what = f"nexthop id {obj.id}"
-    return f"{what} is held by another program (protocol {holder}): left alone"
+    who = f" (protocol {holder})" if holder is not None else ""
+    return f"{what} is held by another program{who}: left alone"
 
 
 def _settle(kernel: Kernel, results: Sequence[OpResult], report: Report, conflicted: set[object]) -> bool:
@@ -209,79 +287,59 @@ def identity(obj: KernelObject) -> object:
     return obj
 
 
+def _run_rebuild(kernel: Kernel, steps: list[Op], report: Report, conflicted: set[object]) -> bool:
+    """One step at a time; stop at the first that fails.  True if it all went through."""
+    for step in steps:
+        results = kernel.execute([step])
+        failed_before = len(report.failed) + len(report.conflicts)
+        _settle(kernel, results, report, conflicted)
+        if not results[0].ok and len(report.failed) + len(report.conflicts) > failed_before:
+            return False
+    return True
+
+
 def apply_desired(desired: Desired, kernel: Kernel, *, passes: int = 2) -> Report:
-    """Reconcile routing objects (not sysctls) and report."""
+    """Reconcile routing objects (not sysctls) and report.
+
+    Each pass: upserts in one batch; group rebuilds step by step; then, from
+    a fresh dump, the deletions of whatever nothing uses any more.
+    """
     report = Report()
     conflicted: set[object] = set()
     for _attempt in range(passes):
-        ops = [op for op in diff(desired, kernel.dump_owned()) if identity(op.obj) not in conflicted]
-        if not ops:
-            break
         report.failed.clear()  # only the last pass's failures stand
-        retry = _settle(kernel, kernel.execute(ops), report, conflicted)
+        owned = kernel.dump_owned()
+        wanted, conflicts = usable(desired, owned)
+        for text in conflicts:
+            if text not in report.conflicts:
+                report.conflicts.append(text)
+        ops = [op for op in upserts(wanted, owned) if identity(op.obj) not in conflicted]
+        retry = _settle(kernel, kernel.execute(ops), report, conflicted) if ops else False
+        for group in rebuilds(wanted, owned):
+            spare = c.group_id(group.family, spare=True)
+            if spare in owned.foreign_nexthop_ids:
+                report.conflicts.append(
+                    f"nexthop id {spare} (spare for rebuilding group {group.id}) is held by another "
+                    "program: the group keeps its old type/size"
+                )
+                continue
+            retry |= not _run_rebuild(kernel, rebuild_steps(group, wanted, owned), report, conflicted)
+        owned = kernel.dump_owned()
+        doomed = deletions(wanted, owned)
+        if doomed:
+            retry |= _settle(kernel, kernel.execute(doomed), report, conflicted)
         if not retry:
             break
     return report
 
 
-# --------------------------------------------------------------------------
-# Sysctls: remember what was there before, so cleanup can put it back
-# --------------------------------------------------------------------------
-
-
-def _record_path(run_dir: str) -> str:
-    return os.path.join(run_dir, c.SYSCTL_RECORD)
-
-
-def load_sysctl_record(run_dir: str) -> dict[str, str]:
-    try:
-        with open(_record_path(run_dir), encoding="utf-8") as f:
-            data = json.load(f)
-    except (FileNotFoundError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def _save_sysctl_record(run_dir: str, record: dict[str, str]) -> None:
-    os.makedirs(run_dir, mode=0o700, exist_ok=True)
-    tmp = _record_path(run_dir) + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
-    os.replace(tmp, _record_path(run_dir))
-
-
-def apply_sysctls(desired: Desired, kernel: Kernel, run_dir: str, report: Report) -> None:
-    record = load_sysctl_record(run_dir)
-    pending: list[tuple[str, str, str]] = []
-    for sysctl in sorted(desired.sysctls):
-        current = kernel.read_sysctl(sysctl.path)
-        if current is None or current == sysctl.value:
-            continue  # no such knob on this kernel/device, or already right
-        pending.append((sysctl.path, current, sysctl.value))
-    if not pending:
-        return
-    # Record first: a crash after the write must still let cleanup restore.
-    new_record = dict(record)
-    for path, old, _new in pending:
-        new_record.setdefault(path, old)
-    if new_record != record:
-        _save_sysctl_record(run_dir, new_record)
-    for path, old, new in pending:
-        try:
-            kernel.write_sysctl(path, new)
-            report.sysctls.append(SysctlChange(path, old, new))
-        except OSError as exc:
-            report.sysctl_errors.append(f"sysctl {path}={new}: {exc.strerror or exc}")
-
-
 def reconcile(desired: Desired, kernel: Kernel, run_dir: str) -> Report:
     """Sysctls first (the hash policy must be right before traffic is balanced), then routing."""
-    report = Report()
-    apply_sysctls(desired, kernel, run_dir, report)
-    routing = apply_desired(desired, kernel)
-    report.done.extend(routing.done)
-    report.failed.extend(routing.failed)
-    report.conflicts.extend(routing.conflicts)
+    knobs = sysctls.apply(desired, kernel, run_dir)
+    report = apply_desired(desired, kernel)
+    report.sysctls = knobs.changes
+    report.sysctl_errors = knobs.errors
+    report.notes.extend(knobs.notes)
     return report
 
 
@@ -291,17 +349,8 @@ def cleanup(kernel: Kernel, run_dir: str) -> Report:
     Needs no config and no running state: ownership is the protocol id.
     """
     report = apply_desired(Desired(), kernel)
-    record = load_sysctl_record(run_dir)
-    for path, old in sorted(record.items()):
-        current = kernel.read_sysctl(path)
-        if current is None or current == old:
-            continue  # device gone, or already as it was
-        try:
-            kernel.write_sysctl(path, old)
-            report.sysctls.append(SysctlChange(path, current, old))
-        except OSError as exc:
-            report.sysctl_errors.append(f"sysctl {path}={old}: {exc.strerror or exc}")
-    if not report.sysctl_errors:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(_record_path(run_dir))
+    knobs = sysctls.restore(kernel, run_dir)
+    report.sysctls = knobs.changes
+    report.sysctl_errors = knobs.errors
+    report.notes.extend(knobs.notes)
     return report

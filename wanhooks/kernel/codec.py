@@ -26,6 +26,8 @@ from .messages import (
     NEXTHOP_GRP_TYPE_MPATH,
     NEXTHOP_GRP_TYPE_RES,
     RTA_NH_ID,
+    RTNH_F_DEAD,
+    RTNH_F_LINKDOWN,
     RTNH_F_ONLINK,
     nhmsg,
     rtmsg_nh,
@@ -37,6 +39,7 @@ FAMILY: dict[int, int] = {int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
 RT_TABLE_COMPAT = 252  # rtm_table when the real id (> 255) is in RTA_TABLE
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
+ROUTE_TYPES = {6: "blackhole", 7: "unreachable", 8: "prohibit"}  # RTN_* that end a lookup
 FR_ACT_TO_TBL = 1
 SCOPES = {"universe": 0, "link": 253, "host": 254}
 SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
@@ -127,7 +130,10 @@ def rule_protocol(msg: Message) -> int:
 # --- routes -----------------------------------------------------------------
 
 
-def route_msg(route: Route, *, for_delete: bool = False) -> rtmsg_nh:
+def route_msg(route: Route) -> rtmsg_nh:
+    """The whole route, for add and for delete alike: a delete that names the
+    nexthops removes only our route, not another program's ECMP sibling
+    merged into it (IPv6 deletes every sibling of a bare prefix)."""
     msg = rtmsg_nh()
     msg["family"] = AF[route.family]
     msg["dst_len"] = route.dst.prefixlen
@@ -138,20 +144,19 @@ def route_msg(route: Route, *, for_delete: bool = False) -> rtmsg_nh:
     attrs: list[tuple[str, Any]] = [("RTA_TABLE", route.table), ("RTA_PRIORITY", route.metric)]
     if route.dst.prefixlen:
         attrs.append(("RTA_DST", str(route.dst.network_address)))
-    if not for_delete:
-        if route.nhid is not None:
-            attrs.append(("RTA_NH_ID", route.nhid))
-        elif route.multipath:
-            attrs.append(("RTA_MULTIPATH", [_hop_msg(hop) for hop in route.multipath]))
-        else:
-            if route.oif is not None:
-                attrs.append(("RTA_OIF", route.oif))
-            if route.gateway is not None:
-                attrs.append(("RTA_GATEWAY", str(route.gateway)))
-            if route.onlink:
-                msg["flags"] = RTNH_F_ONLINK
-        if route.prefsrc is not None:
-            attrs.append(("RTA_PREFSRC", str(route.prefsrc)))
+    if route.nhid is not None:
+        attrs.append(("RTA_NH_ID", route.nhid))
+    elif route.multipath:
+        attrs.append(("RTA_MULTIPATH", [_hop_msg(hop) for hop in route.multipath]))
+    else:
+        if route.oif is not None:
+            attrs.append(("RTA_OIF", route.oif))
+        if route.gateway is not None:
+            attrs.append(("RTA_GATEWAY", str(route.gateway)))
+        if route.onlink:
+            msg["flags"] = RTNH_F_ONLINK
+    if route.prefsrc is not None:
+        attrs.append(("RTA_PREFSRC", str(route.prefsrc)))
     msg["attrs"] = attrs
     return msg
 
@@ -248,10 +253,21 @@ def main_default_from_msg(msg: Message) -> MainDefault | None:
     if family is None or dst_len != 0 or msg.u32(RTA_TABLE, table) != RT_TABLE_MAIN:
         return None
     if rtype != RTN_UNICAST:
-        return None
+        kind = ROUTE_TYPES.get(rtype)
+        if kind is None:
+            return None
+        return MainDefault(
+            family=family,
+            oif=0,
+            gateway=None,
+            metric=msg.u32(RTA_PRIORITY, 0) or 0,
+            protocol=proto,
+            kind=kind,
+        )
     oif = msg.u32(RTA_OIF)
     gateway = msg.attrs.get(RTA_GATEWAY)
     onlink = bool(flags & RTNH_F_ONLINK)
+    dead = bool(flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN))
     if oif is None:
         hops = multipath(msg.attrs.get(RTA_MULTIPATH, b""))
         if len(hops) != 1:  # a multipath default in main: not one link's gateway
@@ -259,6 +275,7 @@ def main_default_from_msg(msg: Message) -> MainDefault | None:
         hop_flags, _count, oif, attrs = hops[0]
         gateway = attrs.get(RTA_GATEWAY)
         onlink = bool(hop_flags & RTNH_F_ONLINK)
+        dead = bool(hop_flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN))
     return MainDefault(
         family=family,
         oif=oif,
@@ -266,6 +283,7 @@ def main_default_from_msg(msg: Message) -> MainDefault | None:
         onlink=onlink,
         metric=msg.u32(RTA_PRIORITY, 0) or 0,
         protocol=proto,
+        dead=dead,
     )
 
 

@@ -13,7 +13,7 @@ import errno
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..constants import RTPROT_WANHOOKS
+from ..constants import RTPROT_WANHOOKS, is_owned_nexthop_id
 from ..model import (
     IFF_LOWER_UP,
     IFF_UP,
@@ -60,6 +60,9 @@ class FakeKernel:
             routes=frozenset(r for r, p in self.routes.values() if p == mine),
             nexthops=frozenset(o for o in objs if isinstance(o, Nexthop)),
             groups=frozenset(o for o in objs if isinstance(o, NexthopGroup)),
+            foreign_nexthop_ids=frozenset(
+                i for i, (_o, p) in self.nexthops.items() if p != mine and is_owned_nexthop_id(i)
+            ),
         )
 
     def execute(self, ops: Sequence[Op]) -> list[OpResult]:

@@ -13,7 +13,7 @@ from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from ..constants import RTPROT_WANHOOKS
+from ..constants import RTPROT_WANHOOKS, is_owned_nexthop_id
 from ..model import (
     Action,
     Address,
@@ -149,8 +149,11 @@ class LinuxKernel:
         groups: set[NexthopGroup] = set()
         every = self._nexthop_msgs()
         families = {codec.nexthop_id(m): codec.nexthop_family(m) for m in every}
+        foreign: set[int] = set()
         for msg in every:
             if codec.nexthop_protocol(msg) != RTPROT_WANHOOKS:
+                if is_owned_nexthop_id(codec.nexthop_id(msg)):
+                    foreign.add(codec.nexthop_id(msg))
                 continue
             obj = codec.nexthop_from_msg(msg, families)
             if isinstance(obj, NexthopGroup):
@@ -162,6 +165,7 @@ class LinuxKernel:
             routes=frozenset(routes),
             nexthops=frozenset(nexthops),
             groups=frozenset(groups),
+            foreign_nexthop_ids=frozenset(foreign),
         )
 
     def holder(self, obj: KernelObject) -> int | None:
@@ -202,7 +206,7 @@ class LinuxKernel:
                 _CREATE_FLAGS.get(op.action, 0),
             )
         if isinstance(obj, Route):
-            msg = codec.route_msg(obj, for_delete=delete)
+            msg = codec.route_msg(obj)
             return msg, RTM_DELROUTE if delete else RTM_NEWROUTE, _CREATE_FLAGS.get(op.action, 0)
         if delete:
             return codec.id_msg(obj.id), RTM_DELNEXTHOP, 0

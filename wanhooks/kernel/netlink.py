@@ -185,7 +185,7 @@ class NetlinkSocket:
             messages, interrupted = self._dump_once(msg, msg_type)
             if not interrupted:
                 return messages
-        return messages
+        raise NetlinkError(errno_mod.EAGAIN, "dump kept changing under us (NLM_F_DUMP_INTR five times)")
 
     def _dump_once(self, msg: nlmsg, msg_type: int) -> tuple[list[wire.Message], bool]:
         seq = self._next_seq()
@@ -198,6 +198,12 @@ class NetlinkSocket:
                     continue
                 interrupted |= bool(flags & NLM_F_DUMP_INTR)
                 if kind == NLMSG_DONE:
+                    # The kernel may end a dump with an error code in DONE's payload:
+                    # an empty answer must not pass for "nothing there".
+                    if len(raw) >= _HDR.size + _ERR.size:
+                        (code,) = _ERR.unpack_from(raw, _HDR.size)
+                        if code < 0:
+                            raise NetlinkError(-code, "dump refused")
                     return out, interrupted
                 if kind == NLMSG_ERROR:
                     code, text = self._parse_error(raw, flags)

@@ -1,0 +1,22 @@
+"""One lock per run directory: applies, cleanups (and later the daemon) take turns."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+
+LOCK_FILE = "lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str) -> Iterator[None]:
+    """Hold an exclusive flock on <run_dir>/lock; released when the process dies, too."""
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
