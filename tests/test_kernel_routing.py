@@ -263,6 +263,32 @@ def test_a_full_tunnel_vpn_default_in_main_keeps_traffic_in_the_vpn(
     assert f"lookup {c.TABLE_BALANCE}" in lab.ip(lab.router, "-4", "rule", "show")
 
 
+def test_a_wg_quick_style_tunnel_in_its_own_table_keeps_traffic_in_the_vpn(
+    router: Router, hold_tun: Callable[[str], object]
+) -> None:
+    lab = router.lab
+    router.write_config(config())
+    lab.set_main_default(1, 4)  # the network manager's own default, which the tunnel rides on
+    router.wanhooks("apply")
+    hold_tun("wg0")
+    for argv in (
+        ["ip", "addr", "add", "100.80.0.2/32", "dev", "wg0"],
+        ["ip", "link", "set", "wg0", "up"],
+        ["ip", "route", "add", "default", "dev", "wg0", "table", "51820"],
+        ["ip", "rule", "add", "not", "fwmark", "0xca6c", "table", "51820", "pref", "32765"],
+        ["ip", "rule", "add", "table", "main", "suppress_prefixlength", "0", "pref", "32764"],
+    ):
+        lab.r(argv)
+    out = router.wanhooks("apply").stdout
+    assert "table 51820" in out and "full-tunnel" in out
+    assert "dev wg0" in lab.ip(lab.router, "-4", "route", "get", SERVER4)
+    # the tunnel's own packets (marked) still leave by a real link
+    assert "dev w1" in lab.ip(lab.router, "-4", "route", "get", SERVER4, "mark", "0xca6c")
+    lab.r(["ip", "rule", "del", "pref", "32765"])
+    router.wanhooks("apply")
+    assert "dev wg0" not in lab.ip(lab.router, "-4", "route", "get", SERVER4)
+
+
 # --------------------------------------------------------------------------
 # Idempotence, cleanup, foreign state, rp_filter
 # --------------------------------------------------------------------------

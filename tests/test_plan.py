@@ -20,6 +20,7 @@ from wanhooks.model import (
     LinkConfig,
     MainDefault,
     Observed,
+    PolicyDefault,
     Rule,
 )
 from wanhooks.plan import match_entry, plan, resilient_buckets
@@ -276,3 +277,14 @@ def test_legacy_ipv6_leaves_point_to_point_links_out_of_the_multipath_route() ->
     assert route.oif == 11 and not route.multipath
     t = next(lp for lp in desired.links if lp.name == "tun0")
     assert "point-to-point" in t.reasons[6]
+
+
+def test_a_wg_quick_style_policy_tunnel_withholds_balancing() -> None:
+    kernel = lab_kernel()
+    observed = replace(
+        kernel.observe(), policy_defaults=(PolicyDefault(family=4, priority=32765, table=51820),)
+    )
+    desired = plan(lab_config(), observed)
+    assert not any(r.priority == c.PRIO_BALANCE and r.family == 4 for r in desired.rules)
+    assert any(r.priority == c.PRIO_BALANCE and r.family == 6 for r in desired.rules)
+    assert any("51820" in n for n in desired.notes)

@@ -161,6 +161,16 @@ class MainDefault:
 
 
 @dataclass(frozen=True)
+class PolicyDefault:
+    """Another program's rule that sends (nearly) all traffic to a table holding a default
+    route: how wg-quick and NetworkManager's WireGuard make a full tunnel, leaving main alone."""
+
+    family: int
+    priority: int
+    table: int
+
+
+@dataclass(frozen=True)
 class KernelFeatures:
     nexthop_objects: bool = True  # Linux >= 5.3
     resilient_groups: bool = True  # Linux >= 5.13
@@ -172,6 +182,7 @@ class Observed:
     links: tuple[ObservedLink, ...] = ()
     main_defaults: tuple[MainDefault, ...] = ()
     features: KernelFeatures = field(default_factory=KernelFeatures)
+    policy_defaults: tuple[PolicyDefault, ...] = ()
 
     def link(self, index: int) -> ObservedLink | None:
         for link in self.links:

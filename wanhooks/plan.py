@@ -435,10 +435,18 @@ def plan(config: Config, observed: Observed) -> Desired:
         if any(s.has_table for s in family_sides) or balance:
             rules.add(Rule(family=family, priority=c.PRIO_MAIN_SUPPRESS, table=254, suppress_prefixlength=0))
         vpn = _full_tunnel(observed, family, managed_index)
+        policy_vpn = [p for p in observed.policy_defaults if p.family == family]
         if balance and vpn is not None:
             notes.append(
                 f"IPv{family}: default route in main via {vpn.name}, which is not a managed link "
                 "(a full-tunnel VPN?): balancing withheld so traffic keeps using it"
+            )
+        elif balance and policy_vpn:
+            notes.append(
+                f"IPv{family}: rule {policy_vpn[0].priority} sends all traffic to table "
+                f"{policy_vpn[0].table}, "
+                "which holds a default route (a full-tunnel VPN such as wg-quick?): balancing withheld "
+                "so traffic keeps using it"
             )
         elif balance:
             rules.add(Rule(family=family, priority=c.PRIO_BALANCE, table=c.TABLE_BALANCE))

@@ -49,10 +49,7 @@ def load(run_dir: str, report: SysctlReport) -> dict[str, Saved]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        return {
-            str(k): Saved(str(v["original"]), str(v["written"]))
-            for k, v in data.items()
-        }
+        return {str(k): Saved(str(v["original"]), str(v["written"])) for k, v in data.items()}
     except FileNotFoundError:
         return {}
     except (ValueError, TypeError, KeyError, AttributeError):

@@ -64,6 +64,7 @@ OPER_STATES = {
 # Attribute numbers read from dumps (uapi: rtnetlink.h, fib_rules.h, nexthop.h, if_link.h, if_addr.h).
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 6, 7, 9, 15
 FRA_SRC, FRA_PRIORITY, FRA_SUPPRESS_PREFIXLEN, FRA_TABLE, FRA_PROTOCOL = 2, 6, 14, 15, 21
+FRA_FWMARK_ATTR = 10
 # dst, iifname, goto, fwmark, flow, tun_id, suppress_ifgroup, fwmask, oifname, l3mdev, uid, ip_proto, ports
 FRA_OTHER_SELECTORS = (1, 3, 4, 10, 11, 12, 13, 16, 17, 19, 20, 22, 23, 24)
 NHA_ID, NHA_GROUP, NHA_GROUP_TYPE, NHA_OIF, NHA_GATEWAY, NHA_RES_GROUP = 1, 2, 3, 5, 6, 12
@@ -121,6 +122,33 @@ def rule_from_msg(msg: Message) -> Rule | None:
         src=src,
         suppress_prefixlength=suppress,
     )
+
+
+# Selectors that narrow a rule to some traffic; fwmark/fwmask (and "not") are
+# how a tunnel exempts its own encapsulated packets, so they do not count.
+FRA_NARROWING = (1, 2, 3, 17, 19, 20, 22, 23, 24)
+FRA_SUPPRESSORS = (13, 14)  # suppress_ifgroup, suppress_prefixlength: dumped as -1 when unset
+NOT_SET = 0xFFFFFFFF
+FIB_RULE_INVERT = 0x2
+SPECIAL_TABLES = (0, 253, 254, 255)  # unspec, default, main, local
+
+
+def catch_all_table(msg: Message) -> tuple[int, int, int] | None:
+    """(family, priority, table) of a rule sending all traffic (fwmark aside) to a table."""
+    family_af, dst_len, src_len, _tos, table, _r1, _r2, action, flags = msg.fields
+    family = FAMILY.get(family_af)
+    if family is None or action != FR_ACT_TO_TBL or dst_len or src_len:
+        return None
+    if any(kind in msg.attrs for kind in FRA_NARROWING):
+        return None
+    if any(msg.u32(kind, NOT_SET) != NOT_SET for kind in FRA_SUPPRESSORS):
+        return None
+    if flags & FIB_RULE_INVERT and FRA_FWMARK_ATTR not in msg.attrs:
+        return None  # "not from all": matches nothing
+    full_table = msg.u32(FRA_TABLE, table) or table
+    if full_table in SPECIAL_TABLES:
+        return None
+    return family, msg.u32(FRA_PRIORITY, 0) or 0, full_table
 
 
 def rule_protocol(msg: Message) -> int:

@@ -13,7 +13,7 @@ from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from ..constants import RTPROT_WANHOOKS, is_owned_nexthop_id
+from ..constants import RTPROT_WANHOOKS, is_owned_nexthop_id, is_owned_table
 from ..model import (
     Action,
     Address,
@@ -26,6 +26,7 @@ from ..model import (
     Op,
     OpResult,
     Owned,
+    PolicyDefault,
     Route,
     Rule,
 )
@@ -92,7 +93,36 @@ class LinuxKernel:
                 found = codec.main_default_from_msg(msg)
                 if found is not None:
                     defaults.append(found)
-        return Observed(links=links, main_defaults=tuple(defaults), features=self.features())
+        return Observed(
+            links=links,
+            main_defaults=tuple(defaults),
+            features=self.features(),
+            policy_defaults=self._policy_defaults(),
+        )
+
+    def _policy_defaults(self) -> tuple[PolicyDefault, ...]:
+        """Other programs' catch-all rules into tables that hold a default route."""
+        found = []
+        for family in (4, 6):
+            for msg in self._rule_msgs(family):
+                if codec.rule_protocol(msg) == RTPROT_WANHOOKS:
+                    continue
+                rule = codec.catch_all_table(msg)
+                if rule is None or is_owned_table(rule[2]) or rule[1] >= 32766:
+                    continue
+                if self._has_default(family, rule[2]):
+                    found.append(PolicyDefault(*rule))
+        return tuple(found)
+
+    def _has_default(self, family: int, table: int) -> bool:
+        request = rtmsg_nh()
+        request["family"] = codec.AF[family]
+        request["table"] = codec.RT_TABLE_COMPAT if table > 255 else table
+        request["attrs"] = [("RTA_TABLE", table)]
+        return any(
+            m.fields[1] == 0 and codec.route_from_msg(m) is not None
+            for m in self._nl.dump(request, RTM_GETROUTE)
+        )
 
     def features(self) -> KernelFeatures:
         version = kernel_version()
