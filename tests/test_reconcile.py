@@ -247,3 +247,17 @@ def test_an_unreadable_record_is_kept_aside_not_overwritten(tmp_path: Path) -> N
     _, report = converge(kernel, lab_config(), tmp_path)
     assert any("unreadable" in e for e in report.sysctl_errors)
     assert list(tmp_path.glob(c.SYSCTL_RECORD + ".corrupt-*"))
+
+
+def test_a_small_weight_edit_keeps_the_buckets_and_moves_no_flow(tmp_path: Path) -> None:
+    kernel = lab_kernel()
+    converge(kernel, lab_config((1, 2, 1)), tmp_path)
+    before = kernel.nexthops[c.NH_GROUP_V4][0]
+    kernel.executed.clear()
+    desired, report = converge(kernel, lab_config((1, 3, 1)), tmp_path)  # wants 256 buckets, has 128
+    after = kernel.nexthops[c.NH_GROUP_V4][0]
+    assert report.ok and after.buckets == before.buckets  # type: ignore[union-attr]
+    assert dict(after.members)[c.link_nexthop_id(4, 12)] == 3  # type: ignore[union-attr]
+    assert all(getattr(op.obj, "id", None) != c.NH_GROUP_V4_SPARE for op in kernel.executed)
+    _, again = converge(kernel, lab_config((1, 3, 1)), tmp_path)
+    assert not again.changed

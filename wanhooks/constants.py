@@ -96,6 +96,11 @@ METRIC_V6 = 1024
 RES_BUCKETS_PER_WEIGHT = 32
 RES_BUCKETS_MIN = 128
 RES_BUCKETS_MAX = 32768
+# Changing the bucket count means rebuilding the group, which reassigns every
+# flow.  So an existing group keeps its count while it is within this factor
+# of what the weights ask for (a weight edit does not remap live flows).
+RES_BUCKETS_KEEP_BELOW = 2  # keep if >= wanted / 2
+RES_BUCKETS_KEEP_ABOVE = 4  # keep if <= wanted * 4
 # A bucket idle this long may move to an under-weighted member (seconds).
 # Short: a returning link gets its share back soon; long-lived flows are
 # not idle and stay put.

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from . import constants as c
 from . import sysctls
@@ -49,6 +50,7 @@ from .model import (
 from .sysctls import SysctlChange
 
 _GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV)
+T = TypeVar("T", Rule, Route, Nexthop, NexthopGroup)
 
 
 @dataclass
@@ -81,22 +83,38 @@ def _group_compatible(a: NexthopGroup, b: NexthopGroup) -> bool:
 
 
 def usable(desired: Desired, owned: Owned) -> tuple[Desired, list[str]]:
-    """Desired without what another program holds: a nexthop id in our range that is
-    not ours is neither replaced nor put into a group (the group would route through
-    someone else's gateway).  Returns the reduced Desired and the conflicts."""
+    """Desired, adjusted to what the kernel already holds.
+
+    * A nexthop id in our range that another program holds is neither
+      replaced nor put into a group (the group would route through someone
+      else's gateway): dropped, with a conflict to report.
+    * A resilient group keeps the bucket count it has while that is close
+      enough to what the weights ask for: a new count means a rebuild, and
+      a rebuild moves every flow.
+    """
     foreign = owned.foreign_nexthop_ids
     taken = {n.id for n in desired.nexthops if n.id in foreign}
     conflicts = [_describe_conflict(n, None) for n in sorted(desired.nexthops) if n.id in taken]
-    if not taken:
-        return desired, conflicts
+    have = _by_id(owned.groups)
     groups = set()
     dropped_groups = set()
     for group in desired.groups:
         members = tuple(m for m in group.members if m[0] not in taken)
-        if members:
-            groups.add(replace(group, members=members))
-        else:
+        if not members:
             dropped_groups.add(group.id)
+            continue
+        group = replace(group, members=members)
+        current = have.get(group.id)
+        if (
+            isinstance(current, NexthopGroup)
+            and current.resilient
+            and group.resilient
+            and group.buckets // c.RES_BUCKETS_KEEP_BELOW
+            <= current.buckets
+            <= group.buckets * c.RES_BUCKETS_KEEP_ABOVE
+        ):
+            group = replace(group, buckets=current.buckets)
+        groups.add(group)
     return (
         replace(
             desired,
@@ -298,6 +316,25 @@ def _run_rebuild(kernel: Kernel, steps: list[Op], report: Report, conflicted: se
     return True
 
 
+def _after(owned: Owned, results: Sequence[OpResult]) -> Owned:
+    """owned with the adds and replaces that succeeded applied."""
+    done = [r.op.obj for r in results if r.ok and r.op.action is not Action.DELETE]
+    if not done:
+        return owned
+
+    def merged(current: frozenset[T], kind: type[T]) -> frozenset[T]:
+        new = {identity(o): o for o in done if isinstance(o, kind)}
+        return frozenset([o for o in current if identity(o) not in new] + list(new.values()))
+
+    return replace(
+        owned,
+        rules=merged(owned.rules, Rule),
+        routes=merged(owned.routes, Route),
+        nexthops=merged(owned.nexthops, Nexthop),
+        groups=merged(owned.groups, NexthopGroup),
+    )
+
+
 def apply_desired(desired: Desired, kernel: Kernel, *, passes: int = 2) -> Report:
     """Reconcile routing objects (not sysctls) and report.
 
@@ -314,7 +351,9 @@ def apply_desired(desired: Desired, kernel: Kernel, *, passes: int = 2) -> Repor
             if text not in report.conflicts:
                 report.conflicts.append(text)
         ops = [op for op in upserts(wanted, owned) if identity(op.obj) not in conflicted]
-        retry = _settle(kernel, kernel.execute(ops), report, conflicted) if ops else False
+        results = kernel.execute(ops) if ops else []
+        retry = _settle(kernel, results, report, conflicted)
+        rebuilt = False
         for group in rebuilds(wanted, owned):
             spare = c.group_id(group.family, spare=True)
             if spare in owned.foreign_nexthop_ids:
@@ -324,7 +363,10 @@ def apply_desired(desired: Desired, kernel: Kernel, *, passes: int = 2) -> Repor
                 )
                 continue
             retry |= not _run_rebuild(kernel, rebuild_steps(group, wanted, owned), report, conflicted)
-        owned = kernel.dump_owned()
+            rebuilt = True
+        # Deletions look at the kernel as it is now: after a rebuild, a fresh dump; else
+        # the snapshot with the upserts that took effect (saves a dump on every change).
+        owned = kernel.dump_owned() if rebuilt else _after(owned, results)
         doomed = deletions(wanted, owned)
         if doomed:
             retry |= _settle(kernel, kernel.execute(doomed), report, conflicted)

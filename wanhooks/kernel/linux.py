@@ -68,6 +68,9 @@ class LinuxKernel:
         self._nl = NetlinkSocket()
         self._proc_sys = proc_sys
         self._has_nexthops: bool | None = None
+        # The rule dump observe() takes, handed to the dump_owned() that follows it in the
+        # same round (nothing is written in between); any write or second use drops it.
+        self._round_rules: dict[int, list[Message]] = {}
 
     def close(self) -> None:
         self._nl.close()
@@ -104,7 +107,9 @@ class LinuxKernel:
         """Other programs' catch-all rules into tables that hold a default route."""
         found = []
         for family in (4, 6):
-            for msg in self._rule_msgs(family):
+            msgs = self._rule_msgs(family)
+            self._round_rules[family] = msgs  # dump_owned() of this round reuses it
+            for msg in msgs:
                 if codec.rule_protocol(msg) == RTPROT_WANHOOKS:
                     continue
                 rule = codec.catch_all_table(msg)
@@ -170,7 +175,7 @@ class LinuxKernel:
                 route = codec.route_from_msg(msg)
                 if route is not None:
                     routes.add(route)
-            for msg in self._rule_msgs(family):
+            for msg in self._round_rules.pop(family, None) or self._rule_msgs(family):
                 if codec.rule_protocol(msg) == RTPROT_WANHOOKS:
                     rule = codec.rule_from_msg(msg)
                     if rule is not None:
@@ -221,6 +226,7 @@ class LinuxKernel:
     # --- writing -----------------------------------------------------------
 
     def execute(self, ops: Sequence[Op]) -> list[OpResult]:
+        self._round_rules.clear()
         requests = [self._request(op) for op in ops]
         answers = self._nl.request(requests)
         return [OpResult(op, code, text) for op, (code, text) in zip(ops, answers)]
