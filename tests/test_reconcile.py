@@ -254,7 +254,7 @@ def test_a_small_weight_edit_keeps_the_buckets_and_moves_no_flow(tmp_path: Path)
     converge(kernel, lab_config((1, 2, 1)), tmp_path)
     before = kernel.nexthops[c.NH_GROUP_V4][0]
     kernel.executed.clear()
-    desired, report = converge(kernel, lab_config((1, 3, 1)), tmp_path)  # wants 256 buckets, has 128
+    _, report = converge(kernel, lab_config((1, 3, 1)), tmp_path)  # wants 256 buckets, has 128
     after = kernel.nexthops[c.NH_GROUP_V4][0]
     assert report.ok and after.buckets == before.buckets  # type: ignore[union-attr]
     assert dict(after.members)[c.link_nexthop_id(4, 12)] == 3  # type: ignore[union-attr]
