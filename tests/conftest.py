@@ -134,3 +134,67 @@ def hold_tun(lab3: object) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
     for proc in held:
         proc.kill()
         proc.wait()
+
+
+class DaemonProc:
+    """`wanhooks run` in the router namespace, its log in a file."""
+
+    def __init__(self, router: Router, *extra: str) -> None:
+        self.router = router
+        self.log_path = router.tmp / "daemon.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        argv = [
+            "ip", "netns", "exec", router.lab.router, sys.executable, "-m", "wanhooks",
+            "-c", str(router.config), "--run-dir", str(router.run_dir), "run", *extra,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_log(self, needle: str, timeout: float = 5.0) -> str:
+        return (
+            wait_for(lambda: needle in self.text(), timeout, f"{needle!r} in the daemon log") and self.text()
+        )
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str = "condition") -> bool:
+    """Poll every 5 ms; AssertionError naming what did not happen in time."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def daemon_factory(router: Router) -> Iterator[Callable[..., DaemonProc]]:
+    started: list[DaemonProc] = []
+
+    def start(*extra: str) -> DaemonProc:
+        proc = DaemonProc(router, *extra)
+        started.append(proc)
+        proc.wait_log("round 1:")
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -79,3 +79,34 @@ def test_status_reads_at_a_glance(tmp_path: Path) -> None:
     doc = status_json(cfg, observed, desired, kernel.dump_owned(), kind, pending)
     json.dumps(doc)  # serialisable
     assert doc["in_sync"] is False and doc["links"][1]["ipv4"]["reason"] == "no carrier"
+
+
+def test_install_places_every_file_and_uninstall_removes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import stat
+    import sys
+
+    root = tmp_path / "root"
+    assert main(["-c", "/etc/wanhooks/wanhooks.yaml", "install", "--root", str(root)]) == 0
+    nm = root / "etc/NetworkManager/dispatcher.d/90-wanhooks"
+    unit = root / "etc/systemd/system/wanhooks.service"
+    states = ("routable", "degraded", "carrier", "no-carrier", "off", "configured")
+    scripts = [nm] + [root / f"etc/networkd-dispatcher/{s}.d/90-wanhooks" for s in states]
+    for script in scripts:
+        mode = script.stat().st_mode
+        assert stat.S_IMODE(mode) == 0o755 and f'PYTHON="{sys.executable}"' in script.read_text()
+    text = unit.read_text()
+    assert f"ExecStart={sys.executable} -m wanhooks run" in text
+    assert "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW" in text and "NoNewPrivileges=yes" in text
+    assert "ProtectKernelTunables" not in text.replace("Not ProtectKernelTunables", "")
+    drop_in = (root / "etc/systemd/networkd.conf.d/wanhooks.conf").read_text()
+    assert "ManageForeignRoutes=no" in drop_in and "ManageForeignRoutingPolicyRules=no" in drop_in
+    config = root / "etc/wanhooks/wanhooks.yaml"
+    assert main(["-c", str(config), "check"]) == 0  # the starting config is valid
+    config.write_text("links:\n  - interface: eth9\n")
+    assert main(["-c", "/etc/wanhooks/wanhooks.yaml", "install", "--root", str(root)]) == 0
+    assert config.read_text() == "links:\n  - interface: eth9\n"  # the admin's config is kept
+    capsys.readouterr()
+    assert main(["uninstall", "--root", str(root)]) == 0
+    assert not nm.exists() and not unit.exists() and config.exists()

@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
 from . import constants as c
+from . import control
 from .config import ConfigError, load_config, to_yaml
+from .control import daemon_running
 from .engine import converge
 from .kernel import Kernel
 from .lock import run_lock
@@ -21,7 +24,7 @@ from .model import Config, Observed, Owned
 from .plan import plan, resolve_group_kind
 from .reconcile import Report, cleanup, diff
 from .render import desired_lines, op_text
-from .status import status_json, status_text
+from .status import render_status, status_json, status_text
 
 CAP_NET_ADMIN = 12
 
@@ -107,6 +110,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    run_dir = _run_dir(args)
+    if daemon_running(run_dir):  # the daemon knows more: held gateways, the admin's overrides
+        answer = control.request(run_dir, {"op": "status"})
+        doc = answer.get("status")
+        if answer.get("ok") and isinstance(doc, dict):
+            print(json.dumps(doc, indent=2) if args.json else render_status(doc))
+            return 0
     config = load_config(_config_path(args))
     kernel = _kernel()
     observed = kernel.observe()
@@ -118,6 +128,73 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status_json(config, observed, desired, owned, kind, pending), indent=2))
     else:
         print(status_text(config, observed, desired, owned, kind, pending))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _need_admin("run")
+    from .daemon import run_daemon  # asyncio and the sources only when running as the daemon
+
+    return run_daemon(
+        _config_path(args), _run_dir(args), cleanup_on_exit=args.cleanup_on_exit, debounce_ms=args.debounce_ms
+    )
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Forward a hook's event to the daemon; with none running, start a one-shot apply and return."""
+    run_dir = _run_dir(args)
+    message = {"op": "notify", "source": args.source, "iface": args.iface or "", "action": args.action}
+    try:
+        answer = control.request(run_dir, message, timeout=2.0)
+    except control.ControlError:
+        _spawn_apply(args)
+        return 0
+    if not answer.get("ok"):
+        print(f"wanhooks notify: refused: {answer.get('error')}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _spawn_apply(args: argparse.Namespace) -> None:
+    """A detached `wanhooks apply`: the hook returns at once; applies serialize on the run lock."""
+    argv = [sys.executable, "-m", "wanhooks", "-c", _config_path(args), "--run-dir", _run_dir(args), "apply"]
+    with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
+        subprocess.Popen(argv, stdin=null_in, stdout=null_out, stderr=null_out, start_new_session=True)
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    try:
+        answer = control.request(_run_dir(args), {"op": "link", "action": args.action, "name": args.name})
+    except control.ControlError as err:
+        print(f"wanhooks link: {err} (link control needs `wanhooks run`)", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"wanhooks link: {answer.get('error')}", file=sys.stderr)
+        return 2
+    print(f"{args.name}: {args.action}d" if args.action != "drain" else f"{args.name}: draining")
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from . import install
+
+    try:
+        written = install.install(args.root, _config_path(args))
+    except install.InstallError as err:
+        print(f"wanhooks install: {err}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"+ {path}")
+    if args.root == "/":
+        print("next: systemctl daemon-reload && systemctl enable --now wanhooks")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from . import install
+
+    for path in install.uninstall(args.root):
+        print(f"- {path}")
     return 0
 
 
@@ -175,6 +252,38 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="links, why each is or is not balanced, the multipath route")
     status.add_argument("--json", action="store_true", help="machine-readable (schema in README)")
     status.set_defaults(func=cmd_status)
+    run = sub.add_parser("run", help="the daemon: follow every link change as it happens")
+    run.add_argument("--cleanup-on-exit", action="store_true", help="remove wanhooks' routing when stopped")
+    run.add_argument(
+        "--debounce-ms",
+        type=float,
+        default=5.0,
+        help="wait this long after an event for the rest of its burst",
+    )
+    run.set_defaults(func=cmd_run)
+    notify = sub.add_parser(
+        "notify", help="tell the daemon a link changed (for hooks); apply once if none runs"
+    )
+    notify.add_argument("iface", nargs="?", help="the interface the event is about")
+    notify.add_argument(
+        "--source", default="manual", help="who is telling (nm-dispatcher, networkd-dispatcher)"
+    )
+    notify.add_argument(
+        "--action", default="changed", help="what happened (up, down, dhcp4-change, routable...)"
+    )
+    notify.set_defaults(func=cmd_notify)
+    link = sub.add_parser("link", help="take a link out of balancing, or put it back (daemon only)")
+    link.add_argument("action", choices=("disable", "drain", "enable"))
+    link.add_argument("name")
+    link.set_defaults(func=cmd_link)
+    inst = sub.add_parser(
+        "install", help="place the systemd unit, the dispatcher hooks and a starting config"
+    )
+    inst.add_argument("--root", default="/", help="install under this directory instead of /")
+    inst.set_defaults(func=cmd_install)
+    uninst = sub.add_parser("uninstall", help="remove what install placed (the config stays)")
+    uninst.add_argument("--root", default="/", help="the directory install used")
+    uninst.set_defaults(func=cmd_uninstall)
     sub.add_parser("check", help="validate the config file").set_defaults(func=cmd_check)
     convert = sub.add_parser("convert", help="print a generic-balancer.sh column file as YAML")
     convert.add_argument("file")

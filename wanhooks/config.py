@@ -57,6 +57,7 @@ from wanhooks.model import (
     LinkConfig,
     SeedWatchdog,
 )
+from wanhooks.names import ifname_problem
 
 __all__ = ["ConfigError", "load_config", "parse_config", "to_yaml"]
 
@@ -67,11 +68,11 @@ MAX_CONFIG_BYTES = 1 << 20
 # an address).  The bound stops PyYAML's recursive composer long before
 # Python's recursion limit.
 MAX_DEPTH = 16
-IFNAME_MAX = 15  # IFNAMSIZ - 1: the kernel's limit, NUL excluded
 WEIGHT_MIN = 1
 WEIGHT_MAX = 256  # a nexthop group weight is a u8 holding weight - 1
 
-TOP_KEYS = ("links", "balance", "group", "watchdog")
+TOP_KEYS = ("links", "balance", "group", "watchdog", "gateway_hold")
+GATEWAY_HOLD_MAX = 60.0
 LINK_KEYS = ("interface", "weight", "gateway", "network")
 WATCHDOG_KEYS = ("test_ips", "enabled")
 SEED_VARIABLES = ("WANIFACE", "GATEWAYS", "NETWORKS", "WEIGHTS", "TESTIPS", "WATCHDOG", "BALANCE")
@@ -202,6 +203,7 @@ def to_yaml(config: Config) -> str:
         lines += _link_yaml(link)
     lines.append(f"balance: {config.balance.value}")
     lines.append(f"group: {config.group.value}")
+    lines.append(f"gateway_hold: {config.gateway_hold:g}")
     lines += _watchdog_yaml(config.seed_watchdog)
     return "\n".join(lines) + "\n"
 
@@ -267,21 +269,9 @@ class _Draft:
 
 def _check_interface(name: str, where: _Where) -> str:
     """The rules of the kernel's dev_valid_name(), with glob characters allowed."""
-    if not name:
-        raise where.error("the interface name is empty")
-    if name in (".", ".."):
-        raise where.error(f"{_show(name)} is not a valid interface name")
-    for char in name:
-        if char in "/:":
-            raise where.error(f"interface name {_show(name)} must not contain {char!r}")
-        if char.isspace():
-            raise where.error(f"interface name {_show(name)} must not contain whitespace")
-        if not "!" <= char <= "~":
-            raise where.error(f"interface name {_show(name)} must be printable ASCII")
-    if len(name) > IFNAME_MAX:
-        raise where.error(
-            f"interface name {_show(name)} is {len(name)} characters: Linux allows at most {IFNAME_MAX}"
-        )
+    problem = ifname_problem(name, glob=True)
+    if problem:
+        raise where.error(problem)
     return name
 
 
@@ -557,6 +547,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
     balance = BalanceMode.PER_CONNECTION
     group = GroupKind.AUTO
     watchdog = SeedWatchdog()
+    gateway_hold = Config.gateway_hold
     for name, value in _items(root, "", TOP_KEYS, path):
         where = _Where(path, _line(value), name)
         if name == "links":
@@ -565,13 +556,45 @@ def _config_from_yaml(text: str, path: str) -> Config:
             balance = _parse_choice(_yaml_string(value, where, name), BalanceMode, where, name)
         elif name == "group":
             group = _parse_choice(_yaml_string(value, where, name), GroupKind, where, name)
+        elif name == "gateway_hold":
+            gateway_hold = _yaml_seconds(value, where, GATEWAY_HOLD_MAX)
         else:
             watchdog = _yaml_watchdog(value, where)
     if links is None:
         raise ConfigError(
             path, _line(root), "links", "links is required: list the uplinks, as '- interface: eth1'"
         )
-    return Config(links=links, balance=balance, group=group, path=path, seed_watchdog=watchdog)
+    return Config(
+        links=links,
+        balance=balance,
+        group=group,
+        path=path,
+        seed_watchdog=watchdog,
+        gateway_hold=gateway_hold,
+    )
+
+
+def _yaml_seconds(node: Node, where: _Where, maximum: float) -> float:
+    """A duration in seconds: a plain number 0..maximum (no booleans, no strings)."""
+    text = node.value if isinstance(node, ScalarNode) else None
+    if not isinstance(node, ScalarNode) or node.tag not in (
+        "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:float",
+    ):
+        raise ConfigError(
+            where.path, where.line, where.key, f"expected a number of seconds, not {_kind(node)}"
+        )
+    try:
+        seconds = float(str(text))
+    except ValueError:
+        raise ConfigError(
+            where.path, where.line, where.key, f"expected a number of seconds, not {_show(str(text))}"
+        ) from None
+    if not 0 <= seconds <= maximum:
+        raise ConfigError(
+            where.path, where.line, where.key, f"{seconds:g} s is out of range: 0 to {maximum:g}"
+        )
+    return seconds
 
 
 def _reject_aliases(node: Node, key: str, path: str) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .kernel import Kernel
-from .model import Config, Desired, Observed
-from .plan import plan
+from .model import Config, Desired, Observed, Overrides
+from .plan import NO_OVERRIDES, plan
 from .reconcile import Report, reconcile
 
 
@@ -17,21 +18,37 @@ class Round:
     report: Report
 
 
-def converge(config: Config, kernel: Kernel, run_dir: str, attempts: int = 3) -> Round:
+Adjust = Callable[[Observed], Observed]
+
+
+def _identity(observed: Observed) -> Observed:
+    return observed
+
+
+def converge(
+    config: Config,
+    kernel: Kernel,
+    run_dir: str,
+    attempts: int = 3,
+    *,
+    overrides: Overrides = NO_OVERRIDES,
+    adjust: Adjust = _identity,
+) -> Round:
     """Snapshot, plan and reconcile; if the kernel refused something, look again and retry.
 
     A refusal usually means the world moved between the snapshot and the
     write (a carrier lost, an address removed): a fresh snapshot gives a
-    plan the kernel accepts.
+    plan the kernel accepts.  `adjust` lets the daemon add what it knows
+    beyond the kernel (gateways held over a DHCP rebind) to each snapshot.
     """
-    observed = kernel.observe()
-    desired = plan(config, observed)
+    observed = adjust(kernel.observe())
+    desired = plan(config, observed, overrides)
     report = reconcile(desired, kernel, run_dir)
     for _ in range(attempts - 1):
         if not report.failed:
             break
-        observed = kernel.observe()
-        desired = plan(config, observed)
+        observed = adjust(kernel.observe())
+        desired = plan(config, observed, overrides)
         retry = reconcile(desired, kernel, run_dir)
         retry.done[:0] = report.done
         retry.sysctls[:0] = report.sysctls

@@ -74,6 +74,17 @@ class Config:
     group: GroupKind = GroupKind.AUTO
     path: str = "<memory>"
     seed_watchdog: SeedWatchdog = field(default_factory=SeedWatchdog)
+    # A gateway that vanishes while carrier and address stay (DHCP rebind,
+    # `nmcli device reapply`) is kept this long before the link leaves.
+    gateway_hold: float = 1.5
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What an admin said at run time (`wanhooks link disable|drain|enable NAME`)."""
+
+    disabled: frozenset[str] = frozenset()  # out of the balance group
+    draining: frozenset[str] = frozenset()  # no new flows; its own connections finish on it
 
 
 # --------------------------------------------------------------------------

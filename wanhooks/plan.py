@@ -55,12 +55,14 @@ from .model import (
     NexthopGroup,
     Observed,
     ObservedLink,
+    Overrides,
     PathHop,
     Route,
     Rule,
     Sysctl,
 )
 
+NO_OVERRIDES = Overrides()
 _DEFAULT_DST = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
 _METRIC = {4: c.METRIC_V4, 6: c.METRIC_V6}
 _FULL_PREFIX = {4: 32, 6: 128}
@@ -275,6 +277,18 @@ def _source_in(addresses: Iterable[IPAddress], network: IPNetwork) -> IPAddress 
     return None
 
 
+def _overridden(side: _Side, overrides: Overrides) -> _Side:
+    """An admin's disable/drain takes a link out of the group; its table and source rule
+    stay, so connections already using its address carry on and probes still work."""
+    if not side.eligible:
+        return side
+    if side.link.name in overrides.disabled:
+        return replace(side, eligible=False, reason="disabled by the admin (wanhooks link enable)")
+    if side.link.name in overrides.draining:
+        return replace(side, eligible=False, reason="draining: no new connections (wanhooks link enable)")
+    return side
+
+
 def _legacy_v6_members(family_sides: list[_Side]) -> list[_Side]:
     """The kernel refuses device-only hops in an IPv6 RTA_MULTIPATH route.
 
@@ -398,7 +412,7 @@ def _link_sysctls(link: ObservedLink) -> list[Sysctl]:
     ]
 
 
-def plan(config: Config, observed: Observed) -> Desired:
+def plan(config: Config, observed: Observed, overrides: Overrides = NO_OVERRIDES) -> Desired:
     pairs = managed_links(config, observed)
     managed_index = {link.index for link, _ in pairs}
     kind, kind_note = resolve_group_kind(config, observed)
@@ -415,7 +429,8 @@ def plan(config: Config, observed: Observed) -> Desired:
     for family in (4, 6):
         clashes = _clashes(pairs, family)
         family_sides = [
-            _judge(learned, link, entry, family, clashes.get(link.index, "")) for link, entry in pairs
+            _overridden(_judge(learned, link, entry, family, clashes.get(link.index, "")), overrides)
+            for link, entry in pairs
         ]
         for side in family_sides:
             sides[(side.link.index, family)] = side

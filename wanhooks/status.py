@@ -118,7 +118,11 @@ def status_text(
     kind: GroupKind,
     pending: list[Op],
 ) -> str:
-    doc = status_json(config, observed, desired, owned, kind, pending)
+    return render_status(status_json(config, observed, desired, owned, kind, pending))
+
+
+def render_status(doc: dict[str, Any]) -> str:
+    """The status document as a table for people (the daemon sends the document)."""
     rows = [("LINK", "STATE", "WEIGHT", "IPv4 GATEWAY", "IPv6 GATEWAY", "TABLE", "WHY NOT")]
     for link in doc["links"]:
         why = "; ".join(f"IPv{f}: {link[f'ipv{f}']['reason']}" for f in (4, 6) if link[f"ipv{f}"]["reason"])
@@ -142,11 +146,22 @@ def status_text(
         members = doc["balance"][f"ipv{f}"]["members"]
         if members:
             split = ", ".join(f"{m['link']} x{m['weight']}" for m in members)
-            lines.append(f"IPv{f} balance: {split}  ({kind.value} group, {config.balance.value})")
+            lines.append(f"IPv{f} balance: {split}  ({doc['group_kind']} group, {doc['balance_mode']})")
         else:
             lines.append(f"IPv{f} balance: none -- the main table's default route is used")
     for note in doc["notes"]:
         lines.append(f"note: {note}")
+    daemon = doc.get("daemon")
+    if daemon:
+        extra = [f"daemon pid {daemon['pid']}, {daemon['rounds']} rounds"]
+        extra += [f"disabled: {', '.join(daemon['disabled'])}"] if daemon["disabled"] else []
+        extra += [f"draining: {', '.join(daemon['draining'])}"] if daemon["draining"] else []
+        extra += (
+            [f"{len(daemon['held_gateways'])} gateway(s) held over a rebind"]
+            if daemon["held_gateways"]
+            else []
+        )
+        lines.append("; ".join(extra))
     if not doc["in_sync"]:
         lines.append(
             f"kernel differs from the plan by {doc['pending_changes']} change(s): run `wanhooks apply`"

@@ -75,6 +75,11 @@ class LinuxKernel:
     def close(self) -> None:
         self._nl.close()
 
+    @property
+    def portid(self) -> int:
+        """Port id of the socket wanhooks writes with (to recognise its own echoes)."""
+        return self._nl.portid
+
     # --- reading -----------------------------------------------------------
 
     def observe(self) -> Observed:

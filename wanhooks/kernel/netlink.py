@@ -99,6 +99,11 @@ class NetlinkSocket:
     def close(self) -> None:
         self._sock.close()
 
+    @property
+    def portid(self) -> int:
+        """The kernel's id for this socket: notifications caused by our requests carry it."""
+        return int(self._sock.getsockname()[0])
+
     def __enter__(self) -> NetlinkSocket:
         return self
 

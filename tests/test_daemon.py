@@ -1,0 +1,278 @@
+"""`wanhooks run` with no network manager: rtnetlink alone follows every change (root only).
+
+Links are changed with plain `ip` commands, as a script, pppd or dhclient
+would; each change must reach the kernel's balance group within a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProc, Router, wait_for
+
+from wanhooks import constants as c
+from wanhooks.lab import Lab
+
+pytestmark = pytest.mark.kernel
+Start = Callable[..., DaemonProc]
+
+LEARNED = "links:\n  - interface: w1\n  - interface: w2\n    weight: 2\n  - interface: 'w*'\n"
+
+
+def members(lab: Lab) -> dict[str, str]:
+    """Device -> gateway of every member of the IPv4 balance group, from the kernel."""
+    nexthops = {n["id"]: n for n in lab.ip_json(lab.router, "nexthop", "show")}
+    group = nexthops.get(c.NH_GROUP_V4)
+    if group is None:
+        return {}
+    return {nexthops[m["id"]]["dev"]: nexthops[m["id"]].get("gateway", "") for m in group["group"]}
+
+
+def within(seconds: float, predicate: Callable[[], bool], what: str) -> float:
+    started = time.monotonic()
+    wait_for(predicate, seconds, what)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def learned(router: Router) -> Router:
+    """Gateways learned from main, as a DHCP client or network manager puts them."""
+    router.write_config(LEARNED)
+    for i in (1, 2, 3):
+        router.lab.set_main_default(i, 4)
+    return router
+
+
+def test_admin_down_up_and_carrier_loss_are_followed_within_a_second(
+    learned: Router, daemon_factory: Start
+) -> None:
+    lab = learned.lab
+    daemon_factory()
+    assert set(members(lab)) == {"w1", "w2", "w3"}
+    lab.link_down(2)
+    within(1, lambda: set(members(lab)) == {"w1", "w3"}, "w2 out after admin down")
+    lab.link_up(2)
+    lab.set_main_default(2, 4)  # the kernel dropped it with the link; a manager puts it back
+    within(1, lambda: set(members(lab)) == {"w1", "w2", "w3"}, "w2 back after admin up")
+    lab.carrier_off(3)
+    within(1, lambda: set(members(lab)) == {"w1", "w2"}, "w3 out after carrier loss")
+    lab.carrier_on(3)
+    within(1, lambda: set(members(lab)) == {"w1", "w2", "w3"}, "w3 back with carrier")
+
+
+def test_a_new_link_matching_a_glob_joins_by_itself(learned: Router, daemon_factory: Start) -> None:
+    lab = learned.lab
+    daemon_factory()
+    lab.r(["ip", "link", "add", "w9", "type", "veth", "peer", "name", "x9", "netns", lab.isp(1)])
+    lab.ns_exec(lab.isp(1), ["ip", "addr", "add", "100.64.9.1/24", "dev", "x9"])
+    lab.ns_exec(lab.isp(1), ["ip", "link", "set", "x9", "up"])
+    lab.r(["ip", "addr", "add", "100.64.9.2/24", "dev", "w9"])
+    lab.r(["ip", "link", "set", "w9", "up"])
+    lab.r(["ip", "route", "add", "default", "via", "100.64.9.1", "dev", "w9", "metric", "109"])
+    within(1, lambda: members(lab).get("w9") == "100.64.9.1", "w9 in the group")
+
+
+def test_a_gateway_replaced_in_main_is_followed_at_once(learned: Router, daemon_factory: Start) -> None:
+    lab = learned.lab
+    lab.ns_exec(lab.isp(1), ["ip", "addr", "add", "100.64.1.254/24", "dev", "c"])
+    daemon_factory()
+    lab.r(["ip", "route", "replace", "default", "via", "100.64.1.254", "dev", "w1", "metric", "101"])
+    within(1, lambda: members(lab).get("w1") == "100.64.1.254", "w1's new gateway in the group")
+    table = lab.ip(
+        lab.router,
+        "route",
+        "show",
+        "table",
+        str(c.link_table(lab.ip_json(lab.router, "link", "show", "w1")[0]["ifindex"])),
+    )
+    assert "default via 100.64.1.254 dev w1" in table
+
+
+def test_a_vanished_gateway_is_held_over_a_rebind(learned: Router, daemon_factory: Start) -> None:
+    lab = learned.lab
+    daemon_factory()
+    lab.del_main_default(1, 4)  # a DHCP rebind: carrier and address stay
+    time.sleep(0.8)
+    assert "w1" in members(lab)  # held (gateway_hold 1.5 s by default)
+    lab.set_main_default(1, 4)  # back within the hold: w1 never left
+    time.sleep(1.2)
+    assert "w1" in members(lab)
+    lab.del_main_default(1, 4)
+    took = within(3, lambda: "w1" not in members(lab), "w1 out after the hold ran out")
+    assert took > 1.0
+
+
+def test_owned_objects_deleted_by_someone_else_are_restored(learned: Router, daemon_factory: Start) -> None:
+    lab = learned.lab
+    daemon_factory()
+    full = sorted(members(lab))
+    lab.r(["ip", "rule", "del", "pref", str(c.PRIO_BALANCE)])
+    within(1, lambda: f"lookup {c.TABLE_BALANCE}" in lab.ip(lab.router, "rule", "show"), "balance rule back")
+    lab.r(["ip", "route", "del", "default", "table", str(c.TABLE_BALANCE)])
+    within(
+        1,
+        lambda: "nhid" in lab.ip(lab.router, "route", "show", "table", str(c.TABLE_BALANCE)),
+        "balance route back",
+    )
+    lab.r(["ip", "nexthop", "flush"])
+    within(1, lambda: sorted(members(lab)) == full, "group back")
+
+
+def test_link_disable_drain_enable(learned: Router, daemon_factory: Start) -> None:
+    lab = learned.lab
+    daemon_factory()
+    learned.wanhooks("link", "disable", "w1")
+    within(1, lambda: set(members(lab)) == {"w2", "w3"}, "w1 out")
+    learned.wanhooks("link", "drain", "w2")
+    within(1, lambda: set(members(lab)) == {"w3"}, "w2 out")
+    status = json.loads(learned.wanhooks("status", "--json").stdout)
+    assert status["daemon"]["disabled"] == ["w1"] and status["daemon"]["draining"] == ["w2"]
+    w2 = next(link for link in status["links"] if link["name"] == "w2")
+    assert w2["ipv4"]["reason"].startswith("draining") and w2["table"]  # its table and rule stay
+    assert "from 100.64.2.2 lookup" in lab.ip(lab.router, "rule", "show")
+    learned.wanhooks("link", "enable", "w1")
+    learned.wanhooks("link", "enable", "w2")
+    within(1, lambda: set(members(lab)) == {"w1", "w2", "w3"}, "both back")
+    bad = learned.wanhooks("link", "disable", "../etc", check=False)
+    assert bad.returncode == 2 and "must not contain" in bad.stderr
+
+
+def test_sighup_reloads_and_a_bad_config_keeps_the_old_one(learned: Router, daemon_factory: Start) -> None:
+    lab = learned.lab
+    daemon = daemon_factory()
+    learned.config.write_text("links:\n  - interface: w1\n    weight: 0\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("reload refused")
+    assert set(members(lab)) == {"w1", "w2", "w3"}
+    learned.config.write_text("links:\n  - interface: w1\n  - interface: w3\n")
+    daemon.signal(signal.SIGHUP)
+    within(2, lambda: set(members(lab)) == {"w1", "w3"}, "w2 out after reload")
+
+
+def test_sigterm_leaves_routing_and_cleanup_on_exit_removes_it(
+    learned: Router, daemon_factory: Start
+) -> None:
+    lab = learned.lab
+    daemon = daemon_factory()
+    assert daemon.stop() == 0
+    assert set(members(lab)) == {"w1", "w2", "w3"}  # still balancing with no daemon
+    second = daemon_factory("--cleanup-on-exit")
+    assert "0 changes" in second.text() or "round 1:" in second.text()
+    assert second.stop() == 0
+    assert members(lab) == {} and "proto 87" not in lab.ip(lab.router, "rule", "show")
+
+
+def test_a_second_daemon_refuses_to_start(learned: Router, daemon_factory: Start) -> None:
+    daemon_factory()
+    second = DaemonProc(learned)
+    assert second.proc.wait(timeout=10) == 1
+    assert "another wanhooks daemon" in second.text()
+    second.stop()
+
+
+def test_notify_without_a_daemon_runs_one_apply(learned: Router) -> None:
+    lab = learned.lab
+    started = time.monotonic()
+    learned.wanhooks("notify", "--source", "nm-dispatcher", "--action", "up", "w1")
+    assert time.monotonic() - started < 5
+    within(5, lambda: set(members(lab)) == {"w1", "w2", "w3"}, "a one-shot apply")
+
+
+def test_the_control_socket_is_root_only(learned: Router, daemon_factory: Start) -> None:
+    daemon_factory()
+    sock_path = learned.run_dir / "control"
+    assert (os.stat(sock_path).st_mode & 0o777) == 0o600
+    assert (os.stat(learned.run_dir).st_mode & 0o777) == 0o700
+    # (the peer-credential check behind these permissions: tests/test_control.py)
+
+
+def test_malformed_and_oversized_requests_are_refused(learned: Router, daemon_factory: Start) -> None:
+    import socket as socketlib
+
+    daemon = daemon_factory()
+    path = str(learned.run_dir / "control")
+    for payload, expected in (
+        (b"not json\n", "malformed JSON"),
+        (b"[1, 2]\n", "JSON object"),
+        (b'{"v": 99, "op": "ping"}\n', "unsupported protocol"),
+        (b'{"v": 1, "op": "format-disk"}\n', "unknown op"),
+        (b'{"v": 1, "op": "notify", "iface": "w1; reboot", "action": "up"}\n', "must not contain"),
+        (b'{"v": 1, "op": "notify", "iface": "w1", "action": "$(reboot)"}\n', "unknown action"),
+        (b"x" * (70 * 1024) + b"\n", "larger than"),
+    ):
+        with socketlib.socket(socketlib.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(payload)
+            answer = sock.recv(4096).decode()
+        assert expected in answer, (payload[:40], answer)
+    daemon.wait_log("refused")
+    assert "Traceback" not in daemon.text()
+
+
+HOSTILE = [
+    "w1; touch /tmp/wanhooks-pwned",
+    "$(touch /tmp/wanhooks-pwned)",
+    "`touch /tmp/wanhooks-pwned`",
+    "w1\nw2",
+    "x" * 65536,
+    "--config=/etc/shadow",
+    "../../etc",
+]
+
+
+def run_hook(
+    router: Router, script: Path, args: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["ip", "netns", "exec", router.lab.router, str(script), *args],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        timeout=10,
+    )
+
+
+def test_hooks_forward_events_and_shrug_off_hostile_values(
+    learned: Router, daemon_factory: Start, tmp_path: Path
+) -> None:
+    daemon = daemon_factory()
+    root = tmp_path / "root"
+    learned.wanhooks("install", "--root", str(root))
+    nm_script = root / "etc/NetworkManager/dispatcher.d/90-wanhooks"
+    nd_script = root / "etc/networkd-dispatcher/routable.d/90-wanhooks"
+    # the hooks talk to the daemon of this run directory: the installed scripts use the
+    # default one, so point them at ours through the same config the daemon reads
+    env = {"WANHOOKS_RUN_DIR": str(learned.run_dir), "WANHOOKS_CONFIG": str(learned.config)}
+    started = time.monotonic()
+    proc = run_hook(learned, nm_script, ["w2", "dhcp4-change"], env)
+    assert proc.returncode == 0 and time.monotonic() - started < 0.5
+    daemon.wait_log("nm-dispatcher dhcp4-change w2")
+    proc = run_hook(learned, nd_script, [], {**env, "IFACE": "w3", "STATE": "routable"})
+    assert proc.returncode == 0
+    daemon.wait_log("networkd-dispatcher routable w3")
+    marker = Path("/tmp/wanhooks-pwned")
+    for value in HOSTILE:
+        nm = run_hook(learned, nm_script, [value, "up"], env)
+        assert nm.returncode == 0 and b"ignored" in nm.stderr, (value[:30], nm.stderr)
+        nd = run_hook(learned, nd_script, [], {**env, "IFACE": value, "STATE": "routable"})
+        assert nd.returncode == 0 and b"ignored" in nd.stderr, (value[:30], nd.stderr)
+    bad_state = run_hook(learned, nd_script, [], {**env, "IFACE": "w1", "STATE": "up; reboot"})
+    assert b"ignored" in bad_state.stderr
+    non_utf8 = subprocess.run(
+        [b"ip", b"netns", b"exec", learned.lab.router.encode(), bytes(nm_script), b"w\xff\xfe", b"up"],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        timeout=10,
+    )
+    assert non_utf8.returncode == 0 and b"ignored" in non_utf8.stderr
+    time.sleep(0.5)
+    assert not marker.exists()
+    assert "Traceback" not in daemon.text()
+    assert set(members(learned.lab)) == {"w1", "w2", "w3"}

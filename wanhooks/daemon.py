@@ -1,0 +1,325 @@
+"""`wanhooks run`: the event-driven daemon.
+
+Theory of operation
+-------------------
+Sources (rtnetlink, the control socket fed by dispatcher hooks, NetworkManager
+over D-Bus) post small events.  An event carries no truth of its own: it only
+marks the state dirty.  One task waits for dirt, debounces for a few
+milliseconds (a carrier loss arrives as a burst: link, nexthops, routes),
+then runs one round -- a fresh snapshot of the kernel, plan, and a diff
+against a fresh dump of what wanhooks owns -- exactly what `wanhooks apply`
+does.  Level-triggered: whatever the kernel or another program deleted
+(nexthops on carrier loss, rules removed by a manager) comes back on the
+next round, and a lost notification (ENOBUFS) costs one full round.
+
+The only memory between rounds: gateways held over a DHCP rebind
+(holdover.py), the admin's link overrides, and the last decision (to log
+changes, not repetitions).  SIGTERM leaves routing in place (a restart must
+not drop traffic); SIGHUP re-reads the config and keeps the old one if the
+new one is bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import replace
+from typing import Any
+
+from .config import ConfigError, load_config
+from .control import ControlServer, daemon_running
+from .engine import converge
+from .events import Event, HookNotified, LinkCommand, Resync, describe
+from .holdover import Holds, hold_gateways
+from .kernel.linux import LinuxKernel
+from .lock import run_lock
+from .model import Config, Desired, Observed, Overrides
+from .names import ifname_problem
+from .plan import managed_links, plan, resolve_group_kind
+from .reconcile import cleanup, diff
+from .render import op_text
+from .sources.rtnetlink import RtnetlinkSource
+from .status import status_json
+
+log = logging.getLogger("wanhooks")
+
+OVERRIDES_FILE = "overrides.json"
+DEFAULT_DEBOUNCE_S = 0.005
+HOOK_ACTIONS = frozenset(
+    {
+        # NetworkManager dispatcher
+        "up", "down", "dhcp4-change", "dhcp6-change", "connectivity-change", "reapply",
+        # networkd-dispatcher states
+        "routable", "degraded", "carrier", "no-carrier", "off", "configured", "configuring",
+        # anyone
+        "changed",
+    }
+)  # fmt: skip
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: str,
+        run_dir: str,
+        *,
+        cleanup_on_exit: bool = False,
+        debounce_s: float = DEFAULT_DEBOUNCE_S,
+    ) -> None:
+        self.config_path = config_path
+        self.run_dir = run_dir
+        self.cleanup_on_exit = cleanup_on_exit
+        self.debounce_s = debounce_s
+        self.config: Config = load_config(config_path)  # a bad config stops us before anything
+        self.kernel = LinuxKernel()
+        self.overrides = self._load_overrides()
+        self.holds = Holds()
+        self.rounds = 0
+        self._pending: list[Event] = []
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._last_decision = ""
+        self._hold_timer: asyncio.TimerHandle | None = None
+
+    # --- events --------------------------------------------------------------
+
+    def post(self, event: Event) -> None:
+        self._pending.append(event)
+        self._dirty.set()
+
+    # --- life cycle ------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        if daemon_running(self.run_dir):
+            log.error("another wanhooks daemon answers on %s: not starting a second one", self.run_dir)
+            return 1
+        for sig, handler in (
+            (signal.SIGTERM, self._stop.set),
+            (signal.SIGINT, self._stop.set),
+            (signal.SIGHUP, self._reload),
+        ):
+            loop.add_signal_handler(sig, handler)
+        source = RtnetlinkSource(self.post, self.kernel.portid)
+        source.start(loop)
+        server = ControlServer(self.run_dir, self._handle)
+        await server.start()
+        log.info(
+            "started: config %s, %d link entries, run dir %s, pid %d",
+            self.config.path, len(self.config.links), self.run_dir, os.getpid(),
+        )  # fmt: skip
+        self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
+        worker = asyncio.create_task(self._reconciler())
+        await self._stop.wait()
+        worker.cancel()
+        source.stop(loop)
+        await server.stop()
+        if self.cleanup_on_exit:
+            with run_lock(self.run_dir):
+                report = cleanup(self.kernel, self.run_dir)
+            log.info(
+                "stopped: removed wanhooks' routing (%d changes)", len(report.done) + len(report.sysctls)
+            )
+        else:
+            log.info("stopped: routing left in place (wanhooks cleanup removes it)")
+        self.kernel.close()
+        return 0
+
+    def _reload(self) -> None:
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as err:
+            log.error("reload refused, keeping the running config: %s", err)
+            return
+        self.config = config
+        log.info("reloaded %s: %d link entries", config.path, len(config.links))
+        self.post(Resync("config reloaded"))
+
+    # --- the one task that changes the kernel ----------------------------------
+
+    async def _reconciler(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.debounce_s)
+            self._dirty.clear()
+            triggers, self._pending = self._pending, []
+            try:
+                self._round(triggers)
+            except OSError as exc:  # netlink trouble: log, look again shortly
+                log.error("round failed: %s; retrying", exc)
+                asyncio.get_running_loop().call_later(0.5, self.post, Resync("retry after an error"))
+
+    def _adjust(self, observed: Observed) -> Observed:
+        managed = {link.index for link, _entry in managed_links(self.config, observed)}
+        adjusted, self.holds = hold_gateways(
+            observed, self.holds, managed, time.monotonic(), self.config.gateway_hold
+        )
+        return adjusted
+
+    def _round(self, triggers: list[Event]) -> None:
+        started = time.perf_counter()
+        with run_lock(self.run_dir):
+            result = converge(
+                self.config, self.kernel, self.run_dir, overrides=self.overrides, adjust=self._adjust
+            )
+        self.rounds += 1
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._schedule_hold_expiry()
+        report = result.report
+        decision = _decision(result.desired)
+        if report.changed or decision != self._last_decision:
+            names = {link.index: link.name for link in result.observed.links}
+            log.info("trigger: %s", _summarize(triggers))
+            if decision != self._last_decision:
+                log.info("decision: %s", decision)
+                for note in result.desired.notes:
+                    log.info("note: %s", note)
+            for change in report.sysctls:
+                log.info(
+                    "kernel: ~ sysctl %s %s -> %s", change.path.replace("/", "."), change.old, change.new
+                )
+            for done in report.done:
+                log.info("kernel: %s", op_text(done.op, names))
+            log.info("round %d: %d changes in %.1f ms", self.rounds, len(report.done), elapsed_ms)
+        for failed in report.failed:
+            log.warning("kernel refused: %s: %s", failed.op.obj, failed.message or os.strerror(failed.error))
+        for text in report.conflicts:
+            log.warning("conflict: %s", text)
+        for text in report.sysctl_errors:
+            log.warning("sysctl: %s", text)
+        self._last_decision = decision
+
+    def _schedule_hold_expiry(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        deadline = self.holds.deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic()) + 0.01
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                delay, self.post, Resync("a held gateway's time ran out")
+            )
+
+    # --- control socket --------------------------------------------------------
+
+    async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "status":
+            return {"ok": True, "status": self.status()}
+        if op == "notify":
+            return self._notify(request)
+        if op == "link":
+            return self._link_command(request)
+        return {"ok": False, "error": f"unknown op {str(op)[:40]!r}"}
+
+    def _notify(self, request: dict[str, Any]) -> dict[str, Any]:
+        source, iface, action = (str(request.get(k, ""))[:64] for k in ("source", "iface", "action"))
+        if iface and ifname_problem(iface):
+            log.warning("notify from %s refused: %s", source or "?", ifname_problem(iface))
+            return {"ok": False, "error": ifname_problem(iface)}
+        if action and action not in HOOK_ACTIONS:
+            log.warning("notify from %s refused: unknown action %r", source or "?", action)
+            return {"ok": False, "error": f"unknown action {action!r}"}
+        event = HookNotified(source=source or "unknown", iface=iface, action=action or "changed")
+        log.info("heard: %s", describe(event))
+        self.post(event)
+        return {"ok": True}
+
+    def _link_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        action, name = str(request.get("action", "")), str(request.get("name", ""))
+        problem = ifname_problem(name)
+        if problem:
+            return {"ok": False, "error": problem}
+        disabled, draining = set(self.overrides.disabled), set(self.overrides.draining)
+        disabled.discard(name)
+        draining.discard(name)
+        if action == "disable":
+            disabled.add(name)
+        elif action == "drain":
+            draining.add(name)
+        elif action != "enable":
+            return {"ok": False, "error": f"unknown link action {action[:20]!r}: disable, drain or enable"}
+        self.overrides = Overrides(disabled=frozenset(disabled), draining=frozenset(draining))
+        self._save_overrides()
+        log.info("admin: link %s %s", action, name)
+        self.post(LinkCommand(action=action, name=name))
+        return {"ok": True}
+
+    def status(self) -> dict[str, Any]:
+        observed = self._adjust_for_status(self.kernel.observe())
+        desired = plan(self.config, observed, self.overrides)
+        owned = self.kernel.dump_owned()
+        kind, _note = resolve_group_kind(self.config, observed)
+        doc = status_json(self.config, observed, desired, owned, kind, diff(desired, owned))
+        doc["daemon"] = {
+            "pid": os.getpid(),
+            "rounds": self.rounds,
+            "disabled": sorted(self.overrides.disabled),
+            "draining": sorted(self.overrides.draining),
+            "held_gateways": [
+                {"ifindex": k[0], "family": k[1], "gateway": str(d.gateway)}
+                for k, (d, _until) in sorted(self.holds.held.items())
+            ],
+        }
+        return doc
+
+    def _adjust_for_status(self, observed: Observed) -> Observed:
+        held = tuple(d for d, _until in self.holds.held.values())
+        return replace(observed, main_defaults=observed.main_defaults + held) if held else observed
+
+    # --- overrides survive a daemon restart (not a reboot: the run dir is tmpfs) ----
+
+    def _load_overrides(self) -> Overrides:
+        try:
+            with open(os.path.join(self.run_dir, OVERRIDES_FILE), encoding="utf-8") as f:
+                data = json.load(f)
+            return Overrides(
+                disabled=frozenset(n for n in data.get("disabled", []) if not ifname_problem(n)),
+                draining=frozenset(n for n in data.get("draining", []) if not ifname_problem(n)),
+            )
+        except (OSError, ValueError, AttributeError, TypeError):
+            return Overrides()
+
+    def _save_overrides(self) -> None:
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self.run_dir, OVERRIDES_FILE)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(
+                {"disabled": sorted(self.overrides.disabled), "draining": sorted(self.overrides.draining)}, f
+            )
+        os.replace(path + ".tmp", path)
+
+
+def _decision(desired: Desired) -> str:
+    """Which links carry balanced traffic, per family, and why the others do not."""
+    parts = []
+    for family in (4, 6):
+        members = [f"{lp.name} x{lp.weight}" for lp in desired.links if lp.eligible[family]]
+        out = [f"{lp.name}: {lp.reasons[family]}" for lp in desired.links if not lp.eligible[family]]
+        text = f"IPv{family} balance {', '.join(members) if members else 'none (main table default)'}"
+        parts.append(text + (f" ({'; '.join(out)})" if out else ""))
+    return " | ".join(parts)
+
+
+def _summarize(triggers: list[Event]) -> str:
+    if not triggers:
+        return "timer"
+    shown = [describe(e) for e in triggers[:4]]
+    more = f" (+{len(triggers) - 4} more)" if len(triggers) > 4 else ""
+    return ", ".join(shown) + more
+
+
+def run_daemon(config_path: str, run_dir: str, *, cleanup_on_exit: bool, debounce_ms: float) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        daemon = Daemon(config_path, run_dir, cleanup_on_exit=cleanup_on_exit, debounce_s=debounce_ms / 1000)
+    except ConfigError as err:
+        log.error("wanhooks: %s", err)
+        return 2
+    return asyncio.run(daemon.run())
