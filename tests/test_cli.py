@@ -97,7 +97,7 @@ def test_install_places_every_file_and_uninstall_removes_them(
         mode = script.stat().st_mode
         assert stat.S_IMODE(mode) == 0o755 and f'PYTHON="{sys.executable}"' in script.read_text()
     text = unit.read_text()
-    assert f"ExecStart={sys.executable} -m wanhooks run" in text
+    assert f"ExecStart={sys.executable} -m wanhooks -c /etc/wanhooks/wanhooks.yaml run" in text
     assert "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW" in text and "NoNewPrivileges=yes" in text
     assert "ProtectKernelTunables" not in text.replace("Not ProtectKernelTunables", "")
     drop_in = (root / "etc/systemd/networkd.conf.d/wanhooks.conf").read_text()

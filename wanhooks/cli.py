@@ -179,7 +179,9 @@ def cmd_install(args: argparse.Namespace) -> int:
     from . import install
 
     try:
-        written = install.install(args.root, _config_path(args))
+        written = install.install(
+            args.root, os.path.abspath(_config_path(args)), os.path.abspath(_run_dir(args))
+        )
     except install.InstallError as err:
         print(f"wanhooks install: {err}", file=sys.stderr)
         return 1

@@ -37,11 +37,12 @@ from .events import Event, HookNotified, LinkCommand, Resync, describe
 from .holdover import Holds, hold_gateways
 from .kernel.linux import LinuxKernel
 from .lock import run_lock
-from .model import Config, Desired, Observed, Overrides
+from .model import Config, Desired, ManagedDevice, Observed, Overrides
 from .names import ifname_problem
 from .plan import managed_links, plan, resolve_group_kind
 from .reconcile import cleanup, diff
 from .render import op_text
+from .sources.networkmanager import NetworkManagerSource
 from .sources.rtnetlink import RtnetlinkSource
 from .status import status_json
 
@@ -78,6 +79,7 @@ class Daemon:
         self.kernel = LinuxKernel()
         self.overrides = self._load_overrides()
         self.holds = Holds()
+        self.manager: tuple[ManagedDevice, ...] = ()
         self.rounds = 0
         self._pending: list[Event] = []
         self._dirty = asyncio.Event()
@@ -108,6 +110,7 @@ class Daemon:
         source.start(loop)
         server = ControlServer(self.run_dir, self._handle)
         await server.start()
+        manager = asyncio.create_task(NetworkManagerSource(self.post, self._manager_view).run())
         log.info(
             "started: config %s, %d link entries, run dir %s, pid %d",
             self.config.path, len(self.config.links), self.run_dir, os.getpid(),
@@ -116,6 +119,7 @@ class Daemon:
         worker = asyncio.create_task(self._reconciler())
         await self._stop.wait()
         worker.cancel()
+        manager.cancel()
         source.stop(loop)
         await server.stop()
         if self.cleanup_on_exit:
@@ -153,7 +157,12 @@ class Daemon:
                 log.error("round failed: %s; retrying", exc)
                 asyncio.get_running_loop().call_later(0.5, self.post, Resync("retry after an error"))
 
+    def _manager_view(self, devices: tuple[ManagedDevice, ...]) -> None:
+        self.manager = devices
+
     def _adjust(self, observed: Observed) -> Observed:
+        """The kernel's view plus what only the daemon knows: NetworkManager's, held gateways."""
+        observed = replace(observed, manager=self.manager)
         managed = {link.index for link, _entry in managed_links(self.config, observed)}
         adjusted, self.holds = hold_gateways(
             observed, self.holds, managed, time.monotonic(), self.config.gateway_hold
@@ -271,7 +280,7 @@ class Daemon:
 
     def _adjust_for_status(self, observed: Observed) -> Observed:
         held = tuple(d for d, _until in self.holds.held.values())
-        return replace(observed, main_defaults=observed.main_defaults + held) if held else observed
+        return replace(observed, main_defaults=observed.main_defaults + held, manager=self.manager)
 
     # --- overrides survive a daemon restart (not a reboot: the run dir is tmpfs) ----
 

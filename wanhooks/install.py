@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from importlib import resources
 
 NETWORKD_STATES = ("routable", "degraded", "carrier", "no-carrier", "off", "configured")
-PLACEHOLDERS = ("@WANHOOKS@", "@PYTHON@")  # the unit's command line; the scripts' interpreter
 _SAFE_PATH = re.compile(r"[A-Za-z0-9/._+-]+")
 
 DEFAULT_CONFIG = """\
@@ -58,17 +57,26 @@ class InstallError(Exception):
 
 def python() -> str:
     """The interpreter that runs this very wanhooks (a venv's works too)."""
-    path = os.path.abspath(sys.executable)
+    return _safe(os.path.abspath(sys.executable), "interpreter")
+
+
+def _safe(path: str, what: str) -> str:
     if not _SAFE_PATH.fullmatch(path):
-        raise InstallError(
-            f"the interpreter's path {path!r} has characters a hook script cannot quote safely"
-        )
+        raise InstallError(f"the {what} path {path!r} has characters a hook script cannot quote safely")
     return path
 
 
-def _content(name: str) -> str:
+def _content(name: str, config_path: str, run_dir: str) -> str:
     text = resources.files("wanhooks").joinpath("hooks").joinpath(name).read_text(encoding="utf-8")
-    return text.replace("@WANHOOKS@", f"{python()} -m wanhooks").replace("@PYTHON@", python())
+    values = {
+        "@WANHOOKS@": f"{python()} -m wanhooks",
+        "@PYTHON@": python(),
+        "@CONFIG@": _safe(config_path, "config"),
+        "@RUN_DIR@": _safe(run_dir, "run directory"),
+    }
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, value)
+    return text
 
 
 def _write(path: str, text: str, mode: int) -> None:
@@ -82,12 +90,16 @@ def _write(path: str, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def install(root: str, config_path: str) -> list[str]:
-    """Place every file; returns what was written (a config only if none exists)."""
+def install(root: str, config_path: str, run_dir: str) -> list[str]:
+    """Place every file; returns what was written (a config only if none exists).
+
+    The hooks and the unit name the config and run directory given here, so
+    they reach the daemon that uses them.
+    """
     written = []
     for placed in targets():
         path = os.path.join(root, placed.path)
-        _write(path, _content(placed.source), placed.mode)
+        _write(path, _content(placed.source, config_path, run_dir), placed.mode)
         written.append(path)
     config = os.path.join(root, config_path.lstrip("/"))
     if not os.path.exists(config):

@@ -172,6 +172,19 @@ class MainDefault:
 
 
 @dataclass(frozen=True)
+class ManagedDevice:
+    """What NetworkManager says about one activated device (D-Bus), beyond the kernel's view."""
+
+    name: str
+    device_type: str = ""
+    gateway4: str | None = None  # also for profiles whose routes are not in main
+    gateway6: str | None = None
+    connectivity4: str = "unknown"  # unknown | none | portal | limited | full
+    connectivity6: str = "unknown"
+    metered: str = "unknown"  # unknown | yes | no | guess-yes | guess-no
+
+
+@dataclass(frozen=True)
 class PolicyDefault:
     """Another program's rule that sends (nearly) all traffic to a table holding a default
     route: how wg-quick and NetworkManager's WireGuard make a full tunnel, leaving main alone."""
@@ -194,6 +207,7 @@ class Observed:
     main_defaults: tuple[MainDefault, ...] = ()
     features: KernelFeatures = field(default_factory=KernelFeatures)
     policy_defaults: tuple[PolicyDefault, ...] = ()
+    manager: tuple[ManagedDevice, ...] = ()  # NetworkManager's view, when it runs
 
     def link(self, index: int) -> ObservedLink | None:
         for link in self.links:

@@ -140,6 +140,20 @@ def _learned_gateways(observed: Observed) -> dict[tuple[int, int], MainDefault]:
     return best
 
 
+def _manager_gateways(observed: Observed) -> dict[tuple[str, int], IPAddress]:
+    out: dict[tuple[str, int], IPAddress] = {}
+    for dev in observed.manager:
+        for family, text in ((4, dev.gateway4), (6, dev.gateway6)):
+            if text:
+                try:
+                    address = ipaddress.ip_address(text)
+                except ValueError:
+                    continue
+                if address.version == family:
+                    out[(dev.name, family)] = address
+    return out
+
+
 def _full_tunnel(observed: Observed, family: int, managed: set[int]) -> ObservedLink | None:
     """A device that is not a managed link, up, holding a live default route in main."""
     for d in observed.main_defaults:
@@ -171,30 +185,49 @@ def _networks(entry: LinkConfig, family: int, usable: tuple[Address, ...]) -> tu
     return tuple(found)
 
 
+def _needs_onlink(gateway: IPAddress | None, family: int, usable: tuple[Address, ...]) -> bool:
+    """Whether the gateway's nexthop must say `onlink`.
+
+    The kernel checks a nexthop's gateway against the *main* table.  A
+    profile whose routes live in another table (NetworkManager's
+    ipv4.route-table) leaves even the connected prefix out of main, and a
+    configured gateway may lie outside every prefix the link has: both are
+    refused without onlink.  The gateway of an IPv4 uplink is always on that
+    link, so onlink is always true there; an IPv6 link-local gateway is on
+    the link by definition and needs no flag.
+    """
+    if gateway is None:
+        return False
+    if family == 4:
+        return True
+    return not gateway.is_link_local and not any(gateway in a.network for a in usable)
+
+
 def _judge(
     learned_gateways: dict[tuple[int, int], MainDefault],
     link: ObservedLink,
     entry: LinkConfig,
     family: int,
     clash: str,
+    manager_gateway: IPAddress | None = None,
 ) -> _Side:
     fam = f"IPv{family}"
     usable = link.addresses_of(family)
     addresses = tuple(a.address for a in usable)
     networks = _networks(entry, family, usable)
     gateway: IPAddress | None = entry.gateway(family)
-    onlink = False
+    learned_onlink = False
     if link.point_to_point:
         gateway = None  # the device itself is the next hop
-    elif gateway is not None:
-        # A configured gateway outside every prefix the link really has needs
-        # onlink, or the kernel refuses it as unreachable.  (An IPv6
-        # link-local gateway is on the link by definition.)
-        onlink = not gateway.is_link_local and not any(gateway in a.network for a in usable)
-    else:
+    elif gateway is None:
         learned = learned_gateways.get((link.index, family))
         if learned is not None:
-            gateway, onlink = learned.gateway, learned.onlink
+            gateway, learned_onlink = learned.gateway, learned.onlink
+        elif manager_gateway is not None:
+            # NetworkManager knows a gateway it did not put in main (a profile
+            # with a route table of its own, a never-default DHCP lease).
+            gateway = manager_gateway
+    onlink = learned_onlink or _needs_onlink(gateway, family, usable)
     routable = link.point_to_point or gateway is not None
     has_table = link.admin_up and bool(addresses) and routable and not clash
     if link.index > c.MAX_IFINDEX:
@@ -417,6 +450,7 @@ def plan(config: Config, observed: Observed, overrides: Overrides = NO_OVERRIDES
     managed_index = {link.index for link, _ in pairs}
     kind, kind_note = resolve_group_kind(config, observed)
     learned = _learned_gateways(observed)
+    nm_gateways = _manager_gateways(observed)
     buckets = resilient_buckets(config)
     notes: list[str] = [kind_note] if kind_note else []
 
@@ -429,7 +463,17 @@ def plan(config: Config, observed: Observed, overrides: Overrides = NO_OVERRIDES
     for family in (4, 6):
         clashes = _clashes(pairs, family)
         family_sides = [
-            _overridden(_judge(learned, link, entry, family, clashes.get(link.index, "")), overrides)
+            _overridden(
+                _judge(
+                    learned,
+                    link,
+                    entry,
+                    family,
+                    clashes.get(link.index, ""),
+                    nm_gateways.get((link.name, family)),
+                ),
+                overrides,
+            )
             for link, entry in pairs
         ]
         for side in family_sides:
