@@ -198,3 +198,16 @@ def daemon_factory(router: Router) -> Iterator[Callable[..., DaemonProc]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+def group_members(lab: object) -> dict[str, str]:
+    """Device -> gateway of every member of the IPv4 balance group, from the kernel."""
+    from wanhooks import constants as c
+    from wanhooks.lab import Lab
+
+    assert isinstance(lab, Lab)
+    nexthops = {n["id"]: n for n in lab.ip_json(lab.router, "nexthop", "show")}
+    group = nexthops.get(c.NH_GROUP_V4)
+    if group is None:
+        return {}
+    return {nexthops[m["id"]]["dev"]: nexthops[m["id"]].get("gateway", "") for m in group["group"]}

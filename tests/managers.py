@@ -77,6 +77,23 @@ exec NetworkManager --debug --log-level=INFO >{root}/log/nm.log 2>&1
 """
 
 
+def in_private_mounts(netns: str, script: str) -> list[str]:
+    """argv running a shell script in netns, in a mount namespace of its own."""
+    return [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ]
+
+
 def available() -> str:
     """Empty if NetworkManager can run here, else why not."""
     for tool in ("NetworkManager", "nmcli", "dbus-daemon", "unshare", "nsenter"):
@@ -121,19 +138,7 @@ class NetworkManagerSandbox:
         self._write()
         inner = INNER.format(root=self.root)
         proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                inner,
-            ],
+            in_private_mounts(self.netns, inner),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(self.root / "log/inner.log", "w"),  # noqa: SIM115 - the child keeps it
@@ -296,19 +301,7 @@ class NetworkdSandbox:
         )
         inner = ND_INNER.format(root=self.root, hooks=self.hooks)
         subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                inner,
-            ],
+            in_private_mounts(self.netns, inner),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             check=True,

@@ -16,23 +16,14 @@ from pathlib import Path
 
 import pytest
 from conftest import DaemonProc, Router, wait_for
+from conftest import group_members as members
 
 from wanhooks import constants as c
-from wanhooks.lab import Lab
 
 pytestmark = pytest.mark.kernel
 Start = Callable[..., DaemonProc]
 
 LEARNED = "links:\n  - interface: w1\n  - interface: w2\n    weight: 2\n  - interface: 'w*'\n"
-
-
-def members(lab: Lab) -> dict[str, str]:
-    """Device -> gateway of every member of the IPv4 balance group, from the kernel."""
-    nexthops = {n["id"]: n for n in lab.ip_json(lab.router, "nexthop", "show")}
-    group = nexthops.get(c.NH_GROUP_V4)
-    if group is None:
-        return {}
-    return {nexthops[m["id"]]["dev"]: nexthops[m["id"]].get("gateway", "") for m in group["group"]}
 
 
 def within(seconds: float, predicate: Callable[[], bool], what: str) -> float:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import Router, wait_for
+from conftest import group_members as members
 from managers import Dnsmasq, NetworkdSandbox, networkd_available
 
-from wanhooks import constants as c
 from wanhooks.lab import Lab
 
 pytestmark = [
@@ -45,14 +45,6 @@ IPv6AcceptRA=no
 UseDNS=no
 UseHostname=no
 """
-
-
-def members(lab: Lab) -> dict[str, str]:
-    nexthops = {n["id"]: n for n in lab.ip_json(lab.router, "nexthop", "show")}
-    group = nexthops.get(c.NH_GROUP_V4)
-    if group is None:
-        return {}
-    return {nexthops[m["id"]]["dev"]: nexthops[m["id"]].get("gateway", "") for m in group["group"]}
 
 
 class Setup:

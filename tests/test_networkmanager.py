@@ -13,20 +13,12 @@ from pathlib import Path
 
 import pytest
 from conftest import Router, wait_for
+from conftest import group_members as members
 from managers import Dnsmasq, NetworkManagerSandbox, available
 
 from wanhooks import constants as c
-from wanhooks.lab import Lab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(bool(available()), reason=available() or "ok")]
-
-
-def members(lab: Lab) -> dict[str, str]:
-    nexthops = {n["id"]: n for n in lab.ip_json(lab.router, "nexthop", "show")}
-    group = nexthops.get(c.NH_GROUP_V4)
-    if group is None:
-        return {}
-    return {nexthops[m["id"]]["dev"]: nexthops[m["id"]].get("gateway", "") for m in group["group"]}
 
 
 class Setup:
