@@ -1,0 +1,130 @@
+"""The health machine is sans-IO: simulated probing, simulated time, hours of it in seconds."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+from wanhooks import health
+from wanhooks.health import Params, State
+
+T1 = ipaddress.ip_address("203.0.113.10")
+T2 = ipaddress.ip_address("203.0.113.11")
+PARAMS = Params(targets=(T1, T2))
+
+
+def simulate(
+    h: health.Health,
+    start: float,
+    seconds: float,
+    *,
+    loss: float = 0.0,
+    dead_after: float | None = None,
+    dead_windows: list[tuple[float, float]] | None = None,
+    rtt: tuple[float, float] = (0.02, 0.05),
+    seed: int = 1,
+) -> tuple[health.Health, list[health.Transition]]:
+    """Probe every interval; each echo is lost with `loss` (request or reply), or always when dead."""
+    rng = random.Random(seed)
+    transitions: list[health.Transition] = []
+    pending: list[tuple[float, ipaddress.IPv4Address | ipaddress.IPv6Address, float]] = []
+    t = start
+    step = h.params.interval
+    while t < start + seconds:
+        dead = (dead_after is not None and t >= dead_after) or any(a <= t < b for a, b in dead_windows or [])
+        for target in h.params.targets:
+            h = health.sent(h, t)
+            if not dead and rng.random() >= loss:
+                r = rng.uniform(*rtt)
+                pending.append((t + r, target, r))
+        # deliver replies due before the next step, in order, evaluating as time passes
+        pending.sort(key=lambda x: x[0])
+        while pending and pending[0][0] < t + step:
+            at, target, r = pending.pop(0)
+            before = h.last
+            h = health.replied(h, target, r, at)
+            if h.last is not before and h.last is not None:
+                transitions.append(h.last)
+        for tick in (t + step / 2, t + step):  # the prober's ticks
+            before = h.last
+            h = health.evaluate(h, tick)
+            if h.last is not before and h.last is not None:
+                transitions.append(h.last)
+        t += step
+    return h, transitions
+
+
+def test_a_silent_failure_is_declared_within_a_second() -> None:
+    detections = []
+    for seed in range(20):
+        h = health.start(PARAMS, 0.0, trusted=True)
+        fail_at = 10.0 + random.Random(seed).uniform(0, 0.1)
+        h, transitions = simulate(h, 0.0, 12.0, dead_after=fail_at, seed=seed)
+        down = [tr for tr in transitions if tr.new is State.DOWN]
+        assert len(down) == 1 and "no reply from 203.0.113.10, 203.0.113.11" in down[0].reason
+        detections.append(down[0].at - fail_at)
+    detections.sort()
+    assert max(detections) < 1.0 and detections[len(detections) // 2] < 0.85, detections
+
+
+def test_no_false_failover_in_two_hours_at_10_percent_loss_each_way() -> None:
+    h = health.start(PARAMS, 0.0, trusted=True)
+    echo_loss = 1 - 0.9**2  # 10 % of requests and 10 % of replies lost
+    h, transitions = simulate(h, 0.0, 2 * 3600, loss=echo_loss, rtt=(0.02, 0.4), seed=7)
+    assert transitions == [] and h.state is State.UP
+    assert 0.17 < health.loss(h) < 0.21  # type: ignore[operator]
+
+
+def test_a_link_that_loses_almost_everything_does_fail() -> None:
+    """The same machine is not blind: at 70 % echo loss it takes the link out."""
+    h = health.start(PARAMS, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, 600, loss=0.7, seed=3)
+    assert any(tr.new is State.DOWN for tr in transitions)
+
+
+def test_recovery_waits_for_the_hold_down() -> None:
+    h = health.start(PARAMS, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, 20.0, dead_windows=[(5.0, 8.0)])
+    kinds = [(tr.old, tr.new) for tr in transitions]
+    assert kinds == [(State.UP, State.DOWN), (State.DOWN, State.RECOVERING), (State.RECOVERING, State.UP)]
+    back = transitions[-1].at
+    assert 8.0 + PARAMS.hold_down <= back < 8.0 + PARAMS.hold_down + 1.0  # hold-down + 1 s at most
+
+
+def test_a_flapping_link_stays_out_until_stable() -> None:
+    h = health.start(PARAMS, 0.0, trusted=True)
+    windows = [(t, t + 2.0) for t in range(4, 60, 4)]  # down 2 s, up 2 s, ... for a minute
+    h, transitions = simulate(h, 0.0, 60.0, dead_windows=windows)
+    ups = [tr for tr in transitions if tr.new is State.UP]
+    assert ups == []  # never trusted again while it flaps
+    h, transitions = simulate(h, 60.0, 10.0)  # then stable
+    assert h.state is State.UP
+
+
+def test_k_of_n() -> None:
+    one_is_enough = Params(targets=(T1, T2), silent_targets=1)
+    h = health.start(one_is_enough, 0.0, trusted=True)
+    for t in [x / 10 for x in range(1, 20)]:
+        h = health.replied(h, T2, 0.02, t)  # only T2 answers
+    assert h.state is State.DOWN
+    h = health.start(PARAMS, 0.0, trusted=True)
+    for t in [x / 10 for x in range(1, 20)]:
+        h = health.replied(h, T2, 0.02, t)
+    assert h.state is State.UP  # one silent target of two: not a dead link
+
+
+def test_a_new_link_is_kept_out_until_it_answers() -> None:
+    h = health.start(PARAMS, 0.0)
+    assert h.state is State.PROBING and not h.carries_traffic()
+    h, _ = simulate(h, 0.0, 1.5)
+    assert h.state is State.UP and h.carries_traffic()
+    h = health.start(PARAMS, 0.0)
+    h, _ = simulate(h, 0.0, 1.5, dead_after=0.0)
+    assert h.state is State.DOWN
+
+
+def test_the_table_is_the_whole_story() -> None:
+    text = health.table_text()
+    for (state, sig), new in health.TRANSITIONS.items():
+        assert f"{state.value}" in text and sig.value in text and new.value in text
+    assert set(health.CARRIES_TRAFFIC) == set(State)
