@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wanhooks.config import ConfigError, load_config, parse_config, to_yaml
-from wanhooks.model import BalanceMode, Config, GroupKind, LinkConfig, SeedWatchdog
+from wanhooks.model import (
+    HEALTH_DEFAULTS,
+    BalanceMode,
+    Config,
+    GroupKind,
+    HealthConfig,
+    LinkConfig,
+    SeedWatchdog,
+)
 
 DATA = Path(__file__).parent / "data" / "config"
 A4 = ipaddress.IPv4Address
@@ -136,14 +144,155 @@ def test_crlf_and_bom() -> None:
 
 
 # --------------------------------------------------------------------------
+# health: probe settings, top level and per link
+# --------------------------------------------------------------------------
+
+HEALTH_TOP = HealthConfig(
+    targets=(A4("198.51.100.7"), A4("203.0.113.9"), A6("2001:db8::7")),
+    interval=0.1,
+    down_after=0.8,
+    up_after=1.0,
+    hold_down=5.0,
+    silent_targets=2,
+    enabled=True,
+)
+
+
+def test_health_both_levels() -> None:
+    config = load_config(str(DATA / "health.yaml"))
+    assert config.health == HEALTH_TOP
+    assert config.links == (
+        LinkConfig("eth1", 2, gateway4=A4("198.51.100.1"), line=3),
+        LinkConfig(
+            "wwan0",
+            line=6,
+            health=HealthConfig(
+                targets=(A4("203.0.113.53"),), interval=1.0, down_after=5.0, silent_targets=1
+            ),
+        ),
+        LinkConfig("wl*", line=8, health=HealthConfig(enabled=False)),
+    )
+    # A YAML health section stands for the seed's settings too (see the seed tests).
+    assert config.seed_watchdog == SeedWatchdog(HEALTH_TOP.targets or (), enabled=True)
+
+
+def test_health_resolved_per_link() -> None:
+    config = load_config(str(DATA / "health.yaml"))
+    eth1, wwan0, wl = (link.health or HealthConfig() for link in config.links)
+    assert eth1.resolved(config.health) == HEALTH_TOP  # all inherited
+    assert wwan0.resolved(config.health) == HealthConfig(
+        targets=(A4("203.0.113.53"),),  # overridden
+        interval=1.0,
+        down_after=5.0,
+        up_after=1.0,  # inherited
+        hold_down=5.0,
+        silent_targets=1,
+        enabled=True,
+    )
+    assert wl.resolved(config.health) == dataclasses.replace(HEALTH_TOP, enabled=False)
+
+
+def test_health_resolved_falls_back_to_the_defaults() -> None:
+    config = parse_config(
+        text(
+            "links:",
+            "  - interface: eth1",
+            "    health: {interval: 0.2, up_after: 0}",
+            "health:",
+            "  targets: 2001:db8::53",  # one address needs no list
+            "  hold_down: 30",
+        ),
+        "x",
+    )
+    assert config.health == HealthConfig(targets=(A6("2001:db8::53"),), hold_down=30.0)
+    own = config.links[0].health
+    assert own == HealthConfig(interval=0.2, up_after=0.0)
+    assert own.resolved(config.health) == HealthConfig(
+        targets=(A6("2001:db8::53"),),
+        interval=0.2,
+        down_after=HEALTH_DEFAULTS.down_after,
+        up_after=0.0,  # 0 is a value, not "unset"
+        hold_down=30.0,
+        silent_targets=HEALTH_DEFAULTS.silent_targets,  # all targets
+        enabled=True,
+    )
+
+
+def test_health_every_key_optional() -> None:
+    config = parse_config("links:\n  - interface: eth1\n    health: {}\nhealth: {}\n", "x")
+    assert config.health == HealthConfig()
+    assert config.links[0].health == HealthConfig()
+    assert parse_config("links: [{interface: eth1}]\n", "x").health == HealthConfig()
+    assert parse_config("links: [{interface: eth1}]\n", "x").links[0].health is None
+
+
+def test_health_empty_targets_mean_no_probing() -> None:
+    # Nothing is probed on eth2, so its inherited settings are not judged.
+    config = parse_config(
+        text(
+            "links:",
+            "  - interface: eth1",
+            "  - interface: eth2",
+            "    health: {targets: [], interval: 5}",
+            "health: {targets: [192.0.2.7, 192.0.2.8], silent_targets: 2}",
+        ),
+        "x",
+    )
+    assert config.links[1].health == HealthConfig(targets=(), interval=5.0)
+    resolved = config.links[1].health.resolved(config.health)
+    assert resolved.targets == () and resolved.silent_targets == 2
+    assert parse_config("links: [{interface: eth1}]\nhealth: {targets: []}\n", "x").health == HealthConfig(
+        targets=()
+    )
+
+
+def test_health_rules_skip_links_that_are_not_probed() -> None:
+    # Resolved, eth2 would probe every 1 s and fail sooner (the default): but it is disabled.
+    config = parse_config(
+        text(
+            "links:",
+            "  - interface: eth1",
+            "  - interface: eth2",
+            "    health: {interval: 1, enabled: false}",
+            "health: {targets: [192.0.2.7]}",
+        ),
+        "x",
+    )
+    assert config.links[1].health == HealthConfig(interval=1.0, enabled=False)
+
+
+def test_health_numbers_at_their_limits() -> None:
+    config = parse_config(
+        text(
+            "links: [{interface: eth1}]",
+            "health:",
+            "  interval: 60",
+            "  down_after: 600",
+            "  up_after: 3600",
+            "  hold_down: 86400",
+            "  silent_targets: 1",
+            "  enabled: false",
+        ),
+        "x",
+    )
+    assert config.health == HealthConfig(
+        interval=60.0, down_after=600.0, up_after=3600.0, hold_down=86400.0, silent_targets=1, enabled=False
+    )
+    small = parse_config("links: [{interface: eth1}]\nhealth: {interval: 0.001, down_after: 0.002}\n", "x")
+    assert (small.health.interval, small.health.down_after) == (0.001, 0.002)
+
+
+# --------------------------------------------------------------------------
 # The seed's column file
 # --------------------------------------------------------------------------
 
 
 def test_seed_example_equals_its_yaml_equivalent() -> None:
     seed = load_config(str(DATA / "generic-balancer.conf"))
-    equivalent = load_config(str(DATA / "generic-balancer.yaml"))
+    equivalent = load_config(str(DATA / "generic-balancer.yaml"))  # with watchdog:
     assert comparable(seed) == comparable(equivalent)
+    assert comparable(seed) == comparable(load_config(str(DATA / "generic-balancer-health.yaml")))
+    assert seed.health == HealthConfig(targets=(A4("198.51.100.7"), A4("203.0.113.9")))
     assert seed.links[1] == LinkConfig(
         "vlan100", 2, gateway4=A4("192.168.0.1"), network4=N4("192.168.0.0/24"), line=2
     )
@@ -202,12 +351,81 @@ def test_seed_watchdog(lines: list[str], expected: SeedWatchdog) -> None:
     assert config.seed_watchdog == expected
 
 
+T1, T2 = A4("192.0.2.9"), A6("2001:db8::9")
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([], HealthConfig()),
+        (["TESTIPS=''"], HealthConfig()),  # empty: not given
+        (['TESTIPS="192.0.2.9 2001:db8::9"'], HealthConfig(targets=(T1, T2))),
+        (['TESTIPS="192.0.2.9"', "WATCHDOG=on"], HealthConfig(targets=(T1,))),
+        (['TESTIPS="192.0.2.9"', "WATCHDOG=0"], HealthConfig(targets=(T1,), enabled=False)),
+        (["WATCHDOG=no"], HealthConfig(enabled=False)),
+    ],
+)
+def test_seed_watchdog_becomes_health(lines: list[str], expected: HealthConfig) -> None:
+    config = parse_config(text('WANIFACE="eth1"', *lines), "x")
+    assert config.health == expected
+    assert config.links[0].health is None
+    # The same settings written as YAML's watchdog: or as health: give the same Config.
+    assert comparable(parse_config(to_yaml(config), "y")) == comparable(config)
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("watchdog: {test_ips: [192.0.2.9]}", HealthConfig(targets=(T1,))),
+        ("watchdog: {test_ips: [192.0.2.9], enabled: true}", HealthConfig(targets=(T1,))),
+        ("watchdog: {test_ips: 192.0.2.9, enabled: false}", HealthConfig(targets=(T1,), enabled=False)),
+        ("watchdog: {enabled: false}", HealthConfig(enabled=False)),
+    ],
+)
+def test_yaml_watchdog_becomes_health(section: str, expected: HealthConfig) -> None:
+    config = parse_config(f"links: [{{interface: eth1}}]\n{section}\n", "x")
+    assert config.health == expected
+    seed = parse_config(text('WANIFACE="eth1"', *_seed_lines(config.seed_watchdog)), "x")
+    assert comparable(config) == comparable(seed)
+
+
+def _seed_lines(watchdog: SeedWatchdog) -> list[str]:
+    lines = [f"WATCHDOG={'yes' if watchdog.enabled else 'no'}"]
+    if watchdog.test_ips:
+        lines.append(f"TESTIPS='{' '.join(str(a) for a in watchdog.test_ips)}'")
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("", SeedWatchdog()),
+        ("health: {targets: [192.0.2.9]}", SeedWatchdog((T1,), enabled=True)),
+        ("health: {targets: [192.0.2.9], enabled: false}", SeedWatchdog((T1,), enabled=False)),
+        ("health: {targets: [], interval: 1}", SeedWatchdog()),
+        ("health: {enabled: true}", SeedWatchdog()),
+    ],
+)
+def test_yaml_health_gives_seed_watchdog(section: str, expected: SeedWatchdog) -> None:
+    config = parse_config(f"links: [{{interface: eth1}}]\n{section}\n", "x")
+    assert config.seed_watchdog == expected
+
+
 # --------------------------------------------------------------------------
 # to_yaml
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["wanhooks.yaml", "generic-balancer.conf", "generic-balancer.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "wanhooks.yaml",
+        "generic-balancer.conf",
+        "generic-balancer.yaml",
+        "generic-balancer-health.yaml",
+        "health.yaml",
+    ],
+)
 def test_to_yaml_round_trip(name: str) -> None:
     config = load_config(str(DATA / name))
     converted = to_yaml(config)
@@ -225,10 +443,42 @@ def test_to_yaml_round_trip_of_awkward_values() -> None:
         balance=BalanceMode.PER_CLIENT,
         group=GroupKind.HASH_THRESHOLD,
         seed_watchdog=SeedWatchdog((A6("2001:db8::9"),), enabled=False),
+        # What parse_config makes of that watchdog: the two always agree.
+        health=HealthConfig(targets=(A6("2001:db8::9"),), enabled=False),
     )
     converted = to_yaml(config)
     assert isinstance(yaml.safe_load(converted), dict)
     assert comparable(parse_config(converted, "x")) == comparable(config)
+
+
+def test_to_yaml_round_trip_of_awkward_health() -> None:
+    config = Config(
+        links=(
+            LinkConfig("eth1", health=HealthConfig()),  # health: {}
+            LinkConfig("eth2", health=HealthConfig(targets=(), interval=1e-05, down_after=0.1234567891)),
+            LinkConfig(
+                "eth3", health=HealthConfig(targets=(A6("fe80::1"), A4("10.0.0.1")), silent_targets=2)
+            ),
+        ),
+        gateway_hold=0.1234567,
+        health=HealthConfig(
+            interval=59.999999999, down_after=600.0, up_after=0.0, hold_down=86400.0, enabled=True
+        ),
+    )
+    converted = to_yaml(config)
+    assert "    health: {}\n" in converted
+    assert "interval: 1.0e-05\n" in converted  # YAML 1.1 reads 1e-05 as a string
+    assert comparable(parse_config(converted, "x")) == comparable(config)
+
+
+def test_to_yaml_writes_health_not_watchdog() -> None:
+    converted = to_yaml(load_config(str(DATA / "generic-balancer.yaml")))
+    assert "watchdog" not in converted
+    assert "health:\n  targets: [198.51.100.7, 203.0.113.9]\n" in converted
+    # A Config built with only the seed's watchdog still converts to something that loads.
+    legacy = Config(links=(LinkConfig("eth1"),), seed_watchdog=SeedWatchdog((T1,), enabled=True))
+    assert "watchdog:" in to_yaml(legacy)
+    assert parse_config(to_yaml(legacy), "x").health == HealthConfig(targets=(T1,))
 
 
 # --------------------------------------------------------------------------
@@ -518,6 +768,225 @@ MALFORMED: list[tuple[str, str | bytes, int, str, str]] = [
     ),
     ("deep nesting", "links: " + "[" * 1000 + "]" * 1000 + "\n", 1, "", "nested more than 16 levels"),
     ("custom tag", "links:\n  - interface: !ifname eth1\n", 2, "links[1].interface", "tagged '!ifname'"),
+    # health
+    (
+        "health unknown key",
+        LINK + "health:\n  intervall: 1\n",
+        4,
+        "health.intervall",
+        "did you mean 'interval'?",
+    ),
+    (
+        "link health unknown key",
+        LINK + "    health:\n      down-after: 2\n",
+        4,
+        "links[1].health.down-after",
+        "unknown key 'down-after': did you mean 'down_after'?",
+    ),
+    (
+        "health duplicate key",
+        LINK + "health:\n  interval: 1\n  interval: 2\n",
+        5,
+        "health.interval",
+        "duplicate key 'interval' (first given at line 4)",
+    ),
+    ("health a scalar", LINK + "health: 198.51.100.7\n", 3, "health", "health must be a mapping"),
+    ("health empty", LINK + "health:\n", 3, "health", "not empty"),
+    ("link health a list", LINK + "    health: [192.0.2.1]\n", 3, "links[1].health", "not a list"),
+    (
+        "health duplicate target",
+        LINK + "health:\n  targets: [198.51.100.7, 203.0.113.9, 198.51.100.7]\n",
+        4,
+        "health.targets[3]",
+        "duplicate target 198.51.100.7: it is already targets[1]",
+    ),
+    (
+        "link health duplicate IPv6 target",
+        LINK + "  - interface: eth2\n    health:\n      targets:\n        - 2001:db8::1\n"
+        "        - 192.0.2.1\n        - 2001:DB8:0::1\n",
+        8,
+        "links[2].health.targets[3]",
+        "duplicate target 2001:db8::1: it is already targets[1]",
+    ),
+    (
+        "health multicast target",
+        LINK + "health: {targets: [224.0.0.1]}\n",
+        3,
+        "health.targets[1]",
+        "multicast",
+    ),
+    ("health loopback target", LINK + "health: {targets: 127.0.0.1}\n", 3, "health.targets", "loopback"),
+    (
+        "health unspecified target",
+        LINK + "health:\n  targets: [192.0.2.1, '::']\n",
+        4,
+        "health.targets[2]",
+        "target :: is the unspecified address: not usable as a target",
+    ),
+    (
+        "health target a name",
+        LINK + "health: {targets: [example.com]}\n",
+        3,
+        "health.targets[1]",
+        "target 'example.com' is not an IP address",
+    ),
+    ("health target zone", LINK + "health: {targets: [fe80::1%eth1]}\n", 3, "health.targets[1]", "zone"),
+    (
+        "health targets a mapping",
+        LINK + "health: {targets: {a: 1}}\n",
+        3,
+        "health.targets",
+        "target must be an address or a list of addresses, not a mapping",
+    ),
+    (
+        "health interval 0",
+        LINK + "health:\n  interval: 0\n",
+        4,
+        "health.interval",
+        "0 s is out of range: more than 0, at most 60",
+    ),
+    ("health interval 61", LINK + "health: {interval: 61}\n", 3, "health.interval", "61 s is out of range"),
+    (
+        "health interval string",
+        LINK + "health: {interval: '0.1'}\n",
+        3,
+        "health.interval",
+        "expected a number of seconds, not the string '0.1'",
+    ),
+    ("health interval bool", LINK + "health: {interval: yes}\n", 3, "health.interval", "not the boolean"),
+    (
+        "link health down_after 0",
+        LINK + "    health:\n      down_after: 0.0\n",
+        4,
+        "links[1].health.down_after",
+        "0 s is out of range: more than 0, at most 600",
+    ),
+    ("health down_after 601", LINK + "health: {down_after: 601}\n", 3, "health.down_after", "at most 600"),
+    (
+        "health up_after -1",
+        LINK + "health: {up_after: -1}\n",
+        3,
+        "health.up_after",
+        "-1 s is out of range: 0 to 3600",
+    ),
+    ("health hold_down too long", LINK + "health: {hold_down: 86401}\n", 3, "health.hold_down", "0 to 86400"),
+    ("health hold_down empty", LINK + "health: {hold_down: }\n", 3, "health.hold_down", "not empty"),
+    (
+        "health down_after not after interval",
+        LINK + "health:\n  interval: 0.1\n  down_after: 0.05\n",
+        5,
+        "health.down_after",
+        "down_after 0.05 s must be longer than the probe interval 0.1 s",
+    ),
+    (
+        "link health down_after equals interval",
+        LINK + "    health:\n      down_after: 1\n      interval: 1.0\n",
+        4,
+        "links[1].health.down_after",
+        "down_after 1 s must be longer than the probe interval 1 s",
+    ),
+    (
+        "health silent_targets 0",
+        LINK + "health: {silent_targets: 0}\n",
+        3,
+        "health.silent_targets",
+        "silent_targets 0 is too few: give 1 or more",
+    ),
+    (
+        "health silent_targets quoted",
+        LINK + "health: {silent_targets: '2'}\n",
+        3,
+        "health.silent_targets",
+        "write it without quotes",
+    ),
+    (
+        "health silent_targets float",
+        LINK + "health: {silent_targets: 1.5}\n",
+        3,
+        "health.silent_targets",
+        "1.5",
+    ),
+    (
+        "health silent_targets huge",
+        LINK + "health: {silent_targets: " + "9" * 5000 + "}\n",
+        3,
+        "health.silent_targets",
+        "more than any list",
+    ),
+    (
+        "health silent_targets over targets",
+        LINK + "health:\n  targets: [192.0.2.1, 192.0.2.2]\n  silent_targets: 3\n",
+        5,
+        "health.silent_targets",
+        "silent_targets 3 is more than the 2 targets given",
+    ),
+    (
+        "health enabled not bool",
+        LINK + "health: {enabled: 1}\n",
+        3,
+        "health.enabled",
+        "must be true or false",
+    ),
+    (
+        "health brief example: link interval over inherited down_after",
+        text(
+            "health:",
+            "  targets: [198.51.100.7, 203.0.113.9]",
+            "  interval: 0.1",
+            "  down_after: 0.8",
+            "  silent_targets: 2",
+            "links:",
+            "  - interface: eth1",
+            "  - interface: wwan0",
+            "    health: {targets: [203.0.113.53], interval: 1}",
+        ),
+        8,
+        "links[2].health",
+        "down_after 0.8 s (from health) must be longer than the probe interval 1 s (set here)",
+    ),
+    (
+        "health top interval over default down_after",
+        "links:\n  - interface: eth1\nhealth: {targets: [192.0.2.1], interval: 2}\n",
+        2,
+        "links[1].health",
+        f"down_after {HEALTH_DEFAULTS.down_after:g} s (the default) must be longer than "
+        "the probe interval 2 s (from health)",
+    ),
+    (
+        "health silent_targets over the link's targets",
+        text(
+            "links:",
+            "  - interface: eth1",
+            "  - interface: eth2",
+            "    health:",
+            "      targets: [192.0.2.53]",
+            "health: {targets: [192.0.2.1, 192.0.2.2], silent_targets: 2}",
+        ),
+        3,
+        "links[2].health",
+        "silent_targets 2 (from health) is more than the 1 target (set here)",
+    ),
+    (
+        "health silent_targets over the inherited targets",
+        "links:\n  - interface: eth1\n    health: {silent_targets: 3}\nwatchdog: {test_ips: [192.0.2.1]}\n",
+        2,
+        "links[1].health",
+        "silent_targets 3 (set here) is more than the 1 target (from watchdog)",
+    ),
+    (
+        "health and watchdog",
+        LINK + "watchdog:\n  test_ips: [192.0.2.1]\nhealth:\n  interval: 1\n",
+        5,
+        "health",
+        "watchdog: is already given at line 3: give health:, watchdog: is the 2011 script's form",
+    ),
+    (
+        "watchdog and health",
+        "health: {}\n" + LINK + "watchdog: {enabled: false}\n",
+        4,
+        "watchdog",
+        "health: is already given at line 1: give health:",
+    ),
 ]
 
 
@@ -647,6 +1116,16 @@ FRAGMENTS = [
     "$",
     "-",
     "export ",
+    "health:",
+    "health: {",
+    "targets: ",
+    "interval: ",
+    "down_after: ",
+    "up_after: ",
+    "silent_targets: ",
+    "0.5",
+    "1e-05",
+    "1.0e-05",
 ]
 
 

@@ -200,6 +200,13 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health_table(args: argparse.Namespace) -> int:
+    from .health import table_text
+
+    print(table_text())
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     _describe(config)
@@ -287,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     uninst.add_argument("--root", default="/", help="the directory install used")
     uninst.set_defaults(func=cmd_uninstall)
     sub.add_parser("check", help="validate the config file").set_defaults(func=cmd_check)
+    sub.add_parser("health-table", help="print the health machine's transition table").set_defaults(
+        func=cmd_health_table
+    )
     convert = sub.add_parser("convert", help="print a generic-balancer.sh column file as YAML")
     convert.add_argument("file")
     convert.set_defaults(func=cmd_convert)

@@ -10,11 +10,24 @@ YAML, the native format (/etc/wanhooks/wanhooks.yaml)::
         gateway: 198.51.100.1    # optional; a list may hold one IPv4 and one IPv6
         network: 198.51.100.0/24 # optional; same rule
       - interface: "wl*"
+        health:                  # optional: this link's own probe settings (same keys as below)
+          targets: [203.0.113.53]
+          silent_targets: 1
     balance: per-connection      # per-connection | per-destination | per-client
     group: auto                  # auto | resilient | hash-threshold | legacy
-    watchdog:                    # optional: the seed's TESTIPS/WATCHDOG, kept on convert
-      test_ips: [198.51.100.7]
+    health:                      # optional: probe settings for every link; each key optional
+      targets: [198.51.100.7, 2001:db8::7]   # addresses to probe; [] probes nothing
+      interval: 0.1              # seconds between probes, more than 0 to 60
+      down_after: 0.8            # seconds of silence before the link fails, more than interval, to 600
+      up_after: 1.0              # seconds of replies before it counts as good again, 0 to 3600
+      hold_down: 5               # seconds it must stay good before it returns, 0 to 86400
+      silent_targets: 2          # how many targets must go silent (default: all of them)
       enabled: true
+
+A link's health keys override the top-level ones, which override the
+defaults (HealthConfig.resolved).  ``watchdog: {test_ips: [...], enabled: ...}``,
+the seed's TESTIPS/WATCHDOG in YAML, is still read (as health targets) but
+may not be given together with ``health:``.
 
 The column file of the 2011 generic-balancer.sh: shell assignments with one
 whitespace-separated column per link.  It is read as text, never run::
@@ -26,6 +39,9 @@ whitespace-separated column per link.  It is read as text, never run::
     TESTIPS="198.51.100.7"        # optional: ping watchdog targets
     WATCHDOG="yes"                # optional: yes/no, 1/0, true/false, on/off
     BALANCE="per-destination"     # optional: as YAML's balance
+
+TESTIPS and WATCHDOG become the top-level health section: the targets, with
+enabled: false when WATCHDOG is off.
 
 A file with a WANIFACE assignment is a column file (and then every other
 non-comment line must be an assignment too); anything else is read as YAML.
@@ -52,6 +68,7 @@ from wanhooks.model import (
     BalanceMode,
     Config,
     GroupKind,
+    HealthConfig,
     IPAddress,
     IPNetwork,
     LinkConfig,
@@ -71,10 +88,20 @@ MAX_DEPTH = 16
 WEIGHT_MIN = 1
 WEIGHT_MAX = 256  # a nexthop group weight is a u8 holding weight - 1
 
-TOP_KEYS = ("links", "balance", "group", "watchdog", "gateway_hold")
+TOP_KEYS = ("links", "balance", "group", "gateway_hold", "health", "watchdog")
 GATEWAY_HOLD_MAX = 60.0
-LINK_KEYS = ("interface", "weight", "gateway", "network")
+LINK_KEYS = ("interface", "weight", "gateway", "network", "health")
 WATCHDOG_KEYS = ("test_ips", "enabled")
+HEALTH_KEYS = ("targets", "interval", "down_after", "up_after", "hold_down", "silent_targets", "enabled")
+# The durations of a health section: (most seconds, whether 0 itself is refused).
+HEALTH_SECONDS = {
+    "interval": (60.0, True),
+    "down_after": (600.0, True),
+    "up_after": (3600.0, False),
+    "hold_down": (86400.0, False),
+}
+# More digits than any list of targets in a 1 MiB file could need; keeps int() small.
+SILENT_TARGETS_DIGITS = 6
 SEED_VARIABLES = ("WANIFACE", "GATEWAYS", "NETWORKS", "WEIGHTS", "TESTIPS", "WATCHDOG", "BALANCE")
 SEED_COLUMNS = ("GATEWAYS", "NETWORKS", "WEIGHTS")
 NOT_GIVEN = "-"  # a seed column that leaves its value out
@@ -203,8 +230,14 @@ def to_yaml(config: Config) -> str:
         lines += _link_yaml(link)
     lines.append(f"balance: {config.balance.value}")
     lines.append(f"group: {config.group.value}")
-    lines.append(f"gateway_hold: {config.gateway_hold:g}")
-    lines += _watchdog_yaml(config.seed_watchdog)
+    lines.append(f"gateway_hold: {_number(config.gateway_hold)}")
+    if config.health != HealthConfig():
+        # Parsing health: gives back the same seed_watchdog (_watchdog_of_health).
+        lines += _health_yaml(config.health, "")
+    else:
+        # Only a Config built by hand has a watchdog but no health; watchdog:
+        # reads back as the health section the seed's settings mean.
+        lines += _watchdog_yaml(config.seed_watchdog)
     return "\n".join(lines) + "\n"
 
 
@@ -265,6 +298,7 @@ class _Draft:
     weight: int = 1
     gateways: list[tuple[IPAddress, _Where]] = field(default_factory=list)
     networks: list[tuple[IPNetwork, _Where]] = field(default_factory=list)
+    health: HealthConfig | None = None
 
 
 def _check_interface(name: str, where: _Where) -> str:
@@ -366,6 +400,7 @@ def _finish_link(draft: _Draft, seen: dict[str, int]) -> LinkConfig:
         network4=network4,
         network6=network6,
         line=draft.line,
+        health=draft.health,
     )
 
 
@@ -546,10 +581,24 @@ def _config_from_yaml(text: str, path: str) -> Config:
     links: tuple[LinkConfig, ...] | None = None
     balance = BalanceMode.PER_CONNECTION
     group = GroupKind.AUTO
-    watchdog = SeedWatchdog()
+    watchdog: SeedWatchdog | None = None
+    health: HealthConfig | None = None
     gateway_hold = Config.gateway_hold
+    # Keys are scalars by the time they are looked up here (_items checks first).
+    key_lines = {str(key.value): _line(key) for key, _ in root.value if isinstance(key, ScalarNode)}
+    done: set[str] = set()
     for name, value in _items(root, "", TOP_KEYS, path):
         where = _Where(path, _line(value), name)
+        other = {"health": "watchdog", "watchdog": "health"}.get(name, "")
+        if other in done:
+            raise ConfigError(
+                path,
+                key_lines[name],
+                name,
+                f"{other}: is already given at line {key_lines[other]}: "
+                "give health:, watchdog: is the 2011 script's form",
+            )
+        done.add(name)
         if name == "links":
             links = _yaml_links(value, where)
         elif name == "balance":
@@ -558,12 +607,20 @@ def _config_from_yaml(text: str, path: str) -> Config:
             group = _parse_choice(_yaml_string(value, where, name), GroupKind, where, name)
         elif name == "gateway_hold":
             gateway_hold = _yaml_seconds(value, where, GATEWAY_HOLD_MAX)
+        elif name == "health":
+            health = _yaml_health(value, where)
         else:
             watchdog = _yaml_watchdog(value, where)
     if links is None:
         raise ConfigError(
             path, _line(root), "links", "links is required: list the uplinks, as '- interface: eth1'"
         )
+    if watchdog is not None:
+        health, top = _health_of_watchdog(watchdog), "watchdog"
+    else:
+        health, top = health if health is not None else HealthConfig(), "health"
+        watchdog = _watchdog_of_health(health)
+    _check_links_health(links, health, top, path)
     return Config(
         links=links,
         balance=balance,
@@ -571,11 +628,15 @@ def _config_from_yaml(text: str, path: str) -> Config:
         path=path,
         seed_watchdog=watchdog,
         gateway_hold=gateway_hold,
+        health=health,
     )
 
 
-def _yaml_seconds(node: Node, where: _Where, maximum: float) -> float:
-    """A duration in seconds: a plain number 0..maximum (no booleans, no strings)."""
+def _yaml_seconds(node: Node, where: _Where, maximum: float, *, above_zero: bool = False) -> float:
+    """A duration in seconds: a plain number 0..maximum (no booleans, no strings).
+
+    above_zero: 0 itself is refused too (a probe interval of 0 s is no interval).
+    """
     text = node.value if isinstance(node, ScalarNode) else None
     if not isinstance(node, ScalarNode) or node.tag not in (
         "tag:yaml.org,2002:int",
@@ -590,6 +651,8 @@ def _yaml_seconds(node: Node, where: _Where, maximum: float) -> float:
         raise ConfigError(
             where.path, where.line, where.key, f"expected a number of seconds, not {_show(str(text))}"
         ) from None
+    if above_zero and not 0 < seconds <= maximum:
+        raise where.error(f"{_number(seconds)} s is out of range: more than 0, at most {maximum:g}")
     if not 0 <= seconds <= maximum:
         raise ConfigError(
             where.path, where.line, where.key, f"{seconds:g} s is out of range: 0 to {maximum:g}"
@@ -673,6 +736,8 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
         elif name == "gateway":
             texts = _yaml_texts(value, value_at, name)
             draft.gateways = [(_parse_address(text, at, "gateway"), at) for text, at in texts]
+        elif name == "health":
+            draft.health = _yaml_health(value, value_at)
         else:
             texts = _yaml_texts(value, value_at, name)
             draft.networks = [(_parse_network(text, at), at) for text, at in texts]
@@ -736,6 +801,130 @@ def _yaml_bool(node: Node, where: _Where) -> bool:
     raise where.error(f"must be true or false, not {_kind(node)}")
 
 
+def _yaml_health(node: Node, where: _Where) -> HealthConfig:
+    """A health section (top level or a link's): every key optional, checked within itself."""
+    if not isinstance(node, MappingNode):
+        raise where.error(
+            f"health must be a mapping of probe settings (targets: [...], interval: ...), not {_kind(node)}"
+        )
+    targets: tuple[IPAddress, ...] | None = None
+    seconds: dict[str, float] = {}
+    silent_targets: int | None = None
+    enabled: bool | None = None
+    placed: dict[str, _Where] = {}
+    for name, value in _items(node, where.key, HEALTH_KEYS, where.path):
+        value_at = placed[name] = _Where(where.path, _line(value), f"{where.key}.{name}")
+        if name == "targets":
+            targets = _yaml_targets(value, value_at)
+        elif name == "silent_targets":
+            silent_targets = _yaml_silent_targets(value, value_at)
+        elif name == "enabled":
+            enabled = _yaml_bool(value, value_at)
+        else:
+            maximum, above_zero = HEALTH_SECONDS[name]
+            seconds[name] = _yaml_seconds(value, value_at, maximum, above_zero=above_zero)
+    interval, down_after = seconds.get("interval"), seconds.get("down_after")
+    if interval is not None and down_after is not None and down_after <= interval:
+        raise placed["down_after"].error(
+            f"down_after {_number(down_after)} s must be longer than the probe interval {_number(interval)} s"
+        )
+    if targets and silent_targets is not None and silent_targets > len(targets):
+        raise placed["silent_targets"].error(
+            f"silent_targets {silent_targets} is more than the {_targets(len(targets))} given"
+        )
+    return HealthConfig(
+        targets=targets,
+        interval=interval,
+        down_after=down_after,
+        up_after=seconds.get("up_after"),
+        hold_down=seconds.get("hold_down"),
+        silent_targets=silent_targets,
+        enabled=enabled,
+    )
+
+
+def _yaml_targets(node: Node, where: _Where) -> tuple[IPAddress, ...]:
+    """Probe targets: an address or a list of them, each once; [] means none (do not probe)."""
+    if isinstance(node, SequenceNode) and not node.value:
+        return ()
+    first: dict[IPAddress, str] = {}
+    for text, at in _yaml_texts(node, where, "target"):
+        address = _parse_address(text, at, "target")
+        if address in first:
+            raise at.error(f"duplicate target {address}: it is already {first[address]}")
+        first[address] = at.key.rsplit(".", 1)[-1]
+    return tuple(first)
+
+
+def _yaml_silent_targets(node: Node, where: _Where) -> int:
+    if isinstance(node, ScalarNode) and node.tag == _INT:
+        text = str(node.value)
+        if not _DECIMAL.fullmatch(text):
+            raise where.error(f"silent_targets must be a whole number, not {_show(text)}")
+        if len(text) > SILENT_TARGETS_DIGITS:
+            raise where.error(f"silent_targets {_show(text)} is more than any list of targets holds")
+        count = int(text)
+        if count < 1:
+            raise where.error(
+                f"silent_targets {count} is too few: give 1 or more (leave it out to mean all targets)"
+            )
+        return count
+    hint = ""
+    if isinstance(node, ScalarNode) and node.tag == _STR and _DECIMAL.fullmatch(str(node.value).strip()):
+        hint = ": write it without quotes"
+    raise where.error(f"silent_targets must be a whole number of targets, 1 or more, not {_kind(node)}{hint}")
+
+
+def _check_links_health(links: Sequence[LinkConfig], top: HealthConfig, top_name: str, path: str) -> None:
+    """The rules of one section, again for what each link ends up with (HealthConfig.resolved)."""
+    for index, link in enumerate(links, 1):
+        own = link.health or HealthConfig()
+        health = own.resolved(top)
+        if not health.targets or not health.enabled:
+            continue  # not probed: nothing to judge
+        where = _Where(path, link.line, f"links[{index}].health")
+        sources = {name: _health_source(name, own, top, top_name) for name in HEALTH_KEYS}
+        interval, down_after = health.interval, health.down_after
+        if interval is not None and down_after is not None and down_after <= interval:
+            raise where.error(
+                f"down_after {_number(down_after)} s ({sources['down_after']}) must be longer than "
+                f"the probe interval {_number(interval)} s ({sources['interval']})"
+            )
+        if health.silent_targets is not None and health.silent_targets > len(health.targets):
+            raise where.error(
+                f"silent_targets {health.silent_targets} ({sources['silent_targets']}) is more than "
+                f"the {_targets(len(health.targets))} ({sources['targets']})"
+            )
+
+
+def _health_source(name: str, own: HealthConfig, top: HealthConfig, top_name: str) -> str:
+    """Where a link's resolved health value came from, for messages."""
+    if getattr(own, name) is not None:
+        return "set here"
+    return f"from {top_name}" if getattr(top, name) is not None else "the default"
+
+
+def _targets(count: int) -> str:
+    return f"{count} target" if count == 1 else f"{count} targets"
+
+
+def _health_of_watchdog(watchdog: SeedWatchdog) -> HealthConfig:
+    """The health section the seed's TESTIPS/WATCHDOG (or YAML's watchdog:) mean.
+
+    The 2011 script pinged every test address through every link; the
+    prober does the same with the targets.
+    """
+    if watchdog.enabled:
+        return HealthConfig(targets=watchdog.test_ips)
+    return HealthConfig(targets=watchdog.test_ips or None, enabled=False)
+
+
+def _watchdog_of_health(health: HealthConfig) -> SeedWatchdog:
+    """seed_watchdog for a config with health: the inverse of _health_of_watchdog."""
+    test_ips = health.targets or ()
+    return SeedWatchdog(test_ips=test_ips, enabled=bool(test_ips) and health.enabled is not False)
+
+
 # --------------------------------------------------------------------------
 # The seed's column file
 # --------------------------------------------------------------------------
@@ -767,7 +956,10 @@ def _config_from_seed(text: str, path: str) -> Config:
         where = _Where(path, assignment.line, "BALANCE")
         balance = _parse_choice(assignment.value.strip(), BalanceMode, where, "BALANCE")
     watchdog = _seed_watchdog(found.get("TESTIPS"), found.get("WATCHDOG"), path)
-    return Config(links=links, balance=balance, path=path, seed_watchdog=watchdog)
+    health = HealthConfig()
+    if "TESTIPS" in found or "WATCHDOG" in found:
+        health = _health_of_watchdog(watchdog)
+    return Config(links=links, balance=balance, path=path, seed_watchdog=watchdog, health=health)
 
 
 def _seed_assignments(text: str, path: str) -> dict[str, _Assignment]:
@@ -911,7 +1103,30 @@ def _link_yaml(link: LinkConfig) -> list[str]:
     networks = [str(n) for n in (link.network4, link.network6) if n is not None]
     if networks:
         lines.append(f"    network: {_yaml_one_or_list(networks)}")
+    if link.health is not None:
+        lines += _health_yaml(link.health, "    ")
     return lines
+
+
+def _health_yaml(health: HealthConfig, indent: str) -> list[str]:
+    """A health section's lines: only the keys that are set, as parse_config reads them back."""
+    body = []
+    if health.targets is not None:
+        body.append(f"targets: {_yaml_list([str(a) for a in health.targets])}")
+    durations = {
+        "interval": health.interval,
+        "down_after": health.down_after,
+        "up_after": health.up_after,
+        "hold_down": health.hold_down,
+    }
+    body += [f"{name}: {_number(value)}" for name, value in durations.items() if value is not None]
+    if health.silent_targets is not None:
+        body.append(f"silent_targets: {health.silent_targets}")
+    if health.enabled is not None:
+        body.append(f"enabled: {'true' if health.enabled else 'false'}")
+    if not body:
+        return [f"{indent}health: {{}}"]
+    return [f"{indent}health:"] + [f"{indent}  {line}" for line in body]
 
 
 def _watchdog_yaml(watchdog: SeedWatchdog) -> list[str]:
@@ -922,6 +1137,17 @@ def _watchdog_yaml(watchdog: SeedWatchdog) -> list[str]:
         lines.append(f"  test_ips: {_yaml_list([str(a) for a in watchdog.test_ips])}")
     lines.append(f"  enabled: {'true' if watchdog.enabled else 'false'}")
     return lines
+
+
+def _number(value: float) -> str:
+    """A number of seconds, shortest first, as text that YAML 1.1 reads back as the same number."""
+    text = f"{value:g}"
+    if float(text) != value:
+        text = repr(float(value))
+    mantissa, exponent, power = text.partition("e")
+    if exponent and "." not in mantissa:
+        text = f"{mantissa}.0e{power}"  # YAML 1.1 reads 1e-05 as a string, 1.0e-05 as a float
+    return text
 
 
 def _yaml_one_or_list(texts: list[str]) -> str:

@@ -30,16 +30,20 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from . import constants as c
+from . import health as health_module
 from .config import ConfigError, load_config
 from .control import ControlServer, daemon_running
 from .engine import converge
-from .events import Event, HookNotified, LinkCommand, Resync, describe
+from .events import Event, HealthChanged, HookNotified, LinkCommand, Resync, describe
+from .health import Params
 from .holdover import Holds, hold_gateways
 from .kernel.linux import LinuxKernel
 from .lock import run_lock
-from .model import Config, Desired, ManagedDevice, Observed, Overrides
+from .model import Config, Desired, HealthConfig, HealthVerdicts, ManagedDevice, Observed, Overrides
 from .names import ifname_problem
 from .plan import managed_links, plan, resolve_group_kind
+from .probes import LinkProber, ProbeKey
 from .reconcile import cleanup, diff
 from .render import op_text
 from .sources.networkmanager import NetworkManagerSource
@@ -80,6 +84,8 @@ class Daemon:
         self.overrides = self._load_overrides()
         self.holds = Holds()
         self.manager: tuple[ManagedDevice, ...] = ()
+        self.probers: dict[ProbeKey, LinkProber] = {}
+        self._trusted: set[tuple[str, int]] = set()
         self.rounds = 0
         self._pending: list[Event] = []
         self._dirty = asyncio.Event()
@@ -115,11 +121,14 @@ class Daemon:
             "started: config %s, %d link entries, run dir %s, pid %d",
             self.config.path, len(self.config.links), self.run_dir, os.getpid(),
         )  # fmt: skip
+        self._trusted = self._kernel_group_members()
         self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
         worker = asyncio.create_task(self._reconciler())
         await self._stop.wait()
         worker.cancel()
         manager.cancel()
+        for prober in self.probers.values():
+            prober.stop()
         source.stop(loop)
         await server.stop()
         if self.cleanup_on_exit:
@@ -132,6 +141,26 @@ class Daemon:
             log.info("stopped: routing left in place (wanhooks cleanup removes it)")
         self.kernel.close()
         return 0
+
+    def _kernel_group_members(self) -> set[tuple[str, int]]:
+        """(link, family) pairs the kernel's balance groups hold now: trusted at start-up,
+        so a daemon restart takes no link out while its first probes are on their way."""
+        names = {link.index: link.name for link in self.kernel.observe().links}
+        owned = self.kernel.dump_owned()
+        nexthops = {n.id: n for n in owned.nexthops}
+        out = set()
+        for group in owned.groups:
+            for nhid, _weight in group.members:
+                nh = nexthops.get(nhid)
+                if nh is not None and nh.oif in names:
+                    out.add((names[nh.oif], nh.family))
+        for route in owned.routes:  # a legacy multipath route
+            if route.table == c.TABLE_BALANCE:
+                for hop in route.multipath or ():
+                    out.add((names.get(hop.oif, ""), route.family))
+                if route.oif in names:
+                    out.add((names[route.oif], route.family))
+        return out
 
     def _reload(self) -> None:
         try:
@@ -161,19 +190,98 @@ class Daemon:
         self.manager = devices
 
     def _adjust(self, observed: Observed) -> Observed:
-        """The kernel's view plus what only the daemon knows: NetworkManager's, held gateways."""
+        """The kernel's view plus what only the daemon knows: NetworkManager's, held gateways.
+
+        Also the moment to start and stop probers: before planning, so a new
+        link's prober exists (and keeps it out until it answers) from its first round.
+        """
         observed = replace(observed, manager=self.manager)
+        self._sync_probers(observed)
         managed = {link.index for link, _entry in managed_links(self.config, observed)}
         adjusted, self.holds = hold_gateways(
             observed, self.holds, managed, time.monotonic(), self.config.gateway_hold
         )
         return adjusted
 
+    # --- health probes ------------------------------------------------------------
+
+    def _wanted_probers(self, observed: Observed) -> dict[ProbeKey, str]:
+        """Probers the config asks for on the links present now: key -> link name."""
+        wanted: dict[ProbeKey, str] = {}
+        for link, entry in managed_links(self.config, observed):
+            settings = (entry.health or HealthConfig()).resolved(self.config.health)
+            if not settings.enabled or not settings.targets:
+                continue
+            for family in (4, 6):
+                targets = tuple(t for t in settings.targets or () if t.version == family)
+                sources = link.addresses_of(family)
+                if not targets or not sources:
+                    continue
+                params = Params(
+                    targets=targets,
+                    interval=float(settings.interval or 0.1),
+                    down_after=float(settings.down_after or 0.7),
+                    up_after=float(settings.up_after or 0.0),
+                    hold_down=float(settings.hold_down or 0.0),
+                    silent_targets=int(settings.silent_targets or 0),
+                )
+                wanted[ProbeKey(link.name, family, sources[0].address, params)] = link.name
+        return wanted
+
+    def _sync_probers(self, observed: Observed) -> None:
+        wanted = self._wanted_probers(observed)
+        carried = {(k.link, k.family) for k, p in self.probers.items() if p.health.carries_traffic()}
+        for key in [k for k in self.probers if k not in wanted]:
+            self.probers.pop(key).stop()
+        loop = asyncio.get_running_loop()
+        for key in wanted:
+            if key in self.probers:
+                continue
+            # trusted: in the kernel's group when the daemon started, or judged up by the
+            # prober this one replaces (a reload, a new address): no needless exit
+            trusted = (key.link, key.family) in carried or (key.link, key.family) in self._trusted
+            prober = LinkProber(key, self._health_changed, trusted=trusted, clock=time.monotonic)
+            try:
+                prober.start(loop)
+            except OSError as exc:
+                log.warning("health: cannot probe %s IPv%d: %s", key.link, key.family, exc.strerror or exc)
+                continue
+            self.probers[key] = prober
+            log.info(
+                "health: probing %s IPv%d from %s: %s every %g s (%s)",
+                key.link, key.family, key.source, ", ".join(str(t) for t in key.params.targets),
+                key.params.interval, "trusted" if trusted else "kept out until it answers",
+            )  # fmt: skip
+        self._trusted = set()  # only the first round trusts the kernel's group
+
+    def _health_changed(self, prober: LinkProber) -> None:
+        last = prober.health.last
+        reason = last.reason if last else ""
+        old = last.old.value if last else "?"
+        event = HealthChanged(prober.key.link, prober.key.family, old, prober.health.state.value, reason)
+        log.info("%s", describe(event))
+        self.post(event)
+
+    def verdicts(self) -> HealthVerdicts:
+        down = {}
+        for key, prober in self.probers.items():
+            if not prober.health.carries_traffic():
+                last = prober.health.last
+                down[(key.link, key.family)] = (
+                    f"{prober.health.state.value}: {last.reason}" if last else "probing: waiting for replies"
+                )
+        return HealthVerdicts(down=down)
+
     def _round(self, triggers: list[Event]) -> None:
         started = time.perf_counter()
         with run_lock(self.run_dir):
             result = converge(
-                self.config, self.kernel, self.run_dir, overrides=self.overrides, adjust=self._adjust
+                self.config,
+                self.kernel,
+                self.run_dir,
+                overrides=self.overrides,
+                adjust=self._adjust,
+                verdicts=self.verdicts,
             )
         self.rounds += 1
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -262,10 +370,13 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         observed = self._adjust_for_status(self.kernel.observe())
-        desired = plan(self.config, observed, self.overrides)
+        desired = plan(self.config, observed, self.overrides, self.verdicts())
         owned = self.kernel.dump_owned()
         kind, _note = resolve_group_kind(self.config, observed)
         doc = status_json(self.config, observed, desired, owned, kind, diff(desired, owned))
+        for link in doc["links"]:
+            for family in (4, 6):
+                link[f"ipv{family}"]["health"] = self._health_doc(link["name"], family)
         doc["daemon"] = {
             "pid": os.getpid(),
             "rounds": self.rounds,
@@ -277,6 +388,21 @@ class Daemon:
             ],
         }
         return doc
+
+    def _health_doc(self, name: str, family: int) -> dict[str, Any] | None:
+        prober = next((p for k, p in self.probers.items() if k.link == name and k.family == family), None)
+        if prober is None:
+            return None
+        h = prober.health
+        loss_share = health_module.loss(h)
+        return {
+            "state": h.state.value,
+            "since_s": round(time.monotonic() - h.since, 1),
+            "rtt_ms": round(h.rtt * 1000, 1) if h.rtt is not None else None,
+            "loss": round(loss_share, 3) if loss_share is not None else None,
+            "targets": [str(t) for t in prober.key.params.targets],
+            "last_change": h.last.reason if h.last else None,
+        }
 
     def _adjust_for_status(self, observed: Observed) -> Observed:
         held = tuple(d for d, _until in self.holds.held.values())

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .kernel import Kernel
-from .model import Config, Desired, Observed, Overrides
-from .plan import NO_OVERRIDES, plan
+from .model import Config, Desired, HealthVerdicts, Observed, Overrides
+from .plan import NO_OVERRIDES, NO_VERDICTS, plan
 from .reconcile import Report, reconcile
 
 
@@ -33,6 +33,7 @@ def converge(
     *,
     overrides: Overrides = NO_OVERRIDES,
     adjust: Adjust = _identity,
+    verdicts: Callable[[], HealthVerdicts] = lambda: NO_VERDICTS,
 ) -> Round:
     """Snapshot, plan and reconcile; if the kernel refused something, look again and retry.
 
@@ -42,13 +43,13 @@ def converge(
     beyond the kernel (gateways held over a DHCP rebind) to each snapshot.
     """
     observed = adjust(kernel.observe())
-    desired = plan(config, observed, overrides)
+    desired = plan(config, observed, overrides, verdicts())
     report = reconcile(desired, kernel, run_dir)
     for _ in range(attempts - 1):
         if not report.failed:
             break
         observed = adjust(kernel.observe())
-        desired = plan(config, observed, overrides)
+        desired = plan(config, observed, overrides, verdicts())
         retry = reconcile(desired, kernel, run_dir)
         retry.done[:0] = report.done
         retry.sysctls[:0] = report.sysctls

@@ -52,7 +52,18 @@ class ManagerChanged:
     detail: str
 
 
-Event = KernelChanged | Resync | HookNotified | LinkCommand | ManagerChanged
+@dataclass(frozen=True)
+class HealthChanged:
+    """A link's health machine changed state (probes.py -> health.py)."""
+
+    iface: str
+    family: int
+    old: str
+    new: str
+    reason: str
+
+
+Event = KernelChanged | Resync | HookNotified | LinkCommand | ManagerChanged | HealthChanged
 
 
 def describe(event: Event) -> str:
@@ -66,4 +77,6 @@ def describe(event: Event) -> str:
         return f"{event.source} {event.action} {event.iface}"
     if isinstance(event, LinkCommand):
         return f"admin: link {event.action} {event.name}"
+    if isinstance(event, HealthChanged):
+        return f"health {event.iface} IPv{event.family} {event.old} -> {event.new} ({event.reason})"
     return f"NetworkManager {event.iface}: {event.detail}"

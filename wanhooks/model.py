@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -39,6 +39,45 @@ class GroupKind(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """How a link's health is probed and judged (health.py explains the model).
+
+    Every field is optional in the YAML; None means "take the top-level
+    health section's value, else the default" (see resolved()).
+    """
+
+    targets: tuple[IPAddress, ...] | None = None  # probe targets, either family
+    interval: float | None = None  # seconds between probes to each target
+    down_after: float | None = None  # seconds without replies before the link fails
+    up_after: float | None = None  # seconds of replies before a failed link counts as good
+    hold_down: float | None = None  # seconds a failed link must stay good before it returns
+    silent_targets: int | None = None  # k: how many targets must be silent (None: all of them)
+    enabled: bool | None = None
+
+    def resolved(self, base: HealthConfig) -> HealthConfig:
+        """This link's settings over the top-level ones over the defaults: every field set."""
+        values = {}
+        for item in fields(HealthConfig):
+            for layer in (self, base, HEALTH_DEFAULTS):
+                value = getattr(layer, item.name)
+                if value is not None:
+                    values[item.name] = value
+                    break
+        return replace(self, **values)
+
+
+HEALTH_DEFAULTS = HealthConfig(
+    targets=(),
+    interval=0.1,
+    down_after=0.7,
+    up_after=1.0,
+    hold_down=5.0,
+    silent_targets=0,  # 0: all of the targets
+    enabled=True,
+)
+
+
+@dataclass(frozen=True)
 class LinkConfig:
     interface: str  # exact name or an fnmatch glob ("wl*")
     weight: int = 1  # 1..256
@@ -47,6 +86,7 @@ class LinkConfig:
     network4: ipaddress.IPv4Network | None = None
     network6: ipaddress.IPv6Network | None = None
     line: int = 0  # where the entry starts in its file, for messages
+    health: HealthConfig | None = None  # overrides of the top-level health section
 
     def gateway(self, family: int) -> IPAddress | None:
         return self.gateway4 if family == 4 else self.gateway6
@@ -77,6 +117,7 @@ class Config:
     # A gateway that vanishes while carrier and address stay (DHCP rebind,
     # `nmcli device reapply`) is kept this long before the link leaves.
     gateway_hold: float = 1.5
+    health: HealthConfig = field(default_factory=lambda: HealthConfig())
 
 
 @dataclass(frozen=True)
@@ -85,6 +126,16 @@ class Overrides:
 
     disabled: frozenset[str] = frozenset()  # out of the balance group
     draining: frozenset[str] = frozenset()  # no new flows; its own connections finish on it
+
+
+@dataclass(frozen=True)
+class HealthVerdicts:
+    """What the health probes say: (link name, family) -> why it carries no traffic now.
+
+    Links that are not probed, or whose probes say "up", are not in it.
+    """
+
+    down: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------

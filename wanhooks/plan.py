@@ -46,6 +46,7 @@ from .model import (
     Config,
     Desired,
     GroupKind,
+    HealthVerdicts,
     IPAddress,
     IPNetwork,
     LinkConfig,
@@ -63,6 +64,7 @@ from .model import (
 )
 
 NO_OVERRIDES = Overrides()
+NO_VERDICTS = HealthVerdicts()
 _DEFAULT_DST = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
 _METRIC = {4: c.METRIC_V4, 6: c.METRIC_V6}
 _FULL_PREFIX = {4: 32, 6: 128}
@@ -322,6 +324,34 @@ def _overridden(side: _Side, overrides: Overrides) -> _Side:
     return side
 
 
+def _health_judged(
+    family_sides: list[_Side], verdicts: HealthVerdicts, family: int
+) -> tuple[list[_Side], str]:
+    """Take out the links whose probes fail -- unless every one of them fails at once.
+
+    When all probed links of a family go silent together while their
+    carriers are up, the targets (or the path to them) are the likelier
+    fault: the links stay, and the note says so.
+    """
+    candidates = [s for s in family_sides if s.eligible]
+    failing = [s for s in candidates if (s.link.name, family) in verdicts.down]
+    if not failing:
+        return family_sides, ""
+    if len(failing) == len(candidates) and len(candidates) > 1:
+        names = ", ".join(s.link.name for s in failing)
+        return family_sides, (
+            f"IPv{family}: every link's probes fail at once ({names}): the targets are the likelier "
+            "fault, so the links stay in use -- check the health targets"
+        )
+    out = []
+    for side in family_sides:
+        why = verdicts.down.get((side.link.name, family))
+        if side.eligible and why is not None:
+            side = replace(side, eligible=False, reason=f"health: {why}")
+        out.append(side)
+    return out, ""
+
+
 def _legacy_v6_members(family_sides: list[_Side]) -> list[_Side]:
     """The kernel refuses device-only hops in an IPv6 RTA_MULTIPATH route.
 
@@ -445,7 +475,12 @@ def _link_sysctls(link: ObservedLink) -> list[Sysctl]:
     ]
 
 
-def plan(config: Config, observed: Observed, overrides: Overrides = NO_OVERRIDES) -> Desired:
+def plan(
+    config: Config,
+    observed: Observed,
+    overrides: Overrides = NO_OVERRIDES,
+    verdicts: HealthVerdicts = NO_VERDICTS,
+) -> Desired:
     pairs = managed_links(config, observed)
     managed_index = {link.index for link, _ in pairs}
     kind, kind_note = resolve_group_kind(config, observed)
@@ -476,6 +511,9 @@ def plan(config: Config, observed: Observed, overrides: Overrides = NO_OVERRIDES
             )
             for link, entry in pairs
         ]
+        family_sides, health_note = _health_judged(family_sides, verdicts, family)
+        if health_note:
+            notes.append(health_note)
         for side in family_sides:
             sides[(side.link.index, family)] = side
             if side.has_table:

@@ -121,9 +121,34 @@ def status_text(
     return render_status(status_json(config, observed, desired, owned, kind, pending))
 
 
+def _health_cell(link: dict[str, Any]) -> str:
+    """e.g. "up 12ms 0%" per probed family."""
+    cells = []
+    for f in (4, 6):
+        h = link[f"ipv{f}"].get("health")
+        if not h:
+            continue
+        rtt = f" {h['rtt_ms']:.0f}ms" if h.get("rtt_ms") is not None else ""
+        loss = f" {100 * h['loss']:.0f}%" if h.get("loss") is not None else ""
+        cells.append(f"v{f} {h['state']}{rtt}{loss}")
+    return ", ".join(cells) or "-"
+
+
 def render_status(doc: dict[str, Any]) -> str:
     """The status document as a table for people (the daemon sends the document)."""
-    rows = [("LINK", "STATE", "WEIGHT", "IPv4 GATEWAY", "IPv6 GATEWAY", "TABLE", "WHY NOT")]
+    probed = any(link[f"ipv{f}"].get("health") for link in doc["links"] for f in (4, 6))
+    rows = [
+        (
+            "LINK",
+            "STATE",
+            "WEIGHT",
+            "IPv4 GATEWAY",
+            "IPv6 GATEWAY",
+            "TABLE",
+            *(("HEALTH",) if probed else ()),
+            "WHY NOT",
+        )
+    ]
     for link in doc["links"]:
         why = "; ".join(f"IPv{f}: {link[f'ipv{f}']['reason']}" for f in (4, 6) if link[f"ipv{f}"]["reason"])
         rows.append(
@@ -134,6 +159,7 @@ def render_status(doc: dict[str, Any]) -> str:
                 link["ipv4"]["gateway"] or "-",
                 link["ipv6"]["gateway"] or "-",
                 str(link["table"] or "-"),
+                *((_health_cell(link),) if probed else ()),
                 why,
             )
         )

@@ -1,0 +1,96 @@
+"""Health probes against the real kernel: silent ISP failures, probes bound to their link (root only)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import pytest
+from conftest import DaemonProc, Router, wait_for
+from conftest import group_members as members
+
+from wanhooks.lab import Lab
+
+pytestmark = pytest.mark.kernel
+Start = Callable[..., DaemonProc]
+
+CONFIG = """\
+links:
+  - {interface: w1, gateway: 100.64.1.1}
+  - {interface: w2, gateway: 100.64.2.1, weight: 2}
+  - {interface: w3, gateway: 100.64.3.1}
+health:
+  targets: [203.0.113.10, 203.0.113.11]
+  hold_down: HOLD
+"""
+
+
+def count_echoes(lab: Lab, isp: int) -> int:
+    """ICMP echo requests the ISP has seen arrive from the router (an nft counter of the test's own)."""
+    doc = lab.nft_json(lab.isp(isp), "list", "counter", "inet", "whprobe", "echoes")
+    return int(next(item["counter"]["packets"] for item in doc["nftables"] if "counter" in item))
+
+
+def install_echo_counter(lab: Lab, isp: int) -> None:
+    rules = (
+        "table inet whprobe {\n counter echoes {}\n"
+        " chain pre { type filter hook prerouting priority -350;\n"
+        '  iifname "c" icmp type echo-request counter name echoes; }\n}\n'
+    )
+    lab.ns_exec(lab.isp(isp), ["nft", "-f", "-"], input=rules)
+
+
+def test_a_silently_dead_isp_leaves_within_a_second_and_returns_after_the_hold_down(
+    router: Router, daemon_factory: Start
+) -> None:
+    lab = router.lab
+    router.write_config(CONFIG.replace("HOLD", "1"))
+    daemon_factory()
+    wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
+    detect, recover = [], []
+    for trial in range(20):
+        link = 1 + trial % 3
+        name = f"w{link}"
+        lab.blackhole(link, True)
+        t0 = time.monotonic()
+        wait_for(lambda name=name: name not in members(lab), 3, f"{name} out after its ISP went silent")
+        detect.append(time.monotonic() - t0)
+        lab.blackhole(link, False)
+        t1 = time.monotonic()
+        wait_for(lambda name=name: name in members(lab), 5, f"{name} back after recovery")
+        recover.append(time.monotonic() - t1)
+    print(f"\n  detection: median {statistics.median(detect):.3f} s, max {max(detect):.3f} s; "
+          f"back after: median {statistics.median(recover):.3f} s, max {max(recover):.3f} s")  # fmt: skip
+    assert statistics.median(detect) <= 1.0, detect
+    assert max(recover) <= 1 + 1.0 + 0.5, recover  # hold-down (1 s) + 1 s, and the polling
+
+
+def test_probes_leave_by_their_own_link_even_past_a_more_specific_route(
+    router: Router, daemon_factory: Start
+) -> None:
+    lab = router.lab
+    router.write_config(CONFIG.replace("HOLD", "5"))
+    for isp in (1, 2, 3):
+        install_echo_counter(lab, isp)
+    # main holds a host route to a probe target via w1: a probe that followed routes would take it
+    lab.r(["ip", "route", "add", "203.0.113.10/32", "via", "100.64.1.1", "dev", "w1"])
+    daemon_factory()
+    before = {isp: count_echoes(lab, isp) for isp in (1, 2, 3)}
+    time.sleep(1.0)
+    seen = {isp: count_echoes(lab, isp) - before[isp] for isp in (1, 2, 3)}
+    # ten rounds a second, two targets, one link each: about 20 echoes per ISP, none crossing
+    assert all(15 <= n <= 30 for n in seen.values()), seen
+    assert set(members(lab)) == {"w1", "w2", "w3"}
+
+
+def test_when_every_probe_fails_at_once_the_links_stay(router: Router, daemon_factory: Start) -> None:
+    lab = router.lab
+    router.write_config(CONFIG.replace("HOLD", "1"))
+    daemon = daemon_factory()
+    wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
+    # the probe targets die (not the ISPs): every link's probes fail together
+    lab.ns_exec(lab.internet, ["ip", "route", "del", "local", "203.0.113.0/24", "dev", "lo"])
+    lab.ns_exec(lab.internet, ["ip", "addr", "del", "203.0.113.10/32", "dev", "lo"])
+    daemon.wait_log("the targets are the likelier fault")
+    assert set(members(lab)) == {"w1", "w2", "w3"}
