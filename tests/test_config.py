@@ -283,6 +283,85 @@ def test_health_numbers_at_their_limits() -> None:
 
 
 # --------------------------------------------------------------------------
+# Tiers, metered links, connectivity and hooks
+# --------------------------------------------------------------------------
+
+
+def test_tiers_and_their_settings() -> None:
+    config = load_config(str(DATA / "tiers.yaml"))
+    assert config.links == (
+        LinkConfig("eth1", 2, line=3, tier=1),
+        LinkConfig("eth2", line=6),  # no tier given: None, not 1
+        LinkConfig("wwan*", line=7, tier=3),
+    )
+    assert config.metered_tier == 4
+    assert config.require_full_connectivity is False
+    assert config.hooks_dir == "/usr/local/lib/wanhooks/hooks.d"
+    assert config.flush_lower_tiers is False
+
+
+def test_tier_settings_defaults() -> None:
+    for config in (
+        parse_config("links:\n  - interface: eth0\n", "x"),
+        parse_config('WANIFACE="eth0"\n', "x"),
+    ):
+        assert config.links[0].tier is None
+        assert config.metered_tier == 2
+        assert config.require_full_connectivity is True
+        assert config.hooks_dir == "/etc/wanhooks/hooks.d"
+        assert config.flush_lower_tiers is True
+
+
+@pytest.mark.parametrize("tier", [1, 2, 3, 4, 5])
+def test_each_tier(tier: int) -> None:
+    config = parse_config(f"links: [{{interface: eth0, tier: {tier}}}]\n", "x")
+    assert config.links[0].tier == tier
+    seed = parse_config(f'WANIFACE="eth0"\nTIERS="{tier}"\n', "x")
+    assert seed.links[0].tier == tier
+
+
+@pytest.mark.parametrize("tier", [0, 1, 2, 3, 4, 5])
+def test_each_metered_tier(tier: int) -> None:
+    config = parse_config(f"links: [{{interface: eth0}}]\nmetered_tier: {tier}\n", "x")
+    assert config.metered_tier == tier
+
+
+@pytest.mark.parametrize(
+    ("word", "value"), [("true", True), ("false", False), ("yes", True), ("off", False), ("False", False)]
+)
+def test_tier_switches(word: str, value: bool) -> None:
+    config = parse_config(
+        f"links: [{{interface: eth0}}]\nrequire_full_connectivity: {word}\nflush_lower_tiers: {word}\n", "x"
+    )
+    assert (config.require_full_connectivity, config.flush_lower_tiers) == (value, value)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("/", "/"),
+        ("/srv/does/not/exist", "/srv/does/not/exist"),
+        ("'/opt/wan hooks/'", "/opt/wan hooks/"),
+        ('"/opt/h\\u00e9\\x7f#:"', "/opt/h\u00e9\x7f#:"),
+        ("/" + "d" * 4095, "/" + "d" * 4095),  # 4096 characters: the most allowed
+    ],
+)
+def test_hooks_dir(written: str, expected: str) -> None:
+    config = parse_config(f"links: [{{interface: eth0}}]\nhooks_dir: {written}\n", "x")
+    assert config.hooks_dir == expected
+    assert comparable(parse_config(to_yaml(config), "y")) == comparable(config)
+
+
+def test_seed_tiers_column() -> None:
+    config = load_config(str(DATA / "generic-balancer-tiers.conf"))
+    assert comparable(config).links == (
+        LinkConfig("eth1", 2, tier=1),
+        LinkConfig("eth2"),
+        LinkConfig("wwan0", tier=3),
+    )
+
+
+# --------------------------------------------------------------------------
 # The seed's column file
 # --------------------------------------------------------------------------
 
@@ -424,6 +503,8 @@ def test_yaml_health_gives_seed_watchdog(section: str, expected: SeedWatchdog) -
         "generic-balancer.yaml",
         "generic-balancer-health.yaml",
         "health.yaml",
+        "tiers.yaml",
+        "generic-balancer-tiers.conf",
     ],
 )
 def test_to_yaml_round_trip(name: str) -> None:
@@ -469,6 +550,61 @@ def test_to_yaml_round_trip_of_awkward_health() -> None:
     assert "    health: {}\n" in converted
     assert "interval: 1.0e-05\n" in converted  # YAML 1.1 reads 1e-05 as a string
     assert comparable(parse_config(converted, "x")) == comparable(config)
+
+
+TIER_SETTINGS = ("metered_tier", "require_full_connectivity", "hooks_dir", "flush_lower_tiers")
+
+
+def test_to_yaml_writes_tier_settings_only_when_not_default() -> None:
+    plain = to_yaml(parse_config("links: [{interface: eth1}]\n", "x"))
+    for key in ("tier", *TIER_SETTINGS):
+        assert key not in plain
+    # Given explicitly but equal to the default: still left out, and still the same Config.
+    explicit = parse_config(
+        text(
+            "links: [{interface: eth1}]",
+            "metered_tier: 2",
+            "require_full_connectivity: true",
+            "hooks_dir: /etc/wanhooks/hooks.d",
+            "flush_lower_tiers: true",
+        ),
+        "x",
+    )
+    assert to_yaml(explicit) == plain
+    converted = to_yaml(load_config(str(DATA / "tiers.yaml")))
+    assert (
+        "  - interface: eth1\n    weight: 2\n    tier: 1\n  - interface: eth2\n    weight: 1\n" in converted
+    )
+    assert converted.count("tier: ") == 3  # two links and metered_tier
+    assert "metered_tier: 4\n" in converted
+    assert "require_full_connectivity: false\n" in converted
+    assert "hooks_dir: /usr/local/lib/wanhooks/hooks.d\n" in converted  # plain, unquoted
+    assert "flush_lower_tiers: false\n" in converted
+
+
+def test_to_yaml_round_trip_of_tier_settings() -> None:
+    config = Config(
+        links=(LinkConfig("eth1", tier=5), LinkConfig("wwan*", 3, tier=1), LinkConfig("eth2")),
+        metered_tier=0,
+        require_full_connectivity=False,
+        hooks_dir="/opt/yes: #no\t\u2028\u00e9\x7f'\"\\",
+        flush_lower_tiers=False,
+    )
+    converted = to_yaml(config)
+    assert isinstance(yaml.safe_load(converted), dict)
+    assert comparable(parse_config(converted, "x")) == comparable(config)
+    # Only one setting changed: only its key is written.
+    for key, value in [
+        ("metered_tier", 5),
+        ("require_full_connectivity", False),
+        ("hooks_dir", "/true"),
+        ("flush_lower_tiers", False),
+    ]:
+        one = dataclasses.replace(Config(links=(LinkConfig("eth1"),)), **{key: value})
+        converted = to_yaml(one)
+        written = {line.split(":")[0] for line in converted.splitlines()} & set(TIER_SETTINGS)
+        assert written == {key}, converted
+        assert comparable(parse_config(converted, "x")) == comparable(one)
 
 
 def test_to_yaml_writes_health_not_watchdog() -> None:
@@ -973,6 +1109,154 @@ MALFORMED: list[tuple[str, str | bytes, int, str, str]] = [
         "links[1].health",
         "silent_targets 3 (set here) is more than the 1 target (from watchdog)",
     ),
+    # tiers, metered_tier, require_full_connectivity, hooks_dir, flush_lower_tiers
+    ("tier 0", LINK + "    tier: 0\n", 3, "links[1].tier", "tier 0 is out of range: give 1 to 5"),
+    ("tier 6", LINK + "    tier: 6\n", 3, "links[1].tier", "tier 6 is out of range: give 1 to 5"),
+    (
+        "tier string",
+        LINK + '    tier: "2"\n',
+        3,
+        "links[1].tier",
+        "tier must be a whole number from 1 to 5, not the string '2': write it without quotes",
+    ),
+    ("tier true", LINK + "    tier: true\n", 3, "links[1].tier", "from 1 to 5, not the boolean 'true'"),
+    ("tier float", LINK + "  - interface: eth2\n    tier: 2.0\n", 4, "links[2].tier", "not the number '2.0'"),
+    ("tier empty", LINK + "    tier:\n", 3, "links[1].tier", "not empty"),
+    ("tier list", LINK + "    tier: [1]\n", 3, "links[1].tier", "not a list"),
+    ("tier octal", LINK + "    tier: 0o3\n", 3, "links[1].tier", "not the string '0o3'"),
+    ("tier hex", LINK + "    tier: 0x2\n", 3, "links[1].tier", "whole number from 1 to 5, not '0x2'"),
+    ("tier huge", LINK + "    tier: " + "9" * 5000 + "\n", 3, "links[1].tier", "is out of range"),
+    (
+        "tier duplicate key",
+        LINK + "    tier: 1\n    weight: 2\n    tier: 2\n",
+        5,
+        "links[1].tier",
+        "duplicate key 'tier' (first given at line 3)",
+    ),
+    (
+        "tier unknown key",
+        LINK + "    teir: 2\n",
+        3,
+        "links[1].teir",
+        "unknown key 'teir': did you mean 'tier'?",
+    ),
+    ("tiers unknown key", LINK + "    tiers: 2\n", 3, "links[1].tiers", "did you mean 'tier'?"),
+    (
+        "seed tiers columns",
+        SEED3 + "TIERS=' 1 2'\n",
+        2,
+        "TIERS",
+        "TIERS has 2 columns but WANIFACE has 3",
+    ),
+    ("seed tier 0", SEED3 + "WEIGHTS='1 1 1'\nTIERS='1 - 0'\n", 3, "TIERS[3]", "tier 0 is out of range"),
+    ("seed tier 6", SEED3 + "TIERS='6 - -'\n", 2, "TIERS[1]", "tier 6 is out of range: give 1 to 5"),
+    ("seed tier word", SEED3 + "TIERS='1 two 1'\n", 2, "TIERS[2]", "whole number from 1 to 5, not 'two'"),
+    ("seed tier float", SEED3 + "TIERS='1 1 1.5'\n", 2, "TIERS[3]", "not '1.5'"),
+    ("seed tier variable typo", SEED3 + "TIER='1 1 1'\n", 2, "TIER", "did you mean 'TIERS'?"),
+    (
+        "seed tiers twice",
+        SEED3 + "TIERS='1 1 1'\nTIERS='2 2 2'\n",
+        3,
+        "TIERS",
+        "TIERS is assigned twice (first at line 2)",
+    ),
+    (
+        "metered_tier 6",
+        LINK + "metered_tier: 6\n",
+        3,
+        "metered_tier",
+        "metered_tier 6 is out of range: give 0 to 5",
+    ),
+    ("metered_tier -1", LINK + "metered_tier: -1\n", 3, "metered_tier", "metered_tier -1 is out of range"),
+    ("metered_tier bool", LINK + "metered_tier: no\n", 3, "metered_tier", "not the boolean 'no'"),
+    ("metered_tier string", LINK + "metered_tier: '2'\n", 3, "metered_tier", "write it without quotes"),
+    ("metered_tier float", LINK + "metered_tier: 1.5\n", 3, "metered_tier", "not the number '1.5'"),
+    ("metered_tier empty", LINK + "metered_tier:\n", 3, "metered_tier", "from 0 to 5, not empty"),
+    ("metered_tier typo", LINK + "metered_teir: 2\n", 3, "metered_teir", "did you mean 'metered_tier'?"),
+    (
+        "require_full_connectivity string",
+        LINK + "require_full_connectivity: 'true'\n",
+        3,
+        "require_full_connectivity",
+        "must be true or false, not the string 'true'",
+    ),
+    (
+        "require_full_connectivity number",
+        "links:\n  - interface: eth1\n\nrequire_full_connectivity: 1\n",
+        4,
+        "require_full_connectivity",
+        "must be true or false, not the number '1'",
+    ),
+    (
+        "require_full_connectivity typo",
+        LINK + "require_full_conectivity: true\n",
+        3,
+        "require_full_conectivity",
+        "did you mean 'require_full_connectivity'?",
+    ),
+    (
+        "flush_lower_tiers empty",
+        LINK + "flush_lower_tiers:\n",
+        3,
+        "flush_lower_tiers",
+        "must be true or false, not empty",
+    ),
+    (
+        "flush_lower_tiers typo",
+        LINK + "flush_lower_tier: false\n",
+        3,
+        "flush_lower_tier",
+        "did you mean 'flush_lower_tiers'?",
+    ),
+    (
+        "flush_lower_tiers duplicate",
+        LINK + "flush_lower_tiers: false\nflush_lower_tiers: true\n",
+        4,
+        "flush_lower_tiers",
+        "duplicate key 'flush_lower_tiers' (first given at line 3)",
+    ),
+    (
+        "hooks_dir relative",
+        LINK + "hooks_dir: etc/wanhooks/hooks.d\n",
+        3,
+        "hooks_dir",
+        "hooks_dir must be an absolute path (starting with '/'), not 'etc/wanhooks/hooks.d'",
+    ),
+    (
+        "hooks_dir empty string",
+        LINK + "hooks_dir: ''\n",
+        3,
+        "hooks_dir",
+        "absolute path (starting with '/'), not ''",
+    ),
+    ("hooks_dir tilde", LINK + "hooks_dir: ~/hooks\n", 3, "hooks_dir", "not '~/hooks'"),
+    ("hooks_dir null", LINK + "hooks_dir: ~\n", 3, "hooks_dir", "hooks_dir must be a string, not empty"),
+    ("hooks_dir number", LINK + "hooks_dir: 42\n", 3, "hooks_dir", "not the number '42': put it in quotes"),
+    ("hooks_dir list", LINK + "hooks_dir: [/a, /b]\n", 3, "hooks_dir", "must be a string, not a list"),
+    ("hooks_dir NUL", LINK + 'hooks_dir: "/etc/\\0hooks"\n', 3, "hooks_dir", "must not contain a NUL"),
+    (
+        "hooks_dir newline",
+        LINK + "\n" + 'hooks_dir: "/etc/hooks\\nx"\n',
+        4,
+        "hooks_dir",
+        "hooks_dir must not contain a newline",
+    ),
+    (
+        "hooks_dir folded newline",
+        LINK + "hooks_dir: |\n  /etc/hooks.d\n",
+        3,
+        "hooks_dir",
+        "must not contain a newline",
+    ),
+    (
+        "hooks_dir too long",
+        LINK + "hooks_dir: /" + "d" * 4096 + "\n",
+        3,
+        "hooks_dir",
+        "hooks_dir is 4097 characters long: at most 4096",
+    ),
+    ("hooks_dir surrogate", LINK + 'hooks_dir: "/\\ud800"\n', 3, "hooks_dir", "is not valid Unicode text"),
+    ("hooks_dir typo", LINK + "hook_dir: /x\n", 3, "hook_dir", "did you mean 'hooks_dir'?"),
     (
         "health and watchdog",
         LINK + "watchdog:\n  test_ips: [192.0.2.1]\nhealth:\n  interval: 1\n",
@@ -1126,6 +1410,15 @@ FRAGMENTS = [
     "0.5",
     "1e-05",
     "1.0e-05",
+    "tier: ",
+    "metered_tier: ",
+    "require_full_connectivity: ",
+    "hooks_dir: ",
+    "flush_lower_tiers: ",
+    "TIERS=",
+    "/etc/h",
+    "5",
+    "6",
 ]
 
 

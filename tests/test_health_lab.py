@@ -94,3 +94,37 @@ def test_when_every_probe_fails_at_once_the_links_stay(router: Router, daemon_fa
     lab.ns_exec(lab.internet, ["ip", "addr", "del", "203.0.113.10/32", "dev", "lo"])
     daemon.wait_log("the targets are the likelier fault")
     assert set(members(lab)) == {"w1", "w2", "w3"}
+
+
+def test_connections_on_a_failed_link_end_and_the_others_never_notice(
+    router: Router, daemon_factory: Start
+) -> None:
+    import json
+
+    lab = router.lab
+    router.write_config(CONFIG.replace("HOLD", "5"))
+    daemon = daemon_factory()
+    wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
+    echo = lab.spawn(lab.internet, "tcp-echo", "--port", "9200", "--seconds", "60")
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    hold = lab.spawn(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--flows", "30", "--seconds", "6")
+    assert hold.stdout is not None and hold.stdout.readline().strip() == "started"
+    time.sleep(1.5)
+    link_of = {
+        key.sport: i for i, keys in lab.flow_keys_per_link(4).items() for key in keys if key.dport == 9200
+    }
+    lab.blackhole(2, True)  # ISP 2 goes silent
+    results = json.loads(hold.stdout.readline())
+    hold.wait(10)
+    on = {i: [r for r in results if link_of.get(r["sport"]) == i] for i in (1, 2, 3)}
+    assert on[2] and on[1] and on[3], {i: len(v) for i, v in on.items()}
+    for r in on[1] + on[3]:  # the healthy links' connections: no reset, no stall over a second
+        assert r["error"] is None and r["max_gap"] < 1.0, r
+    for r in on[2]:  # the failed link's connections were ended, not left hanging
+        assert r["error"] is not None, r
+    assert "flush: ended" in daemon.text()
+    # a new connection succeeds at once, through a healthy link
+    again = lab.traffic(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--flows", "1", "--seconds", "0.5")
+    (fresh,) = json.loads(again.stdout.splitlines()[-1])
+    echo.terminate()
+    assert fresh["error"] is None and fresh["echoes"] > 0, fresh

@@ -16,9 +16,11 @@ from wanhooks.model import (
     BalanceMode,
     Config,
     GroupKind,
+    HealthVerdicts,
     KernelFeatures,
     LinkConfig,
     MainDefault,
+    ManagedDevice,
     Observed,
     PolicyDefault,
     Rule,
@@ -288,3 +290,58 @@ def test_a_wg_quick_style_policy_tunnel_withholds_balancing() -> None:
     assert not any(r.priority == c.PRIO_BALANCE and r.family == 4 for r in desired.rules)
     assert any(r.priority == c.PRIO_BALANCE and r.family == 6 for r in desired.rules)
     assert any("51820" in n for n in desired.notes)
+
+
+def nm_device(name: str, **kw: str) -> ManagedDevice:
+    return ManagedDevice(name=name, **kw)  # type: ignore[arg-type]
+
+
+def test_a_tier_2_link_stands_by_while_a_tier_1_link_is_up() -> None:
+    kernel = lab_kernel()
+    cfg = lab_config()
+    cfg = replace(cfg, links=(cfg.links[0], cfg.links[1], replace(cfg.links[2], tier=2)))
+    desired = plan(cfg, kernel.observe())
+    assert balance_members(desired, 4) == {11: 1, 12: 2}
+    w3 = next(lp for lp in desired.links if lp.name == "w3")
+    assert w3.tier == 2 and w3.reasons[4].startswith("standby (tier 2)")
+    assert any(r.table == c.link_table(13) for r in desired.rules)  # it still answers
+    kernel.set_link(wan(11, "w1", 1, carrier=False))
+    kernel.set_link(wan(12, "w2", 2, carrier=False))
+    assert balance_members(plan(cfg, kernel.observe()), 4) == {13: 1}  # nothing else: it carries all
+
+
+def test_networkmanager_metered_implies_tier_2() -> None:
+    kernel = lab_kernel()
+    observed = replace(kernel.observe(), manager=(nm_device("w3", metered="yes"),))
+    assert balance_members(plan(lab_config(), observed), 4) == {11: 1, 12: 2}
+    no_metered = replace(lab_config(), metered_tier=0)
+    assert balance_members(plan(no_metered, observed), 4) == {11: 1, 12: 2, 13: 1}
+
+
+def test_a_captive_portal_carries_no_balanced_traffic_until_full() -> None:
+    kernel = lab_kernel()
+    portal = replace(kernel.observe(), manager=(nm_device("w2", connectivity4="portal"),))
+    desired = plan(lab_config(), portal)
+    assert balance_members(desired, 4) == {11: 1, 13: 1}
+    w2 = next(lp for lp in desired.links if lp.name == "w2")
+    assert "captive portal" in w2.reasons[4]
+    assert any(r.table == c.link_table(12) for r in desired.rules)  # the login page can go through it
+    full = replace(kernel.observe(), manager=(nm_device("w2", connectivity4="full"),))
+    assert balance_members(plan(lab_config(), full), 4) == {11: 1, 12: 2, 13: 1}
+    relaxed = replace(lab_config(), require_full_connectivity=False)
+    assert balance_members(plan(relaxed, portal), 4) == {11: 1, 12: 2, 13: 1}
+
+
+def test_health_verdicts_take_links_out_but_not_all_of_them() -> None:
+    kernel = lab_kernel()
+    one = HealthVerdicts(down={("w2", 4): "down: no reply from 203.0.113.10 for 0.7 s"})
+    desired = plan(lab_config(), kernel.observe(), verdicts=one)
+    assert balance_members(desired, 4) == {11: 1, 13: 1} and balance_members(desired, 6) == {
+        11: 1,
+        12: 2,
+        13: 1,
+    }
+    every = HealthVerdicts(down={(f"w{i}", 4): "down" for i in (1, 2, 3)})
+    desired = plan(lab_config(), kernel.observe(), verdicts=every)
+    assert balance_members(desired, 4) == {11: 1, 12: 2, 13: 1}
+    assert any("likelier fault" in n for n in desired.notes)

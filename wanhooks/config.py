@@ -9,12 +9,19 @@ YAML, the native format (/etc/wanhooks/wanhooks.yaml)::
         weight: 2                # 1..256, default 1
         gateway: 198.51.100.1    # optional; a list may hold one IPv4 and one IPv6
         network: 198.51.100.0/24 # optional; same rule
+        tier: 1                  # optional, 1..5: a link carries traffic only while no link of
+                                 # a lower tier can (default 1, or metered_tier when metered)
       - interface: "wl*"
         health:                  # optional: this link's own probe settings (same keys as below)
           targets: [203.0.113.53]
           silent_targets: 1
     balance: per-connection      # per-connection | per-destination | per-client
     group: auto                  # auto | resilient | hash-threshold | legacy
+    metered_tier: 2              # 0..5: the tier of a link NetworkManager calls metered
+                                 # and whose entry sets none; 0 ignores the metered flag
+    require_full_connectivity: true  # a captive portal or limited connectivity keeps a link out
+    hooks_dir: /etc/wanhooks/hooks.d # absolute; its executables run on each health change
+    flush_lower_tiers: true      # a returning tier-1 link ends the flows on lower tiers
     health:                      # optional: probe settings for every link; each key optional
       targets: [198.51.100.7, 2001:db8::7]   # addresses to probe; [] probes nothing
       interval: 0.1              # seconds between probes, more than 0 to 60
@@ -36,6 +43,7 @@ whitespace-separated column per link.  It is read as text, never run::
     GATEWAYS=" 192.168.1.1 -"     # "-": not given (the link learns it)
     NETWORKS=" 192.168.1.0/24 -"
     WEIGHTS=" 1 2"
+    TIERS=" 1 -"                  # optional: as YAML's tier
     TESTIPS="198.51.100.7"        # optional: ping watchdog targets
     WATCHDOG="yes"                # optional: yes/no, 1/0, true/false, on/off
     BALANCE="per-destination"     # optional: as YAML's balance
@@ -88,9 +96,24 @@ MAX_DEPTH = 16
 WEIGHT_MIN = 1
 WEIGHT_MAX = 256  # a nexthop group weight is a u8 holding weight - 1
 
-TOP_KEYS = ("links", "balance", "group", "gateway_hold", "health", "watchdog")
+TOP_KEYS = (
+    "links",
+    "balance",
+    "group",
+    "gateway_hold",
+    "health",
+    "watchdog",
+    "metered_tier",
+    "require_full_connectivity",
+    "hooks_dir",
+    "flush_lower_tiers",
+)
 GATEWAY_HOLD_MAX = 60.0
-LINK_KEYS = ("interface", "weight", "gateway", "network", "health")
+LINK_KEYS = ("interface", "weight", "gateway", "network", "health", "tier")
+TIER_MIN = 1  # a link's tier: 1 carries traffic first, 5 last
+TIER_MAX = 5
+METERED_TIER_MIN = 0  # 0: NetworkManager's metered flag changes no tier
+HOOKS_DIR_MAX = 4096  # PATH_MAX
 WATCHDOG_KEYS = ("test_ips", "enabled")
 HEALTH_KEYS = ("targets", "interval", "down_after", "up_after", "hold_down", "silent_targets", "enabled")
 # The durations of a health section: (most seconds, whether 0 itself is refused).
@@ -102,8 +125,17 @@ HEALTH_SECONDS = {
 }
 # More digits than any list of targets in a 1 MiB file could need; keeps int() small.
 SILENT_TARGETS_DIGITS = 6
-SEED_VARIABLES = ("WANIFACE", "GATEWAYS", "NETWORKS", "WEIGHTS", "TESTIPS", "WATCHDOG", "BALANCE")
-SEED_COLUMNS = ("GATEWAYS", "NETWORKS", "WEIGHTS")
+SEED_VARIABLES = (
+    "WANIFACE",
+    "GATEWAYS",
+    "NETWORKS",
+    "WEIGHTS",
+    "TIERS",
+    "TESTIPS",
+    "WATCHDOG",
+    "BALANCE",
+)
+SEED_COLUMNS = ("GATEWAYS", "NETWORKS", "WEIGHTS", "TIERS")
 NOT_GIVEN = "-"  # a seed column that leaves its value out
 SWITCH_WORDS = {
     "yes": True,
@@ -131,7 +163,7 @@ _WANIFACE_LINE = re.compile(r"\s*(?:export\s+)?WANIFACE=")
 _SHELL_SYNTAX = ";&|<>(){}"
 _DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 # Scalars to_yaml may write unquoted (still checked against YAML's resolver).
-_PLAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_./-]*[A-Za-z0-9_./])?")
+_PLAIN = re.compile(r"[A-Za-z0-9/](?:[A-Za-z0-9_./-]*[A-Za-z0-9_./])?")
 
 
 # --------------------------------------------------------------------------
@@ -231,6 +263,15 @@ def to_yaml(config: Config) -> str:
     lines.append(f"balance: {config.balance.value}")
     lines.append(f"group: {config.group.value}")
     lines.append(f"gateway_hold: {_number(config.gateway_hold)}")
+    # The newer settings only when they differ from the default, to keep converted files short.
+    if config.metered_tier != Config.metered_tier:
+        lines.append(f"metered_tier: {config.metered_tier}")
+    if config.require_full_connectivity != Config.require_full_connectivity:
+        lines.append(f"require_full_connectivity: {_yaml_boolean(config.require_full_connectivity)}")
+    if config.hooks_dir != Config.hooks_dir:
+        lines.append(f"hooks_dir: {_yaml_scalar(config.hooks_dir)}")
+    if config.flush_lower_tiers != Config.flush_lower_tiers:
+        lines.append(f"flush_lower_tiers: {_yaml_boolean(config.flush_lower_tiers)}")
     if config.health != HealthConfig():
         # Parsing health: gives back the same seed_watchdog (_watchdog_of_health).
         lines += _health_yaml(config.health, "")
@@ -299,6 +340,7 @@ class _Draft:
     gateways: list[tuple[IPAddress, _Where]] = field(default_factory=list)
     networks: list[tuple[IPNetwork, _Where]] = field(default_factory=list)
     health: HealthConfig | None = None
+    tier: int | None = None
 
 
 def _check_interface(name: str, where: _Where) -> str:
@@ -328,6 +370,39 @@ def _check_weight(weight: int, where: _Where) -> int:
     if not WEIGHT_MIN <= weight <= WEIGHT_MAX:
         raise where.error(f"weight {weight} is out of range: give {WEIGHT_MIN} to {WEIGHT_MAX}")
     return weight
+
+
+def _whole_from_text(text: str, where: _Where, what: str, low: int, high: int) -> int:
+    """A small whole number low..high (tier, metered_tier), written in decimal."""
+    if not _DECIMAL.fullmatch(text):
+        raise where.error(f"{what} must be a whole number from {low} to {high}, not {_show(text)}")
+    if len(text) > 8:  # out of range anyway; also keeps int() away from huge strings
+        raise where.error(f"{what} {_show(text)} is out of range: give {low} to {high}")
+    number = int(text)
+    if not low <= number <= high:
+        raise where.error(f"{what} {number} is out of range: give {low} to {high}")
+    return number
+
+
+def _tier_from_text(text: str, where: _Where) -> int:
+    return _whole_from_text(text, where, "tier", TIER_MIN, TIER_MAX)
+
+
+def _check_hooks_dir(text: str, where: _Where) -> str:
+    """An absolute directory path; it need not exist (a missing directory means no hooks)."""
+    if not text.startswith("/"):
+        raise where.error(f"hooks_dir must be an absolute path (starting with '/'), not {_show(text)}")
+    if "\0" in text:
+        raise where.error("hooks_dir must not contain a NUL character")
+    if "\n" in text:
+        raise where.error("hooks_dir must not contain a newline")
+    if len(text) > HOOKS_DIR_MAX:
+        raise where.error(f"hooks_dir is {len(text)} characters long: at most {HOOKS_DIR_MAX}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: no file name has one
+        raise where.error(f"hooks_dir {_show(text)} is not valid Unicode text") from None
+    return text
 
 
 def _parse_address(text: str, where: _Where, what: str) -> IPAddress:
@@ -401,6 +476,7 @@ def _finish_link(draft: _Draft, seen: dict[str, int]) -> LinkConfig:
         network6=network6,
         line=draft.line,
         health=draft.health,
+        tier=draft.tier,
     )
 
 
@@ -584,6 +660,10 @@ def _config_from_yaml(text: str, path: str) -> Config:
     watchdog: SeedWatchdog | None = None
     health: HealthConfig | None = None
     gateway_hold = Config.gateway_hold
+    metered_tier = Config.metered_tier
+    require_full_connectivity = Config.require_full_connectivity
+    hooks_dir = Config.hooks_dir
+    flush_lower_tiers = Config.flush_lower_tiers
     # Keys are scalars by the time they are looked up here (_items checks first).
     key_lines = {str(key.value): _line(key) for key, _ in root.value if isinstance(key, ScalarNode)}
     done: set[str] = set()
@@ -609,6 +689,14 @@ def _config_from_yaml(text: str, path: str) -> Config:
             gateway_hold = _yaml_seconds(value, where, GATEWAY_HOLD_MAX)
         elif name == "health":
             health = _yaml_health(value, where)
+        elif name == "metered_tier":
+            metered_tier = _yaml_whole(value, where, name, METERED_TIER_MIN, TIER_MAX)
+        elif name == "require_full_connectivity":
+            require_full_connectivity = _yaml_bool(value, where)
+        elif name == "hooks_dir":
+            hooks_dir = _check_hooks_dir(_yaml_string(value, where, name), where)
+        elif name == "flush_lower_tiers":
+            flush_lower_tiers = _yaml_bool(value, where)
         else:
             watchdog = _yaml_watchdog(value, where)
     if links is None:
@@ -629,6 +717,10 @@ def _config_from_yaml(text: str, path: str) -> Config:
         seed_watchdog=watchdog,
         gateway_hold=gateway_hold,
         health=health,
+        metered_tier=metered_tier,
+        require_full_connectivity=require_full_connectivity,
+        hooks_dir=hooks_dir,
+        flush_lower_tiers=flush_lower_tiers,
     )
 
 
@@ -733,6 +825,8 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
             have_interface = True
         elif name == "weight":
             draft.weight = _yaml_weight(value, value_at)
+        elif name == "tier":
+            draft.tier = _yaml_whole(value, value_at, name, TIER_MIN, TIER_MAX)
         elif name == "gateway":
             texts = _yaml_texts(value, value_at, name)
             draft.gateways = [(_parse_address(text, at, "gateway"), at) for text, at in texts]
@@ -754,6 +848,16 @@ def _yaml_weight(node: Node, where: _Where) -> int:
     if isinstance(node, ScalarNode) and node.tag == _STR and _DECIMAL.fullmatch(str(node.value).strip()):
         hint = ": write it without quotes"
     raise where.error(f"weight must be an integer from {WEIGHT_MIN} to {WEIGHT_MAX}, not {_kind(node)}{hint}")
+
+
+def _yaml_whole(node: Node, where: _Where, what: str, low: int, high: int) -> int:
+    """A plain YAML integer low..high: no booleans, floats or quoted numbers."""
+    if isinstance(node, ScalarNode) and node.tag == _INT:
+        return _whole_from_text(str(node.value), where, what, low, high)
+    hint = ""
+    if isinstance(node, ScalarNode) and node.tag == _STR and _DECIMAL.fullmatch(str(node.value).strip()):
+        hint = ": write it without quotes"
+    raise where.error(f"{what} must be a whole number from {low} to {high}, not {_kind(node)}{hint}")
 
 
 def _yaml_texts(node: Node, where: _Where, what: str) -> list[tuple[str, _Where]]:
@@ -1062,6 +1166,9 @@ def _seed_link(index: int, wan: _Columns, columns: dict[str, _Columns | None], p
     weights, gateways, networks = columns["WEIGHTS"], columns["GATEWAYS"], columns["NETWORKS"]
     if weights and weights.values[index] != NOT_GIVEN:
         draft.weight = _weight_from_text(weights.values[index], at("WEIGHTS", weights.line))
+    tiers = columns["TIERS"]
+    if tiers and tiers.values[index] != NOT_GIVEN:
+        draft.tier = _tier_from_text(tiers.values[index], at("TIERS", tiers.line))
     if gateways and gateways.values[index] != NOT_GIVEN:
         where = at("GATEWAYS", gateways.line)
         draft.gateways = [(_parse_address(gateways.values[index], where, "gateway"), where)]
@@ -1103,6 +1210,8 @@ def _link_yaml(link: LinkConfig) -> list[str]:
     networks = [str(n) for n in (link.network4, link.network6) if n is not None]
     if networks:
         lines.append(f"    network: {_yaml_one_or_list(networks)}")
+    if link.tier is not None:
+        lines.append(f"    tier: {link.tier}")
     if link.health is not None:
         lines += _health_yaml(link.health, "    ")
     return lines
@@ -1123,7 +1232,7 @@ def _health_yaml(health: HealthConfig, indent: str) -> list[str]:
     if health.silent_targets is not None:
         body.append(f"silent_targets: {health.silent_targets}")
     if health.enabled is not None:
-        body.append(f"enabled: {'true' if health.enabled else 'false'}")
+        body.append(f"enabled: {_yaml_boolean(health.enabled)}")
     if not body:
         return [f"{indent}health: {{}}"]
     return [f"{indent}health:"] + [f"{indent}  {line}" for line in body]
@@ -1135,8 +1244,12 @@ def _watchdog_yaml(watchdog: SeedWatchdog) -> list[str]:
     lines = ["watchdog:"]
     if watchdog.test_ips:
         lines.append(f"  test_ips: {_yaml_list([str(a) for a in watchdog.test_ips])}")
-    lines.append(f"  enabled: {'true' if watchdog.enabled else 'false'}")
+    lines.append(f"  enabled: {_yaml_boolean(watchdog.enabled)}")
     return lines
+
+
+def _yaml_boolean(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def _number(value: float) -> str:
@@ -1162,5 +1275,6 @@ def _yaml_scalar(text: str) -> str:
     """text as a YAML scalar that reads back as the same string: plain when safe, else quoted."""
     if _PLAIN.fullmatch(text) and yaml.safe_load(text) == text:
         return text
-    # A JSON string is a valid YAML double-quoted scalar.
-    return json.dumps(text)
+    # A JSON string is a valid YAML double-quoted scalar; DEL, the one character JSON leaves
+    # raw that YAML will not read unescaped, is escaped too.
+    return json.dumps(text).replace("\x7f", "\\u007f")

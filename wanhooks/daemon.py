@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -36,13 +37,23 @@ from .config import ConfigError, load_config
 from .control import ControlServer, daemon_running
 from .engine import converge
 from .events import Event, HealthChanged, HookNotified, LinkCommand, Resync, describe
+from .flush import flush_connections
 from .health import Params
 from .holdover import Holds, hold_gateways
 from .kernel.linux import LinuxKernel
 from .lock import run_lock
-from .model import Config, Desired, HealthConfig, HealthVerdicts, ManagedDevice, Observed, Overrides
+from .model import (
+    Config,
+    Desired,
+    HealthConfig,
+    HealthVerdicts,
+    IPAddress,
+    ManagedDevice,
+    Observed,
+    Overrides,
+)
 from .names import ifname_problem
-from .plan import managed_links, plan, resolve_group_kind
+from .plan import connections_to_end, managed_links, plan, resolve_group_kind
 from .probes import LinkProber, ProbeKey
 from .reconcile import cleanup, diff
 from .render import op_text
@@ -85,6 +96,8 @@ class Daemon:
         self.holds = Holds()
         self.manager: tuple[ManagedDevice, ...] = ()
         self.probers: dict[ProbeKey, LinkProber] = {}
+        self._last_desired: Desired | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._trusted: set[tuple[str, int]] = set()
         self.rounds = 0
         self._pending: list[Event] = []
@@ -285,6 +298,9 @@ class Daemon:
             )
         self.rounds += 1
         elapsed_ms = (time.perf_counter() - started) * 1000
+        for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
+            self._spawn(self._end_connections(link.name, family, link.addresses[family], why))
+        self._last_desired = result.desired
         self._schedule_hold_expiry()
         report = result.report
         decision = _decision(result.desired)
@@ -309,6 +325,17 @@ class Daemon:
         for text in report.sysctl_errors:
             log.warning("sysctl: %s", text)
         self._last_decision = decision
+
+    async def _end_connections(
+        self, name: str, family: int, addresses: tuple[IPAddress, ...], why: str
+    ) -> None:
+        ended = await flush_connections(addresses)
+        log.info("flush: ended %d connection(s) of %s IPv%d (%s)", ended, name, family, why)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _schedule_hold_expiry(self) -> None:
         if self._hold_timer is not None:

@@ -87,6 +87,7 @@ class LinkConfig:
     network6: ipaddress.IPv6Network | None = None
     line: int = 0  # where the entry starts in its file, for messages
     health: HealthConfig | None = None  # overrides of the top-level health section
+    tier: int | None = None  # 1..5; None: 1, or Config.metered_tier when NetworkManager says metered
 
     def gateway(self, family: int) -> IPAddress | None:
         return self.gateway4 if family == 4 else self.gateway6
@@ -118,6 +119,17 @@ class Config:
     # `nmcli device reapply`) is kept this long before the link leaves.
     gateway_hold: float = 1.5
     health: HealthConfig = field(default_factory=lambda: HealthConfig())
+    # Tier given to a link NetworkManager calls metered (yes / guess-yes) when its entry sets
+    # no tier: a 3G stick or a phone only carries traffic while no tier-1 link can.  0: ignore.
+    metered_tier: int = 2
+    # A device NetworkManager reports as behind a captive portal or with limited
+    # connectivity carries no balanced traffic until it reaches FULL.
+    require_full_connectivity: bool = True
+    # Executables run on every health transition (link, family, old and new state in the
+    # environment); a missing directory means none.
+    hooks_dir: str = "/etc/wanhooks/hooks.d"
+    # When a tier-1 link returns, end the connections still on lower tiers (metered links).
+    flush_lower_tiers: bool = True
 
 
 @dataclass(frozen=True)
@@ -350,6 +362,7 @@ class LinkPlan:
     addresses: dict[int, tuple[IPAddress, ...]]
     reasons: dict[int, str]  # family -> why not eligible ("" when eligible)
     config_line: int = 0
+    tier: int = 1
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from .model import (
     LinkConfig,
     LinkPlan,
     MainDefault,
+    ManagedDevice,
     Nexthop,
     NexthopGroup,
     Observed,
@@ -99,6 +100,7 @@ class _Side:
     has_table: bool
     eligible: bool
     reason: str
+    tier: int = 1
 
 
 def match_entry(config: Config, name: str) -> LinkConfig | None:
@@ -352,6 +354,44 @@ def _health_judged(
     return out, ""
 
 
+def _connectivity_gated(side: _Side, device: ManagedDevice | None, config: Config) -> _Side:
+    """A captive portal or limited connectivity (as NetworkManager reports it) carries no
+    balanced traffic; the link's table and source rule stay, so NetworkManager's own check
+    and a login page opened through the link still work."""
+    if not side.eligible or device is None or not config.require_full_connectivity:
+        return side
+    state = device.connectivity4 if side.family == 4 else device.connectivity6
+    if state == "portal":
+        return replace(side, eligible=False, reason="behind a captive portal (NetworkManager): log in first")
+    if state == "limited":
+        return replace(side, eligible=False, reason="limited connectivity (NetworkManager)")
+    return side
+
+
+def link_tier(entry: LinkConfig, device: ManagedDevice | None, config: Config) -> int:
+    """The entry's tier; else the metered tier when NetworkManager says metered; else 1."""
+    if entry.tier is not None:
+        return entry.tier
+    if device is not None and device.metered in ("yes", "guess-yes") and config.metered_tier > 0:
+        return config.metered_tier
+    return 1
+
+
+def _tiered(family_sides: list[_Side], devices: dict[str, ManagedDevice], config: Config) -> list[_Side]:
+    """Only the best tier with an eligible link carries traffic; the others stand by."""
+    sides = [replace(s, tier=link_tier(s.entry, devices.get(s.link.name), config)) for s in family_sides]
+    tiers = [s.tier for s in sides if s.eligible]
+    if not tiers:
+        return sides
+    best = min(tiers)
+    return [
+        replace(s, eligible=False, reason=f"standby (tier {s.tier}): a tier-{best} link is up")
+        if s.eligible and s.tier > best
+        else s
+        for s in sides
+    ]
+
+
 def _legacy_v6_members(family_sides: list[_Side]) -> list[_Side]:
     """The kernel refuses device-only hops in an IPv6 RTA_MULTIPATH route.
 
@@ -514,6 +554,9 @@ def plan(
         family_sides, health_note = _health_judged(family_sides, verdicts, family)
         if health_note:
             notes.append(health_note)
+        devices = {d.name: d for d in observed.manager}
+        family_sides = [_connectivity_gated(s, devices.get(s.link.name), config) for s in family_sides]
+        family_sides = _tiered(family_sides, devices, config)
         for side in family_sides:
             sides[(side.link.index, family)] = side
             if side.has_table:
@@ -585,4 +628,32 @@ def _link_plan(link: ObservedLink, entry: LinkConfig, sides: dict[tuple[int, int
         addresses={f: s.addresses for f, s in per.items()},
         reasons={f: s.reason for f, s in per.items()},
         config_line=entry.line,
+        tier=min(s.tier for s in per.values()),
     )
+
+
+# Reasons a link stopped carrying traffic that also end its connections: they are stuck
+# on it (a dead ISP), or they should move off it (an admin's disable; a metered standby
+# link once a better tier is back).  Not a drain: its connections finish where they are.
+_FLUSH_REASONS = ("health:", "disabled by the admin")
+
+
+def connections_to_end(
+    before: Desired | None, after: Desired, config: Config
+) -> list[tuple[LinkPlan, int, str]]:
+    """(link, family, why) for every link whose connections should end after this change."""
+    if before is None:
+        return []
+    was = {lp.name: lp for lp in before.links}
+    out = []
+    for lp in after.links:
+        old = was.get(lp.name)
+        for family in (4, 6):
+            if old is None or not old.eligible[family] or lp.eligible[family] or not lp.addresses[family]:
+                continue
+            reason = lp.reasons[family]
+            if reason.startswith(_FLUSH_REASONS) or (
+                config.flush_lower_tiers and reason.startswith("standby")
+            ):
+                out.append((lp, family, reason))
+    return out

@@ -77,6 +77,7 @@ def status_json(
             "index": link.index,
             "state": _state(link, live),
             "weight": link.weight,
+            "tier": link.tier,
             "table": link.table,
             "config_line": link.config_line,
         }

@@ -232,6 +232,95 @@ def tcp_flood(dst: str, port: int, flows: int, seconds: float) -> int:
     return 0 if all(sent) else 1
 
 
+def tcp_echo(port: int, seconds: float) -> None:
+    """Echo every byte back, on every address, for a bounded time (long-lived connection tests)."""
+    import threading
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            try:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def accept(srv: socket.socket) -> None:
+        while True:
+            conn, _ = srv.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    for family, any_addr in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        srv = socket.socket(family, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        srv.bind((any_addr, port))
+        srv.listen(256)
+        threading.Thread(target=accept, args=(srv,), daemon=True).start()
+    print("ready", flush=True)
+    time.sleep(seconds)
+
+
+def tcp_hold(dst: str, port: int, flows: int, seconds: float, interval: float) -> int:
+    """`flows` connections, each echoing a few bytes every `interval` for `seconds`.
+
+    Prints one JSON line: per flow its local port, the longest wait for an echo
+    (a stall), how many echoes came back, and the error that ended it (or null).
+    """
+    import json
+    import threading
+
+    family, sockaddr = resolve(dst, port)
+    results: list[dict[str, object]] = [{} for _ in range(flows)]
+    ready = threading.Barrier(flows + 1)
+    end = [0.0]
+
+    def one(n: int) -> None:
+        result: dict[str, object] = {"sport": 0, "max_gap": 0.0, "echoes": 0, "error": None}
+        results[n] = result
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.settimeout(3)
+            sock.connect(sockaddr)
+            result["sport"] = sock.getsockname()[1]
+        except OSError as exc:
+            result["error"] = f"connect: {exc.strerror or exc}"
+            ready.wait()
+            return
+        ready.wait()
+        last = time.monotonic()
+        with sock:
+            sock.settimeout(5)
+            try:
+                while time.monotonic() < end[0]:
+                    sock.sendall(b"ping")
+                    got = b""
+                    while len(got) < 4:
+                        chunk = sock.recv(4 - len(got))
+                        if not chunk:
+                            raise ConnectionResetError("closed by the peer")
+                        got += chunk
+                    now = time.monotonic()
+                    result["max_gap"] = max(float(result["max_gap"]), now - last)  # type: ignore[arg-type]
+                    result["echoes"] = int(result["echoes"]) + 1  # type: ignore[call-overload]
+                    last = now
+                    time.sleep(interval)
+            except OSError as exc:
+                result["error"] = exc.strerror or type(exc).__name__
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(flows)]
+    end[0] = time.monotonic() + seconds + 3.0  # connecting may take a moment; set before anyone looks
+    for t in threads:
+        t.start()
+    ready.wait()
+    end[0] = time.monotonic() + seconds
+    print("started", flush=True)
+    for t in threads:
+        t.join()
+    print(json.dumps(results), flush=True)
+    return 0
+
+
 # --------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------
@@ -256,6 +345,15 @@ def parser() -> argparse.ArgumentParser:
     flood.add_argument("--port", type=int, default=9100)
     flood.add_argument("--flows", type=int, default=16)
     flood.add_argument("--seconds", type=float, default=5.0)
+    echo = sub.add_parser("tcp-echo", help="echo TCP on a port, for a bounded time")
+    echo.add_argument("--port", type=int, default=9200)
+    echo.add_argument("--seconds", type=float, default=120.0)
+    hold = sub.add_parser("tcp-hold", help="long-lived echoing connections; prints their fate as JSON")
+    hold.add_argument("--dst", required=True)
+    hold.add_argument("--port", type=int, default=9200)
+    hold.add_argument("--flows", type=int, default=30)
+    hold.add_argument("--seconds", type=float, default=8.0)
+    hold.add_argument("--interval", type=float, default=0.05)
     png = sub.add_parser("ping", help="ICMP echo; exit 0 if any reply")
     png.add_argument("--dst", required=True, help="address, link-local with %%dev")
     png.add_argument("--count", type=int, default=1)
@@ -280,6 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "tcp-sink":
         tcp_sink(args.port, args.seconds)
         return 0
+    if args.cmd == "tcp-echo":
+        tcp_echo(args.port, args.seconds)
+        return 0
+    if args.cmd == "tcp-hold":
+        return tcp_hold(args.dst, args.port, args.flows, args.seconds, args.interval)
     if args.cmd == "tcp-flood":
         return tcp_flood(args.dst, args.port, args.flows, args.seconds)
     if ping(args.dst, args.count, args.timeout, args.device, args.bind):
