@@ -332,6 +332,17 @@ def test_a_captive_portal_carries_no_balanced_traffic_until_full() -> None:
     assert balance_members(plan(relaxed, portal), 4) == {11: 1, 12: 2, 13: 1}
 
 
+def test_limited_counts_only_when_networkmanager_really_checks() -> None:
+    kernel = lab_kernel()
+    unchecked = replace(kernel.observe(), manager=(nm_device("w2", connectivity4="limited"),))
+    assert balance_members(plan(lab_config(), unchecked), 4) == {11: 1, 12: 2, 13: 1}
+    checked = replace(
+        kernel.observe(),
+        manager=(ManagedDevice(name="w2", connectivity4="limited", connectivity_checked=True),),
+    )
+    assert balance_members(plan(lab_config(), checked), 4) == {11: 1, 13: 1}
+
+
 def test_health_verdicts_take_links_out_but_not_all_of_them() -> None:
     kernel = lab_kernel()
     one = HealthVerdicts(down={("w2", 4): "down: no reply from 203.0.113.10 for 0.7 s"})

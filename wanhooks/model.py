@@ -245,6 +245,10 @@ class ManagedDevice:
     connectivity4: str = "unknown"  # unknown | none | portal | limited | full
     connectivity6: str = "unknown"
     metered: str = "unknown"  # unknown | yes | no | guess-yes | guess-no
+    # NetworkManager really checks connectivity (over HTTP).  Without the check it
+    # calls a device without a default route in main "limited" -- which says
+    # nothing about a link whose profile routes through a table of its own.
+    connectivity_checked: bool = False
 
 
 @dataclass(frozen=True)

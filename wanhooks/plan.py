@@ -363,8 +363,8 @@ def _connectivity_gated(side: _Side, device: ManagedDevice | None, config: Confi
     state = device.connectivity4 if side.family == 4 else device.connectivity6
     if state == "portal":
         return replace(side, eligible=False, reason="behind a captive portal (NetworkManager): log in first")
-    if state == "limited":
-        return replace(side, eligible=False, reason="limited connectivity (NetworkManager)")
+    if state == "limited" and device.connectivity_checked:
+        return replace(side, eligible=False, reason="limited connectivity (NetworkManager's check)")
     return side
 
 

@@ -128,7 +128,7 @@ class NetworkManagerSource:
         return plain(body[0]) if body else {}
 
     async def _snapshot(self, bus: MessageBus) -> None:
-        mirror = Mirror()
+        mirror = nm_mirror.update_manager(Mirror(), await self._get_all(bus, NM_PATH, NM))
         paths = (await self._call(bus, NM, NM_PATH, NM, "GetDevices"))[0]
         for path in paths:
             mirror = await self._fetch_device(bus, mirror, path)
@@ -185,6 +185,9 @@ class NetworkManagerSource:
             self._spawn(self._refresh_device(msg.path))
 
     def _properties_changed(self, path: str, iface: str, changed: dict[str, Any]) -> None:
+        if iface == NM and path == NM_PATH:
+            self._set(nm_mirror.update_manager(self._mirror, changed), "NetworkManager settings")
+            return
         if iface == DEVICE:
             if path not in self._mirror.devices or "State" in changed:
                 # unknown object, or (de)activated: fetch it whole (applied connection too)

@@ -47,6 +47,7 @@ class Device:
 class Mirror:
     devices: dict[str, Device] = field(default_factory=dict)
     gateways: dict[str, str] = field(default_factory=dict)  # IP config path -> gateway ("" if none)
+    connectivity_checked: bool = False  # NetworkManager's ConnectivityCheckEnabled
 
     def view(self) -> tuple[ManagedDevice, ...]:
         """What the planner gets: one entry per device NetworkManager has activated."""
@@ -67,6 +68,7 @@ class Mirror:
                     connectivity4=CONNECTIVITY.get(dev.connectivity4, "unknown"),
                     connectivity6=CONNECTIVITY.get(dev.connectivity6, "unknown"),
                     metered=METERED.get(dev.metered, "unknown"),
+                    connectivity_checked=self.connectivity_checked,
                 )
             )
         return tuple(out)
@@ -128,6 +130,14 @@ def update_applied(mirror: Mirror, path: str, settings: dict[str, Any]) -> Mirro
         gateways.append(gateway if isinstance(gateway, str) else "")
     changed = replace(device, applied4=gateways[0], applied6=gateways[1])
     return replace(mirror, devices={**mirror.devices, path: changed})
+
+
+def update_manager(mirror: Mirror, props: dict[str, Any]) -> Mirror:
+    """Properties of NetworkManager itself (a GetAll answer or a PropertiesChanged body)."""
+    enabled = props.get("ConnectivityCheckEnabled")
+    if not isinstance(enabled, bool):
+        return mirror
+    return replace(mirror, connectivity_checked=enabled)
 
 
 def remove_device(mirror: Mirror, path: str) -> Mirror:
