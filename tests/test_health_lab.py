@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -128,3 +130,111 @@ def test_connections_on_a_failed_link_end_and_the_others_never_notice(
     (fresh,) = json.loads(again.stdout.splitlines()[-1])
     echo.terminate()
     assert fresh["error"] is None and fresh["echoes"] > 0, fresh
+
+
+def test_a_flapping_link_stays_out_until_it_is_stable(router: Router, daemon_factory: Start) -> None:
+    lab = router.lab
+    router.write_config(CONFIG.replace("HOLD", "3"))
+    daemon_factory()
+    wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
+    seen_back = False
+    for _ in range(4):  # down 2 s, up 2 s, four times: never good for the 3 s hold-down
+        lab.blackhole(2, True)
+        wait_for(lambda: "w2" not in members(lab), 3, "w2 out")
+        time.sleep(1.5)
+        lab.blackhole(2, False)
+        answering_since = time.monotonic()
+        deadline = answering_since + 2.0
+        while time.monotonic() < deadline:
+            seen_back |= "w2" in members(lab)
+            time.sleep(0.05)
+    assert not seen_back
+    wait_for(lambda: "w2" in members(lab), 5, "w2 back once stable")
+    assert 3.0 <= time.monotonic() - answering_since <= 3.0 + 1.0 + 0.3  # hold-down, + 1 s at most
+
+
+TIERED = """\
+links:
+  - {interface: w1, gateway: 100.64.1.1}
+  - {interface: w2, gateway: 100.64.2.1}
+  - {interface: w3, gateway: 100.64.3.1, tier: 2}
+health:
+  targets: [203.0.113.10, 203.0.113.11]
+  hold_down: 1
+"""
+
+
+def test_tier_2_carries_traffic_only_while_no_tier_1_link_can(router: Router, daemon_factory: Start) -> None:
+    import json
+
+    lab = router.lab
+    router.write_config(TIERED)
+    daemon = daemon_factory()
+    wait_for(lambda: set(members(lab)) == {"w1", "w2"}, 5, "the tier-1 links in the group")
+    lab.send_udp_flows(lab.lan, None, 300, family=4)
+    assert lab.flows_per_link(4)[3] == 0  # the standby link carries nothing
+    lab.blackhole(1, True)
+    lab.blackhole(2, True)
+    wait_for(lambda: set(members(lab)) == {"w3"}, 3, "the tier-2 link alone in the group")
+    lab.reset_flows()
+    lab.send_udp_flows(lab.lan, None, 300, family=4, sport_base=30000)
+    assert lab.flows_per_link(4) == {1: 0, 2: 0, 3: 300}
+    echo = lab.spawn(lab.internet, "tcp-echo", "--port", "9200", "--seconds", "60")
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    hold = lab.spawn(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--flows", "5", "--seconds", "5")
+    assert hold.stdout is not None and hold.stdout.readline().strip() == "started"
+    lab.blackhole(1, False)
+    lab.blackhole(2, False)
+    wait_for(lambda: set(members(lab)) == {"w1", "w2"}, 4, "tier 1 back, tier 2 standing by again")
+    results = json.loads(hold.stdout.readline())
+    echo.terminate()
+    assert all(r["error"] is not None for r in results), results  # moved off the metered link
+    assert "flush: ended" in daemon.text()
+
+
+def test_restarting_the_daemon_drops_no_traffic(router: Router, daemon_factory: Start) -> None:
+    import json
+
+    lab = router.lab
+    router.write_config(CONFIG.replace("HOLD", "5"))
+    first = daemon_factory()
+    wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
+    echo = lab.spawn(lab.internet, "tcp-echo", "--port", "9200", "--seconds", "60")
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    hold = lab.spawn(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--flows", "20", "--seconds", "5")
+    assert hold.stdout is not None and hold.stdout.readline().strip() == "started"
+    time.sleep(0.5)
+    first.stop()
+    daemon_factory()  # a new one: the links in the kernel's group are trusted, nothing leaves
+    samples = []
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        samples.append(set(members(lab)))
+        time.sleep(0.02)
+    results = json.loads(hold.stdout.readline())
+    echo.terminate()
+    assert all(s == {"w1", "w2", "w3"} for s in samples)
+    assert all(r["error"] is None and r["max_gap"] < 1.0 for r in results), results
+
+
+def test_no_false_failover_at_10_percent_loss(router: Router, daemon_factory: Start) -> None:
+    """Several minutes of 10 % random loss each way on one link (nft numgen; no netem here)."""
+    lab = router.lab
+    router.write_config(CONFIG.replace("HOLD", "5"))
+    lossy = (
+        "table inet whloss {\n chain pre { type filter hook prerouting priority -400;"
+        ' iifname "c" numgen random mod 10 0 drop; }\n'
+        " chain post { type filter hook postrouting priority 400;"
+        ' oifname "c" numgen random mod 10 0 drop; }\n}\n'
+    )
+    lab.ns_exec(lab.isp(2), ["nft", "-f", "-"], input=lossy)
+    daemon = daemon_factory()
+    minutes = float(os.environ.get("WANHOOKS_LOSS_MINUTES", "3"))
+    deadline = time.monotonic() + 60 * minutes
+    while time.monotonic() < deadline:
+        assert "w2" in members(lab), daemon.text()[-2000:]
+        time.sleep(0.5)
+    assert "-> down" not in daemon.text()
+    status = json.loads(router.wanhooks("status", "--json").stdout)
+    w2 = next(link for link in status["links"] if link["name"] == "w2")
+    assert 0.12 < w2["ipv4"]["health"]["loss"] < 0.3, w2  # the loss was real

@@ -60,6 +60,7 @@ from .render import op_text
 from .sources.networkmanager import NetworkManagerSource
 from .sources.rtnetlink import RtnetlinkSource
 from .status import status_json
+from .transition_hooks import run_hooks
 
 log = logging.getLogger("wanhooks")
 
@@ -274,6 +275,15 @@ class Daemon:
         event = HealthChanged(prober.key.link, prober.key.family, old, prober.health.state.value, reason)
         log.info("%s", describe(event))
         self.post(event)
+        env = {
+            "WANHOOKS_EVENT": "health",
+            "WANHOOKS_LINK": event.iface,
+            "WANHOOKS_FAMILY": str(event.family),
+            "WANHOOKS_OLD_STATE": event.old,
+            "WANHOOKS_NEW_STATE": event.new,
+            "WANHOOKS_REASON": event.reason,
+        }
+        self._spawn(run_hooks(self.config.hooks_dir, env))
 
     def verdicts(self) -> HealthVerdicts:
         down = {}
