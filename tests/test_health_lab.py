@@ -229,6 +229,7 @@ def test_no_false_failover_at_10_percent_loss(router: Router, daemon_factory: St
     )
     lab.ns_exec(lab.isp(2), ["nft", "-f", "-"], input=lossy)
     daemon = daemon_factory()
+    wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
     minutes = float(os.environ.get("WANHOOKS_LOSS_MINUTES", "3"))
     deadline = time.monotonic() + 60 * minutes
     while time.monotonic() < deadline:
@@ -238,3 +239,34 @@ def test_no_false_failover_at_10_percent_loss(router: Router, daemon_factory: St
     status = json.loads(router.wanhooks("status", "--json").stdout)
     w2 = next(link for link in status["links"] if link["name"] == "w2")
     assert 0.12 < w2["ipv4"]["health"]["loss"] < 0.3, w2  # the loss was real
+
+
+def test_ipv6_health_is_judged_on_its_own(router: Router, daemon_factory: Start) -> None:
+    lab = router.lab
+    router.write_config(
+        "links:\n"
+        + "".join(f'  - {{interface: w{i}, gateway: [100.64.{i}.1, "fe80::1"]}}\n' for i in (1, 2, 3))
+        + 'health:\n  targets: [203.0.113.10, "fd00:ffff::10", "fd00:ffff::11"]\n  hold_down: 1\n'
+    )
+    lab.ns_exec(lab.internet, ["ip", "-6", "addr", "add", "fd00:ffff::11/128", "dev", "lo"])
+    daemon = daemon_factory()
+
+    def members6() -> set[str]:
+        from wanhooks import constants as c
+
+        nexthops = {n["id"]: n for n in lab.ip_json(lab.router, "nexthop", "show")}
+        group = nexthops.get(c.NH_GROUP_V6)
+        return {nexthops[m["id"]]["dev"] for m in group["group"]} if group else set()
+
+    wait_for(lambda: members6() == {"w1", "w2", "w3"}, 5, "all three links in the IPv6 group")
+    # ISP 2 drops only IPv6: its IPv4 keeps working, so only w2's IPv6 leaves
+    drop6 = (
+        "table inet whdrop6 {\n chain pre { type filter hook prerouting priority -400;\n"
+        '  iifname "c" meta nfproto ipv6 drop;\n }\n}\n'
+    )
+    lab.ns_exec(lab.isp(2), ["nft", "-f", "-"], input=drop6)
+    wait_for(lambda: members6() == {"w1", "w3"}, 3, "w2 out of the IPv6 group")
+    assert "w2" in members(lab)  # still in the IPv4 group
+    assert "health w2 IPv6 up -> down" in daemon.text()
+    lab.ns_exec(lab.isp(2), ["nft", "delete", "table", "inet", "whdrop6"])
+    wait_for(lambda: members6() == {"w1", "w2", "w3"}, 4, "w2 back in the IPv6 group")

@@ -105,6 +105,7 @@ class Daemon:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._last_decision = ""
+        self._last_notes: list[str] = []
         self._hold_timer: asyncio.TimerHandle | None = None
 
     # --- events --------------------------------------------------------------
@@ -314,12 +315,14 @@ class Daemon:
         self._schedule_hold_expiry()
         report = result.report
         decision = _decision(result.desired)
-        if report.changed or decision != self._last_decision:
+        notes = list(result.desired.notes)
+        if report.changed or decision != self._last_decision or notes != self._last_notes:
             names = {link.index: link.name for link in result.observed.links}
             log.info("trigger: %s", _summarize(triggers))
             if decision != self._last_decision:
                 log.info("decision: %s", decision)
-                for note in result.desired.notes:
+            for note in notes:
+                if note not in self._last_notes:
                     log.info("note: %s", note)
             for change in report.sysctls:
                 log.info(
@@ -328,6 +331,7 @@ class Daemon:
             for done in report.done:
                 log.info("kernel: %s", op_text(done.op, names))
             log.info("round %d: %d changes in %.1f ms", self.rounds, len(report.done), elapsed_ms)
+        self._last_notes = notes
         for failed in report.failed:
             log.warning("kernel refused: %s: %s", failed.op.obj, failed.message or os.strerror(failed.error))
         for text in report.conflicts:

@@ -339,8 +339,11 @@ def _health_judged(
     failing = [s for s in candidates if (s.link.name, family) in verdicts.down]
     if not failing:
         return family_sides, ""
-    if len(failing) == len(candidates) and len(candidates) > 1:
-        names = ", ".join(s.link.name for s in failing)
+    # Links still waiting for their first answers (probing) have not failed: they
+    # do not count as "every link fails at once" -- and stay out until they answer.
+    failed = [s for s in failing if not verdicts.down[(s.link.name, family)].startswith("probing")]
+    if failed and len(failed) == len(candidates) and len(candidates) > 1:
+        names = ", ".join(s.link.name for s in failed)
         return family_sides, (
             f"IPv{family}: every link's probes fail at once ({names}): the targets are the likelier "
             "fault, so the links stay in use -- check the health targets"
