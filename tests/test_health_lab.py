@@ -111,6 +111,14 @@ def test_connections_on_a_failed_link_end_and_the_others_never_notice(
     assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
     hold = lab.spawn(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--flows", "30", "--seconds", "6")
     assert hold.stdout is not None and hold.stdout.readline().strip() == "started"
+    # and the router's own connections, one from each of two links' addresses
+    local = {
+        i: lab.spawn(lab.router, "tcp-hold", "--dst", "203.0.113.10", "--flows", "1", "--seconds", "6",
+                     "--bind", f"100.64.{i}.2")
+        for i in (1, 2)
+    }  # fmt: skip
+    for proc in local.values():
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
     time.sleep(1.5)
     link_of = {
         key.sport: i for i, keys in lab.flow_keys_per_link(4).items() for key in keys if key.dport == 9200
@@ -125,6 +133,9 @@ def test_connections_on_a_failed_link_end_and_the_others_never_notice(
     for r in on[2]:  # the failed link's connections were ended, not left hanging
         assert r["error"] is not None, r
     assert "flush: ended" in daemon.text()
+    mine = {i: json.loads(proc.stdout.readline())[0] for i, proc in local.items()}  # type: ignore[union-attr]
+    assert mine[1]["error"] is None and mine[1]["max_gap"] < 1.0, mine  # the router's own, on a healthy link
+    assert mine[2]["error"] is not None, mine  # bound to the dead link's address: aborted, not left hanging
     # a new connection succeeds at once, through a healthy link
     again = lab.traffic(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--flows", "1", "--seconds", "0.5")
     (fresh,) = json.loads(again.stdout.splitlines()[-1])

@@ -37,7 +37,7 @@ from .config import ConfigError, load_config
 from .control import ControlServer, daemon_running
 from .engine import converge
 from .events import Event, HealthChanged, HookNotified, LinkCommand, Resync, describe
-from .flush import flush_connections
+from .flush import destroy_sockets, flush_connections
 from .health import Params
 from .holdover import Holds, hold_gateways
 from .kernel.linux import LinuxKernel
@@ -344,7 +344,15 @@ class Daemon:
         self, name: str, family: int, addresses: tuple[IPAddress, ...], why: str
     ) -> None:
         ended = await flush_connections(addresses)
-        log.info("flush: ended %d connection(s) of %s IPv%d (%s)", ended, name, family, why)
+        aborted = destroy_sockets(addresses)
+        log.info(
+            "flush: ended %d connection(s) and %d local socket(s) of %s IPv%d (%s)",
+            ended,
+            aborted,
+            name,
+            family,
+            why,
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -261,7 +261,9 @@ def tcp_echo(port: int, seconds: float) -> None:
     time.sleep(seconds)
 
 
-def tcp_hold(dst: str, port: int, flows: int, seconds: float, interval: float) -> int:
+def tcp_hold(
+    dst: str, port: int, flows: int, seconds: float, interval: float, bind: str | None = None
+) -> int:
     """`flows` connections, each echoing a few bytes every `interval` for `seconds`.
 
     Prints one JSON line: per flow its local port, the longest wait for an echo
@@ -281,6 +283,8 @@ def tcp_hold(dst: str, port: int, flows: int, seconds: float, interval: float) -
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.settimeout(3)
+            if bind:
+                sock.bind((bind, 0))
             sock.connect(sockaddr)
             result["sport"] = sock.getsockname()[1]
         except OSError as exc:
@@ -354,6 +358,7 @@ def parser() -> argparse.ArgumentParser:
     hold.add_argument("--flows", type=int, default=30)
     hold.add_argument("--seconds", type=float, default=8.0)
     hold.add_argument("--interval", type=float, default=0.05)
+    hold.add_argument("--bind", help="source address (a link's own: its connections use its table)")
     png = sub.add_parser("ping", help="ICMP echo; exit 0 if any reply")
     png.add_argument("--dst", required=True, help="address, link-local with %%dev")
     png.add_argument("--count", type=int, default=1)
@@ -382,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tcp_echo(args.port, args.seconds)
         return 0
     if args.cmd == "tcp-hold":
-        return tcp_hold(args.dst, args.port, args.flows, args.seconds, args.interval)
+        return tcp_hold(args.dst, args.port, args.flows, args.seconds, args.interval, args.bind)
     if args.cmd == "tcp-flood":
         return tcp_flood(args.dst, args.port, args.flows, args.seconds)
     if ping(args.dst, args.count, args.timeout, args.device, args.bind):
