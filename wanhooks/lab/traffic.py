@@ -22,7 +22,9 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from wanhooks.probes import checksum
 
 ICMP4_ECHO_REQUEST = 8
 ICMP4_ECHO_REPLY = 0
@@ -84,16 +86,6 @@ def send_udp_flows(
 # --------------------------------------------------------------------------
 # ping: ICMP echo over a raw socket (we are root in the lab)
 # --------------------------------------------------------------------------
-
-
-def checksum(data: bytes) -> int:
-    """RFC 1071 internet checksum (IPv4 ICMP; the kernel does ICMPv6's)."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def echo_request(family: socket.AddressFamily, ident: int, seq: int) -> bytes:
@@ -174,9 +166,15 @@ def _await_reply(
 # --------------------------------------------------------------------------
 
 
-def tcp_sink(port: int, seconds: float) -> None:
-    """Accept on every address (the lab's internet answers whole prefixes) and discard."""
+def serve_tcp(port: int, seconds: float, handle: Callable[[socket.socket], None]) -> None:
+    """Accept on every address of both families (the lab's internet answers whole
+    prefixes), one thread per connection, for a bounded time."""
     import threading
+
+    def accept(srv: socket.socket) -> None:
+        while True:
+            conn, _ = srv.accept()
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
     for family, any_addr in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
         srv = socket.socket(family, socket.SOCK_STREAM)
@@ -185,17 +183,14 @@ def tcp_sink(port: int, seconds: float) -> None:
             srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         srv.bind((any_addr, port))
         srv.listen(256)
-        threading.Thread(target=_accept_loop, args=(srv,), daemon=True).start()
+        threading.Thread(target=accept, args=(srv,), daemon=True).start()
     print("ready", flush=True)
-    time.sleep(seconds)  # bounded: the sink always ends by itself
+    time.sleep(seconds)  # bounded: the server always ends by itself
 
 
-def _accept_loop(srv: socket.socket) -> None:
-    import threading
-
-    while True:
-        conn, _ = srv.accept()
-        threading.Thread(target=_drain, args=(conn,), daemon=True).start()
+def tcp_sink(port: int, seconds: float) -> None:
+    """Discard whatever arrives (aggregate throughput)."""
+    serve_tcp(port, seconds, _drain)
 
 
 def _drain(conn: socket.socket) -> None:
@@ -233,10 +228,9 @@ def tcp_flood(dst: str, port: int, flows: int, seconds: float) -> int:
 
 
 def tcp_echo(port: int, seconds: float) -> None:
-    """Echo every byte back, on every address, for a bounded time (long-lived connection tests)."""
-    import threading
+    """Echo every byte back (long-lived connection tests)."""
 
-    def serve(conn: socket.socket) -> None:
+    def echo(conn: socket.socket) -> None:
         with conn:
             try:
                 while data := conn.recv(4096):
@@ -244,21 +238,7 @@ def tcp_echo(port: int, seconds: float) -> None:
             except OSError:
                 pass
 
-    def accept(srv: socket.socket) -> None:
-        while True:
-            conn, _ = srv.accept()
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    for family, any_addr in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
-        srv = socket.socket(family, socket.SOCK_STREAM)
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        srv.bind((any_addr, port))
-        srv.listen(256)
-        threading.Thread(target=accept, args=(srv,), daemon=True).start()
-    print("ready", flush=True)
-    time.sleep(seconds)
+    serve_tcp(port, seconds, echo)
 
 
 def tcp_hold(
