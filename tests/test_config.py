@@ -179,7 +179,10 @@ def test_health_both_levels() -> None:
 def test_health_resolved_per_link() -> None:
     config = load_config(str(DATA / "health.yaml"))
     eth1, wwan0, wl = (link.health or HealthConfig() for link in config.links)
-    assert eth1.resolved(config.health) == HEALTH_TOP  # all inherited
+    budget = HEALTH_DEFAULTS.budget_mb_per_day
+    assert eth1.resolved(config.health) == dataclasses.replace(
+        HEALTH_TOP, budget_mb_per_day=budget
+    )  # inherited
     assert wwan0.resolved(config.health) == HealthConfig(
         targets=(A4("203.0.113.53"),),  # overridden
         interval=1.0,
@@ -188,8 +191,11 @@ def test_health_resolved_per_link() -> None:
         hold_down=5.0,
         silent_targets=1,
         enabled=True,
+        budget_mb_per_day=budget,
     )
-    assert wl.resolved(config.health) == dataclasses.replace(HEALTH_TOP, enabled=False)
+    assert wl.resolved(config.health) == dataclasses.replace(
+        HEALTH_TOP, enabled=False, budget_mb_per_day=budget
+    )
 
 
 def test_health_resolved_falls_back_to_the_defaults() -> None:
@@ -215,6 +221,7 @@ def test_health_resolved_falls_back_to_the_defaults() -> None:
         hold_down=30.0,
         silent_targets=HEALTH_DEFAULTS.silent_targets,  # all targets
         enabled=True,
+        budget_mb_per_day=HEALTH_DEFAULTS.budget_mb_per_day,
     )
 
 

@@ -128,3 +128,18 @@ def test_the_table_is_the_whole_story() -> None:
     for (state, sig), new in health.TRANSITIONS.items():
         assert f"{state.value}" in text and sig.value in text and new.value in text
     assert set(health.CARRIES_TRAFFIC) == set(State)
+
+
+def test_a_metered_link_keeps_to_its_probe_budget() -> None:
+    budgeted = health.within_budget(PARAMS, 4, 5.0)
+    per_day = len(budgeted.targets) * health.ECHO_BYTES[4] * 86400 / budgeted.interval
+    assert per_day <= 5.0e6 + 1 and 2.4 < budgeted.interval < 2.6
+    assert budgeted.down_after < 10  # idle detection within 10 s
+    h = health.start(budgeted, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, 60.0, dead_after=30.0)
+    assert [t.new for t in transitions] == [State.DOWN] and transitions[0].at - 30.0 < 10.0
+    assert health.within_budget(PARAMS, 4, 1000.0) == PARAMS  # a generous budget changes nothing
+    for budget in (5.0, 20.0, 50.0):  # and no false failover at 10 % loss each way, an hour long
+        h = health.start(health.within_budget(PARAMS, 4, budget), 0.0, trusted=True)
+        h, transitions = simulate(h, 0.0, 3600, loss=1 - 0.9**2, seed=int(budget))
+        assert transitions == [], budget

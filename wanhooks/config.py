@@ -115,7 +115,11 @@ TIER_MAX = 5
 METERED_TIER_MIN = 0  # 0: NetworkManager's metered flag changes no tier
 HOOKS_DIR_MAX = 4096  # PATH_MAX
 WATCHDOG_KEYS = ("test_ips", "enabled")
-HEALTH_KEYS = ("targets", "interval", "down_after", "up_after", "hold_down", "silent_targets", "enabled")
+HEALTH_KEYS = (
+    "targets", "interval", "down_after", "up_after", "hold_down", "silent_targets", "enabled",
+    "budget_mb_per_day",
+)  # fmt: skip
+BUDGET_MAX_MB = 100_000.0
 # The durations of a health section: (most seconds, whether 0 itself is refused).
 HEALTH_SECONDS = {
     "interval": (60.0, True),
@@ -724,7 +728,15 @@ def _config_from_yaml(text: str, path: str) -> Config:
     )
 
 
-def _yaml_seconds(node: Node, where: _Where, maximum: float, *, above_zero: bool = False) -> float:
+def _yaml_seconds(
+    node: Node,
+    where: _Where,
+    maximum: float,
+    *,
+    above_zero: bool = False,
+    unit: str = "s",
+    what: str = "seconds",
+) -> float:
     """A duration in seconds: a plain number 0..maximum (no booleans, no strings).
 
     above_zero: 0 itself is refused too (a probe interval of 0 s is no interval).
@@ -735,16 +747,16 @@ def _yaml_seconds(node: Node, where: _Where, maximum: float, *, above_zero: bool
         "tag:yaml.org,2002:float",
     ):
         raise ConfigError(
-            where.path, where.line, where.key, f"expected a number of seconds, not {_kind(node)}"
+            where.path, where.line, where.key, f"expected a number of {what}, not {_kind(node)}"
         )
     try:
         seconds = float(str(text))
     except ValueError:
         raise ConfigError(
-            where.path, where.line, where.key, f"expected a number of seconds, not {_show(str(text))}"
+            where.path, where.line, where.key, f"expected a number of {what}, not {_show(str(text))}"
         ) from None
     if above_zero and not 0 < seconds <= maximum:
-        raise where.error(f"{_number(seconds)} s is out of range: more than 0, at most {maximum:g}")
+        raise where.error(f"{_number(seconds)} {unit} is out of range: more than 0, at most {maximum:g}")
     if not 0 <= seconds <= maximum:
         raise ConfigError(
             where.path, where.line, where.key, f"{seconds:g} s is out of range: 0 to {maximum:g}"
@@ -915,6 +927,7 @@ def _yaml_health(node: Node, where: _Where) -> HealthConfig:
     seconds: dict[str, float] = {}
     silent_targets: int | None = None
     enabled: bool | None = None
+    budget: float | None = None
     placed: dict[str, _Where] = {}
     for name, value in _items(node, where.key, HEALTH_KEYS, where.path):
         value_at = placed[name] = _Where(where.path, _line(value), f"{where.key}.{name}")
@@ -924,6 +937,10 @@ def _yaml_health(node: Node, where: _Where) -> HealthConfig:
             silent_targets = _yaml_silent_targets(value, value_at)
         elif name == "enabled":
             enabled = _yaml_bool(value, value_at)
+        elif name == "budget_mb_per_day":
+            budget = _yaml_seconds(
+                value, value_at, BUDGET_MAX_MB, above_zero=True, unit="MB", what="megabytes"
+            )
         else:
             maximum, above_zero = HEALTH_SECONDS[name]
             seconds[name] = _yaml_seconds(value, value_at, maximum, above_zero=above_zero)
@@ -944,6 +961,7 @@ def _yaml_health(node: Node, where: _Where) -> HealthConfig:
         hold_down=seconds.get("hold_down"),
         silent_targets=silent_targets,
         enabled=enabled,
+        budget_mb_per_day=budget,
     )
 
 
@@ -1233,6 +1251,8 @@ def _health_yaml(health: HealthConfig, indent: str) -> list[str]:
         body.append(f"silent_targets: {health.silent_targets}")
     if health.enabled is not None:
         body.append(f"enabled: {_yaml_boolean(health.enabled)}")
+    if health.budget_mb_per_day is not None:
+        body.append(f"budget_mb_per_day: {_number(health.budget_mb_per_day)}")
     if not body:
         return [f"{indent}health: {{}}"]
     return [f"{indent}health:"] + [f"{indent}  {line}" for line in body]

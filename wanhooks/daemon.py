@@ -53,7 +53,7 @@ from .model import (
     Overrides,
 )
 from .names import ifname_problem
-from .plan import connections_to_end, managed_links, plan, resolve_group_kind
+from .plan import connections_to_end, link_tier, managed_links, plan, resolve_group_kind
 from .probes import LinkProber, ProbeKey
 from .reconcile import cleanup, diff
 from .render import op_text
@@ -240,6 +240,9 @@ class Daemon:
                     hold_down=float(settings.hold_down or 0.0),
                     silent_targets=int(settings.silent_targets or 0),
                 )
+                device = next((d for d in self.manager if d.name == link.name), None)
+                if link_tier(entry, device, self.config) > 1 and settings.budget_mb_per_day:
+                    params = health_module.within_budget(params, family, float(settings.budget_mb_per_day))
                 wanted[ProbeKey(link.name, family, sources[0].address, params)] = link.name
         return wanted
 

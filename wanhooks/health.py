@@ -27,6 +27,7 @@ All that decides a transition is in TRANSITIONS below, and nowhere else.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field, replace
 
 from .model import IPAddress
@@ -165,6 +166,35 @@ def evaluate(health: Health, now: float) -> Health:
     if new is None or new is health.state:
         return health
     return replace(health, state=new, since=now, last=Transition(now, health.state, new, why))
+
+
+# Bytes on the wire for one echo and its reply: IP header + ICMP header + 8-byte payload.
+ECHO_BYTES = {4: 2 * (20 + 8 + 8), 6: 2 * (40 + 8 + 8)}
+# On a budgeted link the interval is long, so down_after is chosen by the same
+# arithmetic as the defaults: enough silent rounds that 10 % loss each way (19 %
+# of echoes) fails a healthy link less than once in ~100 days -- but never more
+# than 10 s of silence, the idle detection promised for metered links.
+DESIGN_ECHO_LOSS = 0.19
+FALSE_FAILOVERS_PER_DAY = 0.01
+BUDGET_MAX_DOWN_AFTER = 9.9
+
+
+def within_budget(params: Params, family: int, budget_mb_per_day: float) -> Params:
+    """Params stretched to spend at most budget_mb_per_day on probes (metered, standby links).
+
+    At the default 5 MB a day and two IPv4 targets: an echo to each every
+    2.5 s, a silent failure found within 10 s when idle (4 silent rounds;
+    about one false failover in 50 days at 10 % loss each way).
+    """
+    per_round = len(params.targets) * ECHO_BYTES[family]
+    interval = max(params.interval, per_round * 86400 / (budget_mb_per_day * 1e6))
+    if interval == params.interval:
+        return params
+    rounds_per_day = 86400 / interval
+    lost_round = DESIGN_ECHO_LOSS ** max(1, params.k)
+    rounds = math.ceil(math.log(FALSE_FAILOVERS_PER_DAY / rounds_per_day) / math.log(lost_round))
+    down_after = max(params.down_after, min(rounds * interval, BUDGET_MAX_DOWN_AFTER))
+    return replace(params, interval=interval, down_after=max(down_after, interval * 1.5))
 
 
 def loss(health: Health) -> float | None:

@@ -53,6 +53,9 @@ class HealthConfig:
     hold_down: float | None = None  # seconds a failed link must stay good before it returns
     silent_targets: int | None = None  # k: how many targets must be silent (None: all of them)
     enabled: bool | None = None
+    # Probe traffic allowed a day on a metered or standby (tier >= 2) link; the
+    # interval stretches to fit, and down_after with it.
+    budget_mb_per_day: float | None = None
 
     def resolved(self, base: HealthConfig) -> HealthConfig:
         """This link's settings over the top-level ones over the defaults: every field set."""
@@ -74,6 +77,7 @@ HEALTH_DEFAULTS = HealthConfig(
     hold_down=5.0,
     silent_targets=0,  # 0: all of the targets
     enabled=True,
+    budget_mb_per_day=5.0,
 )
 
 
