@@ -356,3 +356,19 @@ def test_health_verdicts_take_links_out_but_not_all_of_them() -> None:
     desired = plan(lab_config(), kernel.observe(), verdicts=every)
     assert balance_members(desired, 4) == {11: 1, 12: 2, 13: 1}
     assert any("likelier fault" in n for n in desired.notes)
+
+
+def test_probes_wanted_per_link_and_family_with_the_budget_on_standby_links() -> None:
+    from wanhooks.model import HealthConfig
+    from wanhooks.plan import probes_wanted
+
+    kernel = lab_kernel()
+    targets = (ipaddress.ip_address("203.0.113.10"), ipaddress.ip_address("fd00:ffff::10"))
+    cfg = replace(lab_config(), health=HealthConfig(targets=targets))
+    cfg = replace(cfg, links=(*cfg.links[:2], replace(cfg.links[2], tier=2)))
+    keys = {(k.link, k.family): k for k in probes_wanted(cfg, kernel.observe())}
+    assert set(keys) == {(f"w{i}", f) for i in (1, 2, 3) for f in (4, 6)}
+    assert str(keys[("w1", 4)].source) == "100.64.1.2" and keys[("w1", 4)].params.interval == 0.1
+    assert keys[("w3", 4)].params.interval > 1  # a standby link keeps to its budget
+    off = replace(cfg, health=HealthConfig(targets=targets, enabled=False))
+    assert probes_wanted(off, kernel.observe()) == []

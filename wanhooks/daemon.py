@@ -38,14 +38,13 @@ from .control import ControlServer, daemon_running
 from .engine import converge
 from .events import Event, HealthChanged, HookNotified, LinkCommand, Resync, describe
 from .flush import destroy_sockets, flush_connections
-from .health import Params
+from .health import ProbeKey
 from .holdover import Holds, hold_gateways
 from .kernel.linux import LinuxKernel
 from .lock import run_lock
 from .model import (
     Config,
     Desired,
-    HealthConfig,
     HealthVerdicts,
     IPAddress,
     ManagedDevice,
@@ -53,8 +52,8 @@ from .model import (
     Overrides,
 )
 from .names import ifname_problem
-from .plan import connections_to_end, link_tier, managed_links, plan, resolve_group_kind
-from .probes import LinkProber, ProbeKey
+from .plan import connections_to_end, managed_links, plan, probes_wanted, resolve_group_kind
+from .probes import LinkProber
 from .reconcile import cleanup, diff
 from .render import op_text
 from .sources.networkmanager import NetworkManagerSource
@@ -220,34 +219,8 @@ class Daemon:
 
     # --- health probes ------------------------------------------------------------
 
-    def _wanted_probers(self, observed: Observed) -> dict[ProbeKey, str]:
-        """Probers the config asks for on the links present now: key -> link name."""
-        wanted: dict[ProbeKey, str] = {}
-        for link, entry in managed_links(self.config, observed):
-            settings = (entry.health or HealthConfig()).resolved(self.config.health)
-            if not settings.enabled or not settings.targets:
-                continue
-            for family in (4, 6):
-                targets = tuple(t for t in settings.targets or () if t.version == family)
-                sources = link.addresses_of(family)
-                if not targets or not sources:
-                    continue
-                params = Params(
-                    targets=targets,
-                    interval=float(settings.interval or 0.1),
-                    down_after=float(settings.down_after or 0.7),
-                    up_after=float(settings.up_after or 0.0),
-                    hold_down=float(settings.hold_down or 0.0),
-                    silent_targets=int(settings.silent_targets or 0),
-                )
-                device = next((d for d in self.manager if d.name == link.name), None)
-                if link_tier(entry, device, self.config) > 1 and settings.budget_mb_per_day:
-                    params = health_module.within_budget(params, family, float(settings.budget_mb_per_day))
-                wanted[ProbeKey(link.name, family, sources[0].address, params)] = link.name
-        return wanted
-
     def _sync_probers(self, observed: Observed) -> None:
-        wanted = self._wanted_probers(observed)
+        wanted = set(probes_wanted(self.config, observed))
         carried = {(k.link, k.family) for k, p in self.probers.items() if p.health.carries_traffic()}
         for key in [k for k in self.probers if k not in wanted]:
             self.probers.pop(key).stop()

@@ -80,6 +80,17 @@ class Params:
 
 
 @dataclass(frozen=True)
+class ProbeKey:
+    """What one prober is -- a link, a family, the source it probes from, how: when any
+    of it changes, the prober is replaced."""
+
+    link: str
+    family: int
+    source: IPAddress
+    params: Params
+
+
+@dataclass(frozen=True)
 class Transition:
     at: float
     old: State

@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from . import constants as c
+from .health import Params, ProbeKey, within_budget
 from .model import (
     IFF_LOOPBACK,
     Address,
@@ -46,6 +47,7 @@ from .model import (
     Config,
     Desired,
     GroupKind,
+    HealthConfig,
     HealthVerdicts,
     IPAddress,
     IPNetwork,
@@ -660,3 +662,33 @@ def connections_to_end(
             ):
                 out.append((lp, family, reason))
     return out
+
+
+def probes_wanted(config: Config, observed: Observed) -> list[ProbeKey]:
+    """The probers the config asks for on the links present now (health.py has the model).
+
+    A metered or standby link (tier 2 and up) keeps to its probe budget.
+    """
+    devices = {d.name: d for d in observed.manager}
+    wanted = []
+    for link, entry in managed_links(config, observed):
+        settings = (entry.health or HealthConfig()).resolved(config.health)
+        if not settings.enabled or not settings.targets:
+            continue
+        for family in (4, 6):
+            targets = tuple(t for t in settings.targets if t.version == family)
+            sources = link.addresses_of(family)
+            if not targets or not sources:
+                continue
+            params = Params(
+                targets=targets,
+                interval=float(settings.interval or 0.1),
+                down_after=float(settings.down_after or 0.0),
+                up_after=float(settings.up_after or 0.0),
+                hold_down=float(settings.hold_down or 0.0),
+                silent_targets=int(settings.silent_targets or 0),
+            )
+            if link_tier(entry, devices.get(link.name), config) > 1 and settings.budget_mb_per_day:
+                params = within_budget(params, family, float(settings.budget_mb_per_day))
+            wanted.append(ProbeKey(link.name, family, sources[0].address, params))
+    return wanted

@@ -15,12 +15,10 @@ import logging
 import os
 import socket
 import struct
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import health
-from .health import Health, Params
+from .health import Health, ProbeKey
 from .model import IPAddress
 
 log = logging.getLogger("wanhooks.probes")
@@ -60,16 +58,6 @@ def parse_reply(family: int, packet: bytes) -> tuple[int, int] | None:
     if kind != (ICMP4_ECHO_REPLY if family == 4 else ICMP6_ECHO_REPLY):
         return None
     return ident, seq
-
-
-@dataclass(frozen=True)
-class ProbeKey:
-    """What a prober is: when any of it changes, the prober is replaced."""
-
-    link: str
-    family: int
-    source: IPAddress
-    params: Params
 
 
 class LinkProber:
@@ -166,7 +154,3 @@ class LinkProber:
         self.health = new
         if changed:
             self._on_change(self)
-
-
-def monotonic() -> float:
-    return time.monotonic()

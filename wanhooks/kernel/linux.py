@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import platform
 from collections import defaultdict
@@ -271,8 +270,3 @@ class LinuxKernel:
     def write_sysctl(self, path: str, value: str) -> None:
         with open(os.path.join(self._proc_sys, path), "w", encoding="ascii") as f:
             f.write(value)
-
-
-def is_missing(code: int) -> bool:
-    """Errors that mean "already gone" on delete."""
-    return code in (errno.ENOENT, errno.ESRCH, errno.ENODEV)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any
 
 from pyroute2.netlink import NLA_F_NESTED, nla, nla_base_string, nlmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
@@ -124,8 +123,3 @@ class rtmsg_nh(rtmsg):  # noqa: N801
         ("RTA_DPORT", "uint16"),
         ("RTA_NH_ID", "uint32"),
     )
-
-
-def attr(msg: Any, name: str, default: Any = None) -> Any:
-    """An attribute's value, or default; nested messages come back as themselves."""
-    return msg.get_attr(name, default)

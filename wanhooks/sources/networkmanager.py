@@ -66,7 +66,7 @@ class NetworkManagerSource:
         self._publish = publish
         self._mirror = Mirror()
         self._bus: MessageBus | None = None
-        self._fetching: set[str] = set()
+        self._fetching: set[asyncio.Future[Any]] = set()
 
     async def run(self) -> None:
         """Forever: connect, follow, and reconnect with backoff when the bus goes."""
@@ -220,6 +220,7 @@ class NetworkManagerSource:
                 log.warning("NetworkManager snapshot failed: %s", exc)
 
     def _spawn(self, coro: Any) -> None:
+        # keep a reference: the event loop holds tasks only weakly
         task = asyncio.ensure_future(coro)
-        self._fetching.add(str(id(task)))
-        task.add_done_callback(lambda t: self._fetching.discard(str(id(t))))
+        self._fetching.add(task)
+        task.add_done_callback(self._fetching.discard)
