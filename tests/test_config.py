@@ -176,13 +176,15 @@ def test_health_both_levels() -> None:
     assert config.seed_watchdog == SeedWatchdog(HEALTH_TOP.targets or (), enabled=True)
 
 
+# Keys health.yaml leaves out: every link gets the defaults.
+UNSET = ("budget_mb_per_day", "kind", "port", "query", "max_rtt", "max_loss", "loss_window", "passive")
+DEFAULTED = {name: getattr(HEALTH_DEFAULTS, name) for name in UNSET}
+
+
 def test_health_resolved_per_link() -> None:
     config = load_config(str(DATA / "health.yaml"))
     eth1, wwan0, wl = (link.health or HealthConfig() for link in config.links)
-    budget = HEALTH_DEFAULTS.budget_mb_per_day
-    assert eth1.resolved(config.health) == dataclasses.replace(
-        HEALTH_TOP, budget_mb_per_day=budget
-    )  # inherited
+    assert eth1.resolved(config.health) == dataclasses.replace(HEALTH_TOP, **DEFAULTED)  # inherited
     assert wwan0.resolved(config.health) == HealthConfig(
         targets=(A4("203.0.113.53"),),  # overridden
         interval=1.0,
@@ -191,11 +193,9 @@ def test_health_resolved_per_link() -> None:
         hold_down=5.0,
         silent_targets=1,
         enabled=True,
-        budget_mb_per_day=budget,
+        **DEFAULTED,
     )
-    assert wl.resolved(config.health) == dataclasses.replace(
-        HEALTH_TOP, enabled=False, budget_mb_per_day=budget
-    )
+    assert wl.resolved(config.health) == dataclasses.replace(HEALTH_TOP, enabled=False, **DEFAULTED)
 
 
 def test_health_resolved_falls_back_to_the_defaults() -> None:
@@ -221,8 +221,86 @@ def test_health_resolved_falls_back_to_the_defaults() -> None:
         hold_down=30.0,
         silent_targets=HEALTH_DEFAULTS.silent_targets,  # all targets
         enabled=True,
-        budget_mb_per_day=HEALTH_DEFAULTS.budget_mb_per_day,
+        **DEFAULTED,
     )
+
+
+def test_health_probe_kinds_and_thresholds() -> None:
+    config = parse_config(
+        text(
+            "links:",
+            "  - interface: eth1",
+            "    health: {kind: dns, query: example.org., port: 5353}",
+            "  - interface: eth2",
+            "    health: {kind: tcp}",
+            "health:",
+            "  targets: [198.51.100.7]",
+            "  max_rtt: 0.25",
+            "  max_loss: 20",
+            "  loss_window: 30",
+            "  passive: false",
+        ),
+        "x",
+    )
+    assert config.links[0].health == HealthConfig(kind="dns", query="example.org.", port=5353)
+    assert config.links[1].health == HealthConfig(kind="tcp")
+    assert config.health == HealthConfig(
+        targets=(A4("198.51.100.7"),), max_rtt=0.25, max_loss=20.0, loss_window=30.0, passive=False
+    )
+    # and it writes back as it reads
+    again = parse_config(to_yaml(config), "y")
+    assert [link.health for link in again.links] == [link.health for link in config.links]
+    assert again.health == config.health
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("{kind: udp}", "x:3: links[1].health.kind: unknown probe kind 'udp': choose icmp, tcp, dns"),
+        ("{kind: tcp, port: 0}", "x:3: links[1].health.port: port 0 is out of range: give 1 to 65535"),
+        (
+            "{kind: tcp, port: 70000}",
+            "x:3: links[1].health.port: port 70000 is out of range: give 1 to 65535",
+        ),
+        (
+            "{kind: icmp, port: 80}",
+            "x:3: links[1].health.port: port applies to tcp and dns probes, not to kind icmp",
+        ),
+        (
+            "{kind: tcp, query: a.b}",
+            "x:3: links[1].health.query: query applies to dns probes, not to kind tcp",
+        ),
+        ("{kind: dns, query: 'a..b'}", "x:3: links[1].health.query: query 'a..b' is not a domain name"),
+        ("{kind: dns, query: 'a b'}", "x:3: links[1].health.query: query 'a b' is not a domain name"),
+        ("{max_loss: 150}", "x:3: links[1].health.max_loss: 150 % is out of range: 0 to 100"),
+        (
+            "{max_rtt: fast}",
+            "x:3: links[1].health.max_rtt: expected a number of seconds, not the string 'fast'",
+        ),
+        (
+            "{loss_window: 0}",
+            "x:3: links[1].health.loss_window: 0 s is out of range: more than 0, at most 3600",
+        ),
+        ("{passive: maybe}", "x:3: links[1].health.passive: must be true or false"),
+        (
+            "{port: 53}",
+            "x:2: links[1].health: port (set here) applies to tcp and dns probes, not to kind icmp",
+        ),
+    ],
+)
+def test_health_probe_settings_refused(section: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            text(
+                "links:",
+                "  - interface: eth1",
+                f"    health: {section}",
+                "health:",
+                "  targets: [198.51.100.7]",
+            ),
+            "x",
+        )
+    assert str(err.value).startswith(message), str(err.value)
 
 
 def test_health_every_key_optional() -> None:

@@ -29,27 +29,34 @@ def simulate(
     transitions: list[health.Transition] = []
     pending: list[tuple[float, ipaddress.IPv4Address | ipaddress.IPv6Address, float]] = []
     t = start
-    step = h.params.interval
     while t < start + seconds:
+        # the prober's cadence: the fast interval while the link is suspected
+        step = h.params.burst_interval if h.suspected_since is not None else h.params.interval
         dead = (dead_after is not None and t >= dead_after) or any(a <= t < b for a, b in dead_windows or [])
         for target in h.params.targets:
             h = health.sent(h, t)
             if not dead and rng.random() >= loss:
                 r = rng.uniform(*rtt)
                 pending.append((t + r, target, r))
-        # deliver replies due before the next step, in order, evaluating as time passes
+        # deliver replies due before the next step, in order; the prober evaluates every
+        # half fast interval (a budgeted link's heartbeat is checked between its rounds)
+        tick = h.params.burst_interval / 2
+        ticks = [t + tick * i for i in range(1, round(step / tick) + 1)]
         pending.sort(key=lambda x: x[0])
-        while pending and pending[0][0] < t + step:
-            at, target, r = pending.pop(0)
+        for now in ticks:
+            while pending and pending[0][0] < now:
+                at, target, r = pending.pop(0)
+                before = h.last
+                h = health.replied(h, target, r, at)
+                if h.last is not before and h.last is not None:
+                    transitions.append(h.last)
             before = h.last
-            h = health.replied(h, target, r, at)
+            h = health.evaluate(h, now)
             if h.last is not before and h.last is not None:
                 transitions.append(h.last)
-        for tick in (t + step / 2, t + step):  # the prober's ticks
-            before = h.last
-            h = health.evaluate(h, tick)
-            if h.last is not before and h.last is not None:
-                transitions.append(h.last)
+            if h.suspected_since is not None and step > h.params.burst_interval:
+                step = now - t  # suspected mid-round: the prober sends a fast round at once
+                break
         t += step
     return h, transitions
 
@@ -133,13 +140,56 @@ def test_the_table_is_the_whole_story() -> None:
 def test_a_metered_link_keeps_to_its_probe_budget() -> None:
     budgeted = health.within_budget(PARAMS, 4, 5.0)
     per_day = len(budgeted.targets) * health.ECHO_BYTES[4] * 86400 / budgeted.interval
-    assert per_day <= 5.0e6 + 1 and 2.4 < budgeted.interval < 2.6
-    assert budgeted.down_after < 10  # idle detection within 10 s
-    h = health.start(budgeted, 0.0, trusted=True)
-    h, transitions = simulate(h, 0.0, 60.0, dead_after=30.0)
-    assert [t.new for t in transitions] == [State.DOWN] and transitions[0].at - 30.0 < 10.0
+    assert per_day <= 5.0e6 * (1 - health.BURST_SHARE) + 1 and 3.0 < budgeted.interval < 3.2
+    assert budgeted.down_after < 10 and budgeted.burst_interval == PARAMS.interval
+    detections = []
+    for seed in range(20):  # idle: a missed heartbeat, then a burst confirms
+        h = health.start(budgeted, 0.0, trusted=True)
+        fail_at = 30.0 + random.Random(seed).uniform(0, budgeted.interval)
+        h, transitions = simulate(h, 0.0, 45.0, dead_after=fail_at, seed=seed)
+        assert [t.new for t in transitions] == [State.DOWN], seed
+        detections.append(transitions[0].at - fail_at)
+    detections.sort()
+    assert max(detections) < budgeted.interval + 1.0 and detections[10] < 3.0, detections
     assert health.within_budget(PARAMS, 4, 1000.0) == PARAMS  # a generous budget changes nothing
-    for budget in (5.0, 20.0, 50.0):  # and no false failover at 10 % loss each way, an hour long
+    for budget in (5.0, 20.0):  # no false failover at 10 % loss each way, an hour long,
         h = health.start(health.within_budget(PARAMS, 4, budget), 0.0, trusted=True)
         h, transitions = simulate(h, 0.0, 3600, loss=1 - 0.9**2, seed=int(budget))
         assert transitions == [], budget
+        spent = h.sent * health.ECHO_BYTES[4] / 2 * 24  # bursts included, a day's worth
+        assert spent <= budget * 1e6, (budget, spent)  # and within the budget
+
+
+def test_a_suspected_link_is_confirmed_dead_within_a_second() -> None:
+    """The passive watch's suspicion: fast probing, silence for confirm_after decides."""
+    budgeted = health.within_budget(PARAMS, 4, 5.0)
+    h = health.start(budgeted, 0.0, trusted=True)
+    h, _ = simulate(h, 0.0, 20.0, dead_after=20.0)
+    h = health.suspect(h, 20.2)
+    assert h.suspected_since == 20.2
+    h, transitions = simulate(h, 20.2, 2.0, dead_after=20.0)
+    assert [t.new for t in transitions] == [State.DOWN]
+    assert transitions[0].at - 20.2 < budgeted.confirm_after + 0.15
+    # a suspicion the link answers clears at once, nothing else happens
+    h = health.start(budgeted, 0.0, trusted=True)
+    h, _ = simulate(h, 0.0, 20.0)
+    h, transitions = simulate(health.suspect(h, 20.0), 20.0, 5.0)
+    assert transitions == [] and h.suspected_since is None and h.state is State.UP
+
+
+def test_latency_and_loss_thresholds() -> None:
+    slow = Params(targets=(T1, T2), max_rtt=0.3)
+    h = health.start(slow, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, 30.0, rtt=(0.35, 0.45))
+    assert [t.new for t in transitions] == [State.DOWN] and "above max_rtt 300 ms" in transitions[0].reason
+    h, transitions = simulate(h, 30.0, 30.0, rtt=(0.01, 0.02))  # fast again: back after the hold-down
+    assert h.state is State.UP
+    lossy = Params(targets=(T1, T2), max_loss=0.3)
+    h = health.start(lossy, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, 120.0, loss=0.1)
+    assert transitions == []  # 10 % is below the threshold
+    h, transitions = simulate(h, 120.0, 30.0, loss=0.5, seed=2)
+    assert [t.new for t in transitions][:1] == [State.DOWN]
+    assert "echoes lost over 10 s, above max_loss 30 %" in transitions[0].reason
+    loss = health.window_loss(h, 150.0)
+    assert loss is not None and 0.4 < loss[0] < 0.6

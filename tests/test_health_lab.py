@@ -281,3 +281,70 @@ def test_ipv6_health_is_judged_on_its_own(router: Router, daemon_factory: Start)
     assert "health w2 IPv6 up -> down" in daemon.text()
     lab.ns_exec(lab.isp(2), ["nft", "delete", "table", "inet", "whdrop6"])
     wait_for(lambda: members6() == {"w1", "w2", "w3"}, 4, "w2 back in the IPv6 group")
+
+
+def health_of(router: Router, link: str, family: int = 4) -> dict[str, object]:
+    doc = json.loads(router.wanhooks("status", "--json").stdout)
+    entry = next(item for item in doc["links"] if item["name"] == link)
+    return entry[f"ipv{family}"]["health"] or {}
+
+
+@pytest.mark.parametrize("kind", ["tcp", "dns"])
+def test_tcp_and_dns_probes_find_a_silent_isp_too(router: Router, daemon_factory: Start, kind: str) -> None:
+    """tcp: port 9 is closed at the targets -- the RST answers; dns: a test responder answers."""
+    lab = router.lab
+    port = 9 if kind == "tcp" else 5353
+    router.write_config(
+        CONFIG.replace("HOLD", "1").replace("health:\n", f"health:\n  kind: {kind}\n  port: {port}\n")
+    )
+    if kind == "dns":
+        server = lab.spawn(
+            lab.internet, "dns-answer", "--address", "203.0.113.10", "--address", "203.0.113.11",
+            "--port", str(port), "--seconds", "60",
+        )  # fmt: skip
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    daemon_factory()
+    wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
+    assert health_of(router, "w2")["kind"] == kind
+    lab.blackhole(2, True)
+    t0 = time.monotonic()
+    wait_for(lambda: "w2" not in members(lab), 3, "w2 out after its ISP went silent")
+    detected = time.monotonic() - t0
+    lab.blackhole(2, False)
+    wait_for(lambda: "w2" in members(lab), 5, "w2 back after recovery")
+    print(f"\n  {kind} probes: detection {detected:.3f} s")
+    assert detected < 1.5
+
+
+def test_a_metered_link_with_traffic_is_judged_within_a_second(router: Router, daemon_factory: Start) -> None:
+    """Tier 2 probes every ~3 s on its budget; traffic that goes unanswered makes it hurry."""
+    lab = router.lab
+    router.write_config(TIERED)
+    daemon = daemon_factory()
+    wait_for(lambda: health_of(router, "w3").get("state") == "up", 8, "w3 answering")
+    assert health_of(router, "w3")["interval_s"] > 3  # budgeted
+    echo = lab.spawn(lab.internet, "tcp-echo", "--port", "9201", "--seconds", "60")
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    # the router's own connections from w3's address (its table), sending every 50 ms
+    hold = lab.spawn(
+        lab.router, "tcp-hold", "--dst", "203.0.113.10", "--port", "9201", "--flows", "3",
+        "--seconds", "6", "--bind", "100.64.3.2",
+    )  # fmt: skip
+    assert hold.stdout is not None and hold.stdout.readline().strip() == "started"
+    time.sleep(1.0)
+    lab.blackhole(3, True)
+    t0 = time.monotonic()
+    wait_for(lambda: health_of(router, "w3").get("state") == "down", 5, "w3 judged down")
+    with_traffic = time.monotonic() - t0
+    assert "w3 suspected" in daemon.text()
+    hold.wait(timeout=20)
+    lab.blackhole(3, False)
+    wait_for(lambda: health_of(router, "w3").get("state") == "up", 10, "w3 back")
+    # the same failure with no traffic: a missed heartbeat, then a burst
+    lab.blackhole(3, True)
+    t0 = time.monotonic()
+    wait_for(lambda: health_of(router, "w3").get("state") == "down", 8, "w3 judged down, idle")
+    idle = time.monotonic() - t0
+    echo.terminate()
+    print(f"\n  metered link judged down: {with_traffic:.3f} s under traffic, {idle:.3f} s idle")
+    assert with_traffic < 1.5 and idle < 5.0

@@ -30,6 +30,14 @@ YAML, the native format (/etc/wanhooks/wanhooks.yaml)::
       hold_down: 5               # seconds it must stay good before it returns, 0 to 86400
       silent_targets: 2          # how many targets must go silent (default: all of them)
       enabled: true
+      kind: icmp                 # icmp | tcp (SYN-ACK or RST answers) | dns (any response answers)
+      port: 443                  # tcp / dns only: the port probed (default 443 / 53)
+      query: example.org         # dns only: the name asked for (type NS; default ".")
+      max_rtt: 0.5               # seconds: a smoothed round trip above it fails the link (0: off)
+      max_loss: 20               # percent of probes lost over loss_window that fails it (0: off)
+      loss_window: 10            # seconds, 1 to 3600
+      budget_mb_per_day: 5       # probe traffic a metered or standby link may spend
+      passive: true              # watch the link's counters: unanswered traffic -> fast probes
 
 A link's health keys override the top-level ones, which override the
 defaults (HealthConfig.resolved).  ``watchdog: {test_ips: [...], enabled: ...}``,
@@ -117,8 +125,12 @@ HOOKS_DIR_MAX = 4096  # PATH_MAX
 WATCHDOG_KEYS = ("test_ips", "enabled")
 HEALTH_KEYS = (
     "targets", "interval", "down_after", "up_after", "hold_down", "silent_targets", "enabled",
-    "budget_mb_per_day",
+    "budget_mb_per_day", "kind", "port", "query", "max_rtt", "max_loss", "loss_window", "passive",
 )  # fmt: skip
+PROBE_KINDS = ("icmp", "tcp", "dns")
+PORT_MAX = 65535
+DNS_NAME_MAX = 253  # RFC 1035: 255 octets on the wire
+DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 BUDGET_MAX_MB = 100_000.0
 # The durations of a health section: (most seconds, whether 0 itself is refused).
 HEALTH_SECONDS = {
@@ -126,6 +138,8 @@ HEALTH_SECONDS = {
     "down_after": (600.0, True),
     "up_after": (3600.0, False),
     "hold_down": (86400.0, False),
+    "max_rtt": (60.0, False),
+    "loss_window": (3600.0, True),
 }
 # More digits than any list of targets in a 1 MiB file could need; keeps int() small.
 SILENT_TARGETS_DIGITS = 6
@@ -759,7 +773,7 @@ def _yaml_seconds(
         raise where.error(f"{_number(seconds)} {unit} is out of range: more than 0, at most {maximum:g}")
     if not 0 <= seconds <= maximum:
         raise ConfigError(
-            where.path, where.line, where.key, f"{seconds:g} s is out of range: 0 to {maximum:g}"
+            where.path, where.line, where.key, f"{seconds:g} {unit} is out of range: 0 to {maximum:g}"
         )
     return seconds
 
@@ -926,8 +940,12 @@ def _yaml_health(node: Node, where: _Where) -> HealthConfig:
     targets: tuple[IPAddress, ...] | None = None
     seconds: dict[str, float] = {}
     silent_targets: int | None = None
-    enabled: bool | None = None
+    flags: dict[str, bool] = {}
     budget: float | None = None
+    max_loss: float | None = None
+    kind: str | None = None
+    port: int | None = None
+    query: str | None = None
     placed: dict[str, _Where] = {}
     for name, value in _items(node, where.key, HEALTH_KEYS, where.path):
         value_at = placed[name] = _Where(where.path, _line(value), f"{where.key}.{name}")
@@ -935,12 +953,22 @@ def _yaml_health(node: Node, where: _Where) -> HealthConfig:
             targets = _yaml_targets(value, value_at)
         elif name == "silent_targets":
             silent_targets = _yaml_silent_targets(value, value_at)
-        elif name == "enabled":
-            enabled = _yaml_bool(value, value_at)
+        elif name in ("enabled", "passive"):
+            flags[name] = _yaml_bool(value, value_at)
         elif name == "budget_mb_per_day":
             budget = _yaml_seconds(
                 value, value_at, BUDGET_MAX_MB, above_zero=True, unit="MB", what="megabytes"
             )
+        elif name == "max_loss":
+            max_loss = _yaml_seconds(value, value_at, 100.0, unit="%", what="percent")
+        elif name == "kind":
+            kind = _yaml_string(value, value_at, "kind")
+            if kind not in PROBE_KINDS:
+                raise value_at.error(f"unknown probe kind {_show(kind)}: choose {', '.join(PROBE_KINDS)}")
+        elif name == "port":
+            port = _yaml_whole(value, value_at, "port", 1, PORT_MAX)
+        elif name == "query":
+            query = _dns_name(_yaml_string(value, value_at, "query"), value_at)
         else:
             maximum, above_zero = HEALTH_SECONDS[name]
             seconds[name] = _yaml_seconds(value, value_at, maximum, above_zero=above_zero)
@@ -953,6 +981,9 @@ def _yaml_health(node: Node, where: _Where) -> HealthConfig:
         raise placed["silent_targets"].error(
             f"silent_targets {silent_targets} is more than the {_targets(len(targets))} given"
         )
+    for name, needs in (("port", ("tcp", "dns")), ("query", ("dns",))):
+        if name in placed and kind is not None and kind not in needs:
+            raise placed[name].error(f"{name} applies to {' and '.join(needs)} probes, not to kind {kind}")
     return HealthConfig(
         targets=targets,
         interval=interval,
@@ -960,9 +991,30 @@ def _yaml_health(node: Node, where: _Where) -> HealthConfig:
         up_after=seconds.get("up_after"),
         hold_down=seconds.get("hold_down"),
         silent_targets=silent_targets,
-        enabled=enabled,
+        enabled=flags.get("enabled"),
         budget_mb_per_day=budget,
+        kind=kind,
+        port=port,
+        query=query,
+        max_rtt=seconds.get("max_rtt"),
+        max_loss=max_loss,
+        loss_window=seconds.get("loss_window"),
+        passive=flags.get("passive"),
     )
+
+
+def _dns_name(text: str, where: _Where) -> str:
+    """A domain name to ask for: "." or dot-separated labels of letters, digits, - and _."""
+    name = text.strip()
+    if name == ".":
+        return name
+    labels = name.rstrip(".").split(".")
+    if len(name) > DNS_NAME_MAX or not all(DNS_LABEL.fullmatch(label) for label in labels):
+        raise where.error(
+            f"query {_show(text)} is not a domain name (labels of letters, digits, '-' and '_', "
+            f"1-63 characters each, {DNS_NAME_MAX} in all; '.' asks for the root)"
+        )
+    return name
 
 
 def _yaml_targets(node: Node, where: _Where) -> tuple[IPAddress, ...]:
@@ -1017,6 +1069,14 @@ def _check_links_health(links: Sequence[LinkConfig], top: HealthConfig, top_name
                 f"silent_targets {health.silent_targets} ({sources['silent_targets']}) is more than "
                 f"the {_targets(len(health.targets))} ({sources['targets']})"
             )
+        for name, needs in (("port", ("tcp", "dns")), ("query", ("dns",))):
+            if getattr(own, name) is None and getattr(top, name) is None:
+                continue
+            if health.kind not in needs:
+                raise where.error(
+                    f"{name} ({sources[name]}) applies to {' and '.join(needs)} probes, "
+                    f"not to kind {health.kind} ({sources['kind']})"
+                )
 
 
 def _health_source(name: str, own: HealthConfig, top: HealthConfig, top_name: str) -> str:
@@ -1240,19 +1300,26 @@ def _health_yaml(health: HealthConfig, indent: str) -> list[str]:
     body = []
     if health.targets is not None:
         body.append(f"targets: {_yaml_list([str(a) for a in health.targets])}")
-    durations = {
+    numbers = {
         "interval": health.interval,
         "down_after": health.down_after,
         "up_after": health.up_after,
         "hold_down": health.hold_down,
+        "max_rtt": health.max_rtt,
+        "max_loss": health.max_loss,
+        "loss_window": health.loss_window,
+        "budget_mb_per_day": health.budget_mb_per_day,
     }
-    body += [f"{name}: {_number(value)}" for name, value in durations.items() if value is not None]
-    if health.silent_targets is not None:
-        body.append(f"silent_targets: {health.silent_targets}")
-    if health.enabled is not None:
-        body.append(f"enabled: {_yaml_boolean(health.enabled)}")
-    if health.budget_mb_per_day is not None:
-        body.append(f"budget_mb_per_day: {_number(health.budget_mb_per_day)}")
+    body += [f"{name}: {_number(value)}" for name, value in numbers.items() if value is not None]
+    plain = {
+        "silent_targets": health.silent_targets,
+        "kind": health.kind,
+        "port": health.port,
+        "query": _yaml_scalar(health.query) if health.query is not None else None,
+    }
+    body += [f"{name}: {value}" for name, value in plain.items() if value is not None]
+    flags = {"enabled": health.enabled, "passive": health.passive}
+    body += [f"{name}: {_yaml_boolean(value)}" for name, value in flags.items() if value is not None]
     if not body:
         return [f"{indent}health: {{}}"]
     return [f"{indent}health:"] + [f"{indent}  {line}" for line in body]

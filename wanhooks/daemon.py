@@ -52,6 +52,7 @@ from .model import (
     Overrides,
 )
 from .names import ifname_problem
+from .passive_watch import PassiveWatcher
 from .plan import connections_to_end, managed_links, plan, probes_wanted, resolve_group_kind
 from .probes import LinkProber
 from .reconcile import cleanup, diff
@@ -96,6 +97,7 @@ class Daemon:
         self.holds = Holds()
         self.manager: tuple[ManagedDevice, ...] = ()
         self.probers: dict[ProbeKey, LinkProber] = {}
+        self.watcher = PassiveWatcher(lambda: self.probers, self.kernel.link_counters)
         self._last_desired: Desired | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._trusted: set[tuple[str, int]] = set()
@@ -138,8 +140,10 @@ class Daemon:
         self._trusted = self._kernel_group_members()
         self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
         worker = asyncio.create_task(self._reconciler())
+        watcher = asyncio.create_task(self.watcher.run())
         await self._stop.wait()
         worker.cancel()
+        watcher.cancel()
         manager.cancel()
         for prober in self.probers.values():
             prober.stop()
@@ -418,14 +422,22 @@ class Daemon:
         prober = next((p for k, p in self.probers.items() if k.link == name and k.family == family), None)
         if prober is None:
             return None
-        h = prober.health
-        loss_share = health_module.loss(h)
+        h, params, now = prober.health, prober.key.params, time.monotonic()
+        measured = health_module.window_loss(h, now)
+        watch = self.watcher.watches.get(name)
         return {
             "state": h.state.value,
-            "since_s": round(time.monotonic() - h.since, 1),
+            "since_s": round(now - h.since, 1),
             "rtt_ms": round(h.rtt * 1000, 1) if h.rtt is not None else None,
-            "loss": round(loss_share, 3) if loss_share is not None else None,
-            "targets": [str(t) for t in prober.key.params.targets],
+            "loss": round(measured[0], 3) if measured is not None else None,
+            "loss_window_s": params.loss_window,
+            "kind": params.kind.value,
+            "targets": [str(t) for t in params.targets],
+            "interval_s": round(
+                params.burst_interval if h.suspected_since is not None else params.interval, 3
+            ),
+            "suspected": h.suspected_since is not None,
+            "passive_suspicions": watch.suspicions if watch is not None else None,
             "last_change": h.last.reason if h.last else None,
         }
 

@@ -56,6 +56,13 @@ class HealthConfig:
     # Probe traffic allowed a day on a metered or standby (tier >= 2) link; the
     # interval stretches to fit, and down_after with it.
     budget_mb_per_day: float | None = None
+    kind: str | None = None  # icmp | tcp | dns (health.Kind)
+    port: int | None = None  # tcp / dns: the port probed (None: 443 / 53)
+    query: str | None = None  # dns: the name asked for
+    max_rtt: float | None = None  # seconds; 0: no threshold
+    max_loss: float | None = None  # percent of probes lost over loss_window; 0: no threshold
+    loss_window: float | None = None  # seconds
+    passive: bool | None = None  # watch the link's counters for unanswered traffic
 
     def resolved(self, base: HealthConfig) -> HealthConfig:
         """This link's settings over the top-level ones over the defaults: every field set."""
@@ -78,6 +85,13 @@ HEALTH_DEFAULTS = HealthConfig(
     silent_targets=0,  # 0: all of the targets
     enabled=True,
     budget_mb_per_day=5.0,
+    kind="icmp",
+    port=0,
+    query=".",
+    max_rtt=0.0,
+    max_loss=0.0,
+    loss_window=10.0,
+    passive=True,
 )
 
 
@@ -184,6 +198,16 @@ class Address:
     def usable(self) -> bool:
         """Global, settled address a link can source traffic from."""
         return self.scope == "global" and not self.tentative
+
+
+@dataclass(frozen=True)
+class LinkCounters:
+    """A link's packet and byte counters (IFLA_STATS64), since it was created."""
+
+    rx_packets: int
+    tx_packets: int
+    rx_bytes: int
+    tx_bytes: int
 
 
 @dataclass(frozen=True)

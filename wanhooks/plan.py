@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from . import constants as c
-from .health import Params, ProbeKey, within_budget
+from .health import Kind, Params, ProbeKey, within_budget
 from .model import (
     IFF_LOOPBACK,
     Address,
@@ -687,6 +687,13 @@ def probes_wanted(config: Config, observed: Observed) -> list[ProbeKey]:
                 up_after=float(settings.up_after or 0.0),
                 hold_down=float(settings.hold_down or 0.0),
                 silent_targets=int(settings.silent_targets or 0),
+                kind=Kind(settings.kind or "icmp"),
+                port=int(settings.port or 0),
+                query=settings.query or ".",
+                max_rtt=settings.max_rtt or None,  # 0: no threshold
+                max_loss=(settings.max_loss or 0.0) / 100 or None,
+                loss_window=float(settings.loss_window or 10.0),
+                passive=bool(settings.passive),
             )
             if link_tier(entry, devices.get(link.name), config) > 1 and settings.budget_mb_per_day:
                 params = within_budget(params, family, float(settings.budget_mb_per_day))

@@ -122,8 +122,16 @@ def status_text(
     return render_status(status_json(config, observed, desired, owned, kind, pending))
 
 
+def _duration(seconds: float) -> str:
+    """A short age: 42s, 7m, 3h, 2d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def _health_cell(link: dict[str, Any]) -> str:
-    """e.g. "up 12ms 0%" per probed family."""
+    """e.g. "v4 up 12ms 0% 3m" per probed family: state, round trip, loss, for how long."""
     cells = []
     for f in (4, 6):
         h = link[f"ipv{f}"].get("health")
@@ -131,7 +139,9 @@ def _health_cell(link: dict[str, Any]) -> str:
             continue
         rtt = f" {h['rtt_ms']:.0f}ms" if h.get("rtt_ms") is not None else ""
         loss = f" {100 * h['loss']:.0f}%" if h.get("loss") is not None else ""
-        cells.append(f"v{f} {h['state']}{rtt}{loss}")
+        since = f" {_duration(h['since_s'])}" if h.get("since_s") is not None else ""
+        checking = " (checking)" if h.get("suspected") else ""
+        cells.append(f"v{f} {h['state']}{checking}{rtt}{loss}{since}")
     return ", ".join(cells) or "-"
 
 

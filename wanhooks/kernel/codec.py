@@ -14,6 +14,7 @@ from ..model import (
     Address,
     IPAddress,
     IPNetwork,
+    LinkCounters,
     MainDefault,
     Nexthop,
     NexthopGroup,
@@ -70,6 +71,9 @@ FRA_OTHER_SELECTORS = (1, 3, 4, 10, 11, 12, 13, 16, 17, 19, 20, 22, 23, 24)
 NHA_ID, NHA_GROUP, NHA_GROUP_TYPE, NHA_OIF, NHA_GATEWAY, NHA_RES_GROUP = 1, 2, 3, 5, 6, 12
 NHA_RES_GROUP_BUCKETS, NHA_RES_GROUP_IDLE_TIMER, NHA_RES_GROUP_UNBALANCED_TIMER = 1, 2, 3
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 16, 18, 1
+IFLA_STATS64 = 23
+# struct rtnl_link_stats64 begins rx_packets, tx_packets, rx_bytes, tx_bytes (__u64 each)
+LINK_STATS64_HEAD = struct.Struct("=QQQQ")
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 NH_GRP = struct.Struct("=IBBH")  # struct nexthop_grp: id, weight - 1, weight_high, reserved
 
@@ -448,3 +452,12 @@ def address_from_msg(msg: Message) -> tuple[int, Address] | None:
         tentative=bool(flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)),
         deprecated=bool(flags & IFA_F_DEPRECATED),
     )
+
+
+def counters_from_msg(msg: Message) -> tuple[str, LinkCounters] | None:
+    """(name, counters) of a link message, or None when it carries no IFLA_STATS64."""
+    raw = msg.attrs.get(IFLA_STATS64)
+    name = msg.string(IFLA_IFNAME)
+    if raw is None or name is None or len(raw) < LINK_STATS64_HEAD.size:
+        return None
+    return name, LinkCounters(*LINK_STATS64_HEAD.unpack_from(raw))

@@ -18,6 +18,7 @@ from ..model import (
     Address,
     KernelFeatures,
     KernelObject,
+    LinkCounters,
     MainDefault,
     Nexthop,
     NexthopGroup,
@@ -106,6 +107,15 @@ class LinuxKernel:
             features=self.features(),
             policy_defaults=self._policy_defaults(),
         )
+
+    def link_counters(self) -> dict[str, LinkCounters]:
+        """Every link's counters by name: one dump (for the passive watch, every 50 ms)."""
+        out = {}
+        for msg in self._nl.dump(ifinfmsg(), RTM_GETLINK):
+            found = codec.counters_from_msg(msg)
+            if found is not None:
+                out[found[0]] = found[1]
+        return out
 
     def _policy_defaults(self) -> tuple[PolicyDefault, ...]:
         """Other programs' catch-all rules into tables that hold a default route."""

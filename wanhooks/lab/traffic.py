@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import select
 import socket
 import struct
 import sys
@@ -227,6 +228,24 @@ def tcp_flood(dst: str, port: int, flows: int, seconds: float) -> int:
     return 0 if all(sent) else 1
 
 
+def dns_answer(addresses: Sequence[str], port: int, seconds: float) -> None:
+    """Answer every DNS query with an empty response (QR set): enough for a dns probe."""
+    socks = []
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.bind((address, port))
+        socks.append(sock)
+    print("ready", flush=True)
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select(socks, [], [], left)
+        for sock in readable:
+            query, peer = sock.recvfrom(512)
+            if len(query) >= 12:
+                sock.sendto(query[:2] + bytes([query[2] | 0x80, query[3]]) + query[4:], peer)
+
+
 def tcp_echo(port: int, seconds: float) -> None:
     """Echo every byte back (long-lived connection tests)."""
 
@@ -339,6 +358,10 @@ def parser() -> argparse.ArgumentParser:
     hold.add_argument("--seconds", type=float, default=8.0)
     hold.add_argument("--interval", type=float, default=0.05)
     hold.add_argument("--bind", help="source address (a link's own: its connections use its table)")
+    dns = sub.add_parser("dns-answer", help="answer DNS queries with empty responses, for a bounded time")
+    dns.add_argument("--address", action="append", required=True)
+    dns.add_argument("--port", type=int, default=53)
+    dns.add_argument("--seconds", type=float, default=30.0)
     png = sub.add_parser("ping", help="ICMP echo; exit 0 if any reply")
     png.add_argument("--dst", required=True, help="address, link-local with %%dev")
     png.add_argument("--count", type=int, default=1)
@@ -370,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return tcp_hold(args.dst, args.port, args.flows, args.seconds, args.interval, args.bind)
     if args.cmd == "tcp-flood":
         return tcp_flood(args.dst, args.port, args.flows, args.seconds)
+    if args.cmd == "dns-answer":
+        dns_answer(args.address, args.port, args.seconds)
+        return 0
     if ping(args.dst, args.count, args.timeout, args.device, args.bind):
         return 0
     print(f"ping: no reply from {args.dst}", file=sys.stderr)
