@@ -31,6 +31,7 @@ import argparse
 import ipaddress
 import random
 import statistics
+import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -230,8 +231,25 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+LAB_LINKS = "".join(f"  - {{interface: w{i}, gateway: 100.64.{i}.1}}\n" for i in (1, 2, 3))
+LAB_HEALTH = "health:\n  targets: [203.0.113.10, 203.0.113.11]\n  hold_down: 1\n"
+
+
+def start_daemon(lab: object, tmp: str, config: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`wanhooks run` in the lab's router with this config; (process, run dir)."""
+    from wanhooks.lab import Lab
+
+    assert isinstance(lab, Lab)
+    cfg = Path(tmp) / "wanhooks.yaml"
+    cfg.write_text(config)
+    run_dir = f"{tmp}/run"
+    argv = [sys.executable, "-m", "wanhooks", "-c", str(cfg), "--run-dir", run_dir, "run"]
+    daemon = subprocess.Popen(["ip", "netns", "exec", lab.router, *argv], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    return daemon, run_dir
+
+
 def lab_detection(trials: int) -> list[float]:
-    import subprocess
     import tempfile
     import time
 
@@ -245,15 +263,7 @@ def lab_detection(trials: int) -> list[float]:
 
     out = []
     with Lab(3) as lab, tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "wanhooks.yaml"
-        cfg.write_text(
-            "links:\n"
-            + "".join(f"  - {{interface: w{i}, gateway: 100.64.{i}.1}}\n" for i in (1, 2, 3))
-            + "health:\n  targets: [203.0.113.10, 203.0.113.11]\n  hold_down: 1\n"
-        )
-        argv = [sys.executable, "-m", "wanhooks", "-c", str(cfg), "--run-dir", f"{tmp}/run", "run"]
-        daemon = subprocess.Popen(["ip", "netns", "exec", lab.router, *argv], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        daemon, _run_dir = start_daemon(lab, tmp, "links:\n" + LAB_LINKS + LAB_HEALTH)
         try:
             while members(lab) != {"w1", "w2", "w3"}:
                 time.sleep(0.05)
@@ -276,7 +286,6 @@ def lab_detection(trials: int) -> list[float]:
 def lab_metered(trials: int) -> tuple[list[float], list[float]]:
     """A tier-2 (budgeted) link in the lab: how long from its ISP going silent to the
     daemon judging it down, with the router's own connections on it, and idle."""
-    import subprocess
     import tempfile
     import time
 
@@ -298,16 +307,8 @@ def lab_metered(trials: int) -> tuple[list[float], list[float]]:
 
     busy, idle = [], []
     with Lab(3) as lab, tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "wanhooks.yaml"
-        cfg.write_text(
-            "links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - {interface: w2, gateway: 100.64.2.1}\n"
-            "  - {interface: w3, gateway: 100.64.3.1, tier: 2}\n"
-            "health:\n  targets: [203.0.113.10, 203.0.113.11]\n  hold_down: 1\n"
-        )
-        run_dir = f"{tmp}/run"
-        argv = [sys.executable, "-m", "wanhooks", "-c", str(cfg), "--run-dir", run_dir, "run"]
-        daemon = subprocess.Popen(["ip", "netns", "exec", lab.router, *argv], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        tiered = LAB_LINKS.replace("gateway: 100.64.3.1}", "gateway: 100.64.3.1, tier: 2}")
+        daemon, run_dir = start_daemon(lab, tmp, "links:\n" + tiered + LAB_HEALTH)
         echo = lab.spawn(lab.internet, "tcp-echo", "--port", "9201", "--seconds", str(30 * trials + 60))
         try:
             assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"

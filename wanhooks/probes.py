@@ -92,6 +92,8 @@ def _target_of(key: ProbeKey, peer: str) -> IPAddress | None:
 class IcmpTransport:
     """One raw ICMP socket; the echo's identifier tells our replies from others'."""
 
+    extra_tx = 0  # packets beyond one per probe (the passive watch counts ours)
+
     def __init__(self, key: ProbeKey, loop: asyncio.AbstractEventLoop, on_reply: Reply) -> None:
         self._key, self._loop, self._on_reply = key, loop, on_reply
         proto = socket.IPPROTO_ICMP if key.family == 4 else socket.IPPROTO_ICMPV6
@@ -194,6 +196,8 @@ def dns_response_id(packet: bytes) -> int | None:
 class DnsTransport:
     """One UDP socket; the query id carries the round's sequence number."""
 
+    extra_tx = 0
+
     def __init__(self, key: ProbeKey, loop: asyncio.AbstractEventLoop, on_reply: Reply) -> None:
         self._key, self._loop, self._on_reply = key, loop, on_reply
         self._sock = _bound_socket(key, socket.SOCK_DGRAM, 0)
@@ -218,6 +222,11 @@ class DnsTransport:
     def close(self) -> None:
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
+
+
+def _wake_up(nap: asyncio.Future[bool]) -> None:
+    if not nap.done():
+        nap.set_result(False)
 
 
 Transport = IcmpTransport | TcpTransport | DnsTransport
@@ -247,7 +256,7 @@ class LinkProber:
         self.own_rx = 0  # answers received
         self._transport: Transport | None = None
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()  # a suspicion: send a fast round now
+        self._nap: asyncio.Future[bool] | None = None  # the loop's wait; a suspicion ends it early
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = TRANSPORTS[self.key.params.kind](self.key, loop, self._replied)
@@ -263,7 +272,7 @@ class LinkProber:
     @property
     def own_tx(self) -> int:
         """Packets this prober has sent on its link."""
-        return self._sent_ok + getattr(self._transport, "extra_tx", 0)
+        return self._sent_ok + (self._transport.extra_tx if self._transport is not None else 0)
 
     def suspect(self) -> None:
         """The passive watch saw this link's traffic go unanswered."""
@@ -280,13 +289,22 @@ class LinkProber:
                 suspected = self.health.suspected_since is not None
                 next_round = now + (self.key.params.burst_interval if suspected else self.key.params.interval)
             tick = self.key.params.burst_interval / 2
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, min(tick, next_round - self._clock())))
-                self._wake.clear()
+            if await self._sleep(max(0.0, min(tick, next_round - self._clock()))):
                 next_round = self._clock()  # suspected: a fast round now
-            except asyncio.TimeoutError:
-                pass
             self._update(health.evaluate(self.health, self._clock()))
+
+    async def _sleep(self, delay: float) -> bool:
+        """Sleep for delay; True when a suspicion cut it short.  A bare future and a timer:
+        this runs every half fast interval for every prober, so no task per wait."""
+        loop = asyncio.get_running_loop()
+        nap: asyncio.Future[bool] = loop.create_future()
+        self._nap = nap
+        timer = loop.call_later(delay, _wake_up, nap)
+        try:
+            return await nap
+        finally:
+            timer.cancel()
+            self._nap = None
 
     def _send_round(self) -> None:
         assert self._transport is not None
@@ -316,7 +334,7 @@ class LinkProber:
         changed = new.state is not self.health.state
         newly_suspected = new.suspected_since is not None and self.health.suspected_since is None
         self.health = new
-        if newly_suspected:
-            self._wake.set()
+        if newly_suspected and self._nap is not None and not self._nap.done():
+            self._nap.set_result(True)
         if changed:
             self._on_change(self)
