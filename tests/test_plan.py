@@ -59,7 +59,9 @@ def test_three_links_weighted_both_families() -> None:
     assert {(r.family, r.nhid) for r in balance} == {(4, c.NH_GROUP_V4), (6, c.NH_GROUP_V6)}
     for family in (4, 6):
         prios = sorted(r.priority for r in desired.rules if r.family == family)
-        assert prios == [c.PRIO_MAIN_SUPPRESS] + [c.PRIO_LINK_SOURCE] * 3 + [c.PRIO_BALANCE]
+        assert prios == [c.PRIO_MAIN_SUPPRESS] + [c.PRIO_LINK_SOURCE] * 3 + [c.PRIO_MARK] * 3 + [
+            c.PRIO_BALANCE
+        ]
     assert (
         Rule(4, c.PRIO_LINK_SOURCE, c.link_table(12), ipaddress.ip_network("100.64.2.2/32")) in desired.rules
     )

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import constants as c
-from . import control
+from . import control, nft
 from .config import ConfigError, load_config, to_yaml
 from .control import daemon_running
 from .engine import converge
@@ -106,6 +106,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 print(f"# {link.name}: IPv{family} not balanced: {link.reasons[family]}")
     for line in desired_lines(desired, _names(observed)):
         print(line)
+    table = nft.render(desired.firewall)
+    if table:
+        print(f"nft -f - <<'EOF'\n{table}EOF")
     return 0
 
 

@@ -22,6 +22,9 @@ YAML, the native format (/etc/wanhooks/wanhooks.yaml)::
     require_full_connectivity: true  # a captive portal or limited connectivity keeps a link out
     hooks_dir: /etc/wanhooks/hooks.d # absolute; its executables run on each health change
     flush_lower_tiers: true      # a returning tier-1 link ends the flows on lower tiers
+    nat: none                    # none | masquerade: NAT what leaves by every managed link
+    sticky: true                 # a connection stays on the link it started on (nftables)
+    mss_clamp: false             # clamp forwarded TCP SYNs' MSS to the route MTU (PPPoE, LTE)
     health:                      # optional: probe settings for every link; each key optional
       targets: [198.51.100.7, 2001:db8::7]   # addresses to probe; [] probes nothing
       interval: 0.1              # seconds between probes, more than 0 to 60
@@ -115,7 +118,11 @@ TOP_KEYS = (
     "require_full_connectivity",
     "hooks_dir",
     "flush_lower_tiers",
+    "nat",
+    "sticky",
+    "mss_clamp",
 )
+NAT_MODES = ("none", "masquerade")
 GATEWAY_HOLD_MAX = 60.0
 LINK_KEYS = ("interface", "weight", "gateway", "network", "health", "tier")
 TIER_MIN = 1  # a link's tier: 1 carries traffic first, 5 last
@@ -282,14 +289,18 @@ def to_yaml(config: Config) -> str:
     lines.append(f"group: {config.group.value}")
     lines.append(f"gateway_hold: {_number(config.gateway_hold)}")
     # The newer settings only when they differ from the default, to keep converted files short.
-    if config.metered_tier != Config.metered_tier:
-        lines.append(f"metered_tier: {config.metered_tier}")
-    if config.require_full_connectivity != Config.require_full_connectivity:
-        lines.append(f"require_full_connectivity: {_yaml_boolean(config.require_full_connectivity)}")
-    if config.hooks_dir != Config.hooks_dir:
-        lines.append(f"hooks_dir: {_yaml_scalar(config.hooks_dir)}")
-    if config.flush_lower_tiers != Config.flush_lower_tiers:
-        lines.append(f"flush_lower_tiers: {_yaml_boolean(config.flush_lower_tiers)}")
+    newer = {
+        "metered_tier": str(config.metered_tier),
+        "require_full_connectivity": _yaml_boolean(config.require_full_connectivity),
+        "hooks_dir": _yaml_scalar(config.hooks_dir),
+        "flush_lower_tiers": _yaml_boolean(config.flush_lower_tiers),
+        "nat": config.nat,
+        "sticky": _yaml_boolean(config.sticky),
+        "mss_clamp": _yaml_boolean(config.mss_clamp),
+    }
+    lines += [
+        f"{name}: {text}" for name, text in newer.items() if getattr(config, name) != getattr(Config, name)
+    ]
     if config.health != HealthConfig():
         # Parsing health: gives back the same seed_watchdog (_watchdog_of_health).
         lines += _health_yaml(config.health, "")
@@ -682,6 +693,8 @@ def _config_from_yaml(text: str, path: str) -> Config:
     require_full_connectivity = Config.require_full_connectivity
     hooks_dir = Config.hooks_dir
     flush_lower_tiers = Config.flush_lower_tiers
+    nat = Config.nat
+    flags = {"sticky": Config.sticky, "mss_clamp": Config.mss_clamp}
     # Keys are scalars by the time they are looked up here (_items checks first).
     key_lines = {str(key.value): _line(key) for key, _ in root.value if isinstance(key, ScalarNode)}
     done: set[str] = set()
@@ -715,6 +728,12 @@ def _config_from_yaml(text: str, path: str) -> Config:
             hooks_dir = _check_hooks_dir(_yaml_string(value, where, name), where)
         elif name == "flush_lower_tiers":
             flush_lower_tiers = _yaml_bool(value, where)
+        elif name == "nat":
+            nat = _yaml_string(value, where, name)
+            if nat not in NAT_MODES:
+                raise where.error(f"unknown nat mode {_show(nat)}: choose {', '.join(NAT_MODES)}")
+        elif name in flags:
+            flags[name] = _yaml_bool(value, where)
         else:
             watchdog = _yaml_watchdog(value, where)
     if links is None:
@@ -739,6 +758,9 @@ def _config_from_yaml(text: str, path: str) -> Config:
         require_full_connectivity=require_full_connectivity,
         hooks_dir=hooks_dir,
         flush_lower_tiers=flush_lower_tiers,
+        nat=nat,
+        sticky=flags["sticky"],
+        mss_clamp=flags["mss_clamp"],
     )
 
 

@@ -83,6 +83,29 @@ def is_owned_priority(priority: int) -> bool:
     return PRIO_MIN <= priority <= PRIO_MAX
 
 
+# --- nftables and marks ------------------------------------------------------
+# wanhooks' one nftables table; no other table is ever read or written.
+NFT_FAMILY = "inet"
+NFT_TABLE = "wanhooks"
+# Sticky connections: the conntrack mark (and, restored from it, the packet
+# mark) carries the link a connection belongs to in its top byte.  Others'
+# marks: kubernetes 0x4000/0x8000, mwan3 0x3f00, tailscale 0xff0000 (bits
+# 16-23), wg-quick 0xca6c, cilium 0x0f00: the top byte is free of them all
+# (Calico's default mask 0xffff0000 overlaps: set its mask, or sticky: false).
+# Only these 8 bits are ever changed; the rest of both marks is kept.
+STICKY_MARK_SHIFT = 24
+STICKY_MARK_MASK = 0xFF000000
+
+
+def sticky_mark(ifindex: int) -> int:
+    """A link's mark: its ifindex in the top byte (1..255; 0 when the low byte is 0).
+
+    Pure and stateless, recoverable after a restart; two links whose indexes
+    share a low byte (3 and 259) clash -- the plan gives the later one none.
+    """
+    return (ifindex & 0xFF) << STICKY_MARK_SHIFT
+
+
 # --- route metrics ----------------------------------------------------------
 # The kernel stores an IPv6 route added with metric 0 as 1024; we ask for what
 # it will report so that a dump compares equal with what we planned.

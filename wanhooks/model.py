@@ -148,6 +148,13 @@ class Config:
     hooks_dir: str = "/etc/wanhooks/hooks.d"
     # When a tier-1 link returns, end the connections still on lower tiers (metered links).
     flush_lower_tiers: bool = True
+    # Masquerade what leaves by a managed link ("masquerade"), or leave NAT to others ("none").
+    nat: str = "none"
+    # A connection stays on the link it started on (or arrived by): conntrack mark ->
+    # fwmark rule -> that link's table, whatever the balance group does meanwhile.
+    sticky: bool = True
+    # Clamp the TCP MSS of forwarded SYNs to the route's MTU (PPPoE, LTE: MTU < 1500).
+    mss_clamp: bool = False
 
 
 @dataclass(frozen=True)
@@ -323,6 +330,8 @@ class Rule:
     table: int
     src: IPNetwork | None = None
     suppress_prefixlength: int | None = None
+    fwmark: int | None = None  # with fwmask: sticky connections (constants.STICKY_MARK_MASK)
+    fwmask: int | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -397,6 +406,24 @@ class LinkPlan:
     tier: int = 1
 
 
+@dataclass(frozen=True, order=True)
+class FirewallLink:
+    """A managed link as wanhooks' nftables table sees it."""
+
+    name: str
+    mark: int  # its sticky mark (constants.sticky_mark); 0: none (an ifindex clash)
+    nat: bool  # masquerade what leaves by it
+
+
+@dataclass(frozen=True)
+class Firewall:
+    """wanhooks' nftables table (nft.py renders it); empty links: no table."""
+
+    links: tuple[FirewallLink, ...] = ()
+    sticky: bool = False
+    mss_clamp: bool = False
+
+
 @dataclass(frozen=True)
 class Desired:
     rules: frozenset[Rule] = frozenset()
@@ -406,6 +433,7 @@ class Desired:
     sysctls: frozenset[Sysctl] = frozenset()
     links: tuple[LinkPlan, ...] = ()
     notes: tuple[str, ...] = ()  # decisions worth telling the user (VPN wins, ...)
+    firewall: Firewall = field(default_factory=Firewall)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ from .model import (
     BalanceMode,
     Config,
     Desired,
+    Firewall,
+    FirewallLink,
     GroupKind,
     HealthConfig,
     HealthVerdicts,
@@ -609,6 +611,9 @@ def plan(
         sysctls.extend(_link_sysctls(link))
 
     link_plans = tuple(_link_plan(link, entry, sides) for link, entry in pairs)
+    firewall, mark_rules, firewall_notes = _firewall(config, pairs, sides)
+    rules.update(mark_rules)
+    notes.extend(firewall_notes)
     return Desired(
         rules=frozenset(rules),
         routes=frozenset(routes),
@@ -617,7 +622,47 @@ def plan(
         sysctls=frozenset(sysctls),
         links=link_plans,
         notes=tuple(notes),
+        firewall=firewall,
     )
+
+
+def _firewall(
+    config: Config, pairs: list[tuple[ObservedLink, LinkConfig]], sides: dict[tuple[int, int], _Side]
+) -> tuple[Firewall, set[Rule], list[str]]:
+    """wanhooks' nftables table and the fwmark rules of sticky connections.
+
+    NAT covers every managed link with an address, whatever its health, so
+    no flow ever leaves a link un-NATed.  A link with a table gets a sticky
+    mark and, per family it has a table in, `fwmark <mark> lookup <table>`
+    (after main's suppress rule: LAN and specific routes still win).
+    """
+    masquerade = config.nat == "masquerade"
+    links: list[FirewallLink] = []
+    rules: set[Rule] = set()
+    notes: list[str] = []
+    taken: dict[int, str] = {}
+    for link, _entry in sorted(pairs, key=lambda pair: pair[0].index):
+        tables = [f for f in (4, 6) if sides[(link.index, f)].has_table]
+        mark = c.sticky_mark(link.index) if config.sticky and tables else 0
+        if mark and mark in taken:
+            notes.append(f"{link.name}: no sticky connections: its mark {mark:#x} is {taken[mark]}'s")
+            mark = 0
+        if mark:
+            taken[mark] = link.name
+            for family in tables:
+                rules.add(
+                    Rule(
+                        family=family,
+                        priority=c.PRIO_MARK,
+                        table=c.link_table(link.index),
+                        fwmark=mark,
+                        fwmask=c.STICKY_MARK_MASK,
+                    )
+                )
+        nat = masquerade and bool(link.addresses)
+        if mark or nat:
+            links.append(FirewallLink(link.name, mark, nat))
+    return Firewall(links=tuple(links), sticky=config.sticky, mss_clamp=config.mss_clamp), rules, notes
 
 
 def _link_plan(link: ObservedLink, entry: LinkConfig, sides: dict[tuple[int, int], _Side]) -> LinkPlan:

@@ -33,11 +33,13 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from . import constants as c
-from . import sysctls
+from . import nft, sysctls
 from .kernel import Kernel
 from .model import (
     Action,
     Desired,
+    Firewall,
+    FirewallLink,
     KernelObject,
     Nexthop,
     NexthopGroup,
@@ -63,10 +65,11 @@ class Report:
     sysctls: list[SysctlChange] = field(default_factory=list)
     sysctl_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    firewall_changed: bool = False  # wanhooks' nftables table was rewritten
 
     @property
     def changed(self) -> bool:
-        return bool(self.done or self.sysctls)
+        return bool(self.done or self.sysctls or self.firewall_changed)
 
     @property
     def ok(self) -> bool:
@@ -376,13 +379,44 @@ def apply_desired(desired: Desired, kernel: Kernel, *, passes: int = 2) -> Repor
 
 
 def reconcile(desired: Desired, kernel: Kernel, run_dir: str) -> Report:
-    """Sysctls first (the hash policy must be right before traffic is balanced), then routing."""
+    """Sysctls first (the hash policy must be right before traffic is balanced), then the
+    firewall with every link's NAT that is or will be routed, then routing, then the
+    firewall exactly as planned: a link's NAT is in place before its routes and stays
+    until they are gone, so no flow leaves un-NATed."""
     knobs = sysctls.apply(desired, kernel, run_dir)
+    before = _firewall_phase(desired.firewall, kernel, keep_leaving_nat=True)
     report = apply_desired(desired, kernel)
+    after = _firewall_phase(desired.firewall, kernel, keep_leaving_nat=False)
     report.sysctls = knobs.changes
     report.sysctl_errors = knobs.errors
-    report.notes.extend(knobs.notes)
+    report.notes.extend(knobs.notes + before.notes + after.notes)
+    report.firewall_changed = before.changed or after.changed
     return report
+
+
+@dataclass
+class _FirewallStep:
+    changed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _firewall_phase(wanted: Firewall, kernel: Kernel, *, keep_leaving_nat: bool) -> _FirewallStep:
+    """Bring wanhooks' nftables table to `wanted` (plus, before routing, the NAT of links
+    leaving the plan, until their routes are gone)."""
+    try:
+        now = kernel.read_firewall()
+        if keep_leaving_nat:
+            planned = {link.name for link in wanted.links}
+            leaving = sorted(now.nat - planned)
+            kept = tuple(FirewallLink(name, 0, True) for name in leaving)
+            wanted = replace(wanted, links=tuple(sorted(wanted.links + kept)))
+        text = nft.render(wanted)
+        if nft.digest_of(text) == now.digest:
+            return _FirewallStep()
+        kernel.write_firewall(text)
+        return _FirewallStep(changed=True)
+    except (nft.NftError, OSError, ValueError) as exc:
+        return _FirewallStep(notes=[f"nftables: {exc}: NAT and sticky connections are not as planned"])
 
 
 def cleanup(kernel: Kernel, run_dir: str) -> Report:
@@ -391,6 +425,9 @@ def cleanup(kernel: Kernel, run_dir: str) -> Report:
     Needs no config and no running state: ownership is the protocol id.
     """
     report = apply_desired(Desired(), kernel)
+    removed = _firewall_phase(Firewall(), kernel, keep_leaving_nat=False)
+    report.notes.extend(removed.notes)
+    report.firewall_changed = removed.changed
     knobs = sysctls.restore(kernel, run_dir)
     report.sysctls = knobs.changes
     report.sysctl_errors = knobs.errors

@@ -31,6 +31,8 @@ def rule_text(rule: Rule) -> str:
         if rule.src is not None
         else "from all"
     )
+    if rule.fwmark is not None:
+        parts.append(f"fwmark {rule.fwmark:#x}/{rule.fwmask if rule.fwmask is not None else 0xFFFFFFFF:#x}")
     parts.append("lookup main" if rule.table == 254 else f"lookup {rule.table}")
     if rule.suppress_prefixlength is not None:
         parts.append(f"suppress_prefixlength {rule.suppress_prefixlength}")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..model import KernelObject, Observed, Op, OpResult, Owned
+from ..nft import TableState
 
 
 class Kernel(Protocol):
@@ -36,3 +37,11 @@ class Kernel(Protocol):
         ...
 
     def write_sysctl(self, path: str, value: str) -> None: ...
+
+    def read_firewall(self) -> TableState:
+        """wanhooks' nftables table as it is now (NO_TABLE when there is none)."""
+        ...
+
+    def write_firewall(self, text: str) -> None:
+        """Replace wanhooks' nftables table with text ("" removes it), atomically."""
+        ...

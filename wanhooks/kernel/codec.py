@@ -66,8 +66,9 @@ OPER_STATES = {
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 6, 7, 9, 15
 FRA_SRC, FRA_PRIORITY, FRA_SUPPRESS_PREFIXLEN, FRA_TABLE, FRA_PROTOCOL = 2, 6, 14, 15, 21
 FRA_FWMARK_ATTR = 10
-# dst, iifname, goto, fwmark, flow, tun_id, suppress_ifgroup, fwmask, oifname, l3mdev, uid, ip_proto, ports
-FRA_OTHER_SELECTORS = (1, 3, 4, 10, 11, 12, 13, 16, 17, 19, 20, 22, 23, 24)
+FRA_FWMASK = 16
+# dst, iifname, goto, flow, tun_id, suppress_ifgroup, oifname, l3mdev, uid, ip_proto, ports, ...:
+FRA_OTHER_SELECTORS = (1, 3, 4, 11, 12, 13, 17, 19, 20, 22, 23, 24)  # fwmark/fwmask (10, 16) are read
 NHA_ID, NHA_GROUP, NHA_GROUP_TYPE, NHA_OIF, NHA_GATEWAY, NHA_RES_GROUP = 1, 2, 3, 5, 6, 12
 NHA_RES_GROUP_BUCKETS, NHA_RES_GROUP_IDLE_TIMER, NHA_RES_GROUP_UNBALANCED_TIMER = 1, 2, 3
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 16, 18, 1
@@ -100,6 +101,9 @@ def rule_msg(rule: Rule) -> fibmsg:
         attrs.append(("FRA_SRC", str(rule.src.network_address)))
     if rule.suppress_prefixlength is not None:
         attrs.append(("FRA_SUPPRESS_PREFIXLEN", rule.suppress_prefixlength))
+    if rule.fwmark is not None:
+        attrs.append(("FRA_FWMARK", rule.fwmark))
+        attrs.append(("FRA_FWMASK", rule.fwmask if rule.fwmask is not None else 0xFFFFFFFF))
     msg["attrs"] = attrs
     return msg
 
@@ -119,12 +123,15 @@ def rule_from_msg(msg: Message) -> Rule | None:
     suppress = msg.u32(FRA_SUPPRESS_PREFIXLEN)
     if suppress == 0xFFFFFFFF:  # "not set" in dumps
         suppress = None
+    fwmark = msg.u32(FRA_FWMARK_ATTR)
     return Rule(
         family=family,
         priority=msg.u32(FRA_PRIORITY, 0) or 0,
         table=msg.u32(FRA_TABLE, table) or table,
         src=src,
         suppress_prefixlength=suppress,
+        fwmark=fwmark,
+        fwmask=msg.u32(FRA_FWMASK, 0xFFFFFFFF) if fwmark is not None else None,
     )
 
 

@@ -13,6 +13,7 @@ import errno
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from .. import nft
 from ..constants import RTPROT_WANHOOKS, is_owned_nexthop_id
 from ..model import (
     IFF_LOWER_UP,
@@ -44,6 +45,8 @@ class FakeKernel:
     routes: dict[tuple[int, int, IPNetwork, int], tuple[Route, int]] = field(default_factory=dict)
     nexthops: dict[int, tuple[Nexthop | NexthopGroup, int]] = field(default_factory=dict)
     executed: list[Op] = field(default_factory=list)  # every op ever asked for, in order
+    firewall: str = ""  # wanhooks' nftables table as rendered text
+    firewall_writes: list[str] = field(default_factory=list)
 
     # --- the seam ------------------------------------------------------------
 
@@ -51,6 +54,13 @@ class FakeKernel:
         return Observed(
             links=tuple(self.links), main_defaults=tuple(self.main_defaults), features=self.features
         )
+
+    def read_firewall(self) -> nft.TableState:
+        return nft.parse_table(self.firewall)
+
+    def write_firewall(self, text: str) -> None:
+        self.firewall = text
+        self.firewall_writes.append(text)
 
     def dump_owned(self) -> Owned:
         mine = RTPROT_WANHOOKS

@@ -12,6 +12,7 @@ from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+from .. import nft
 from ..constants import RTPROT_WANHOOKS, is_owned_nexthop_id, is_owned_table
 from ..model import (
     Action,
@@ -264,6 +265,12 @@ class LinuxKernel:
         return msg, RTM_NEWNEXTHOP, _CREATE_FLAGS[op.action]
 
     # --- sysctls -----------------------------------------------------------
+
+    def read_firewall(self) -> nft.TableState:
+        return nft.read()
+
+    def write_firewall(self, text: str) -> None:
+        nft.write(text)
 
     def read_sysctl(self, path: str) -> str | None:
         # os.open/os.read: a reconcile reads ~3 knobs per link, and text-mode

@@ -1,0 +1,157 @@
+"""wanhooks' nftables table: NAT, sticky-connection marks, MSS clamping.
+
+One table, `inet wanhooks`, and no other is ever read or written.  It is
+written with the `nft` command as one atomic transaction (the whole table
+replaced: `add table; delete table; table {...}` in a single `nft -f`), and
+read back with `nft list`.  Why the command and not a library: libnftables'
+Python binding is packaged by distributions only (not on PyPI) and would
+load the same library the command does; pyroute2's nftables support builds
+raw expressions without nft's grammar and lacks masquerade/maps in the
+versions here.  The table changes only when links come or go, so one
+process per change is cheap (measured ~5 ms), and the text is what an admin
+reads in `nft list table inet wanhooks`.
+
+Rendering is pure; every rule carries a comment naming what it is for
+("nat w1", "mark w1", ...), which is also how the current NAT set is read
+back (reconcile.py keeps a leaving link's NAT until its routes are gone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from . import constants as c
+from .model import Firewall
+
+NFT_TIMEOUT = 10.0  # seconds; nft answers in milliseconds
+
+
+def render(fw: Firewall) -> str:
+    """The table's body as `nft -f` text; "" when wanhooks needs no table."""
+    if not fw.links:
+        return ""
+    keep = f"{~c.STICKY_MARK_MASK & 0xFFFFFFFF:#010x}"
+    mask = f"{c.STICKY_MARK_MASK:#010x}"
+    nat: list[str] = []
+    mark_new: list[str] = []
+    restore: list[str] = []
+    for link in fw.links:
+        name = json.dumps(link.name)  # a quoted nft string; names are already validated
+        if link.nat:
+            nat.append(f'oifname {name} masquerade comment "nat {link.name}"')
+        if fw.sticky and link.mark:
+            mark = f"{link.mark:#010x}"
+            # a new connection belongs to the link it leaves by, or arrives by
+            mark_new.append(
+                f"ct state new ct mark and {mask} == 0 oifname {name} "
+                f'ct mark set ct mark and {keep} or {mark} comment "mark {link.name}"'
+            )
+            mark_new.append(
+                f"ct state new ct mark and {mask} == 0 iifname {name} "
+                f'ct mark set ct mark and {keep} or {mark} comment "mark-in {link.name}"'
+            )
+            restore.append(
+                f"ct mark and {mask} == {mark} meta mark set meta mark and {keep} or {mark} "
+                f'comment "restore {link.name}"'
+            )
+    chains = []
+    if nat:
+        chains.append(_chain("nat", "type nat hook postrouting priority srcnat", nat))
+    if mark_new:
+        chains.append(_chain("mark_in", "type filter hook prerouting priority mangle", mark_new))
+        chains.append(_chain("mark_out", "type filter hook postrouting priority mangle", mark_new))
+        # packets of a marked connection take its link's fwmark rule: forwarded ones in
+        # prerouting, the host's own in output (a route chain: the mark re-routes them)
+        chains.append(_chain("restore_fwd", "type filter hook prerouting priority mangle + 1", restore))
+        chains.append(_chain("restore_local", "type route hook output priority mangle", restore))
+    if fw.mss_clamp:
+        clamp = ['tcp flags syn tcp option maxseg size set rt mtu comment "mss clamp"']
+        chains.append(_chain("mss", "type filter hook forward priority mangle", clamp))
+    body = "\n".join(chains)
+    return f"table {c.NFT_FAMILY} {c.NFT_TABLE} {{\n  comment {json.dumps(_digest(body))}\n{body}}}\n"
+
+
+def _chain(name: str, hook: str, rules: list[str]) -> str:
+    lines = [f"  chain {name} {{", f"    {hook}; policy accept;"]
+    lines += [f"    {rule}" for rule in rules]
+    return "\n".join(lines) + "\n  }\n"
+
+
+def _digest(body: str) -> str:
+    return "wanhooks " + hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def digest_of(text: str) -> str | None:
+    """The digest a rendered table carries, None for no table."""
+    return parse_table(text).digest
+
+
+@dataclass(frozen=True)
+class TableState:
+    digest: str | None  # the table's comment; None: no table
+    nat: frozenset[str]  # links masqueraded now
+
+
+NO_TABLE = TableState(None, frozenset())
+
+
+_COMMENT = re.compile(r'comment "((?:[^"\\]|\\.)*)"\s*$')
+
+
+def parse_table(text: str) -> TableState:
+    """`nft list table inet wanhooks` (or render()'s text) -> what wanhooks needs of it.
+
+    The text listing, not `nft -j`: nft 1.0.6's JSON leaves out the table's comment.
+    """
+    digest: str | None = None
+    nat: set[str] = set()
+    for line in text.splitlines():
+        found = _COMMENT.search(line)
+        if found is None:
+            continue
+        comment = found.group(1)
+        if line.strip().startswith("comment ") and digest is None:
+            digest = comment
+        elif comment.startswith("nat "):
+            nat.add(comment[len("nat ") :])
+    return TableState(digest, frozenset(nat))
+
+
+class NftError(Exception):
+    pass
+
+
+def available() -> bool:
+    return shutil.which("nft") is not None
+
+
+def read() -> TableState:
+    """The table as it is now (no table, or nft missing: NO_TABLE)."""
+    if not available():
+        return NO_TABLE
+    proc = subprocess.run(
+        ["nft", "list", "table", c.NFT_FAMILY, c.NFT_TABLE],
+        capture_output=True,
+        text=True,
+        timeout=NFT_TIMEOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return NO_TABLE  # "No such file or directory": there is none
+    return parse_table(proc.stdout)
+
+
+def write(text: str) -> None:
+    """Replace the table with text ("" removes it), atomically."""
+    # nft 1.0.6 has no `destroy`: adding first makes the delete safe when the table is absent.
+    script = f"add table {c.NFT_FAMILY} {c.NFT_TABLE}\ndelete table {c.NFT_FAMILY} {c.NFT_TABLE}\n" + text
+    proc = subprocess.run(
+        ["nft", "-f", "-"], input=script, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False
+    )
+    if proc.returncode != 0:
+        raise NftError(proc.stderr.strip() or f"nft exited {proc.returncode}")
