@@ -69,6 +69,8 @@ def _print_report(report: Report, names: dict[int, str], quiet_if_nothing: bool 
         print(f"~ sysctl {change.path.replace('/', '.')}: {change.old} -> {change.new}")
     for result in report.done:
         print(op_text(result.op, names))
+    if report.firewall_changed:
+        print(f"~ nftables table {c.NFT_FAMILY} {c.NFT_TABLE}")
     for text in report.conflicts:
         print(f"conflict: {text}", file=sys.stderr)
     for result in report.failed:

@@ -310,6 +310,8 @@ class Daemon:
                 )
             for done in report.done:
                 log.info("kernel: %s", op_text(done.op, names))
+            if report.firewall_changed:
+                log.info("kernel: ~ nftables table %s %s", c.NFT_FAMILY, c.NFT_TABLE)
             log.info("round %d: %d changes in %.1f ms", self.rounds, len(report.done), elapsed_ms)
         self._last_notes = notes
         for failed in report.failed:

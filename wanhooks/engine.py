@@ -54,5 +54,6 @@ def converge(
         retry.done[:0] = report.done
         retry.sysctls[:0] = report.sysctls
         retry.notes[:0] = report.notes
+        retry.firewall_changed |= report.firewall_changed
         report = retry
     return Round(observed, desired, report)

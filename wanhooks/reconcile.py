@@ -408,8 +408,11 @@ def _firewall_phase(wanted: Firewall, kernel: Kernel, *, keep_leaving_nat: bool)
         if keep_leaving_nat:
             planned = {link.name for link in wanted.links}
             leaving = sorted(now.nat - planned)
-            kept = tuple(FirewallLink(name, 0, True) for name in leaving)
-            wanted = replace(wanted, links=tuple(sorted(wanted.links + kept)))
+            if leaving:
+                # appended, not sorted in: the order is part of the digest, and a
+                # re-sorted table would be rewritten twice on every apply
+                kept = tuple(FirewallLink(name, 0, True) for name in leaving)
+                wanted = replace(wanted, links=wanted.links + kept)
         text = nft.render(wanted)
         if nft.digest_of(text) == now.digest:
             return _FirewallStep()
