@@ -126,6 +126,12 @@ def test_route_round_trip(route: Route) -> None:
         Rule(family=4, priority=20100, table=2000000003, src=net("100.64.1.2/32")),
         Rule(family=6, priority=20100, table=2000000003, src=net("fd00:1::2/128")),
         Rule(family=6, priority=20300, table=2000000000),
+        Rule(family=4, priority=20200, table=2000000003, fwmark=3 << 24, fwmask=0xFF000000),
+        Rule(
+            family=4, priority=20210, table=2000000003, dst=net("198.51.100.0/24"), src=net("100.64.100.2/32")
+        ),
+        Rule(family=6, priority=20211, table=3000000002, ip_proto=17, dport=(5060, 5061)),
+        Rule(family=4, priority=20212, table=0, dst=net("203.0.113.0/24"), unreachable=True),
     ],
 )
 def test_rule_round_trip(rule: Rule) -> None:

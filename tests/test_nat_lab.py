@@ -83,3 +83,44 @@ def test_sticky_connections_survive_group_changes_on_a_legacy_route(
     assert broken == [], broken
     marked = lab.ns_exec(lab.router, ["conntrack", "-L", "-p", "tcp", "--dport", "9200"], check=False).stdout
     assert "mark=" in marked and "mark=0 " not in marked  # every connection carries its link's mark
+
+
+PINNED = "203.0.113.77"  # the internet answers the whole 203.0.113.0/24
+
+
+@pytest.mark.parametrize("when_down", ["fallback", "fail"])
+def test_a_pinned_destination_uses_its_link_then_falls_back_or_fails_closed(
+    router: Router, when_down: str
+) -> None:
+    lab = router.lab
+    pins = f"pins:\n  - {{to: {PINNED}, link: w2, when_down: {when_down}}}\n  - {{proto: udp, port: 9500, link: w3}}\n"
+    router.write_config(CONFIG.replace("GROUP", pins))
+    router.wanhooks("apply")
+    lab.send_udp_flows(lab.lan, PINNED, 60, family=4)
+    lab.send_udp_flows(lab.lan, None, 60, family=4, dport=9500, sport_base=30000)
+    keys = lab.flow_keys_per_link(4)
+    assert {k.daddr for k in keys[2]} == {PINNED} and len(keys[2]) == 60  # all pinned flows, nothing else
+    assert {k.dport for k in keys[3]} == {9500} and len(keys[3]) == 60
+    assert keys[1] == set()
+    assert {k.saddr for k in keys[2]} == {"100.64.2.2"}  # NATed to w2's own address
+    # w2 fails (its carrier is lost): the pin falls back to the balance, or refuses the traffic
+    lab.reset_flows()
+    lab.carrier_off(2)
+    try:
+        router.wanhooks("apply")
+        lab.send_udp_flows(lab.lan, PINNED, 60, family=4, sport_base=21000, check=False)
+        keys = lab.flow_keys_per_link(4)
+        counts = {i: len(k) for i, k in keys.items()}
+        if when_down == "fallback":
+            assert counts[2] == 0 and counts[1] + counts[3] == 60 and min(counts[1], counts[3]) > 5, counts
+            assert lab.spoofed_per_link(4) == {1: 0, 2: 0, 3: 0}
+        else:
+            assert counts == {1: 0, 2: 0, 3: 0}
+            rules = lab.ip(lab.router, "rule", "show")
+            assert f"to {PINNED} unreachable" in rules, rules
+    finally:
+        lab.carrier_on(2)
+    router.wanhooks("apply")
+    lab.reset_flows()
+    lab.send_udp_flows(lab.lan, PINNED, 20, family=4, sport_base=22000)
+    assert lab.flows_per_link(4) == {1: 0, 2: 20, 3: 0}  # back on its link

@@ -74,7 +74,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import yaml
@@ -83,6 +83,7 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import Reader, ReaderError
 
+from wanhooks import constants as c
 from wanhooks.model import (
     BalanceMode,
     Config,
@@ -91,6 +92,7 @@ from wanhooks.model import (
     IPAddress,
     IPNetwork,
     LinkConfig,
+    Pin,
     SeedWatchdog,
 )
 from wanhooks.names import ifname_problem
@@ -121,7 +123,12 @@ TOP_KEYS = (
     "nat",
     "sticky",
     "mss_clamp",
+    "pins",
 )
+PIN_KEYS = ("to", "from", "proto", "port", "link", "tier", "when_down")
+PIN_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
+PORTED_PROTOCOLS = (6, 17, 132)
+WHEN_DOWN = ("fallback", "fail")
 NAT_MODES = ("none", "masquerade")
 GATEWAY_HOLD_MAX = 60.0
 LINK_KEYS = ("interface", "weight", "gateway", "network", "health", "tier")
@@ -301,6 +308,8 @@ def to_yaml(config: Config) -> str:
     lines += [
         f"{name}: {text}" for name, text in newer.items() if getattr(config, name) != getattr(Config, name)
     ]
+    if config.pins:
+        lines += ["pins:"] + [f"  - {_pin_yaml(pin)}" for pin in config.pins]
     if config.health != HealthConfig():
         # Parsing health: gives back the same seed_watchdog (_watchdog_of_health).
         lines += _health_yaml(config.health, "")
@@ -694,6 +703,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
     hooks_dir = Config.hooks_dir
     flush_lower_tiers = Config.flush_lower_tiers
     nat = Config.nat
+    pins: tuple[Pin, ...] = ()
     flags = {"sticky": Config.sticky, "mss_clamp": Config.mss_clamp}
     # Keys are scalars by the time they are looked up here (_items checks first).
     key_lines = {str(key.value): _line(key) for key, _ in root.value if isinstance(key, ScalarNode)}
@@ -734,6 +744,8 @@ def _config_from_yaml(text: str, path: str) -> Config:
                 raise where.error(f"unknown nat mode {_show(nat)}: choose {', '.join(NAT_MODES)}")
         elif name in flags:
             flags[name] = _yaml_bool(value, where)
+        elif name == "pins":
+            pins = _yaml_pins(value, where)
         else:
             watchdog = _yaml_watchdog(value, where)
     if links is None:
@@ -761,6 +773,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
         nat=nat,
         sticky=flags["sticky"],
         mss_clamp=flags["mss_clamp"],
+        pins=pins,
     )
 
 
@@ -887,6 +900,108 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
         missing = _Where(where.path, where.line, f"{where.key}.interface")
         raise missing.error("missing: every link needs an interface")
     return draft
+
+
+def _yaml_pins(node: Node, where: _Where) -> tuple[Pin, ...]:
+    if not isinstance(node, SequenceNode):
+        raise where.error(f"pins must be a list ('- {{to: 198.51.100.0/24, link: eth1}}'), not {_kind(node)}")
+    if len(node.value) > c.MAX_PINS:
+        raise where.error(f"{len(node.value)} pins: at most {c.MAX_PINS} (one rule priority each)")
+    return tuple(
+        _yaml_pin(item, _Where(where.path, _line(item), f"pins[{index}]"))
+        for index, item in enumerate(node.value, 1)
+    )
+
+
+def _yaml_pin(node: Node, where: _Where) -> Pin:
+    """One pin: what it selects (to, from, proto, port), where it goes (link or tier), when_down."""
+    if not isinstance(node, MappingNode):
+        raise where.error(
+            f"a pin must be a mapping such as {{to: 198.51.100.0/24, link: eth1}}, not {_kind(node)}"
+        )
+    pin = Pin(line=where.line)
+    port_at: _Where | None = None
+    for name, value in _items(node, where.key, PIN_KEYS, where.path):
+        at = _Where(where.path, _line(value), f"{where.key}.{name}")
+        if name in ("to", "from"):
+            prefixes = tuple(_pin_prefix(text, w) for text, w in _yaml_texts(value, at, name))
+            pin = replace(pin, to=prefixes) if name == "to" else replace(pin, sources=prefixes)
+        elif name == "proto":
+            proto = _yaml_string(value, at, name).lower()
+            if proto not in PIN_PROTOCOLS:
+                raise at.error(f"unknown protocol {_show(proto)}: choose {', '.join(PIN_PROTOCOLS)}")
+            pin = replace(pin, proto=PIN_PROTOCOLS[proto])
+        elif name == "port":
+            pin, port_at = replace(pin, ports=_pin_ports(value, at)), at
+        elif name == "link":
+            pin = replace(pin, link=_check_interface(_yaml_string(value, at, name), at))
+        elif name == "tier":
+            pin = replace(pin, tier=_yaml_whole(value, at, name, TIER_MIN, TIER_MAX))
+        else:
+            pin = replace(pin, fail_closed=_parse_when_down(_yaml_string(value, at, name), at))
+    if (pin.link is None) == (pin.tier is None):
+        raise where.error("a pin needs exactly one of link: (an interface) and tier: (1-5)")
+    if not (pin.to or pin.sources or pin.proto is not None):
+        raise where.error("a pin must select something: give to:, from:, or proto: (and port:)")
+    if port_at is not None and pin.proto not in PORTED_PROTOCOLS:
+        raise port_at.error("port: needs proto: tcp, udp or sctp")
+    families = {p.version for p in pin.to} & {p.version for p in pin.sources}
+    if pin.to and pin.sources and not families:
+        raise where.error("to: and from: share no address family: the pin could never match")
+    if pin.proto in (1, 58) and any(p.version != (4 if pin.proto == 1 else 6) for p in pin.to + pin.sources):
+        raise where.error("proto: icmp is IPv4's and icmpv6 is IPv6's: the prefixes must match it")
+    return pin
+
+
+def _pin_prefix(text: str, where: _Where) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text)  # a bare address is a /32 or /128: one client or host
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise where.error(f"{_show(text)} is not an address or prefix such as 198.51.100.0/24") from None
+    raise where.error(f"{_show(text)} has host bits set: did you mean {loose}?")
+
+
+def _pin_ports(node: Node, where: _Where) -> tuple[int, int]:
+    text = str(node.value).strip() if isinstance(node, ScalarNode) and node.tag in (_INT, _STR) else ""
+    found = re.fullmatch(r"([0-9]{1,5})(?:\s*-\s*([0-9]{1,5}))?", text)
+    if found is None:
+        raise where.error(f"port must be a port or a range such as 5060-5061, not {_kind(node)}")
+    first = int(found.group(1))
+    last = int(found.group(2)) if found.group(2) else first
+    if not 1 <= first <= last <= 65535:
+        raise where.error(f"port {_show(text)}: ports are 1-65535, the first no greater than the last")
+    return first, last
+
+
+def _pin_yaml(pin: Pin) -> str:
+    """One pin as a YAML flow mapping."""
+    names = {number: name for name, number in PIN_PROTOCOLS.items()}
+    parts = []
+    if pin.to:
+        parts.append("to: [" + ", ".join(f"'{p}'" for p in pin.to) + "]")
+    if pin.sources:
+        parts.append("from: [" + ", ".join(f"'{p}'" for p in pin.sources) + "]")
+    if pin.proto is not None:
+        parts.append(f"proto: {names[pin.proto]}")
+    if pin.ports is not None:
+        first, last = pin.ports
+        parts.append(f"port: {first}" if first == last else f"port: '{first}-{last}'")
+    parts.append(f"link: {_yaml_scalar(pin.link)}" if pin.link is not None else f"tier: {pin.tier}")
+    if pin.fail_closed:
+        parts.append("when_down: fail")
+    return "{" + ", ".join(parts) + "}"
+
+
+def _parse_when_down(text: str, where: _Where) -> bool:
+    if text not in WHEN_DOWN:
+        raise where.error(
+            f"unknown when_down {_show(text)}: choose fallback (take the balance) or fail (refuse)"
+        )
+    return text == "fail"
 
 
 def _yaml_weight(node: Node, where: _Where) -> int:

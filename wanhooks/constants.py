@@ -33,8 +33,21 @@ def link_table(ifindex: int) -> int:
     return TABLE_BASE + ifindex
 
 
+# Tables of pinned tiers (pins.py): one per tier, just above the per-link block.
+TABLE_TIER_BASE = TABLE_BASE + TABLE_SPAN
+TIER_COUNT = 5  # tiers are 1..5 (config.TIER_MAX)
+
+
+def tier_table(tier: int) -> int:
+    """The table holding a multipath default over one tier's links, for pinned traffic."""
+    return TABLE_TIER_BASE + tier
+
+
 def is_owned_table(table: int) -> bool:
-    return TABLE_BASE <= table < TABLE_BASE + TABLE_SPAN
+    return (
+        TABLE_BASE <= table < TABLE_BASE + TABLE_SPAN
+        or TABLE_TIER_BASE < table <= TABLE_TIER_BASE + TIER_COUNT
+    )
 
 
 # --- nexthop object ids -----------------------------------------------------
@@ -74,7 +87,9 @@ def is_owned_nexthop_id(nhid: int) -> bool:
 PRIO_MIN = 20000
 PRIO_MAIN_SUPPRESS = 20000  # lookup main suppress_prefixlength 0: LAN/VPN/specific routes win
 PRIO_LINK_SOURCE = 20100  # from <link address> lookup <link table>
-PRIO_MARK = 20200  # reserved: fwmark -> link table (sticky connections)
+PRIO_MARK = 20200  # fwmark -> link table (sticky connections): a connection keeps its link
+PRIO_PIN_FIRST = 20210  # policy pins, one priority each in config order: new connections
+MAX_PINS = 90  # ... up to 20299
 PRIO_BALANCE = 20300  # lookup <balance table>: the weighted multipath default
 PRIO_MAX = 20999
 

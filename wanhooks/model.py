@@ -127,6 +127,20 @@ class SeedWatchdog:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """Traffic sent to a chosen link or tier (pins.py).  Empty selectors match anything."""
+
+    line: int = 0  # where the pin starts in its file, for messages
+    to: tuple[IPNetwork, ...] = ()  # destination prefixes
+    sources: tuple[IPNetwork, ...] = ()  # LAN clients (`from:`)
+    proto: int | None = None  # an IP protocol number
+    ports: tuple[int, int] | None = None  # destination ports, first..last (tcp, udp, sctp)
+    link: str | None = None  # an interface name or glob; exactly one of link and tier
+    tier: int | None = None
+    fail_closed: bool = False  # when_down: fail -- refuse the traffic rather than balance it
+
+
+@dataclass(frozen=True)
 class Config:
     links: tuple[LinkConfig, ...]
     balance: BalanceMode = BalanceMode.PER_CONNECTION
@@ -155,6 +169,7 @@ class Config:
     sticky: bool = True
     # Clamp the TCP MSS of forwarded SYNs to the route's MTU (PPPoE, LTE: MTU < 1500).
     mss_clamp: bool = False
+    pins: tuple[Pin, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -332,6 +347,10 @@ class Rule:
     suppress_prefixlength: int | None = None
     fwmark: int | None = None  # with fwmask: sticky connections (constants.STICKY_MARK_MASK)
     fwmask: int | None = None
+    dst: IPNetwork | None = None  # policy pins: a destination prefix
+    ip_proto: int | None = None  # policy pins: IPPROTO_TCP, IPPROTO_UDP, ...
+    dport: tuple[int, int] | None = None  # policy pins: a destination port range (first, last)
+    unreachable: bool = False  # a fail-closed pin: no lookup, the packet is refused (table is 0)
 
 
 @dataclass(frozen=True, order=True)

@@ -67,6 +67,7 @@ from .model import (
     Rule,
     Sysctl,
 )
+from .pins import Candidate, plan_pins
 
 NO_OVERRIDES = Overrides()
 NO_VERDICTS = HealthVerdicts()
@@ -614,6 +615,10 @@ def plan(
     firewall, mark_rules, firewall_notes = _firewall(config, pairs, sides)
     rules.update(mark_rules)
     notes.extend(firewall_notes)
+    pin_rules, pin_routes, pin_notes = plan_pins(config.pins, _pin_candidates(pairs, sides))
+    rules.update(pin_rules)
+    routes.update(pin_routes)
+    notes.extend(pin_notes)
     return Desired(
         rules=frozenset(rules),
         routes=frozenset(routes),
@@ -624,6 +629,32 @@ def plan(
         notes=tuple(notes),
         firewall=firewall,
     )
+
+
+def _pin_candidates(
+    pairs: list[tuple[ObservedLink, LinkConfig]], sides: dict[tuple[int, int], _Side]
+) -> list[Candidate]:
+    """Managed links as pins see them, in config order.  A standby link may carry pinned
+    traffic (pinning a backup link is the point); a failed, disabled or draining one may not."""
+    out = []
+    for link, entry in pairs:
+        for family in (4, 6):
+            side = sides[(link.index, family)]
+            usable = side.has_table and (side.eligible or side.reason.startswith("standby"))
+            out.append(
+                Candidate(
+                    name=link.name,
+                    index=link.index,
+                    family=family,
+                    tier=side.tier,
+                    weight=entry.weight,
+                    gateway=side.gateway,
+                    onlink=side.onlink,
+                    usable=usable,
+                    why_not="" if usable else side.reason or "no table",
+                )
+            )
+    return out
 
 
 def _firewall(

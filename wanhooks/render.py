@@ -24,6 +24,9 @@ def _dev(names: Names, index: int | None) -> str:
     return names.get(index, f"if{index}") if index is not None else "?"
 
 
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
+
+
 def rule_text(rule: Rule) -> str:
     parts = [f"pref {rule.priority}"]
     parts.append(
@@ -31,9 +34,19 @@ def rule_text(rule: Rule) -> str:
         if rule.src is not None
         else "from all"
     )
+    if rule.dst is not None:
+        parts.append(f"to {rule.dst}")
+    if rule.ip_proto is not None:
+        parts.append(f"ipproto {PROTO_NAMES.get(rule.ip_proto, str(rule.ip_proto))}")
+    if rule.dport is not None:
+        first, last = rule.dport
+        parts.append(f"dport {first}" if first == last else f"dport {first}-{last}")
     if rule.fwmark is not None:
         parts.append(f"fwmark {rule.fwmark:#x}/{rule.fwmask if rule.fwmask is not None else 0xFFFFFFFF:#x}")
-    parts.append("lookup main" if rule.table == 254 else f"lookup {rule.table}")
+    if rule.unreachable:
+        parts.append("unreachable")
+    else:
+        parts.append("lookup main" if rule.table == 254 else f"lookup {rule.table}")
     if rule.suppress_prefixlength is not None:
         parts.append(f"suppress_prefixlength {rule.suppress_prefixlength}")
     return f"ip -{rule.family} rule add " + " ".join(parts) + f" proto {RTPROT_WANHOOKS}"

@@ -42,6 +42,7 @@ RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 ROUTE_TYPES = {6: "blackhole", 7: "unreachable", 8: "prohibit"}  # RTN_* that end a lookup
 FR_ACT_TO_TBL = 1
+FR_ACT_UNREACHABLE = 7
 SCOPES = {"universe": 0, "link": 253, "host": 254}
 SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
 ADDRESS_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host"}  # as `ip addr` names them
@@ -67,8 +68,11 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_MULTIPATH, RTA_TAB
 FRA_SRC, FRA_PRIORITY, FRA_SUPPRESS_PREFIXLEN, FRA_TABLE, FRA_PROTOCOL = 2, 6, 14, 15, 21
 FRA_FWMARK_ATTR = 10
 FRA_FWMASK = 16
-# dst, iifname, goto, flow, tun_id, suppress_ifgroup, oifname, l3mdev, uid, ip_proto, ports, ...:
-FRA_OTHER_SELECTORS = (1, 3, 4, 11, 12, 13, 17, 19, 20, 22, 23, 24)  # fwmark/fwmask (10, 16) are read
+FRA_DST, FRA_IP_PROTO, FRA_DPORT_RANGE = 1, 22, 24
+PORT_RANGE = struct.Struct("=HH")  # struct fib_rule_port_range, host order
+# iifname, goto, flow, tun_id, suppress_ifgroup, oifname, l3mdev, uid, sport: never wanhooks'
+# (src, dst, fwmark/fwmask, ip_proto and dport are read)
+FRA_OTHER_SELECTORS = (3, 4, 11, 12, 13, 17, 19, 20, 23)
 NHA_ID, NHA_GROUP, NHA_GROUP_TYPE, NHA_OIF, NHA_GATEWAY, NHA_RES_GROUP = 1, 2, 3, 5, 6, 12
 NHA_RES_GROUP_BUCKETS, NHA_RES_GROUP_IDLE_TIMER, NHA_RES_GROUP_UNBALANCED_TIMER = 1, 2, 3
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 16, 18, 1
@@ -90,15 +94,20 @@ def rule_msg(rule: Rule) -> fibmsg:
     msg = fibmsg()
     msg["family"] = AF[rule.family]
     msg["table"] = _compat_table(rule.table)
-    msg["action"] = FR_ACT_TO_TBL
-    attrs: list[tuple[str, Any]] = [
-        ("FRA_PRIORITY", rule.priority),
-        ("FRA_TABLE", rule.table),
-        ("FRA_PROTOCOL", RTPROT_WANHOOKS),
-    ]
+    msg["action"] = FR_ACT_UNREACHABLE if rule.unreachable else FR_ACT_TO_TBL
+    attrs: list[tuple[str, Any]] = [("FRA_PRIORITY", rule.priority), ("FRA_PROTOCOL", RTPROT_WANHOOKS)]
+    if not rule.unreachable:
+        attrs.append(("FRA_TABLE", rule.table))
     if rule.src is not None:
         msg["src_len"] = rule.src.prefixlen
         attrs.append(("FRA_SRC", str(rule.src.network_address)))
+    if rule.dst is not None:
+        msg["dst_len"] = rule.dst.prefixlen
+        attrs.append(("FRA_DST", str(rule.dst.network_address)))
+    if rule.ip_proto is not None:
+        attrs.append(("FRA_IP_PROTO", rule.ip_proto))
+    if rule.dport is not None:
+        attrs.append(("FRA_DPORT_RANGE", f"{rule.dport[0]}:{rule.dport[1]}"))
     if rule.suppress_prefixlength is not None:
         attrs.append(("FRA_SUPPRESS_PREFIXLEN", rule.suppress_prefixlength))
     if rule.fwmark is not None:
@@ -110,16 +119,18 @@ def rule_msg(rule: Rule) -> fibmsg:
 
 def rule_from_msg(msg: Message) -> Rule | None:
     """A Rule, or None for a rule this model cannot express (then it is not ours)."""
-    family_af, _dst_len, src_len, _tos, table, _r1, _r2, action, _flags = msg.fields
+    family_af, dst_len, src_len, _tos, table, _r1, _r2, action, _flags = msg.fields
     family = FAMILY.get(family_af)
-    if family is None or action != FR_ACT_TO_TBL:
+    if family is None or action not in (FR_ACT_TO_TBL, FR_ACT_UNREACHABLE):
         return None
     if any(kind in msg.attrs for kind in FRA_OTHER_SELECTORS):
         return None  # selects on something wanhooks never uses: not one of ours
-    src = None
-    raw_src = msg.attrs.get(FRA_SRC)
-    if raw_src is not None:
-        src = _net(raw_src, src_len)
+    raw_src, raw_dst = msg.attrs.get(FRA_SRC), msg.attrs.get(FRA_DST)
+    src = _net(raw_src, src_len) if raw_src is not None else None
+    dst = _net(raw_dst, dst_len) if raw_dst is not None else None
+    raw_ports = msg.attrs.get(FRA_DPORT_RANGE)
+    dport = PORT_RANGE.unpack_from(raw_ports) if raw_ports is not None else None
+    unreachable = action == FR_ACT_UNREACHABLE
     suppress = msg.u32(FRA_SUPPRESS_PREFIXLEN)
     if suppress == 0xFFFFFFFF:  # "not set" in dumps
         suppress = None
@@ -127,11 +138,15 @@ def rule_from_msg(msg: Message) -> Rule | None:
     return Rule(
         family=family,
         priority=msg.u32(FRA_PRIORITY, 0) or 0,
-        table=msg.u32(FRA_TABLE, table) or table,
+        table=0 if unreachable else (msg.u32(FRA_TABLE, table) or table),
         src=src,
         suppress_prefixlength=suppress,
         fwmark=fwmark,
         fwmask=msg.u32(FRA_FWMASK, 0xFFFFFFFF) if fwmark is not None else None,
+        dst=dst,
+        ip_proto=msg.u8(FRA_IP_PROTO),
+        dport=(dport[0], dport[1]) if dport is not None else None,
+        unreachable=unreachable,
     )
 
 
