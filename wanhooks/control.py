@@ -91,19 +91,29 @@ class ControlServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    @staticmethod
+    async def _read_line(reader: asyncio.StreamReader) -> tuple[bytes, str]:
+        """One request line, or b"" and what is wrong with it."""
+        try:
+            return await asyncio.wait_for(reader.readuntil(b"\n"), timeout=5), ""
+        except asyncio.LimitOverrunError:
+            return b"", f"request larger than {MAX_REQUEST} bytes"
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError):
+            return b"", "expected one JSON object on one line"
+
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict[str, Any]:
         sock = writer.get_extra_info("socket")
         pid, uid, _gid = peer_credentials(sock)
+        # The request is read (bounded in size and time) even from a peer about to be
+        # refused: answering and closing first would hand its write EPIPE instead of
+        # the reason.  Nothing read from such a peer is looked at.
+        line, problem = await self._read_line(reader)
         if uid != 0:
             log.warning("control: refused a request from uid %d (pid %d): root only", uid, pid)
             return {"ok": False, "error": "permission denied: root only"}
-        try:
-            line = await asyncio.wait_for(reader.readuntil(b"\n"), timeout=5)
-        except asyncio.LimitOverrunError:
-            log.warning("control: refused an oversized request from pid %d", pid)
-            return {"ok": False, "error": f"request larger than {MAX_REQUEST} bytes"}
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError):
-            return {"ok": False, "error": "expected one JSON object on one line"}
+        if problem:
+            log.warning("control: refused a request from pid %d: %s", pid, problem)
+            return {"ok": False, "error": problem}
         try:
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError):
