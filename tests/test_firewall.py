@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 from fakes import lab_config, lab_kernel
 
 from wanhooks import constants as c
 from wanhooks import nft
-from wanhooks.model import Firewall, FirewallLink
+from wanhooks.model import Firewall, FirewallLink, Rule
 from wanhooks.plan import plan
 from wanhooks.reconcile import reconcile
 
@@ -31,7 +32,7 @@ def test_masquerade_and_no_sticky() -> None:
     assert all(link.nat and link.mark == 0 for link in desired.firewall.links)
     assert not any(r.priority == c.PRIO_MARK for r in desired.rules)
     text = nft.render(desired.firewall)
-    assert 'oifname "w1" masquerade comment "nat w1"' in text and "ct mark" not in text
+    assert 'oifname "w1" meta nfproto ipv4 masquerade comment "nat w1"' in text and "ct mark" not in text
 
 
 def test_render_keeps_the_other_bits_of_both_marks() -> None:
@@ -74,3 +75,64 @@ def test_a_leaving_links_nat_outlives_its_routes() -> None:
     kernel.firewall_writes.clear()
     reconcile(plan(config, kernel.observe()), kernel, "/nonexistent")
     assert kernel.firewall_writes == []
+
+
+def test_nat66_only_when_opted_in_and_never_for_the_links_own_prefix() -> None:
+    pd = ipaddress.ip_network("fd00:1:100::/56")
+    base = lab_config((1, 1, 1))
+    links = tuple(replace(e, delegated=(pd,)) if e.interface == "w1" else e for e in base.links)
+    config = replace(base, links=links, nat="masquerade")
+    text = nft.render(plan(config, lab_kernel().observe()).firewall)
+    assert "nfproto ipv6" not in text  # IPv6 is not translated unless asked
+    text66 = nft.render(plan(replace(config, nat66=True), lab_kernel().observe()).firewall)
+    assert 'oifname "w1" meta nfproto ipv6 ip6 saddr != { fd00:1:100::/56 } masquerade' in text66
+    assert 'oifname "w2" meta nfproto ipv6 masquerade comment "nat66 w2"' in text66
+    listing = text66.replace("  ", "\t")
+    assert nft.parse_table(listing).nat66 == frozenset({"w1", "w2", "w3"})
+
+
+def test_a_delegated_prefix_leaves_by_its_isp_unless_nat66_balances_it() -> None:
+    pd = ipaddress.ip_network("fd00:1:100::/56")
+    base = lab_config((1, 1, 1))
+    config = replace(
+        base, links=tuple(replace(e, delegated=(pd,)) if e.interface == "w1" else e for e in base.links)
+    )
+    rule = Rule(6, c.PRIO_LINK_SOURCE, c.link_table(11), src=pd)
+    assert rule in plan(config, lab_kernel().observe()).rules
+    assert rule not in plan(replace(config, nat66=True), lab_kernel().observe()).rules
+
+
+def test_a_wan_with_only_a_link_local_address_and_a_delegated_prefix_is_a_link() -> None:
+    kernel = lab_kernel()
+    w3 = next(link for link in kernel.links if link.name == "w3")
+    kernel.set_link(
+        replace(w3, addresses=tuple(a for a in w3.addresses if a.family == 4 or a.scope == "link"))
+    )
+    base = lab_config((1, 1, 1))
+    pd = ipaddress.ip_network("fd00:3:100::/56")
+    plain = plan(base, kernel.observe())
+    assert not next(lp for lp in plain.links if lp.name == "w3").eligible[6]  # no address, no PD: not a link
+    config = replace(
+        base, links=tuple(replace(e, delegated=(pd,)) if e.interface == "w3" else e for e in base.links)
+    )
+    desired = plan(config, kernel.observe())
+    w3plan = next(lp for lp in desired.links if lp.name == "w3")
+    assert w3plan.eligible[6] and w3plan.addresses[6] == ()
+    assert Rule(6, c.PRIO_LINK_SOURCE, c.link_table(13), src=pd) in desired.rules
+
+
+def test_a_tunnels_own_mark_goes_to_main_ahead_of_every_wanhooks_rule() -> None:
+    base = lab_config((1, 1, 1))
+    config = replace(
+        base, links=tuple(replace(e, tunnel_mark=0xCA6C) if e.interface == "w2" else e for e in base.links)
+    )
+    rules = plan(config, lab_kernel().observe()).rules
+    tunnel = {r for r in rules if r.priority == c.PRIO_TUNNEL}
+    assert tunnel == {Rule(f, c.PRIO_TUNNEL, 254, fwmark=0xCA6C, fwmask=0x00FFFFFF) for f in (4, 6)}
+    assert min(r.priority for r in rules if r.table != 254) > c.PRIO_TUNNEL
+
+
+def test_the_hosts_marked_sockets_keep_their_mark() -> None:
+    text = nft.render(Firewall(links=(FirewallLink("w1", 0x05000000, False),), sticky=True))
+    local = text[text.index("chain restore_local") :]
+    assert "meta mark 0 ct mark and 0xff000000 == 0x05000000 meta mark set 0x05000000" in local

@@ -64,6 +64,55 @@ def test_a_point_to_point_tun_link_gets_a_device_only_nexthop(router: Router, ho
     )
 
 
+def _rx_packets(lab: Lab, ns: str, dev: str) -> int:
+    return int(lab.ip_json(ns, "-s", "link", "show", "dev", dev)[0]["stats64"]["rx"]["packets"])
+
+
+def test_a_tunnel_over_a_wan_joins_carries_its_share_and_leaves(router: Router) -> None:
+    """A tun pair joined by a UDP relay (what WireGuard/OpenVPN are to the kernel): the router's
+    end marks its own datagrams 0xca6c, and that mark must take them by main's route (w1),
+    never into the group the tunnel itself is a member of."""
+    lab = router.lab
+    server = lab.spawn(
+        lab.internet, "tun-relay", "--name", "vpn0", "--listen", "203.0.113.20:5555", "--seconds", "60"
+    )
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    lab.ns_exec(lab.internet, ["ip", "addr", "add", "100.80.0.1", "peer", "100.80.0.2/32", "dev", "vpn0"])
+    lab.ns_exec(lab.internet, ["ip", "link", "set", "vpn0", "up"])
+    lab.set_main_default(1)  # what the network manager gave the host: the tunnel's underlay
+    client = lab.spawn(
+        lab.router, "tun-relay", "--name", "tun7", "--peer", "203.0.113.20:5555", "--mark", "0xca6c"
+    )
+    assert client.stdout is not None and client.stdout.readline().strip() == "ready"
+    lab.r(["ip", "addr", "add", "100.80.0.2", "peer", "100.80.0.1/32", "dev", "tun7"])
+    lab.r(["ip", "link", "set", "tun7", "up"])
+    router.write_config(
+        "links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - {interface: w2, gateway: 100.64.2.1}\n"
+        "  - {interface: tun7, tunnel_mark: 0xca6c}\n"
+    )
+    router.wanhooks("apply")
+    tun_nh = c.link_nexthop_id(4, ifindex(lab, "tun7"))
+    assert str(tun_nh) in lab.ip(lab.router, "nexthop", "show", "id", str(c.group_id(4)))
+    assert "dev w1" in lab.ip(lab.router, "route", "get", "203.0.113.20", "mark", "0xca6c")
+    assert "fwmark 0xca6c/0xffffff lookup main" in lab.ip(lab.router, "rule", "show")
+    assert lab.ping(lab.router, SERVER4, bind="100.80.0.2", count=3)  # through the tunnel and back
+    before = _rx_packets(lab, lab.internet, "vpn0")
+    lab.send_udp_flows(lab.router, None, 300)
+    via_tunnel = 300 - sum(lab.flows_per_link(4).values())  # weights 1:1:1, so about 100
+    arrived = _rx_packets(lab, lab.internet, "vpn0") - before  # (a stray late echo may add one)
+    assert 50 < via_tunnel < 150 and via_tunnel <= arrived <= via_tunnel + 3, (via_tunnel, arrived)
+    # the relay dies, its device with it: the tunnel leaves and every flow takes a WAN
+    client.kill()
+    client.wait()
+    time.sleep(0.2)
+    router.wanhooks("apply")
+    assert str(tun_nh) not in lab.ip(lab.router, "nexthop", "show")
+    lab.reset_flows()
+    lab.send_udp_flows(lab.router, None, 300, sport_base=30000)
+    assert sum(lab.flows_per_link(4).values()) == 300
+    server.terminate()
+
+
 def test_a_tun_link_whose_daemon_dies_leaves_the_group(router: Router, hold_tun: Holder) -> None:
     lab = router.lab
     tun_holder = hold_tun("tun7")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import DaemonProc, Router, wait_for
 
-from wanhooks.lab import Lab
+from wanhooks.lab import SERVER6, Lab
 
 pytestmark = pytest.mark.kernel
 Start = Callable[..., DaemonProc]
@@ -39,7 +39,7 @@ def test_lan_flows_leave_natted_to_each_links_own_address(router: Router) -> Non
     router.write_config(CONFIG.replace("GROUP", ""))
     router.wanhooks("apply")
     table = lab.ns_exec(lab.router, ["nft", "list", "table", "inet", "wanhooks"]).stdout
-    assert 'oifname "w2" masquerade' in table
+    assert 'oifname "w2" meta nfproto ipv4 masquerade' in table
     lab.send_udp_flows(lab.lan, None, 400, family=4)
     keys = lab.flow_keys_per_link(4)
     counts = {i: len(k) for i, k in keys.items()}
@@ -58,24 +58,31 @@ def _tables(lab: Lab) -> list[str]:
     return [f"{t['table']['family']} {t['table']['name']}" for t in doc["nftables"] if "table" in t]
 
 
-def test_sticky_connections_survive_group_changes_on_a_legacy_route(
-    router: Router, daemon_factory: Start
-) -> None:
-    """A legacy multipath route rehashes flows when a member leaves; the mark keeps them home."""
+@pytest.mark.parametrize("group", ["legacy", "resilient"])
+def test_sticky_connections_survive_group_changes(router: Router, daemon_factory: Start, group: str) -> None:
+    """A legacy multipath route rehashes every flow when a member leaves or returns; a resilient
+    group moves only the leaving member's buckets (and idle ones when it returns).  The mark
+    keeps every connection on its link either way, the drained link's own included."""
     lab = router.lab
-    router.write_config(CONFIG.replace("GROUP", "group: legacy\nsticky: true\n"))
+    router.write_config(CONFIG.replace("GROUP", f"group: {group}\nsticky: true\n"))
     daemon_factory()
-    route = lambda: lab.ip(lab.router, "route", "show", "table", "2000000000")  # noqa: E731
-    wait_for(lambda: route().count("nexthop via") == 3, 5, "a 3-way legacy multipath route")
+
+    def members() -> int:
+        if group == "legacy":
+            return lab.ip(lab.router, "route", "show", "table", "2000000000").count("nexthop via")
+        shown = lab.ip(lab.router, "nexthop", "show", "id", "2000000000", check=False)
+        return shown.split(" group ")[1].split()[0].count("/") + 1 if " group " in shown else 0
+
+    wait_for(lambda: members() == 3, 5, "a 3-way group")
     echo = lab.spawn(lab.internet, "tcp-echo", "--port", "9200", "--seconds", "60")
     assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
     hold = lab.spawn(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--flows", "30", "--seconds", "8")
     assert hold.stdout is not None and hold.stdout.readline().strip() == "started"
-    for _ in range(3):  # w3 leaves and returns three times: the route is rebuilt each time
-        router.wanhooks("link", "drain", "w3")  # out of the route, its connections kept
-        wait_for(lambda: "w3" not in route(), 3, "w3 out of the route")
+    for _ in range(3):  # w3 leaves and returns three times: the group is rebuilt each time
+        router.wanhooks("link", "drain", "w3")  # out of the group, its connections kept
+        wait_for(lambda: members() == 2, 3, "w3 out of the group")
         router.wanhooks("link", "enable", "w3")
-        wait_for(lambda: route().count("nexthop via") == 3, 3, "w3 back")
+        wait_for(lambda: members() == 3, 3, "w3 back")
     results = json.loads(hold.stdout.readline())
     hold.wait(10)
     echo.terminate()
@@ -93,7 +100,10 @@ def test_a_pinned_destination_uses_its_link_then_falls_back_or_fails_closed(
     router: Router, when_down: str
 ) -> None:
     lab = router.lab
-    pins = f"pins:\n  - {{to: {PINNED}, link: w2, when_down: {when_down}}}\n  - {{proto: udp, port: 9500, link: w3}}\n"
+    pins = (
+        f"pins:\n  - {{to: {PINNED}, link: w2, when_down: {when_down}}}\n"
+        "  - {proto: udp, port: 9500, link: w3}\n"
+    )
     router.write_config(CONFIG.replace("GROUP", pins))
     router.wanhooks("apply")
     lab.send_udp_flows(lab.lan, PINNED, 60, family=4)
@@ -124,3 +134,105 @@ def test_a_pinned_destination_uses_its_link_then_falls_back_or_fails_closed(
     lab.reset_flows()
     lab.send_udp_flows(lab.lan, PINNED, 20, family=4, sport_base=22000)
     assert lab.flows_per_link(4) == {1: 0, 2: 20, 3: 0}  # back on its link
+
+
+def test_each_delegated_prefix_leaves_by_its_isp_and_nat66_balances(router: Router) -> None:
+    """BCP38 everywhere: a PD source that left by another ISP would be dropped and counted."""
+    lab = router.lab
+    clients = {i: lab.delegate(i) for i in (1, 2)}
+    links = (
+        "".join(
+            f"  - {{interface: w{i}, gateway: [100.64.{i}.1, 'fe80::1'], delegated: 'fd00:{i}:100::/56'}}\n"
+            for i in (1, 2)
+        )
+        + "  - {interface: w3, gateway: [100.64.3.1, 'fe80::1']}\n"
+    )
+    router.write_config(f"links:\n{links}nat: masquerade\n")
+    router.wanhooks("apply")
+    for i, client in clients.items():
+        lab.send_udp_flows(lab.lan, None, 100, family=6, bind=client, sport_base=20000 + 1000 * i)
+    keys = lab.flow_keys_per_link(6)
+    assert {i: {k.saddr for k in keys[i]} for i in (1, 2, 3)} == {1: {clients[1]}, 2: {clients[2]}, 3: set()}
+    assert {i: len(keys[i]) for i in (1, 2)} == {1: 100, 2: 100}
+    assert sum(lab.spoofed_per_link(6).values()) == 0
+    # without NAT66, a LAN source from no ISP's prefix (the ULA fd00:aa::/64) dies at BCP38
+    table = lab.ns_exec(lab.router, ["nft", "list", "table", "inet", "wanhooks"]).stdout
+    assert "nfproto ipv6" not in table
+    # NAT66 opted in: the ULA clients are balanced, each flow translated to its link's address;
+    # a delegated source that happens to leave by its own ISP keeps its address
+    router.write_config(f"links:\n{links}nat: masquerade\nnat66: true\n")
+    router.wanhooks("apply")
+    lab.reset_flows()
+    lab.send_udp_flows(lab.lan, None, 300, family=6, bind=lab.lan_addr(1, 6), sport_base=30000)
+    lab.send_udp_flows(lab.lan, None, 300, family=6, bind=clients[1], sport_base=40000)
+    keys = lab.flow_keys_per_link(6)
+    counts = {i: len(k) for i, k in keys.items()}
+    assert sum(counts.values()) == 600 and min(counts.values()) > 100, counts
+    own = {i: lab.link(i).router6 for i in (1, 2, 3)}
+    assert {k.saddr for k in keys[1]} == {own[1], clients[1]}
+    assert {k.saddr for k in keys[2]} == {own[2]} and {k.saddr for k in keys[3]} == {own[3]}
+    assert sum(lab.spoofed_per_link(6).values()) == 0
+
+
+def test_a_wan_with_only_a_link_local_address_carries_its_delegated_prefix(router: Router) -> None:
+    lab = router.lab
+    client = lab.delegate(3)
+    a = lab.link(3)
+    lab.r(["ip", "addr", "del", f"{a.router6}/64", "dev", "w3"])
+    ll = next(
+        info["local"]
+        for info in lab.ip_json(lab.router, "-6", "addr", "show", "dev", "w3")[0]["addr_info"]
+        if info["scope"] == "link"
+    )
+    lab.ns_exec(lab.isp(3), ["ip", "route", "replace", a.delegated6, "via", ll, "dev", "c"])
+    links = "".join(f"  - {{interface: w{i}, gateway: [100.64.{i}.1, 'fe80::1']}}\n" for i in (1, 2))
+    links += "  - {interface: w3, gateway: [100.64.3.1, 'fe80::1'], delegated: 'fd00:3:100::/56'}\n"
+    router.write_config(f"links:\n{links}nat: masquerade\n")
+    router.wanhooks("apply")
+    w3 = next(
+        link
+        for link in json.loads(router.wanhooks("status", "--json").stdout)["links"]
+        if link["name"] == "w3"
+    )
+    assert w3["ipv6"]["in_balance"], w3
+    lab.send_udp_flows(lab.lan, None, 50, family=6, bind=client)
+    assert lab.flows_per_link(6) == {1: 0, 2: 0, 3: 50}
+    assert lab.ping(lab.lan, SERVER6, bind=client)  # and the answers come back
+    assert sum(lab.spoofed_per_link(6).values()) == 0
+
+
+PORT_FORWARD = """\
+table ip adminfwd {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "w2" tcp dport 8080 dnat to 100.64.100.2:9300
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("sticky", [True, False])
+def test_a_port_forward_on_link_2_answers_by_link_2(router: Router, sticky: bool) -> None:
+    """The admin's own DNAT (a table wanhooks must leave alone) sends link 2's port 8080 to a LAN
+    server.  The replies would be balanced over all links, and die at the other ISPs' BCP38 with
+    link 2's address; the connection's mark sends them back by link 2."""
+    lab = router.lab
+    a = lab.link(2)
+    lab.ns_exec(lab.router, ["nft", "-f", "-"], input=PORT_FORWARD)
+    lab.ns_exec(lab.internet, ["ip", "route", "add", a.prefix4, "via", a.isp_up4])
+    router.write_config(CONFIG.replace("GROUP", f"sticky: {str(sticky).lower()}\n"))
+    router.wanhooks("apply")
+    echo = lab.spawn(lab.lan, "tcp-echo", "--port", "9300", "--seconds", "30")
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    hold = lab.traffic(
+        lab.internet, "tcp-hold", "--dst", a.router4, "--port", "8080", "--flows", "16", "--seconds", "1"
+    )
+    echo.terminate()
+    results = json.loads(hold.stdout.splitlines()[-1])  # after its "started" line
+    broken = [r for r in results if r["error"] is not None]
+    if sticky:
+        assert broken == [], broken
+        assert sum(lab.spoofed_per_link(4).values()) == 0
+        assert "table ip adminfwd" in lab.ns_exec(lab.router, ["nft", "list", "tables"]).stdout
+    else:  # the contrast that shows the mark is what answers by link 2
+        assert broken and sum(lab.spoofed_per_link(4).values()) > 0, results

@@ -148,8 +148,7 @@ def test_pins_reach_a_kernel_and_settle() -> None:
 
 def test_pins_survive_to_yaml() -> None:
     text = (
-        HEAD
-        + "  - {to: 198.51.100.0/24, from: 100.64.100.3, proto: tcp, port: 80-81, link: w2,"
+        HEAD + "  - {to: 198.51.100.0/24, from: 100.64.100.3, proto: tcp, port: 80-81, link: w2,"
         " when_down: fail}\n"
     )
     config = parse_config(text, "p.yaml")

@@ -76,7 +76,7 @@ def _print_report(report: Report, names: dict[int, str], quiet_if_nothing: bool 
     for result in report.failed:
         why = result.message or os.strerror(result.error)
         print(f"failed: {op_text(result.op, names)}: {why}", file=sys.stderr)
-    for text in report.sysctl_errors:
+    for text in report.sysctl_errors + report.firewall_errors:
         print(f"failed: {text}", file=sys.stderr)
     for text in report.notes:
         print(f"note: {text}")

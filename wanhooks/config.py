@@ -124,6 +124,7 @@ TOP_KEYS = (
     "sticky",
     "mss_clamp",
     "pins",
+    "nat66",
 )
 PIN_KEYS = ("to", "from", "proto", "port", "link", "tier", "when_down")
 PIN_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
@@ -131,7 +132,8 @@ PORTED_PROTOCOLS = (6, 17, 132)
 WHEN_DOWN = ("fallback", "fail")
 NAT_MODES = ("none", "masquerade")
 GATEWAY_HOLD_MAX = 60.0
-LINK_KEYS = ("interface", "weight", "gateway", "network", "health", "tier")
+LINK_KEYS = ("interface", "weight", "gateway", "network", "health", "tier", "delegated", "tunnel_mark")
+TUNNEL_MARK_MAX = c.TUNNEL_MARK_MASK  # the sticky byte is wanhooks' own
 TIER_MIN = 1  # a link's tier: 1 carries traffic first, 5 last
 TIER_MAX = 5
 METERED_TIER_MIN = 0  # 0: NetworkManager's metered flag changes no tier
@@ -304,6 +306,7 @@ def to_yaml(config: Config) -> str:
         "nat": config.nat,
         "sticky": _yaml_boolean(config.sticky),
         "mss_clamp": _yaml_boolean(config.mss_clamp),
+        "nat66": _yaml_boolean(config.nat66),
     }
     lines += [
         f"{name}: {text}" for name, text in newer.items() if getattr(config, name) != getattr(Config, name)
@@ -379,6 +382,8 @@ class _Draft:
     networks: list[tuple[IPNetwork, _Where]] = field(default_factory=list)
     health: HealthConfig | None = None
     tier: int | None = None
+    delegated: tuple[ipaddress.IPv6Network, ...] = ()
+    tunnel_mark: int | None = None
 
 
 def _check_interface(name: str, where: _Where) -> str:
@@ -515,6 +520,8 @@ def _finish_link(draft: _Draft, seen: dict[str, int]) -> LinkConfig:
         line=draft.line,
         health=draft.health,
         tier=draft.tier,
+        delegated=draft.delegated,
+        tunnel_mark=draft.tunnel_mark,
     )
 
 
@@ -704,7 +711,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
     flush_lower_tiers = Config.flush_lower_tiers
     nat = Config.nat
     pins: tuple[Pin, ...] = ()
-    flags = {"sticky": Config.sticky, "mss_clamp": Config.mss_clamp}
+    flags = {"sticky": Config.sticky, "mss_clamp": Config.mss_clamp, "nat66": Config.nat66}
     # Keys are scalars by the time they are looked up here (_items checks first).
     key_lines = {str(key.value): _line(key) for key, _ in root.value if isinstance(key, ScalarNode)}
     done: set[str] = set()
@@ -773,6 +780,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
         nat=nat,
         sticky=flags["sticky"],
         mss_clamp=flags["mss_clamp"],
+        nat66=flags["nat66"],
         pins=pins,
     )
 
@@ -893,6 +901,10 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
             draft.gateways = [(_parse_address(text, at, "gateway"), at) for text, at in texts]
         elif name == "health":
             draft.health = _yaml_health(value, value_at)
+        elif name == "delegated":
+            draft.delegated = tuple(_delegated(t, at) for t, at in _yaml_texts(value, value_at, name))
+        elif name == "tunnel_mark":
+            draft.tunnel_mark = _yaml_mark(value, value_at)
         else:
             texts = _yaml_texts(value, value_at, name)
             draft.networks = [(_parse_network(text, at), at) for text, at in texts]
@@ -1002,6 +1014,31 @@ def _parse_when_down(text: str, where: _Where) -> bool:
             f"unknown when_down {_show(text)}: choose fallback (take the balance) or fail (refuse)"
         )
     return text == "fail"
+
+
+def _yaml_mark(node: Node, where: _Where) -> int:
+    """A firewall mark, decimal or 0x-hex as `wg` and `ip rule` print it, clear of the sticky byte."""
+    text = str(node.value).strip() if isinstance(node, ScalarNode) and node.tag in (_INT, _STR) else ""
+    try:
+        mark = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise where.error(f"tunnel_mark must be a mark such as 0xca6c, not {_kind(node)}") from None
+    if not 1 <= mark <= TUNNEL_MARK_MAX:
+        raise where.error(
+            f"tunnel_mark {_show(text)}: must be 0x1-{TUNNEL_MARK_MAX:#x} "
+            f"(the top byte, {c.STICKY_MARK_MASK:#x}, carries wanhooks' sticky connections)"
+        )
+    return mark
+
+
+def _delegated(text: str, where: _Where) -> ipaddress.IPv6Network:
+    """A prefix the ISP delegated: IPv6, and no longer than /64 (a LAN needs a /64)."""
+    prefix = _pin_prefix(text, where)
+    if not isinstance(prefix, ipaddress.IPv6Network):
+        raise where.error(f"delegated {prefix} is IPv4: prefix delegation is IPv6's (e.g. 2001:db8:1::/56)")
+    if prefix.prefixlen > 64:
+        raise where.error(f"delegated {prefix} is longer than /64: an ISP delegates /64 or shorter")
+    return prefix
 
 
 def _yaml_weight(node: Node, where: _Where) -> int:
@@ -1427,6 +1464,10 @@ def _link_yaml(link: LinkConfig) -> list[str]:
         lines.append(f"    network: {_yaml_one_or_list(networks)}")
     if link.tier is not None:
         lines.append(f"    tier: {link.tier}")
+    if link.delegated:
+        lines.append(f"    delegated: {_yaml_one_or_list([str(p) for p in link.delegated])}")
+    if link.tunnel_mark is not None:
+        lines.append(f"    tunnel_mark: {link.tunnel_mark:#x}")
     if link.health is not None:
         lines += _health_yaml(link.health, "    ")
     return lines

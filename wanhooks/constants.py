@@ -86,6 +86,7 @@ def is_owned_nexthop_id(nhid: int) -> bool:
 # an admin can slot rules in between ours and we never renumber.
 PRIO_MIN = 20000
 PRIO_MAIN_SUPPRESS = 20000  # lookup main suppress_prefixlength 0: LAN/VPN/specific routes win
+PRIO_TUNNEL = 20050  # fwmark <a tunnel's mark> lookup main: its encapsulated packets skip the balance
 PRIO_LINK_SOURCE = 20100  # from <link address> lookup <link table>
 PRIO_MARK = 20200  # fwmark -> link table (sticky connections): a connection keeps its link
 PRIO_PIN_FIRST = 20210  # policy pins, one priority each in config order: new connections
@@ -110,6 +111,10 @@ NFT_TABLE = "wanhooks"
 # Only these 8 bits are ever changed; the rest of both marks is kept.
 STICKY_MARK_SHIFT = 24
 STICKY_MARK_MASK = 0xFF000000
+
+
+# A tunnel's own mark (wg's fwmark, openvpn --mark) is matched without the sticky byte.
+TUNNEL_MARK_MASK = ~STICKY_MARK_MASK & 0xFFFFFFFF
 
 
 def sticky_mark(ifindex: int) -> int:

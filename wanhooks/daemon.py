@@ -320,6 +320,8 @@ class Daemon:
             log.warning("conflict: %s", text)
         for text in report.sysctl_errors:
             log.warning("sysctl: %s", text)
+        for text in report.firewall_errors:
+            log.warning("%s", text)
         self._last_decision = decision
 
     async def _end_connections(

@@ -106,6 +106,8 @@ class LinkConfig:
     line: int = 0  # where the entry starts in its file, for messages
     health: HealthConfig | None = None  # overrides of the top-level health section
     tier: int | None = None  # 1..5; None: 1, or Config.metered_tier when NetworkManager says metered
+    delegated: tuple[ipaddress.IPv6Network, ...] = ()  # IPv6 prefixes this ISP delegated (PD)
+    tunnel_mark: int | None = None  # the fwmark the tunnel puts on its own encapsulated packets
 
     def gateway(self, family: int) -> IPAddress | None:
         return self.gateway4 if family == 4 else self.gateway6
@@ -170,6 +172,7 @@ class Config:
     # Clamp the TCP MSS of forwarded SYNs to the route's MTU (PPPoE, LTE: MTU < 1500).
     mss_clamp: bool = False
     pins: tuple[Pin, ...] = ()
+    nat66: bool = False  # masquerade IPv6 too (only when opted in: NAT66 breaks end-to-end)
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,10 @@ class ObservedLink:
         if self.flags & IFF_POINTOPOINT:
             return True
         return bool(self.flags & IFF_NOARP) and not self.has_lladdr
+
+    @property
+    def has_link_local(self) -> bool:
+        return any(a.family == 6 and a.scope == "link" and not a.tentative for a in self.addresses)
 
     def addresses_of(self, family: int) -> tuple[Address, ...]:
         return tuple(a for a in self.addresses if a.family == family and a.usable)
@@ -431,7 +438,9 @@ class FirewallLink:
 
     name: str
     mark: int  # its sticky mark (constants.sticky_mark); 0: none (an ifindex clash)
-    nat: bool  # masquerade what leaves by it
+    nat: bool  # masquerade IPv4 that leaves by it
+    nat66: bool = False  # masquerade IPv6 that leaves by it (but not its own delegated prefixes)
+    delegated: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,16 @@ def render(fw: Firewall) -> str:
     nat: list[str] = []
     mark_new: list[str] = []
     restore: list[str] = []
+    restore_local: list[str] = []
     for link in fw.links:
         name = json.dumps(link.name)  # a quoted nft string; names are already validated
         if link.nat:
-            nat.append(f'oifname {name} masquerade comment "nat {link.name}"')
+            nat.append(f'oifname {name} meta nfproto ipv4 masquerade comment "nat {link.name}"')
+        if link.nat66:
+            # a source from this link's own delegated prefixes leaves as it is: it is valid here
+            own = ", ".join(str(p) for p in link.delegated)
+            foreign = f"ip6 saddr != {{ {own} }} " if own else ""
+            nat.append(f'oifname {name} meta nfproto ipv6 {foreign}masquerade comment "nat66 {link.name}"')
         if fw.sticky and link.mark:
             mark = f"{link.mark:#010x}"
             # a new connection belongs to the link it leaves by, or arrives by
@@ -59,6 +65,12 @@ def render(fw: Firewall) -> str:
                 f"ct mark and {mask} == {mark} meta mark set meta mark and {keep} or {mark} "
                 f'comment "restore {link.name}"'
             )
+            # the host's own packets only when their socket set no mark: a marked socket
+            # (a tunnel's, wg's fwmark) has chosen its route, and its mark must match as set
+            restore_local.append(
+                f"meta mark 0 ct mark and {mask} == {mark} meta mark set {mark} "
+                f'comment "restore-local {link.name}"'
+            )
     chains = []
     if nat:
         chains.append(_chain("nat", "type nat hook postrouting priority srcnat", nat))
@@ -68,7 +80,7 @@ def render(fw: Firewall) -> str:
         # packets of a marked connection take its link's fwmark rule: forwarded ones in
         # prerouting, the host's own in output (a route chain: the mark re-routes them)
         chains.append(_chain("restore_fwd", "type filter hook prerouting priority mangle + 1", restore))
-        chains.append(_chain("restore_local", "type route hook output priority mangle", restore))
+        chains.append(_chain("restore_local", "type route hook output priority mangle", restore_local))
     if fw.mss_clamp:
         clamp = ['tcp flags syn tcp option maxseg size set rt mtu comment "mss clamp"']
         chains.append(_chain("mss", "type filter hook forward priority mangle", clamp))
@@ -94,7 +106,8 @@ def digest_of(text: str) -> str | None:
 @dataclass(frozen=True)
 class TableState:
     digest: str | None  # the table's comment; None: no table
-    nat: frozenset[str]  # links masqueraded now
+    nat: frozenset[str]  # links masqueraded now (IPv4)
+    nat66: frozenset[str] = frozenset()  # links masqueraded now (IPv6)
 
 
 NO_TABLE = TableState(None, frozenset())
@@ -110,6 +123,7 @@ def parse_table(text: str) -> TableState:
     """
     digest: str | None = None
     nat: set[str] = set()
+    nat66: set[str] = set()
     for line in text.splitlines():
         found = _COMMENT.search(line)
         if found is None:
@@ -119,7 +133,9 @@ def parse_table(text: str) -> TableState:
             digest = comment
         elif comment.startswith("nat "):
             nat.add(comment[len("nat ") :])
-    return TableState(digest, frozenset(nat))
+        elif comment.startswith("nat66 "):
+            nat66.add(comment[len("nat66 ") :])
+    return TableState(digest, frozenset(nat), frozenset(nat66))
 
 
 class NftError(Exception):

@@ -238,7 +238,10 @@ def _judge(
             gateway = manager_gateway
     onlink = learned_onlink or _needs_onlink(gateway, family, usable)
     routable = link.point_to_point or gateway is not None
-    has_table = link.admin_up and bool(addresses) and routable and not clash
+    # An IPv6 WAN may have no global address at all: its ISP delegated a prefix (used on
+    # the LAN) and the link itself speaks link-local only.  It still carries traffic.
+    addressed = bool(addresses) or (family == 6 and bool(entry.delegated) and link.has_link_local)
+    has_table = link.admin_up and addressed and routable and not clash
     if link.index > c.MAX_IFINDEX:
         reason = f"interface index {link.index} is beyond wanhooks' id range"
         has_table = False
@@ -250,7 +253,7 @@ def _judge(
         reason = "no carrier"
     elif link.oper_state not in ("up", "unknown"):
         reason = f"not operational ({link.oper_state})"  # e.g. wifi re-authenticating
-    elif not addresses:
+    elif not addressed:
         reason = f"no {fam} address"
     elif not routable:
         reason = f"no {fam} gateway (none configured, none in the main table)"
@@ -573,6 +576,21 @@ def plan(
                 for addr in side.addresses:
                     src = ipaddress.ip_network(f"{addr}/{_FULL_PREFIX[family]}")
                     rules.add(Rule(family=family, priority=c.PRIO_LINK_SOURCE, table=table, src=src))
+                if family == 6 and not config.nat66:
+                    # BCP38: other ISPs drop sources from this one's delegated prefixes
+                    for prefix in side.entry.delegated:
+                        rules.add(Rule(family=6, priority=c.PRIO_LINK_SOURCE, table=table, src=prefix))
+            if side.entry.tunnel_mark is not None:
+                # the tunnel's own encapsulated packets never enter the balance (it could hold the tunnel)
+                rules.add(
+                    Rule(
+                        family=family,
+                        priority=c.PRIO_TUNNEL,
+                        table=254,
+                        fwmark=side.entry.tunnel_mark,
+                        fwmask=c.TUNNEL_MARK_MASK,
+                    )
+                )
         if kind is GroupKind.LEGACY and family == 6:
             family_sides = _legacy_v6_members(family_sides)
             sides.update({(side.link.index, family): side for side in family_sides})
@@ -672,7 +690,7 @@ def _firewall(
     rules: set[Rule] = set()
     notes: list[str] = []
     taken: dict[int, str] = {}
-    for link, _entry in sorted(pairs, key=lambda pair: pair[0].index):
+    for link, entry in sorted(pairs, key=lambda pair: pair[0].index):
         tables = [f for f in (4, 6) if sides[(link.index, f)].has_table]
         mark = c.sticky_mark(link.index) if config.sticky and tables else 0
         if mark and mark in taken:
@@ -690,9 +708,12 @@ def _firewall(
                         fwmask=c.STICKY_MARK_MASK,
                     )
                 )
-        nat = masquerade and bool(link.addresses)
-        if mark or nat:
-            links.append(FirewallLink(link.name, mark, nat))
+        nat = masquerade and bool(link.addresses_of(4))
+        nat66 = config.nat66 and bool(link.addresses_of(6))
+        if config.nat66 and not nat66 and sides[(link.index, 6)].has_table:
+            notes.append(f"{link.name}: no NAT66: it has no global IPv6 address to masquerade to")
+        if mark or nat or nat66:
+            links.append(FirewallLink(link.name, mark, nat, nat66, entry.delegated))
     return Firewall(links=tuple(links), sticky=config.sticky, mss_clamp=config.mss_clamp), rules, notes
 
 

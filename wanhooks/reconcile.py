@@ -66,6 +66,7 @@ class Report:
     sysctl_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     firewall_changed: bool = False  # wanhooks' nftables table was rewritten
+    firewall_errors: list[str] = field(default_factory=list)  # nft refused: NAT/sticky not as planned
 
     @property
     def changed(self) -> bool:
@@ -73,7 +74,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.conflicts or self.sysctl_errors)
+        return not (self.failed or self.conflicts or self.sysctl_errors or self.firewall_errors)
 
 
 def _by_id(objs: Iterable[Nexthop | NexthopGroup]) -> dict[int, Nexthop | NexthopGroup]:
@@ -389,7 +390,8 @@ def reconcile(desired: Desired, kernel: Kernel, run_dir: str) -> Report:
     after = _firewall_phase(desired.firewall, kernel, keep_leaving_nat=False)
     report.sysctls = knobs.changes
     report.sysctl_errors = knobs.errors
-    report.notes.extend(knobs.notes + before.notes + after.notes)
+    report.notes.extend(knobs.notes)
+    report.firewall_errors = list(dict.fromkeys(before.errors + after.errors))  # once, if both failed
     report.firewall_changed = before.changed or after.changed
     return report
 
@@ -397,7 +399,7 @@ def reconcile(desired: Desired, kernel: Kernel, run_dir: str) -> Report:
 @dataclass
 class _FirewallStep:
     changed: bool = False
-    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
 def _firewall_phase(wanted: Firewall, kernel: Kernel, *, keep_leaving_nat: bool) -> _FirewallStep:
@@ -407,11 +409,11 @@ def _firewall_phase(wanted: Firewall, kernel: Kernel, *, keep_leaving_nat: bool)
         now = kernel.read_firewall()
         if keep_leaving_nat:
             planned = {link.name for link in wanted.links}
-            leaving = sorted(now.nat - planned)
+            leaving = sorted((now.nat | now.nat66) - planned)
             if leaving:
                 # appended, not sorted in: the order is part of the digest, and a
                 # re-sorted table would be rewritten twice on every apply
-                kept = tuple(FirewallLink(name, 0, True) for name in leaving)
+                kept = tuple(FirewallLink(name, 0, name in now.nat, name in now.nat66) for name in leaving)
                 wanted = replace(wanted, links=wanted.links + kept)
         text = nft.render(wanted)
         if nft.digest_of(text) == now.digest:
@@ -419,7 +421,7 @@ def _firewall_phase(wanted: Firewall, kernel: Kernel, *, keep_leaving_nat: bool)
         kernel.write_firewall(text)
         return _FirewallStep(changed=True)
     except (nft.NftError, OSError, ValueError) as exc:
-        return _FirewallStep(notes=[f"nftables: {exc}: NAT and sticky connections are not as planned"])
+        return _FirewallStep(errors=[f"nftables: {exc}: NAT and sticky connections are not as planned"])
 
 
 def cleanup(kernel: Kernel, run_dir: str) -> Report:
@@ -429,7 +431,7 @@ def cleanup(kernel: Kernel, run_dir: str) -> Report:
     """
     report = apply_desired(Desired(), kernel)
     removed = _firewall_phase(Firewall(), kernel, keep_leaving_nat=False)
-    report.notes.extend(removed.notes)
+    report.firewall_errors = removed.errors
     report.firewall_changed = removed.changed
     knobs = sysctls.restore(kernel, run_dir)
     report.sysctls = knobs.changes

@@ -19,6 +19,7 @@ Addressing (i = 1..N, x = hex(i)); see `link_addrs()` and `lan_addr()`:
     WAN i     router w<i> 100.64.i.2/24 fd00:x::2/64 <-> ISP i c 100.64.i.1/24 fd00:x::1/64 + fe80::1/64
     uplink i  ISP i u 198.51.100.(4i-3)/30 fd00:99:x::1/64 <-> net i<i> 198.51.100.(4i-2)/30 fd00:99:x::2/64
     LAN       router lan0 100.64.100.1/24 fd00:aa::1/64 <-> lan eth0 100.64.100.(1+k)/24 fd00:aa::(1+k)/64
+    PD i      ISP i delegates fd00:x:100::/56 (routed to the router); `delegate(i)` numbers the LAN from it
     servers   SERVER4 203.0.113.10, SERVER6 fd00:ffff::10; the whole /24 and /64 answer (AnyIP on lo)
 Return path: each ISP masquerades IPv4 out of `u` (CGN-like); IPv6 is routed
 (the internet has fd00:x::/64 via ISP i).  With router_nat the router
@@ -100,6 +101,15 @@ class LinkAddrs:
 
     def router(self, family: int) -> str:
         return self.router4 if family == 4 else self.router6
+
+    @property
+    def delegated6(self) -> str:
+        """The prefix ISP i delegates to the router (DHCPv6-PD), routed to it by the ISP."""
+        return f"fd00:{self.index:x}:100::/56"
+
+    def pd_addr(self, host: int) -> str:
+        """An address in the LAN /64 taken from ISP i's delegated prefix (1: the router's)."""
+        return f"fd00:{self.index:x}:100::{host:x}"
 
     def gateway(self, family: int) -> str:
         """The gateway a network manager would configure (v6: the link-local, as from an RA)."""
@@ -202,6 +212,7 @@ def isp_batch(i: int, net_ns: str) -> str:
             "link set u up",
             f"route add default via {a.net_up4}",
             f"route add ::/0 via {a.net_up6}",
+            f"route add {a.delegated6} via {a.router6} dev c",
         ]
     )
 
@@ -222,6 +233,7 @@ def net_batch(links: int) -> str:
             f"addr add {a.net_up6}/64 dev i{i} nodad",
             f"link set i{i} up",
             f"route add {a.prefix6} via {a.isp_up6} dev i{i}",
+            f"route add {a.delegated6} via {a.isp_up6} dev i{i}",
         ]
     return _text(lines)
 
@@ -298,7 +310,7 @@ def antispoof_rules(i: int) -> list[str]:
     a = link_addrs(i)
     return [
         f'iifname "c" meta nfproto ipv4 ip saddr != {a.prefix4} counter name spoofed4 drop',
-        f'iifname "c" meta nfproto ipv6 ip6 saddr != {{ {a.prefix6}, fe80::/10, ::/128 }}'
+        f'iifname "c" meta nfproto ipv6 ip6 saddr != {{ {a.prefix6}, {a.delegated6}, fe80::/10, ::/128 }}'
         " counter name spoofed6 drop",
     ]
 
@@ -777,6 +789,14 @@ class Lab:
         if "labblackhole" not in self.ns_exec(self.isp(i), ["nft", "list", "tables"]).stdout:
             return 0
         return parse_counter(self.nft_json(self.isp(i), "list", "counter", "inet", "labblackhole", "dropped"))
+
+    def delegate(self, i: int) -> str:
+        """Number the LAN from ISP i's delegated prefix, as a DHCPv6-PD client would (router
+        ::1, client 1 ::2); returns client 1's address.  The ISP already routes the prefix."""
+        a = self.link(i)
+        self._ip_batch(self.router, _text([f"addr add {a.pd_addr(1)}/64 dev lan0 nodad"]))
+        self._ip_batch(self.lan, _text([f"addr add {a.pd_addr(2)}/64 dev eth0 nodad"]))
+        return a.pd_addr(2)
 
     def set_antispoof(self, on: bool) -> None:
         """Turn BCP38 filtering on or off in every ISP."""

@@ -16,6 +16,7 @@ Exit status: 0 when every datagram was sent (udp) or a reply came back
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import select
@@ -362,6 +363,12 @@ def parser() -> argparse.ArgumentParser:
     dns.add_argument("--address", action="append", required=True)
     dns.add_argument("--port", type=int, default=53)
     dns.add_argument("--seconds", type=float, default=30.0)
+    relay = sub.add_parser("tun-relay", help="a point-to-point tunnel end over UDP, for a bounded time")
+    relay.add_argument("--name", required=True, help="the tun device to create")
+    relay.add_argument("--listen", help="server end: address:port")
+    relay.add_argument("--peer", help="client end: the server's address:port")
+    relay.add_argument("--mark", type=lambda text: int(text, 0), default=0, help="SO_MARK of its datagrams")
+    relay.add_argument("--seconds", type=float, default=60.0)
     png = sub.add_parser("ping", help="ICMP echo; exit 0 if any reply")
     png.add_argument("--dst", required=True, help="address, link-local with %%dev")
     png.add_argument("--count", type=int, default=1)
@@ -369,6 +376,51 @@ def parser() -> argparse.ArgumentParser:
     png.add_argument("--bind", help="source address")
     png.add_argument("--device", help="SO_BINDTODEVICE")
     return ap
+
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+SO_MARK = 36
+
+
+def tun_relay(name: str, listen: str | None, peer: str | None, mark: int, seconds: float) -> None:
+    """A point-to-point tunnel end: packets from tun NAME go in UDP datagrams to the other end.
+
+    The client end (`peer` "host:port") sends from a socket marked `mark`, as WireGuard
+    and OpenVPN mark their own encapsulated packets; the server end (`listen`
+    "host:port", a fixed address so NAT on the way sees its replies) answers whoever
+    last reached it.  The device lives as long as this process.
+    """
+    import fcntl
+
+    tun = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(tun, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if mark:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+    remote: tuple[str, int] | None = None
+    if listen is not None:
+        host, port = listen.rsplit(":", 1)
+        sock.bind((host, int(port)))
+    if peer is not None:
+        host, port = peer.rsplit(":", 1)
+        remote = (host, int(port))
+    print("ready", flush=True)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        readable, _, _ = select.select([tun, sock.fileno()], [], [], 0.2)
+        if tun in readable:
+            packet = os.read(tun, 65535)
+            if remote is not None:
+                with contextlib.suppress(OSError):  # no route yet, or the peer went away
+                    sock.sendto(packet, remote)
+        if sock.fileno() in readable:
+            packet, sender = sock.recvfrom(65535)
+            if listen is not None:
+                remote = sender
+            with contextlib.suppress(OSError):
+                os.write(tun, packet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -395,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return tcp_flood(args.dst, args.port, args.flows, args.seconds)
     if args.cmd == "dns-answer":
         dns_answer(args.address, args.port, args.seconds)
+        return 0
+    if args.cmd == "tun-relay":
+        tun_relay(args.name, args.listen, args.peer, args.mark, args.seconds)
         return 0
     if ping(args.dst, args.count, args.timeout, args.device, args.bind):
         return 0
