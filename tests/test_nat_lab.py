@@ -113,6 +113,9 @@ def test_a_pinned_destination_uses_its_link_then_falls_back_or_fails_closed(
     assert {k.dport for k in keys[3]} == {9500} and len(keys[3]) == 60
     assert keys[1] == set()
     assert {k.saddr for k in keys[2]} == {"100.64.2.2"}  # NATed to w2's own address
+    status = router.wanhooks("status").stdout
+    assert f"pin (line 7) to {PINNED}/32 -> w2: now ipv4: w2" in status, status
+    assert "nftables (inet wanhooks): NAT out of w1, w2, w3; sticky connections" in status
     # w2 fails (its carrier is lost): the pin falls back to the balance, or refuses the traffic
     lab.reset_flows()
     lab.carrier_off(2)
@@ -121,6 +124,8 @@ def test_a_pinned_destination_uses_its_link_then_falls_back_or_fails_closed(
         lab.send_udp_flows(lab.lan, PINNED, 60, family=4, sport_base=21000, check=False)
         keys = lab.flow_keys_per_link(4)
         counts = {i: len(k) for i, k in keys.items()}
+        pin = json.loads(router.wanhooks("status", "--json").stdout)["pins"][0]
+        assert pin["now"] == {"ipv4": "balance" if when_down == "fallback" else "refused"}
         if when_down == "fallback":
             assert counts[2] == 0 and counts[1] + counts[3] == 60 and min(counts[1], counts[3]) > 5, counts
             assert lab.spoofed_per_link(4) == {1: 0, 2: 0, 3: 0}

@@ -9,7 +9,8 @@ from typing import Any
 
 from . import constants as c
 from .model import Config, Desired, GroupKind, LinkPlan, Observed, Op, Owned, Route
-from .render import route_text
+from .pins import pin_families
+from .render import PROTO_NAMES, route_text
 
 SCHEMA_VERSION = 1
 
@@ -105,10 +106,47 @@ def status_json(
         "group_kind": kind.value,
         "links": links,
         "balance": balance,
+        "firewall": {
+            "nat": [link.name for link in desired.firewall.links if link.nat],
+            "nat66": [link.name for link in desired.firewall.links if link.nat66],
+            "sticky": [link.name for link in desired.firewall.links if link.mark],
+        },
+        "pins": _pins(config, desired, names),
         "in_sync": not pending,
         "pending_changes": len(pending),
         "notes": list(desired.notes),
     }
+
+
+def _pins(config: Config, desired: Desired, names: dict[int, str]) -> list[dict[str, Any]]:
+    """Each pin and where its traffic goes now, per family: a link, a tier, "refused" or "balance"."""
+    out = []
+    for position, pin in enumerate(config.pins):
+        rules = [r for r in desired.rules if r.priority == c.PRIO_PIN_FIRST + position]
+        now: dict[str, str] = {}
+        for f in pin_families(pin):
+            rule = next((r for r in rules if r.family == f), None)
+            if rule is None:
+                now[f"ipv{f}"] = "balance"
+            elif rule.unreachable:
+                now[f"ipv{f}"] = "refused"
+            elif pin.tier is not None:
+                now[f"ipv{f}"] = f"tier {pin.tier}"
+            else:
+                now[f"ipv{f}"] = names.get(rule.table - c.TABLE_BASE, str(rule.table))
+        out.append(
+            {
+                "line": pin.line,
+                "to": [str(p) for p in pin.to],
+                "from": [str(p) for p in pin.sources],
+                "proto": pin.proto,
+                "ports": list(pin.ports) if pin.ports else None,
+                "target": pin.link if pin.link is not None else f"tier {pin.tier}",
+                "when_down": "fail" if pin.fail_closed else "fallback",
+                "now": now,
+            }
+        )
+    return out
 
 
 def status_text(
@@ -143,6 +181,21 @@ def _health_cell(link: dict[str, Any]) -> str:
         checking = " (checking)" if h.get("suspected") else ""
         cells.append(f"v{f} {h['state']}{checking}{rtt}{loss}{since}")
     return ", ".join(cells) or "-"
+
+
+def _pin_text(pin: dict[str, Any]) -> str:
+    """What a pin selects, e.g. "udp port 5060-5061 from 192.168.1.50/32"."""
+    parts = []
+    if pin["proto"] is not None:
+        parts.append(PROTO_NAMES.get(pin["proto"], str(pin["proto"])))
+    if pin["ports"]:
+        first, last = pin["ports"]
+        parts.append(f"port {first}" if first == last else f"port {first}-{last}")
+    if pin["to"]:
+        parts.append("to " + ",".join(pin["to"]))
+    if pin["from"]:
+        parts.append("from " + ",".join(pin["from"]))
+    return " ".join(parts)
 
 
 def render_status(doc: dict[str, Any]) -> str:
@@ -186,6 +239,15 @@ def render_status(doc: dict[str, Any]) -> str:
             lines.append(f"IPv{f} balance: {split}  ({doc['group_kind']} group, {doc['balance_mode']})")
         else:
             lines.append(f"IPv{f} balance: none -- the main table's default route is used")
+    firewall = doc.get("firewall") or {}
+    if firewall.get("nat") or firewall.get("nat66") or firewall.get("sticky"):
+        parts = [f"NAT out of {', '.join(firewall['nat'])}"] if firewall["nat"] else []
+        parts += [f"NAT66 out of {', '.join(firewall['nat66'])}"] if firewall["nat66"] else []
+        parts += ["sticky connections"] if firewall["sticky"] else []
+        lines.append("nftables (inet wanhooks): " + "; ".join(parts))
+    for pin in doc.get("pins", []):
+        where = ", ".join(f"{fam}: {goes}" for fam, goes in pin["now"].items())
+        lines.append(f"pin (line {pin['line']}) {_pin_text(pin)} -> {pin['target']}: now {where}")
     for note in doc["notes"]:
         lines.append(f"note: {note}")
     daemon = doc.get("daemon")

@@ -72,6 +72,7 @@ def send_udp_flows(
     family, sockaddr = resolve(dst, dport)
     first = ipaddress.ip_address(str(sockaddr[0])) if dsts > 1 else None
     errors = 0
+    why: dict[str, int] = {}
     for n in range(count):
         if first is not None:  # flow n goes to dst + n % dsts (the lab's internet answers a whole prefix)
             sockaddr = (str(first + n % dsts), *sockaddr[1:])
@@ -80,8 +81,11 @@ def send_udp_flows(
             try:
                 _prepare(sock, device, bind, sport_base + n)
                 sock.sendto(payload, sockaddr)
-            except OSError:
+            except OSError as exc:
                 errors += 1
+                why[exc.strerror or str(exc)] = why.get(exc.strerror or str(exc), 0) + 1
+    if why:
+        print("udp: " + ", ".join(f"{n} x {text}" for text, n in why.items()), file=sys.stderr)
     return errors
 
 
