@@ -14,8 +14,9 @@ Why they die without the mark: when a rebuilt group hashes a masqueraded
 connection onto another link, the kernel drops the packet and kills the
 connection's conntrack entry (nf_nat_oif_changed); the next packet starts a
 fresh mapping on the new link's address, which the server has never seen,
-and it answers with a reset (counted in the server's namespace: one RST per
-broken connection).  Prints a Markdown table.
+and it answers with a reset (an nft counter in the server's namespace, set
+up by hand once, counted one RST per broken connection).  Prints a Markdown
+table.
 """
 
 from __future__ import annotations

@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from fakes import lab_config, lab_kernel
+from fakes import lab_config, lab_kernel, wan
 
 from wanhooks import constants as c
 from wanhooks import nft
-from wanhooks.model import Firewall, FirewallLink, Rule
+from wanhooks.engine import converge
+from wanhooks.kernel.fake import FakeKernel
+from wanhooks.model import Firewall, FirewallLink, KernelFeatures, NexthopGroup, Rule
 from wanhooks.plan import plan
 from wanhooks.reconcile import reconcile
 
@@ -78,7 +80,7 @@ def test_a_leaving_links_nat_outlives_its_routes() -> None:
 
 
 def test_nat66_only_when_opted_in_and_never_for_the_links_own_prefix() -> None:
-    pd = ipaddress.ip_network("fd00:1:100::/56")
+    pd = ipaddress.IPv6Network("fd00:1:100::/56")
     base = lab_config((1, 1, 1))
     links = tuple(replace(e, delegated=(pd,)) if e.interface == "w1" else e for e in base.links)
     config = replace(base, links=links, nat="masquerade")
@@ -92,7 +94,7 @@ def test_nat66_only_when_opted_in_and_never_for_the_links_own_prefix() -> None:
 
 
 def test_a_delegated_prefix_leaves_by_its_isp_unless_nat66_balances_it() -> None:
-    pd = ipaddress.ip_network("fd00:1:100::/56")
+    pd = ipaddress.IPv6Network("fd00:1:100::/56")
     base = lab_config((1, 1, 1))
     config = replace(
         base, links=tuple(replace(e, delegated=(pd,)) if e.interface == "w1" else e for e in base.links)
@@ -109,7 +111,7 @@ def test_a_wan_with_only_a_link_local_address_and_a_delegated_prefix_is_a_link()
         replace(w3, addresses=tuple(a for a in w3.addresses if a.family == 4 or a.scope == "link"))
     )
     base = lab_config((1, 1, 1))
-    pd = ipaddress.ip_network("fd00:3:100::/56")
+    pd = ipaddress.IPv6Network("fd00:3:100::/56")
     plain = plan(base, kernel.observe())
     assert not next(lp for lp in plain.links if lp.name == "w3").eligible[6]  # no address, no PD: not a link
     config = replace(
@@ -117,7 +119,8 @@ def test_a_wan_with_only_a_link_local_address_and_a_delegated_prefix_is_a_link()
     )
     desired = plan(config, kernel.observe())
     w3plan = next(lp for lp in desired.links if lp.name == "w3")
-    assert w3plan.eligible[6] and w3plan.addresses[6] == ()
+    assert w3plan.table is not None and w3plan.addresses[6] == ()
+    assert not w3plan.eligible[6] and "delegated prefix only" in w3plan.reasons[6]  # not balanced
     assert Rule(6, c.PRIO_LINK_SOURCE, c.link_table(13), src=pd) in desired.rules
 
 
@@ -136,3 +139,35 @@ def test_the_hosts_marked_sockets_keep_their_mark() -> None:
     text = nft.render(Firewall(links=(FirewallLink("w1", 0x05000000, False),), sticky=True))
     local = text[text.index("chain restore_local") :]
     assert "meta mark 0 ct mark and 0xff000000 == 0x05000000 meta mark set 0x05000000" in local
+
+
+def members(kernel: FakeKernel) -> list[int]:
+    group = kernel.nexthops[c.group_id(4)][0]
+    assert isinstance(group, NexthopGroup)
+    return sorted(member for member, _weight in group.members)
+
+
+def test_when_nft_fails_links_without_nat_leave_the_balance_and_routes_stay() -> None:
+    """A router whose NAT could not be written must not send LAN traffic out un-NATed."""
+    kernel = lab_kernel()
+    config = replace(lab_config((1, 1, 1)), nat="masquerade")
+    first = converge(config, kernel, "/nonexistent")
+    assert first.report.ok and members(kernel) == [c.link_nexthop_id(4, i) for i in (11, 12, 13)]
+    # w4 appears while nft is broken: it gets its table but no share of the balance
+    kernel.firewall_error = "nft did not answer in 10 s"
+    kernel.set_link(wan(14, "w4", 4))
+    config4 = replace(config, links=(*config.links, replace(config.links[0], interface="w4", line=20)))
+    second = converge(config4, kernel, "/nonexistent")
+    assert not second.report.ok and second.report.firewall_errors
+    w4 = next(lp for lp in second.desired.links if lp.name == "w4")
+    assert not w4.eligible[4] and "NAT is not in place" in w4.reasons[4]
+    assert members(kernel) == [c.link_nexthop_id(4, i) for i in (11, 12, 13)]  # as it was
+
+
+def test_without_nft_sticky_is_off_with_a_note_and_apply_succeeds() -> None:
+    kernel = lab_kernel(features=KernelFeatures(nftables=False))
+    kernel.firewall_error = "the nft command is not installed"
+    result = converge(lab_config((1, 1, 1)), kernel, "/nonexistent")
+    assert result.report.ok and kernel.firewall == ""
+    assert any("no nft command" in note for note in result.desired.notes)
+    assert not any(r.priority == c.PRIO_MARK for r in result.desired.rules)

@@ -106,6 +106,7 @@ def test_a_pinned_destination_uses_its_link_then_falls_back_or_fails_closed(
     )
     router.write_config(CONFIG.replace("GROUP", pins))
     router.wanhooks("apply")
+    assert "nothing to change" in router.wanhooks("apply").stdout  # pin rules read back as planned
     lab.send_udp_flows(lab.lan, PINNED, 60, family=4)
     lab.send_udp_flows(lab.lan, None, 60, family=4, dport=9500, sport_base=30000)
     keys = lab.flow_keys_per_link(4)
@@ -121,6 +122,7 @@ def test_a_pinned_destination_uses_its_link_then_falls_back_or_fails_closed(
     lab.carrier_off(2)
     try:
         router.wanhooks("apply")
+        assert "nothing to change" in router.wanhooks("apply").stdout  # an unreachable rule too
         lab.send_udp_flows(lab.lan, PINNED, 60, family=4, sport_base=21000, check=False)
         keys = lab.flow_keys_per_link(4)
         counts = {i: len(k) for i, k in keys.items()}
@@ -179,6 +181,10 @@ def test_each_delegated_prefix_leaves_by_its_isp_and_nat66_balances(router: Rout
     assert sum(lab.spoofed_per_link(6).values()) == 0
 
 
+def ifindex(lab: Lab, name: str) -> int:
+    return int(lab.ip_json(lab.router, "link", "show", "dev", name)[0]["ifindex"])
+
+
 def test_a_wan_with_only_a_link_local_address_carries_its_delegated_prefix(router: Router) -> None:
     lab = router.lab
     client = lab.delegate(3)
@@ -199,7 +205,8 @@ def test_a_wan_with_only_a_link_local_address_carries_its_delegated_prefix(route
         for link in json.loads(router.wanhooks("status", "--json").stdout)["links"]
         if link["name"] == "w3"
     )
-    assert w3["ipv6"]["in_balance"], w3
+    assert not w3["ipv6"]["in_balance"] and "delegated prefix only" in w3["ipv6"]["reason"], w3
+    assert f"from {a.delegated6} lookup {2000000000 + ifindex(lab, 'w3')}" in lab.ip(lab.router, "-6", "rule")
     lab.send_udp_flows(lab.lan, None, 50, family=6, bind=client)
     assert lab.flows_per_link(6) == {1: 0, 2: 0, 3: 50}
     assert lab.ping(lab.lan, SERVER6, bind=client)  # and the answers come back

@@ -11,7 +11,7 @@ from fakes import lab_config, lab_kernel
 from wanhooks import constants as c
 from wanhooks.config import ConfigError, parse_config, to_yaml
 from wanhooks.model import Config, HealthVerdicts, Overrides, Pin, Rule
-from wanhooks.plan import plan
+from wanhooks.plan import connections_to_end, plan
 from wanhooks.reconcile import reconcile
 
 HEAD = "links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - {interface: w2, gateway: 100.64.2.1}\npins:\n"
@@ -56,6 +56,7 @@ def test_pins_parse_with_every_selector() -> None:
         ("  - {to: 198.51.100.0/24, link: w1, when_down: drop}\n", "pins[1].when_down", "fallback"),
         ("  - {to: 198.51.100.0/24, from: 'fd00:aa::/64', link: w1}\n", "pins[1]", "no address family"),
         ("  - {to: 198.51.100.0/24, lnk: w1}\n", "pins[1].lnk", "did you mean 'link'"),
+        ("  - {to: 198.51.100.0/24, link: eth9}\n", "pins[1].link", "none of the links (w1, w2)"),
         ("  - to: 198.51.100.0/24\n    link: w1\n  - {to: x, link: w1}\n", "pins[2].to", "not an address"),
     ],
 )
@@ -64,6 +65,28 @@ def test_bad_pins_name_the_line_and_key(text: str, key: str, words: str) -> None
         parse_config(HEAD + text, "p.yaml")
     assert caught.value.key == key and words in caught.value.message
     assert caught.value.line >= 5
+
+
+@pytest.mark.parametrize(
+    ("links", "key", "words"),
+    [
+        ("  - {interface: w1, delegated: '::/0'}\n", "links[1].delegated", "a /16 to a /64"),
+        ("  - {interface: w1, delegated: 'fd00:1::/72'}\n", "links[1].delegated", "a /16 to a /64"),
+        ("  - {interface: w1, delegated: 100.64.0.0/16}\n", "links[1].delegated", "is IPv4"),
+        (
+            "  - {interface: w1, delegated: 'fd00:1::/32'}\n"
+            "  - {interface: w2, delegated: 'fd00:1:2::/56'}\n",
+            "links[2].delegated",
+            "overlaps fd00:1::/32 (w1)",
+        ),
+        ("  - {interface: w1, tunnel_mark: 0x1000000}\n", "links[1].tunnel_mark", "top byte"),
+        ("  - {interface: w1, tunnel_mark: mark}\n", "links[1].tunnel_mark", "such as 0xca6c"),
+    ],
+)
+def test_bad_delegated_prefixes_and_tunnel_marks_are_located(links: str, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("links:\n" + links, "p.yaml")
+    assert caught.value.key == key and words in caught.value.message
 
 
 def test_a_link_pin_points_at_its_links_table_in_config_order() -> None:
@@ -154,3 +177,17 @@ def test_pins_survive_to_yaml() -> None:
     config = parse_config(text, "p.yaml")
     again = parse_config(to_yaml(config), "p.yaml")
     assert [replace(p, line=0) for p in again.pins] == [replace(p, line=0) for p in config.pins]
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_a_standby_link_that_a_pin_uses_keeps_its_connections(pinned: bool) -> None:
+    base = lab_config((1, 1, 1))
+    links = tuple(replace(e, tier=2) if e.interface == "w3" else e for e in base.links)
+    pins = (Pin(to=(net("198.51.100.0/24"),), link="w3"),) if pinned else ()
+    config = replace(base, links=links, pins=pins)
+    observed = lab_kernel().observe()
+    tier1_down = HealthVerdicts(down={(f"w{i}", f): "lost" for i in (1, 2) for f in (4, 6)})
+    before = plan(config, observed, verdicts=tier1_down)  # w3 carries everything
+    after = plan(config, observed)  # tier 1 is back: w3 stands by
+    ended = {(lp.name, family) for lp, family, _why in connections_to_end(before, after, config)}
+    assert ended == ({("w3", 6)} if pinned else {("w3", 4), ("w3", 6)})  # the pin is IPv4 only

@@ -70,6 +70,7 @@ Every problem becomes a ConfigError that names the file, the line and the key.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import ipaddress
 import json
 import re
@@ -134,6 +135,7 @@ NAT_MODES = ("none", "masquerade")
 GATEWAY_HOLD_MAX = 60.0
 LINK_KEYS = ("interface", "weight", "gateway", "network", "health", "tier", "delegated", "tunnel_mark")
 TUNNEL_MARK_MAX = c.TUNNEL_MARK_MASK  # the sticky byte is wanhooks' own
+DELEGATED_MIN_LENGTH = 16  # shorter would capture others' traffic (::/0 would capture all)
 TIER_MIN = 1  # a link's tier: 1 carries traffic first, 5 last
 TIER_MAX = 5
 METERED_TIER_MIN = 0  # 0: NetworkManager's metered flag changes no tier
@@ -765,6 +767,8 @@ def _config_from_yaml(text: str, path: str) -> Config:
         health, top = health if health is not None else HealthConfig(), "health"
         watchdog = _watchdog_of_health(health)
     _check_links_health(links, health, top, path)
+    _check_delegated(links, path)
+    _check_pin_targets(pins, links, path)
     return Config(
         links=links,
         balance=balance,
@@ -965,6 +969,37 @@ def _yaml_pin(node: Node, where: _Where) -> Pin:
     return pin
 
 
+def _check_pin_targets(pins: Sequence[Pin], links: Sequence[LinkConfig], path: str) -> None:
+    """A pin's link must be one the config manages (a name, or a glob some entry can match)."""
+    for index, pin in enumerate(pins, 1):
+        name = pin.link
+        if name is None or any(
+            entry.interface == name
+            or fnmatch.fnmatchcase(entry.interface, name)
+            or (entry.is_glob and fnmatch.fnmatchcase(name, entry.interface))
+            or (entry.is_glob and any(ch in name for ch in "*?["))
+            for entry in links
+        ):
+            continue
+        known = ", ".join(entry.interface for entry in links)
+        raise ConfigError(
+            path, pin.line, f"pins[{index}].link", f"{_show(name)} is none of the links ({known})"
+        )
+
+
+def _check_delegated(links: Sequence[LinkConfig], path: str) -> None:
+    """Delegated prefixes never overlap: each source prefix must name one ISP."""
+    seen: list[tuple[ipaddress.IPv6Network, str]] = []
+    for index, entry in enumerate(links, 1):
+        for prefix in entry.delegated:
+            for other, owner in seen:
+                if prefix.overlaps(other):
+                    raise ConfigError(
+                        path, entry.line, f"links[{index}].delegated", f"{prefix} overlaps {other} ({owner})"
+                    )
+            seen.append((prefix, entry.interface))
+
+
 def _pin_prefix(text: str, where: _Where) -> IPNetwork:
     try:
         return ipaddress.ip_network(text)  # a bare address is a /32 or /128: one client or host
@@ -1036,8 +1071,11 @@ def _delegated(text: str, where: _Where) -> ipaddress.IPv6Network:
     prefix = _pin_prefix(text, where)
     if not isinstance(prefix, ipaddress.IPv6Network):
         raise where.error(f"delegated {prefix} is IPv4: prefix delegation is IPv6's (e.g. 2001:db8:1::/56)")
-    if prefix.prefixlen > 64:
-        raise where.error(f"delegated {prefix} is longer than /64: an ISP delegates /64 or shorter")
+    if not DELEGATED_MIN_LENGTH <= prefix.prefixlen <= 64:
+        raise where.error(
+            f"delegated {prefix}: an ISP delegates a /{DELEGATED_MIN_LENGTH} to a /64 "
+            "(give the prefix your DHCPv6-PD lease shows)"
+        )
     return prefix
 
 

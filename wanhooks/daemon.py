@@ -66,6 +66,7 @@ log = logging.getLogger("wanhooks")
 
 OVERRIDES_FILE = "overrides.json"
 DEFAULT_DEBOUNCE_S = 0.005
+FIREWALL_RETRY_S = 5.0  # after nft failed: often enough to heal, rarely enough not to spin
 HOOK_ACTIONS = frozenset(
     {
         # NetworkManager dispatcher
@@ -107,6 +108,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._last_decision = ""
         self._last_notes: list[str] = []
+        self._firewall_retry = False  # a retry of a failed nftables write is scheduled
         self._hold_timer: asyncio.TimerHandle | None = None
 
     # --- events --------------------------------------------------------------
@@ -203,6 +205,9 @@ class Daemon:
             except OSError as exc:  # netlink trouble: log, look again shortly
                 log.error("round failed: %s; retrying", exc)
                 asyncio.get_running_loop().call_later(0.5, self.post, Resync("retry after an error"))
+            except Exception:  # a bug must not end the only task that changes the kernel
+                log.exception("round failed; retrying in 2 s")
+                asyncio.get_running_loop().call_later(2.0, self.post, Resync("retry after an error"))
 
     def _manager_view(self, devices: tuple[ManagedDevice, ...]) -> None:
         self.manager = devices
@@ -322,6 +327,14 @@ class Daemon:
             log.warning("sysctl: %s", text)
         for text in report.firewall_errors:
             log.warning("%s", text)
+        if report.firewall_errors and not self._firewall_retry:
+            # nothing in the kernel will change to wake us: try again on our own
+            def retry() -> None:
+                self._firewall_retry = False
+                self.post(Resync("retry nftables"))
+
+            self._firewall_retry = True
+            asyncio.get_running_loop().call_later(FIREWALL_RETRY_S, retry)
         self._last_decision = decision
 
     async def _end_connections(

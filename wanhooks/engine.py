@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import nft
 from .kernel import Kernel
 from .model import Config, Desired, HealthVerdicts, Observed, Overrides
 from .plan import NO_OVERRIDES, NO_VERDICTS, plan
@@ -56,4 +57,20 @@ def converge(
         retry.notes[:0] = report.notes
         retry.firewall_changed |= report.firewall_changed
         report = retry
+    if report.firewall_errors and (config.nat == "masquerade" or config.nat66):
+        # NAT is not as planned: take the links whose NAT is missing out of the balance
+        nat_in_place = _nat_in_place(kernel)
+        desired = plan(config, observed, overrides, verdicts(), nat_in_place)
+        gated = reconcile(desired, kernel, run_dir)
+        gated.done[:0] = report.done
+        gated.sysctls[:0] = report.sysctls
+        report = gated
     return Round(observed, desired, report)
+
+
+def _nat_in_place(kernel: Kernel) -> dict[int, frozenset[str]]:
+    try:
+        now = kernel.read_firewall()
+    except (nft.NftError, OSError):
+        return {4: frozenset(), 6: frozenset()}
+    return {4: now.nat, 6: now.nat66}

@@ -323,6 +323,7 @@ class KernelFeatures:
     nexthop_objects: bool = True  # Linux >= 5.3
     resilient_groups: bool = True  # Linux >= 5.13
     hash_fields: bool = True  # fib_multipath_hash_fields, Linux >= 5.14
+    nftables: bool = True  # the nft command is installed (NAT, sticky connections)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ def render(fw: Firewall) -> str:
     keep = f"{~c.STICKY_MARK_MASK & 0xFFFFFFFF:#010x}"
     mask = f"{c.STICKY_MARK_MASK:#010x}"
     nat: list[str] = []
-    mark_new: list[str] = []
+    mark_out: list[str] = []
+    mark_in: list[str] = []
     restore: list[str] = []
     restore_local: list[str] = []
     for link in fw.links:
@@ -52,12 +53,13 @@ def render(fw: Firewall) -> str:
             nat.append(f'oifname {name} meta nfproto ipv6 {foreign}masquerade comment "nat66 {link.name}"')
         if fw.sticky and link.mark:
             mark = f"{link.mark:#010x}"
-            # a new connection belongs to the link it leaves by, or arrives by
-            mark_new.append(
+            # a new connection belongs to the link it leaves by (known in postrouting),
+            # or arrives by (port forwards, inbound services: known in prerouting)
+            mark_out.append(
                 f"ct state new ct mark and {mask} == 0 oifname {name} "
                 f'ct mark set ct mark and {keep} or {mark} comment "mark {link.name}"'
             )
-            mark_new.append(
+            mark_in.append(
                 f"ct state new ct mark and {mask} == 0 iifname {name} "
                 f'ct mark set ct mark and {keep} or {mark} comment "mark-in {link.name}"'
             )
@@ -74,9 +76,9 @@ def render(fw: Firewall) -> str:
     chains = []
     if nat:
         chains.append(_chain("nat", "type nat hook postrouting priority srcnat", nat))
-    if mark_new:
-        chains.append(_chain("mark_in", "type filter hook prerouting priority mangle", mark_new))
-        chains.append(_chain("mark_out", "type filter hook postrouting priority mangle", mark_new))
+    if mark_out:
+        chains.append(_chain("mark_in", "type filter hook prerouting priority mangle", mark_in))
+        chains.append(_chain("mark_out", "type filter hook postrouting priority mangle", mark_out))
         # packets of a marked connection take its link's fwmark rule: forwarded ones in
         # prerouting, the host's own in output (a route chain: the mark re-routes them)
         chains.append(_chain("restore_fwd", "type filter hook prerouting priority mangle + 1", restore))
@@ -146,17 +148,22 @@ def available() -> bool:
     return shutil.which("nft") is not None
 
 
+def _run(argv: list[str], script: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv, input=script, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise NftError(f"{argv[0]} {argv[1]} did not answer in {NFT_TIMEOUT:g} s") from None
+    except OSError as exc:
+        raise NftError(f"cannot run nft: {exc.strerror or exc}") from None
+
+
 def read() -> TableState:
     """The table as it is now (no table, or nft missing: NO_TABLE)."""
     if not available():
         return NO_TABLE
-    proc = subprocess.run(
-        ["nft", "list", "table", c.NFT_FAMILY, c.NFT_TABLE],
-        capture_output=True,
-        text=True,
-        timeout=NFT_TIMEOUT,
-        check=False,
-    )
+    proc = _run(["nft", "list", "table", c.NFT_FAMILY, c.NFT_TABLE])
     if proc.returncode != 0:
         return NO_TABLE  # "No such file or directory": there is none
     return parse_table(proc.stdout)
@@ -166,8 +173,8 @@ def write(text: str) -> None:
     """Replace the table with text ("" removes it), atomically."""
     # nft 1.0.6 has no `destroy`: adding first makes the delete safe when the table is absent.
     script = f"add table {c.NFT_FAMILY} {c.NFT_TABLE}\ndelete table {c.NFT_FAMILY} {c.NFT_TABLE}\n" + text
-    proc = subprocess.run(
-        ["nft", "-f", "-"], input=script, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False
-    )
+    if not available():
+        raise NftError("the nft command is not installed (Debian: apt install nftables)")
+    proc = _run(["nft", "-f", "-"], script)
     if proc.returncode != 0:
         raise NftError(proc.stderr.strip() or f"nft exited {proc.returncode}")

@@ -255,6 +255,9 @@ def _judge(
         reason = f"not operational ({link.oper_state})"  # e.g. wifi re-authenticating
     elif not addressed:
         reason = f"no {fam} address"
+    elif not addresses:
+        # balanced traffic would need a source of its own here (or NAT66 to one)
+        reason = "carries its delegated prefix only (no global IPv6 address of its own)"
     elif not routable:
         reason = f"no {fam} gateway (none configured, none in the main table)"
     else:
@@ -531,7 +534,11 @@ def plan(
     observed: Observed,
     overrides: Overrides = NO_OVERRIDES,
     verdicts: HealthVerdicts = NO_VERDICTS,
+    nat_in_place: dict[int, frozenset[str]] | None = None,
 ) -> Desired:
+    """What the kernel should hold.  `nat_in_place` (family -> links masqueraded now) is
+    given only after nftables failed: a link whose NAT is missing then carries no
+    balanced traffic, so LAN addresses never leave un-NATed."""
     pairs = managed_links(config, observed)
     managed_index = {link.index for link, _ in pairs}
     kind, kind_note = resolve_group_kind(config, observed)
@@ -562,6 +569,8 @@ def plan(
             )
             for link, entry in pairs
         ]
+        if nat_in_place is not None:
+            family_sides = [_nat_gated(s, config, nat_in_place[family]) for s in family_sides]
         family_sides, health_note = _health_judged(family_sides, verdicts, family)
         if health_note:
             notes.append(health_note)
@@ -576,7 +585,7 @@ def plan(
                 for addr in side.addresses:
                     src = ipaddress.ip_network(f"{addr}/{_FULL_PREFIX[family]}")
                     rules.add(Rule(family=family, priority=c.PRIO_LINK_SOURCE, table=table, src=src))
-                if family == 6 and not config.nat66:
+                if family == 6 and (not config.nat66 or not side.addresses):
                     # BCP38: other ISPs drop sources from this one's delegated prefixes
                     for prefix in side.entry.delegated:
                         rules.add(Rule(family=6, priority=c.PRIO_LINK_SOURCE, table=table, src=prefix))
@@ -630,7 +639,7 @@ def plan(
         sysctls.extend(_link_sysctls(link))
 
     link_plans = tuple(_link_plan(link, entry, sides) for link, entry in pairs)
-    firewall, mark_rules, firewall_notes = _firewall(config, pairs, sides)
+    firewall, mark_rules, firewall_notes = _firewall(config, pairs, sides, observed.features.nftables)
     rules.update(mark_rules)
     notes.extend(firewall_notes)
     pin_rules, pin_routes, pin_notes = plan_pins(config.pins, _pin_candidates(pairs, sides))
@@ -647,6 +656,13 @@ def plan(
         notes=tuple(notes),
         firewall=firewall,
     )
+
+
+def _nat_gated(side: _Side, config: Config, in_place: frozenset[str]) -> _Side:
+    wanted = config.nat == "masquerade" if side.family == 4 else config.nat66
+    if not wanted or not side.eligible or not side.addresses or side.link.name in in_place:
+        return side
+    return replace(side, eligible=False, reason="its NAT is not in place (nftables failed): kept out")
 
 
 def _pin_candidates(
@@ -676,7 +692,10 @@ def _pin_candidates(
 
 
 def _firewall(
-    config: Config, pairs: list[tuple[ObservedLink, LinkConfig]], sides: dict[tuple[int, int], _Side]
+    config: Config,
+    pairs: list[tuple[ObservedLink, LinkConfig]],
+    sides: dict[tuple[int, int], _Side],
+    observed_nft: bool,
 ) -> tuple[Firewall, set[Rule], list[str]]:
     """wanhooks' nftables table and the fwmark rules of sticky connections.
 
@@ -686,13 +705,14 @@ def _firewall(
     (after main's suppress rule: LAN and specific routes still win).
     """
     masquerade = config.nat == "masquerade"
+    sticky = config.sticky and observed_nft
     links: list[FirewallLink] = []
     rules: set[Rule] = set()
     notes: list[str] = []
     taken: dict[int, str] = {}
     for link, entry in sorted(pairs, key=lambda pair: pair[0].index):
         tables = [f for f in (4, 6) if sides[(link.index, f)].has_table]
-        mark = c.sticky_mark(link.index) if config.sticky and tables else 0
+        mark = c.sticky_mark(link.index) if sticky and tables else 0
         if mark and mark in taken:
             notes.append(f"{link.name}: no sticky connections: its mark {mark:#x} is {taken[mark]}'s")
             mark = 0
@@ -714,7 +734,9 @@ def _firewall(
             notes.append(f"{link.name}: no NAT66: it has no global IPv6 address to masquerade to")
         if mark or nat or nat66:
             links.append(FirewallLink(link.name, mark, nat, nat66, entry.delegated))
-    return Firewall(links=tuple(links), sticky=config.sticky, mss_clamp=config.mss_clamp), rules, notes
+    if config.sticky and not observed_nft and pairs:
+        notes.append("no nft command: sticky connections are off (install nftables)")
+    return Firewall(links=tuple(links), sticky=sticky, mss_clamp=config.mss_clamp), rules, notes
 
 
 def _link_plan(link: ObservedLink, entry: LinkConfig, sides: dict[tuple[int, int], _Side]) -> LinkPlan:
@@ -747,6 +769,8 @@ def connections_to_end(
     if before is None:
         return []
     was = {lp.name: lp for lp in before.links}
+    # a standby link that pins send traffic to keeps its connections: that is what pins are for
+    pinned = {(r.family, r.table) for r in after.rules if c.PRIO_PIN_FIRST <= r.priority < c.PRIO_BALANCE}
     out = []
     for lp in after.links:
         old = was.get(lp.name)
@@ -755,7 +779,7 @@ def connections_to_end(
                 continue
             reason = lp.reasons[family]
             if reason.startswith(_FLUSH_REASONS) or (
-                config.flush_lower_tiers and reason.startswith("standby")
+                config.flush_lower_tiers and reason.startswith("standby") and (family, lp.table) not in pinned
             ):
                 out.append((lp, family, reason))
     return out

@@ -47,6 +47,7 @@ class FakeKernel:
     executed: list[Op] = field(default_factory=list)  # every op ever asked for, in order
     firewall: str = ""  # wanhooks' nftables table as rendered text
     firewall_writes: list[str] = field(default_factory=list)
+    firewall_error: str = ""  # set: every write fails with it (nft missing, a hang)
 
     # --- the seam ------------------------------------------------------------
 
@@ -59,6 +60,8 @@ class FakeKernel:
         return nft.parse_table(self.firewall)
 
     def write_firewall(self, text: str) -> None:
+        if self.firewall_error:
+            raise nft.NftError(self.firewall_error)
         self.firewall = text
         self.firewall_writes.append(text)
 

@@ -151,6 +151,7 @@ class LinuxKernel:
             nexthop_objects=nexthops,
             resilient_groups=nexthops and version >= (5, 13),
             hash_fields=self.read_sysctl("net/ipv4/fib_multipath_hash_fields") is not None,
+            nftables=nft.available(),
         )
 
     def _nexthops_supported(self) -> bool:
