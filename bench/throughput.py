@@ -15,7 +15,8 @@ The figure is balanced / (sum of calibrated rates): how much of the links'
 real capacity per-connection balancing delivers.  Each trial draws fresh
 source ports, so the flows land on the links differently each time; a link
 that gets no flow at all shows as a shortfall (with 16 flows and a 25 %
-link, 1 % of trials).  Prints a Markdown table.
+link, 1 % of trials; the table shows each link's connections, counted by
+its ISP).  Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def window_rates(lab: Lab, flows: int, warmup: float, seconds: float) -> dict[in
     return {i: (after[i] - before[i]) * 8 / elapsed / 1e6 for i in after}
 
 
+def rounds_with_an_empty_link(lab: Lab, flows: int, rounds: int) -> int:
+    """Short uploads of `flows` connections: in how many did some link get none?"""
+    empty = 0
+    for _ in range(rounds):
+        lab.reset_flows()
+        argv = ["tcp-flood", "--dst", SERVER4, "--flows", str(flows), "--seconds", "0.2"]
+        lab.traffic(lab.lan, *argv, check=False)
+        empty += any(not keys for keys in lab.flow_keys_per_link(4).values())
+    return empty
+
+
 def apply(lab: Lab, cfg: Path, run_dir: str, links: dict[int, int]) -> None:
     cfg.write_text(
         "links:\n"
@@ -61,6 +73,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=6.0, help="the measured window")
     ap.add_argument("--warmup", type=float, default=2.0, help="slow start, not measured")
     ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--hash-rounds", type=int, default=60, help="short rounds counting links left empty")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     unit = math.gcd(*(int(r) for r in rates)) or 1
@@ -77,24 +90,33 @@ def main() -> int:
                     apply(lab, cfg, run_dir, {i: 1})
                     calibrated[i] = window_rates(lab, args.flows, args.warmup, args.seconds)[i]
                 apply(lab, cfg, run_dir, weights)
+                time.sleep(2)  # the last calibration's send buffers drain (they would count as flows)
+                lab.reset_flows()
                 balanced = window_rates(lab, args.flows, args.warmup, args.seconds)
-                rows.append((trial, calibrated, balanced))
+                rows.append((trial, calibrated, balanced, lab.flows_per_link(4)))
+            empty = rounds_with_an_empty_link(lab, args.flows, args.hash_rounds)
         finally:
             sink.terminate()
             sink.wait()
     shaped = "/".join(f"{r:g}" for r in rates)
-    print(
-        f"| trial | calibrated per link (Mbit/s, shaped {shaped}) | sum | balanced per link | total | ratio |"
-    )
-    print("|---:|---|---:|---|---:|---:|")
+    print(f"| trial | calibrated per link (Mbit/s, shaped {shaped}) | sum | balanced per link |", end="")
+    print(" connections per link | total | ratio |\n|---:|---|---:|---|---|---:|---:|")
     ratios = []
-    for trial, calibrated, balanced in rows:
+    for trial, calibrated, balanced, flows in rows:
         total_c, total_b = sum(calibrated.values()), sum(balanced.values())
         ratios.append(total_b / total_c)
         cal = " / ".join(f"{v:.1f}" for v in calibrated.values())
         bal = " / ".join(f"{v:.1f}" for v in balanced.values())
-        print(f"| {trial} | {cal} | {total_c:.1f} | {bal} | {total_b:.1f} | {100 * ratios[-1]:.1f}% |")
+        conns = " / ".join(str(n) for n in flows.values())
+        ratio = f"{100 * ratios[-1]:.1f}%"
+        print(f"| {trial} | {cal} | {total_c:.1f} | {bal} | {conns} | {total_b:.1f} | {ratio} |")
     print(f"\nmedian ratio {100 * statistics.median(ratios):.1f}% (min {100 * min(ratios):.1f}%)")
+    shares = [w / sum(weights.values()) for w in weights.values()]
+    chance = 1 - math.prod(1 - (1 - p) ** args.flows for p in shares)  # about: links nearly independent
+    print(
+        f"rounds of {args.flows} new connections that left a link with none: {empty} of {args.hash_rounds} "
+        f"(chance alone: about {100 * chance:.1f}%)"
+    )
     return 0
 
 
