@@ -26,15 +26,12 @@ disabled or draining may not.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from . import constants as c
 from .model import IPAddress, IPNetwork, PathHop, Pin, Route, Rule
-
-_DEFAULT = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
-_METRIC = {4: c.METRIC_V4, 6: c.METRIC_V6}
+from .multipath import default_route
 
 
 @dataclass(frozen=True)
@@ -133,22 +130,8 @@ def _tier_route(tier: int, family: int, members: list[Candidate]) -> Route:
     Inline hops (no nexthop objects): this table is only for pinned traffic,
     and a legacy route works on every kernel.
     """
-    table, dst, metric = c.tier_table(tier), _DEFAULT[family], _METRIC[family]
     if family == 6 and len(members) > 1:
         # the kernel refuses device-only hops in an IPv6 multipath route
         members = [x for x in members if x.gateway is not None] or members[:1]
-    if len(members) == 1:  # the kernel stores a one-hop multipath route as a plain one
-        x = members[0]
-        return Route(
-            family=family,
-            table=table,
-            dst=dst,
-            metric=metric,
-            oif=x.index,
-            gateway=x.gateway,
-            onlink=x.onlink,
-        )
-    hops = tuple(
-        sorted(PathHop(oif=x.index, gateway=x.gateway, weight=x.weight, onlink=x.onlink) for x in members)
-    )
-    return Route(family=family, table=table, dst=dst, metric=metric, multipath=hops)
+    hops = [PathHop(oif=x.index, gateway=x.gateway, weight=x.weight, onlink=x.onlink) for x in members]
+    return default_route(family, c.tier_table(tier), hops)

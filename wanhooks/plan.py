@@ -67,6 +67,7 @@ from .model import (
     Rule,
     Sysctl,
 )
+from .multipath import default_route
 from .pins import Candidate, plan_pins
 
 NO_OVERRIDES = Overrides()
@@ -461,26 +462,11 @@ def _balance(
         return [], [], []
     dst, metric = _DEFAULT_DST[family], _METRIC[family]
     if kind is GroupKind.LEGACY:
-        if len(eligible) == 1:  # the kernel stores a one-hop multipath route as a plain one
-            s = eligible[0]
-            route = Route(
-                family=family,
-                table=c.TABLE_BALANCE,
-                dst=dst,
-                metric=metric,
-                oif=s.link.index,
-                gateway=s.gateway,
-                onlink=s.onlink,
-            )
-        else:
-            hops = tuple(
-                sorted(
-                    PathHop(oif=s.link.index, gateway=s.gateway, weight=s.entry.weight, onlink=s.onlink)
-                    for s in eligible
-                )
-            )
-            route = Route(family=family, table=c.TABLE_BALANCE, dst=dst, metric=metric, multipath=hops)
-        return [], [], [route]
+        hops = [
+            PathHop(oif=s.link.index, gateway=s.gateway, weight=s.entry.weight, onlink=s.onlink)
+            for s in eligible
+        ]
+        return [], [], [default_route(family, c.TABLE_BALANCE, hops)]
     nexthops = [
         Nexthop(
             id=c.link_nexthop_id(family, s.link.index),
