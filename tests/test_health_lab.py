@@ -249,7 +249,9 @@ def test_no_false_failover_at_10_percent_loss(router: Router, daemon_factory: St
     assert "-> down" not in daemon.text()
     status = json.loads(router.wanhooks("status", "--json").stdout)
     w2 = next(link for link in status["links"] if link["name"] == "w2")
-    assert 0.12 < w2["ipv4"]["health"]["loss"] < 0.3, w2  # the loss was real
+    # the loss was real: 19 % expected round trip; the window's sample (~150 probes) has an sd
+    # of about 3 points, so this allows some 4 sd either way (0.112 was seen once)
+    assert 0.06 < w2["ipv4"]["health"]["loss"] < 0.32, w2
 
 
 def test_ipv6_health_is_judged_on_its_own(router: Router, daemon_factory: Start) -> None:
