@@ -374,3 +374,14 @@ def test_probes_wanted_per_link_and_family_with_the_budget_on_standby_links() ->
     assert keys[("w3", 4)].params.interval > 1  # a standby link keeps to its budget
     off = replace(cfg, health=HealthConfig(targets=targets, enabled=False))
     assert probes_wanted(off, kernel.observe()) == []
+
+
+def test_an_unlisted_ethernet_uplink_with_a_default_is_not_a_vpn() -> None:
+    """Only a tunnel's default in main means a full-tunnel VPN; another uplink the config
+    does not list is left alone, and balancing goes on (it is main's fallback)."""
+    kernel = lab_kernel()
+    kernel.set_link(wan(20, "usb0", 9))
+    kernel.main_defaults = [main_default(4, 20, "100.64.9.1", 600)]
+    desired = plan(lab_config(), kernel.observe())
+    assert any(r.priority == c.PRIO_BALANCE and r.family == 4 for r in desired.rules)
+    assert any("usb0 holds a default route in main but is not in the config" in n for n in desired.notes)

@@ -165,14 +165,28 @@ def _manager_gateways(observed: Observed) -> dict[tuple[str, int], IPAddress]:
 
 
 def _full_tunnel(observed: Observed, family: int, managed: set[int]) -> ObservedLink | None:
-    """A device that is not a managed link, up, holding a live default route in main."""
+    """A tunnel (point-to-point: tun, WireGuard, PPP) that is not a managed link, up, holding
+    a live default route in main: a full-tunnel VPN.  An unlisted ethernet or wifi device
+    with a default is another uplink, not a VPN (see _unlisted_uplinks)."""
+    for link in _unmanaged_defaults(observed, family, managed):
+        if link.point_to_point:
+            return link
+    return None
+
+
+def _unlisted_uplinks(observed: Observed, family: int, managed: set[int]) -> list[ObservedLink]:
+    return [link for link in _unmanaged_defaults(observed, family, managed) if not link.point_to_point]
+
+
+def _unmanaged_defaults(observed: Observed, family: int, managed: set[int]) -> list[ObservedLink]:
+    out = []
     for d in observed.main_defaults:
         if d.family != family or not d.usable or d.oif in managed:
             continue
         link = observed.link(d.oif)
-        if link is not None and link.admin_up and link.carrier:
-            return link
-    return None
+        if link is not None and link.admin_up and link.carrier and link not in out:
+            out.append(link)
+    return out
 
 
 def _blocking_default(observed: Observed, family: int) -> MainDefault | None:
@@ -611,6 +625,11 @@ def plan(
             )
         elif balance:
             rules.add(Rule(family=family, priority=c.PRIO_BALANCE, table=c.TABLE_BALANCE))
+            for other in _unlisted_uplinks(observed, family, managed_index):
+                notes.append(
+                    f"IPv{family}: {other.name} holds a default route in main but is not in the config: "
+                    "it is not balanced (main's default is used only when no managed link is)"
+                )
             blocker = _blocking_default(observed, family)
             if blocker is not None:
                 notes.append(

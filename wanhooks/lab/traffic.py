@@ -367,6 +367,10 @@ def parser() -> argparse.ArgumentParser:
     dns.add_argument("--address", action="append", required=True)
     dns.add_argument("--port", type=int, default=53)
     dns.add_argument("--seconds", type=float, default=30.0)
+    watch = sub.add_parser("route-watch", help="record every moment with no route to an address")
+    watch.add_argument("--dst", required=True)
+    watch.add_argument("--interval", type=float, default=0.002)
+    watch.add_argument("--seconds", type=float, default=3600.0)
     relay = sub.add_parser("tun-relay", help="a point-to-point tunnel end over UDP, for a bounded time")
     relay.add_argument("--name", required=True, help="the tun device to create")
     relay.add_argument("--listen", help="server end: address:port")
@@ -427,6 +431,40 @@ def tun_relay(name: str, listen: str | None, peer: str | None, mark: int, second
                 os.write(tun, packet)
 
 
+def route_watch(dst: str, interval: float, seconds: float) -> None:
+    """Every `interval`, ask the kernel for a route to `dst` (a UDP connect: a route lookup,
+    nothing sent).  Ends at SIGTERM or after `seconds`; prints one JSON line: the number of
+    lookups and every stretch (monotonic start, end) with no route."""
+    import json
+    import signal
+
+    stop = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    family, sockaddr = resolve(dst, 9)
+    gaps: list[list[float]] = []
+    lookups = 0
+    was_routed = True
+    print("ready", flush=True)
+    end = time.monotonic() + seconds
+    while not stop[0] and time.monotonic() < end:
+        now = time.monotonic()
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect(sockaddr)
+                routed = True
+            except OSError:
+                routed = False
+        lookups += 1
+        if not routed:
+            if was_routed:
+                gaps.append([now, now])
+            else:
+                gaps[-1][1] = now  # the same stretch goes on
+        was_routed = routed
+        time.sleep(interval)
+    print(json.dumps({"lookups": lookups, "gaps": gaps}), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.cmd == "udp":
@@ -451,6 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return tcp_flood(args.dst, args.port, args.flows, args.seconds)
     if args.cmd == "dns-answer":
         dns_answer(args.address, args.port, args.seconds)
+        return 0
+    if args.cmd == "route-watch":
+        route_watch(args.dst, args.interval, args.seconds)
         return 0
     if args.cmd == "tun-relay":
         tun_relay(args.name, args.listen, args.peer, args.mark, args.seconds)
