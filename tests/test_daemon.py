@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,43 @@ def test_owned_objects_deleted_by_someone_else_are_restored(learned: Router, dae
     )
     lab.r(["ip", "nexthop", "flush"])
     within(1, lambda: sorted(members(lab)) == full, "group back")
+
+
+FIGHTER = """
+import sys, time
+from pyroute2 import IPRoute
+deleted, end = 0, time.monotonic() + float(sys.argv[1])
+with IPRoute() as ipr:
+    while time.monotonic() < end:
+        try:
+            ipr.rule("del", family=2, priority=20300, table=2000000000)
+            deleted += 1
+        except Exception:
+            pass
+        time.sleep(0.02)
+print(deleted)
+"""
+
+
+def test_a_program_that_keeps_deleting_is_restored_rate_limited_and_named(
+    learned: Router, daemon_factory: Start
+) -> None:
+    """Restore, don't fight: a sweep is undone at once, a program deleting all the time is
+    answered with growing delays, and the log says which process it is."""
+    lab = learned.lab
+    daemon = daemon_factory()
+    balance_rule = f"lookup {c.TABLE_BALANCE}"
+    fighter = subprocess.run(
+        ["ip", "netns", "exec", lab.router, sys.executable, "-c", FIGHTER, "3"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    deleted = int(fighter.stdout)
+    log = daemon.text()
+    restores = log.count(f"rule add pref {c.PRIO_BALANCE}")
+    assert "keeps deleting wanhooks' routing" in log and "(python" in log, log[-2000:]
+    # 3 s at one deletion per 20 ms: without a limit it would be restored some 100 times
+    assert 3 <= restores <= 8 and deleted == restores, (deleted, restores)
+    within(9, lambda: balance_rule in lab.ip(lab.router, "rule", "show"), "the rule back after the fight")
 
 
 def test_link_disable_drain_enable(learned: Router, daemon_factory: Start) -> None:

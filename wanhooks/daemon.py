@@ -36,7 +36,7 @@ from . import health as health_module
 from .config import ConfigError, load_config
 from .control import ControlServer, daemon_running
 from .engine import converge
-from .events import Event, HealthChanged, HookNotified, LinkCommand, Resync, describe
+from .events import Event, HealthChanged, HookNotified, KernelChanged, LinkCommand, Resync, describe
 from .flush import destroy_sockets, flush_connections
 from .health import ProbeKey
 from .holdover import Holds, hold_gateways
@@ -67,6 +67,12 @@ log = logging.getLogger("wanhooks")
 OVERRIDES_FILE = "overrides.json"
 DEFAULT_DEBOUNCE_S = 0.005
 FIREWALL_RETRY_S = 5.0  # after nft failed: often enough to heal, rarely enough not to spin
+# Another program deleting wanhooks' objects: restored at once up to FIGHT_LIMIT times in
+# FIGHT_WINDOW_S (a manager's one sweep, an admin's mistake), then with a doubling delay.
+FIGHT_LIMIT = 3
+FIGHT_WINDOW_S = 10.0
+FIGHT_BACKOFF_MIN_S = 1.0
+FIGHT_BACKOFF_MAX_S = 30.0
 HOOK_ACTIONS = frozenset(
     {
         # NetworkManager dispatcher
@@ -109,13 +115,53 @@ class Daemon:
         self._last_decision = ""
         self._last_notes: list[str] = []
         self._firewall_retry = False  # a retry of a failed nftables write is scheduled
+        self._foreign_deletions: list[float] = []  # when others deleted wanhooks' objects, recently
+        self._fight_timer: asyncio.TimerHandle | None = None
+        self._fight_backoff = FIGHT_BACKOFF_MIN_S
         self._hold_timer: asyncio.TimerHandle | None = None
 
     # --- events --------------------------------------------------------------
 
     def post(self, event: Event) -> None:
         self._pending.append(event)
+        if self._fighting(event):
+            return  # restored by the scheduled round, not at once: restore, don't fight
         self._dirty.set()
+
+    def _fighting(self, event: Event) -> bool:
+        """Another program deleting wanhooks' objects over and over (systemd-networkd with
+        ManageForeignRoutingPolicyRules=yes sweeps at every reconfigure): the first few
+        sweeps are restored at once (a sweep of many objects counts once: its deletions
+        arrive before the restoring round); past FIGHT_LIMIT in FIGHT_WINDOW_S, restoring
+        waits, with a backoff doubling to FIGHT_BACKOFF_MAX_S, and the log says who and
+        what to do."""
+        if not (isinstance(event, KernelChanged) and event.detail.startswith("of wanhooks' by ")):
+            return False
+        if event.detail.endswith("by the kernel"):
+            return False  # a link went down and took its routes: not a fight
+        if self._dirty.is_set() or self._fight_timer is not None:
+            return self._fight_timer is not None  # a restore is on its way already
+        now = time.monotonic()
+        self._foreign_deletions = [t for t in self._foreign_deletions if now - t < FIGHT_WINDOW_S]
+        self._foreign_deletions.append(now)
+        if len(self._foreign_deletions) <= FIGHT_LIMIT:
+            self._fight_backoff = FIGHT_BACKOFF_MIN_S
+            return False
+        if self._fight_timer is None:
+            deleter = event.detail[len("of wanhooks' by ") :]
+            log.warning(
+                "%s keeps deleting wanhooks' routing (%d deletions in %.0f s): restoring in %.0f s, not at "
+                "once; for systemd-networkd, `wanhooks install` adds ManageForeignRoutingPolicyRules=no",
+                deleter, len(self._foreign_deletions), FIGHT_WINDOW_S, self._fight_backoff,
+            )  # fmt: skip
+
+            def restore() -> None:
+                self._fight_timer = None
+                self.post(Resync("restore after repeated deletions by another program"))
+
+            self._fight_timer = asyncio.get_running_loop().call_later(self._fight_backoff, restore)
+            self._fight_backoff = min(self._fight_backoff * 2, FIGHT_BACKOFF_MAX_S)
+        return True
 
     # --- life cycle ------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -46,6 +47,8 @@ _KINDS = {
 }  # fmt: skip
 _RT_TABLE_MAIN = 254
 _RTA_TABLE = 15
+_FIB_RULE_HDR_SIZE = 12  # struct fib_rule_hdr
+_FRA_PROTOCOL = 21
 ENOBUFS = errno.ENOBUFS
 
 
@@ -60,16 +63,21 @@ def _route_matters(raw: bytes) -> bool:
     return (full_table == _RT_TABLE_MAIN and dst_len == 0) or is_owned_table(full_table)
 
 
-def _table_attr(raw: bytes) -> int | None:
-    offset = _HDR.size + _RTMSG.size
+def _attr(raw: bytes, offset: int, wanted: int) -> bytes | None:
+    """The payload of the first attribute of type `wanted` from `offset` on."""
     while offset + 4 <= len(raw):
         length, kind = struct.unpack_from("=HH", raw, offset)
         if length < 4:
             return None
-        if kind & 0x3FFF == _RTA_TABLE and length >= 8:
-            return int(struct.unpack_from("=I", raw, offset + 4)[0])
+        if kind & 0x3FFF == wanted:
+            return raw[offset + 4 : offset + length]
         offset += (length + 3) & ~3
     return None
+
+
+def _table_attr(raw: bytes) -> int | None:
+    found = _attr(raw, _HDR.size + _RTMSG.size, _RTA_TABLE)
+    return int(struct.unpack_from("=I", found)[0]) if found is not None and len(found) >= 4 else None
 
 
 def _nexthop_matters(raw: bytes) -> bool:
@@ -78,8 +86,63 @@ def _nexthop_matters(raw: bytes) -> bool:
     return bool(_NHMSG.unpack_from(raw, _HDR.size)[2] == RTPROT_WANHOOKS)
 
 
+def _ours(raw: bytes, what: str) -> bool:
+    """A route, rule or nexthop carrying wanhooks' protocol id."""
+    if what == "route" and len(raw) >= _HDR.size + _RTMSG.size:
+        return bool(_RTMSG.unpack_from(raw, _HDR.size)[5] == RTPROT_WANHOOKS)
+    if what == "nexthop":
+        return _nexthop_matters(raw)
+    if what == "rule":
+        found = _attr(raw, _HDR.size + _FIB_RULE_HDR_SIZE, _FRA_PROTOCOL)
+        return found is not None and len(found) >= 1 and found[0] == RTPROT_WANHOOKS
+    return False
+
+
+def who(portid: int) -> str:
+    """The sender of a notification, as well as it can be told (only when others delete
+    wanhooks' objects, so the /proc walk is rare): the process holding the netlink socket
+    bound to that port, found through /proc/net/netlink's inode; else the port id."""
+    if portid == 0:
+        return "the kernel"
+    pid = _socket_owner(portid)
+    if pid is not None:
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                return f"pid {pid} ({f.read().strip()})"
+        except OSError:
+            pass
+    return f"netlink port {portid} (its process has exited)"
+
+
+def _socket_owner(portid: int) -> int | None:
+    try:
+        with open("/proc/net/netlink", encoding="ascii", errors="replace") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return None
+    inodes = {row[9] for row in rows if len(row) >= 10 and row[1] == "0" and row[2] == str(portid)}
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                if os.readlink(fd.path) in wanted:
+                    return int(entry.name)
+        except OSError:
+            continue  # gone, or not ours to read
+    return None
+
+
 def classify(raw: bytes, own_portid: int) -> KernelChanged | None:
-    """The event one notification stands for; None for echoes and noise."""
+    """The event one notification stands for; None for echoes and noise.
+
+    A deletion of one of wanhooks' own objects by someone else names the deleter
+    in `detail` ("by pid 812 (systemd-networkd)"): the daemon restores, and tells
+    who it is competing with.
+    """
     _length, msg_type, _flags, _seq, portid = _HDR.unpack_from(raw)
     kind = _KINDS.get(msg_type)
     if kind is None or (own_portid and portid == own_portid):
@@ -94,7 +157,10 @@ def classify(raw: bytes, own_portid: int) -> KernelChanged | None:
         ifindex = _IFINDEX.unpack_from(raw, _HDR.size + 4)[0]
     elif what == "address" and len(raw) >= _HDR.size + 8:
         ifindex = struct.unpack_from("=I", raw, _HDR.size + 4)[0]
-    return KernelChanged(what=what, change=change, ifindex=ifindex)
+    detail = ""
+    if change == "del" and what in ("route", "rule", "nexthop") and _ours(raw, what):
+        detail = f"of wanhooks' by {who(portid)}"
+    return KernelChanged(what=what, change=change, ifindex=ifindex, detail=detail)
 
 
 class RtnetlinkSource:
