@@ -85,7 +85,8 @@ class Router:
         sysctls = self.lab.r(
             ["sysctl", "-a", "--pattern", "fib_multipath_hash|rp_filter|ignore_routes_with_linkdown"]
         )
-        return "\n".join(parts) + sysctls.stdout
+        nft = self.lab.r(["nft", "list", "ruleset"])
+        return "\n".join(parts) + sysctls.stdout + nft.stdout
 
 
 @pytest.fixture

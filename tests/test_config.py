@@ -1504,6 +1504,29 @@ FRAGMENTS = [
     "/etc/h",
     "5",
     "6",
+    "pins:",
+    "  - {",
+    "to: ",
+    "from: ",
+    "proto: tcp",
+    "proto: ",
+    "port: 80-81",
+    "port: ",
+    "link: w1",
+    "tier: 2",
+    "when_down: fail",
+    "when_down: ",
+    "delegated: ",
+    "fd00:1::/48",
+    "::/0",
+    "tunnel_mark: ",
+    "0xca6c",
+    "nat: masquerade",
+    "nat66: ",
+    "sticky: ",
+    "mss_clamp: ",
+    "true",
+    "}",
 ]
 
 
@@ -1516,19 +1539,19 @@ def _survives(content: str | bytes) -> None:
     assert comparable(parse_config(to_yaml(config), "fuzz")) == comparable(config)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes(content: bytes) -> None:
     _survives(content)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.text(max_size=200))
 def test_random_text(content: str) -> None:
     _survives(content)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join))
 def test_random_config_like_text(content: str) -> None:
     _survives(content)

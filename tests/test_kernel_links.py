@@ -227,3 +227,54 @@ def test_status_json_matches_the_kernel(router: Router) -> None:
     assert re.search(r"^w3\s+excluded\s+1\s+100\.64\.3\.1\s+fe80::1\s+\d+\s+IPv4: no carrier", text, re.M), (
         text
     )
+
+
+def test_cap_net_admin_and_cap_net_raw_are_all_it_needs(router: Router) -> None:
+    """What the systemd unit grants (CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW), for real:
+    routing, sysctls, NAT and sticky marks, probes and the control socket all work with only
+    those two, and every file it leaves is root's alone."""
+    lab = router.lab
+    router.write_config(
+        "links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - {interface: w2, gateway: 100.64.2.1}\n"
+        "nat: masquerade\nhealth:\n  targets: [203.0.113.10]\n"
+    )
+    drop = ["setpriv", "--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs"]
+    caps = lab.ns_exec(lab.router, [*drop, "grep", "CapEff", "/proc/self/status"]).stdout.split()[1]
+    assert int(caps, 16) == (1 << 12) | (1 << 13), caps  # CAP_NET_ADMIN, CAP_NET_RAW
+    base = [
+        *drop,
+        sys.executable,
+        "-m",
+        "wanhooks",
+        "-c",
+        str(router.config),
+        "--run-dir",
+        str(router.run_dir),
+    ]
+    applied = lab.ns_exec(lab.router, [*base, "apply"], check=False)
+    assert applied.returncode == 0, applied.stderr
+    assert "table inet wanhooks" in lab.r(["nft", "list", "tables"]).stdout
+    daemon = subprocess.Popen(
+        ["ip", "netns", "exec", lab.router, *base, "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = json.loads(lab.ns_exec(lab.router, [*base, "status", "--json"]).stdout)
+            health = [link["ipv4"].get("health") or {} for link in status["links"]]
+            if status.get("daemon") and all(h.get("state") == "up" for h in health):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"probes never came up with only the two capabilities: {status}")
+        assert lab.ns_exec(lab.router, [*base, "link", "disable", "w2"], check=False).returncode == 0
+    finally:
+        daemon.terminate()
+        out = daemon.communicate(timeout=10)[0]
+    assert "Operation not permitted" not in out and "Permission denied" not in out, out
+    for path in router.run_dir.iterdir():
+        mode = path.stat().st_mode & 0o777
+        assert path.stat().st_uid == 0 and mode & 0o077 == 0, (path, oct(mode))

@@ -41,7 +41,7 @@ from .flush import destroy_sockets, flush_connections
 from .health import ProbeKey
 from .holdover import Holds, hold_gateways
 from .kernel.linux import LinuxKernel
-from .lock import run_lock
+from .lock import run_lock, write_private
 from .model import (
     Config,
     Desired,
@@ -522,13 +522,8 @@ class Daemon:
             return Overrides()
 
     def _save_overrides(self) -> None:
-        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
-        path = os.path.join(self.run_dir, OVERRIDES_FILE)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(
-                {"disabled": sorted(self.overrides.disabled), "draining": sorted(self.overrides.draining)}, f
-            )
-        os.replace(path + ".tmp", path)
+        doc = {"disabled": sorted(self.overrides.disabled), "draining": sorted(self.overrides.draining)}
+        write_private(os.path.join(self.run_dir, OVERRIDES_FILE), json.dumps(doc))
 
 
 def _decision(desired: Desired) -> str:

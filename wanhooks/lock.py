@@ -20,3 +20,17 @@ def run_lock(run_dir: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def write_private(path: str, text: str) -> None:
+    """Replace a run-dir file atomically, readable by root alone (0600, whatever the umask)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a .tmp left by an older version may have other bits
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from . import constants as c
 from .kernel import Kernel
+from .lock import write_private
 from .model import Desired
 
 
@@ -61,14 +62,8 @@ def load(run_dir: str, report: SysctlReport) -> dict[str, Saved]:
 
 
 def save(run_dir: str, record: dict[str, Saved]) -> None:
-    os.makedirs(run_dir, mode=0o700, exist_ok=True)
-    tmp = _path(run_dir) + ".tmp"
     data = {k: {"original": v.original, "written": v.written} for k, v in sorted(record.items())}
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, _path(run_dir))
+    write_private(_path(run_dir), json.dumps(data, indent=1))
 
 
 def apply(desired: Desired, kernel: Kernel, run_dir: str) -> SysctlReport:
