@@ -115,6 +115,7 @@ class Daemon:
         self._last_decision = ""
         self._last_notes: list[str] = []
         self._firewall_retry = False  # a retry of a failed nftables write is scheduled
+        self.events = 0  # every event posted since start (status: leaks show against it)
         self._foreign_deletions: list[float] = []  # when others deleted wanhooks' objects, recently
         self._fight_timer: asyncio.TimerHandle | None = None
         self._fight_backoff = FIGHT_BACKOFF_MIN_S
@@ -123,6 +124,7 @@ class Daemon:
     # --- events --------------------------------------------------------------
 
     def post(self, event: Event) -> None:
+        self.events += 1
         self._pending.append(event)
         if self._fighting(event):
             return  # restored by the scheduled round, not at once: restore, don't fight
@@ -472,6 +474,10 @@ class Daemon:
         doc["daemon"] = {
             "pid": os.getpid(),
             "rounds": self.rounds,
+            "events": self.events,
+            "rss_kib": _rss_kib(),
+            "open_fds": len(os.listdir("/proc/self/fd")),
+            "tasks": len(asyncio.all_tasks()),
             "disabled": sorted(self.overrides.disabled),
             "draining": sorted(self.overrides.draining),
             "held_gateways": [
@@ -535,6 +541,18 @@ def _decision(desired: Desired) -> str:
         text = f"IPv{family} balance {', '.join(members) if members else 'none (main table default)'}"
         parts.append(text + (f" ({'; '.join(out)})" if out else ""))
     return " | ".join(parts)
+
+
+def _rss_kib() -> int:
+    """Resident memory, from /proc/self/status (0 where there is none)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _summarize(triggers: list[Event]) -> str:
