@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,16 +58,18 @@ class Setup:
 
 
 @pytest.fixture
-def setup(router: Router, tmp_path: Path) -> Iterator[Setup]:
+def setup(router: Router, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Setup]:
+    """networkd with wanhooks' drop-in, or (parametrized "defaults") with networkd's own defaults:
+    ManageForeignRoutes=yes, ManageForeignRoutingPolicyRules=yes."""
     lab = router.lab
     router.write_config("links:\n  - interface: 'ndw*'\n")
     hooks = tmp_path / "hooks"
     router.wanhooks("install", "--root", str(hooks))
-    nd = NetworkdSandbox(
-        lab.router,
-        hooks / "etc/networkd-dispatcher",
-        hooks / "etc/systemd/networkd.conf.d/wanhooks.conf",
-    )
+    conf = hooks / "etc/systemd/networkd.conf.d/wanhooks.conf"
+    if getattr(request, "param", "drop-in") == "defaults":
+        conf = tmp_path / "empty.conf"
+        conf.write_text("[Network]\n")
+    nd = NetworkdSandbox(lab.router, hooks / "etc/networkd-dispatcher", conf)
     dhcp = Dnsmasq(lab.isp(2), "n2", "100.64.14.100", "100.64.14.150", tmp_path)
     daemon = None
     try:
@@ -121,3 +124,21 @@ def test_a_dhcp_gateway_change_under_networkd_is_followed_through_rtnetlink(setu
     )
     setup.dhcp.start("100.64.14.254")
     wait_for(lambda: members(lab).get("ndw2") == "100.64.14.254", 25, "the new router after a renew")
+
+
+@pytest.mark.parametrize("setup", ["defaults"], indirect=True)
+def test_networkd_with_its_own_defaults_restarting_leaves_wanhooks_balancing(setup: Setup) -> None:
+    """Without wanhooks' drop-in networkd may sweep "foreign" rules and routes when it starts:
+    whatever it removes of wanhooks' is back within a second, and the log names networkd."""
+    lab = setup.lab
+    add_uplink(lab, "ndw1", 3, "n1", "100.64.13.1/24")
+    wait_for(lambda: members(lab).get("ndw1") == "100.64.13.1", 10, "ndw1 in the group")
+    rules_before = lab.ip(lab.router, "rule", "show")
+    for _ in range(2):
+        setup.nd.restart_networkd()
+        time.sleep(1.0)
+        assert members(lab).get("ndw1") == "100.64.13.1"
+        assert lab.ip(lab.router, "rule", "show") == rules_before
+    swept = [line for line in setup.log.splitlines() if "of wanhooks' by" in line]
+    assert all("systemd-network" in line for line in swept), swept  # if it swept, it is named
+    print(f"\nnetworkd with its defaults: {len(swept)} trigger lines naming a deletion of wanhooks' objects")

@@ -128,3 +128,34 @@ def test_networkmanager_restarting_is_survived(setup: Setup) -> None:
     wait_for(lambda: members(lab).get("nmw1") == "100.64.11.1", 15, "nmw1 still balanced")
     assert setup.daemon.poll() is None
     time.sleep(0.1)
+
+
+def owned(lab: object) -> str:
+    """Every route, rule and nexthop wanhooks owns (protocol 87), as text."""
+    from wanhooks.lab import Lab
+
+    assert isinstance(lab, Lab)
+    parts = [
+        lab.ip(lab.router, "-4", "rule", "show"),
+        lab.ip(lab.router, "-4", "route", "show", "table", "all", "proto", "87"),
+        lab.ip(lab.router, "nexthop", "show", "proto", "87"),
+    ]
+    return "\n".join(line for part in parts for line in part.splitlines() if "proto 87" in line)
+
+
+def test_networkmanager_reapplying_a_connection_leaves_wanhooks_alone(setup: Setup) -> None:
+    nm, lab = setup.nm, setup.lab
+    nm.nmcli("con", "add", "type", "ethernet", "ifname", "nmw1", "con-name", "s1", "autoconnect", "no",
+             "ipv4.method", "manual", "ipv4.addresses", "100.64.11.2/24", "ipv4.gateway", "100.64.11.1",
+             "ipv6.method", "disabled")  # fmt: skip
+    nm.nmcli("-w", "15", "con", "up", "s1")
+    wait_for(lambda: members(lab).get("nmw1") == "100.64.11.1", 5, "nmw1 in the group")
+    time.sleep(0.5)
+    before = owned(lab)
+    assert f"lookup {c.TABLE_BALANCE}" in before
+    for _ in range(3):
+        nm.nmcli("device", "reapply", "nmw1")
+        time.sleep(0.5)
+    wait_for(lambda: owned(lab) == before, 5, "wanhooks' routing as it was")
+    assert "of wanhooks' by" not in setup.log, setup.log[-2000:]  # nothing of ours was deleted
+    assert members(lab).get("nmw1") == "100.64.11.1"
