@@ -278,3 +278,27 @@ def test_cap_net_admin_and_cap_net_raw_are_all_it_needs(router: Router) -> None:
     for path in router.run_dir.iterdir():
         mode = path.stat().st_mode & 0o777
         assert path.stat().st_uid == 0 and mode & 0o077 == 0, (path, oct(mode))
+
+
+def test_it_writes_nothing_outside_its_run_dir(router: Router) -> None:
+    """The whole filesystem read-only (a private mount namespace: the host is untouched) but a
+    tmpfs on the run dir: apply, the daemon and cleanup still do all their work."""
+    lab = router.lab
+    router.write_config(
+        "links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - {interface: w2, gateway: 100.64.2.1}\n"
+        "nat: masquerade\nhealth:\n  targets: [203.0.113.10]\n"
+    )
+    router.run_dir.mkdir(exist_ok=True)
+    wanhooks = f"{sys.executable} -m wanhooks -c {router.config} --run-dir {router.run_dir}"
+    script = (
+        f"mount --make-rprivate / && mount --rbind / / && mount -o remount,bind,ro / "
+        f"&& mount -t tmpfs -o mode=0700 tmpfs {router.run_dir} "
+        f"&& ip netns exec {lab.router} {wanhooks} apply "
+        f"&& (ip netns exec {lab.router} timeout -s TERM 3 {wanhooks} run; true) "
+        f"&& ls {router.run_dir} && ip netns exec {lab.router} {wanhooks} cleanup"
+    )
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Read-only file system" not in proc.stderr, proc.stderr
+    assert "round 1:" in proc.stderr and "sysctl-saved.json" in proc.stdout  # it did its work there
+    assert "table inet wanhooks" not in lab.r(["nft", "list", "tables"]).stdout  # and cleaned up
