@@ -38,14 +38,15 @@ def link_lines(links: range | tuple[int, ...], weighted: bool = False) -> str:
     return "".join(f"  - {{interface: w{i}, gateway: 100.64.{i}.1{weight.format(i + 1)}}}\n" for i in links)
 
 
-WIDE = link_lines(range(1, 7)) + "group: resilient\n"
+LINKS = 24  # a wide config's start-up round is some 150 writes: kills land inside it
+WIDE = link_lines(range(1, LINKS + 1)) + "group: resilient\n"
 NARROW = link_lines(range(1, 4), weighted=True) + "group: hash-threshold\n"
 HEALTH = "health:\n  enabled: false\n"
 
 
 @pytest.fixture
 def lab3() -> Iterator[object]:
-    with Lab(6) as lab:
+    with Lab(LINKS) as lab:
         yield lab
 
 
@@ -74,18 +75,29 @@ def test_kill_9_mid_reconcile_keeps_routing_and_a_restart_converges(router: Rout
     try:
         for trial in range(TRIALS):
             wide = trial % 2 == 1
+            old = router.write_config("links:\n" + (NARROW if wide else WIDE) + HEALTH, name="old.yaml")
             router.write_config("links:\n" + (WIDE if wide else NARROW) + HEALTH)
+            # kill it a random few milliseconds after its first write reaches the kernel
+            monitor = subprocess.Popen(
+                ["ip", "netns", "exec", lab.router, "ip", "-o", "monitor", "nexthop", "route", "rule"],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
             daemon = start_raw(router)
-            # the start-up round lands some 0.3-0.6 s after exec (imports, first snapshot)
-            time.sleep(rng.uniform(0.25, 0.7))
+            assert monitor.stdout is not None
+            monitor.stdout.readline()  # the first change of its start-up round
+            time.sleep(rng.uniform(0, 0.03))
             daemon.send_signal(signal.SIGKILL)
             daemon.wait(10)
-            status = json.loads(router.wanhooks("status", "--json").stdout)  # no daemon: from the kernel
-            killed_mid_round += not status["in_sync"]
+            monitor.terminate()
+            monitor.wait(10)
+            # no daemon now: status compares the kernel with a plan; mid-change is neither plan
+            new_done = json.loads(router.wanhooks("status", "--json").stdout)["in_sync"]
+            old_kept = json.loads(router.wanhooks("status", "--json", config=old).stdout)["in_sync"]
+            killed_mid_round += not new_done and not old_kept
             # a fresh daemon finishes the job
             proc = start_raw(router)
             try:
-                want = {f"w{i}" for i in range(1, 7 if wide else 4)}
+                want = {f"w{i}" for i in range(1, LINKS + 1 if wide else 4)}
                 wait_for(
                     lambda want=want: set(members(lab)) == want, 10, f"trial {trial} (seed {seed}): {want}"
                 )

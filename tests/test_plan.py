@@ -385,3 +385,12 @@ def test_an_unlisted_ethernet_uplink_with_a_default_is_not_a_vpn() -> None:
     desired = plan(lab_config(), kernel.observe())
     assert any(r.priority == c.PRIO_BALANCE and r.family == 4 for r in desired.rules)
     assert any("usb0 holds a default route in main but is not in the config" in n for n in desired.notes)
+
+
+def test_a_tap_vpn_with_an_ethernet_address_is_still_a_vpn() -> None:
+    kernel = lab_kernel()
+    kernel.set_link(replace(wan(21, "tap0", 9), kind="tun"))  # OpenVPN dev tap: kind tun, a MAC
+    kernel.main_defaults = [main_default(4, 21, "100.64.9.1", 0)]
+    desired = plan(lab_config(), kernel.observe())
+    assert not any(r.priority == c.PRIO_BALANCE and r.family == 4 for r in desired.rules)
+    assert any("tap0" in n and "full-tunnel" in n for n in desired.notes)

@@ -58,7 +58,7 @@ from .probes import LinkProber
 from .reconcile import cleanup, diff
 from .render import op_text
 from .sources.networkmanager import NetworkManagerSource
-from .sources.rtnetlink import RtnetlinkSource
+from .sources.rtnetlink import RtnetlinkSource, who
 from .status import status_json
 from .transition_hooks import run_hooks
 
@@ -69,10 +69,11 @@ DEFAULT_DEBOUNCE_S = 0.005
 FIREWALL_RETRY_S = 5.0  # after nft failed: often enough to heal, rarely enough not to spin
 # Another program deleting wanhooks' objects: restored at once up to FIGHT_LIMIT times in
 # FIGHT_WINDOW_S (a manager's one sweep, an admin's mistake), then with a doubling delay.
-FIGHT_LIMIT = 3
+FIGHT_LIMIT = 5
 FIGHT_WINDOW_S = 10.0
 FIGHT_BACKOFF_MIN_S = 1.0
 FIGHT_BACKOFF_MAX_S = 30.0
+FIGHT_QUIET_S = 60.0  # this long without a deletion ends the fight (longer than any wait)
 HOOK_ACTIONS = frozenset(
     {
         # NetworkManager dispatcher
@@ -116,9 +117,13 @@ class Daemon:
         self._last_notes: list[str] = []
         self._firewall_retry = False  # a retry of a failed nftables write is scheduled
         self.events = 0  # every event posted since start (status: leaks show against it)
-        self._foreign_deletions: list[float] = []  # when others deleted wanhooks' objects, recently
+        # others deleting wanhooks' objects (_fighting)
+        self._fight_times: list[float] = []  # immediate restores, within FIGHT_WINDOW_S
+        self._fight_mode = False  # restores are being delayed
         self._fight_timer: asyncio.TimerHandle | None = None
         self._fight_backoff = FIGHT_BACKOFF_MIN_S
+        self._last_foreign = -FIGHT_QUIET_S  # the last deletion by another program
+        self._named: set[int] = set()  # netlink ports whose process was named in the log
         self._hold_timer: asyncio.TimerHandle | None = None
 
     # --- events --------------------------------------------------------------
@@ -132,38 +137,56 @@ class Daemon:
 
     def _fighting(self, event: Event) -> bool:
         """Another program deleting wanhooks' objects over and over (systemd-networkd with
-        ManageForeignRoutingPolicyRules=yes sweeps at every reconfigure): the first few
-        sweeps are restored at once (a sweep of many objects counts once: its deletions
-        arrive before the restoring round); past FIGHT_LIMIT in FIGHT_WINDOW_S, restoring
-        waits, with a backoff doubling to FIGHT_BACKOFF_MAX_S, and the log says who and
-        what to do."""
-        if not (isinstance(event, KernelChanged) and event.detail.startswith("of wanhooks' by ")):
-            return False
-        if event.detail.endswith("by the kernel"):
-            return False  # a link went down and took its routes: not a fight
-        if self._dirty.is_set() or self._fight_timer is not None:
-            return self._fight_timer is not None  # a restore is on its way already
+        ManageForeignRoutingPolicyRules=yes sweeps at every reconfigure).  The first
+        FIGHT_LIMIT sweeps in FIGHT_WINDOW_S are restored at once (a sweep of many objects
+        counts once: its deletions arrive before the restoring round).  After that,
+        restoring waits, the wait doubling to FIGHT_BACKOFF_MAX_S, until FIGHT_QUIET_S pass
+        with no deletion.  Never when main has no default: a host is not left without a
+        route to make a point."""
+        if not isinstance(event, KernelChanged) or not event.deleted_by:
+            return False  # not a deletion of wanhooks' objects, or the kernel's (a link went)
         now = time.monotonic()
-        self._foreign_deletions = [t for t in self._foreign_deletions if now - t < FIGHT_WINDOW_S]
-        self._foreign_deletions.append(now)
-        if len(self._foreign_deletions) <= FIGHT_LIMIT:
+        if now - self._last_foreign > FIGHT_QUIET_S:
+            self._fight_mode, self._fight_times, self._named = False, [], set()
             self._fight_backoff = FIGHT_BACKOFF_MIN_S
+        self._last_foreign = now
+        if self._fight_timer is not None:
+            return True  # a delayed restore is scheduled already
+        if self._dirty.is_set():
+            return False  # the same sweep: its restore is on its way
+        self._name_deleter(event.deleted_by)
+        if not self._fight_mode:
+            self._fight_times = [t for t in self._fight_times if now - t < FIGHT_WINDOW_S] + [now]
+            if len(self._fight_times) <= FIGHT_LIMIT:
+                return False
+            self._fight_mode = True
+        if not any(d.usable for d in self.kernel.observe().main_defaults):
             return False
-        if self._fight_timer is None:
-            deleter = event.detail[len("of wanhooks' by ") :]
-            log.warning(
-                "%s keeps deleting wanhooks' routing (%d deletions in %.0f s): restoring in %.0f s, not at "
-                "once; for systemd-networkd, `wanhooks install` adds ManageForeignRoutingPolicyRules=no",
-                deleter, len(self._foreign_deletions), FIGHT_WINDOW_S, self._fight_backoff,
-            )  # fmt: skip
+        log.warning(
+            "netlink port %d keeps deleting wanhooks' routing: restoring in %.0f s, not at once "
+            "(for systemd-networkd, `wanhooks install` adds ManageForeignRoutingPolicyRules=no)",
+            event.deleted_by, self._fight_backoff,
+        )  # fmt: skip
 
-            def restore() -> None:
-                self._fight_timer = None
-                self.post(Resync("restore after repeated deletions by another program"))
+        def restore() -> None:
+            self._fight_timer = None
+            self.post(Resync("restore after repeated deletions by another program"))
 
-            self._fight_timer = asyncio.get_running_loop().call_later(self._fight_backoff, restore)
-            self._fight_backoff = min(self._fight_backoff * 2, FIGHT_BACKOFF_MAX_S)
+        self._fight_timer = asyncio.get_running_loop().call_later(self._fight_backoff, restore)
+        self._fight_backoff = min(self._fight_backoff * 2, FIGHT_BACKOFF_MAX_S)
         return True
+
+    def _name_deleter(self, portid: int) -> None:
+        """Log which process deleted wanhooks' routing, once per port while it goes on.
+        Finding it walks /proc: in a thread, off the event loop."""
+        if portid in self._named:
+            return
+        self._named.add(portid)
+
+        async def name() -> None:
+            log.warning("wanhooks' routing deleted by %s: restoring it", await asyncio.to_thread(who, portid))
+
+        self._spawn(name())
 
     # --- life cycle ------------------------------------------------------------
 

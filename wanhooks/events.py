@@ -18,6 +18,9 @@ class KernelChanged:
     change: str  # new | del
     ifindex: int = 0
     detail: str = ""
+    deleted_by: int | None = (
+        None  # one of wanhooks' objects deleted: the sender's netlink port (0: the kernel)
+    )
 
 
 @dataclass(frozen=True)

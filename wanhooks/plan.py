@@ -165,17 +165,22 @@ def _manager_gateways(observed: Observed) -> dict[tuple[str, int], IPAddress]:
 
 
 def _full_tunnel(observed: Observed, family: int, managed: set[int]) -> ObservedLink | None:
-    """A tunnel (point-to-point: tun, WireGuard, PPP) that is not a managed link, up, holding
+    """A tunnel (point-to-point: tun, WireGuard, PPP; or a tap) that is not a managed link, up, holding
     a live default route in main: a full-tunnel VPN.  An unlisted ethernet or wifi device
     with a default is another uplink, not a VPN (see _unlisted_uplinks)."""
     for link in _unmanaged_defaults(observed, family, managed):
-        if link.point_to_point:
+        if _is_tunnel(link):
             return link
     return None
 
 
+def _is_tunnel(link: ObservedLink) -> bool:
+    # a tap device (OpenVPN dev tap, ZeroTier, SoftEther) has an ethernet address but is a tunnel
+    return link.point_to_point or link.kind in ("tun", "wireguard", "gre", "gretap", "ipip", "vti", "vxlan")
+
+
 def _unlisted_uplinks(observed: Observed, family: int, managed: set[int]) -> list[ObservedLink]:
-    return [link for link in _unmanaged_defaults(observed, family, managed) if not link.point_to_point]
+    return [link for link in _unmanaged_defaults(observed, family, managed) if not _is_tunnel(link)]
 
 
 def _unmanaged_defaults(observed: Observed, family: int, managed: set[int]) -> list[ObservedLink]:

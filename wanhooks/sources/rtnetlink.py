@@ -111,7 +111,7 @@ def who(portid: int) -> str:
                 return f"pid {pid} ({f.read().strip()})"
         except OSError:
             pass
-    return f"netlink port {portid} (its process has exited)"
+    return f"netlink port {portid} (its process has exited, or its fds are not ours to read)"
 
 
 def _socket_owner(portid: int) -> int | None:
@@ -139,9 +139,9 @@ def _socket_owner(portid: int) -> int | None:
 def classify(raw: bytes, own_portid: int) -> KernelChanged | None:
     """The event one notification stands for; None for echoes and noise.
 
-    A deletion of one of wanhooks' own objects by someone else names the deleter
-    in `detail` ("by pid 812 (systemd-networkd)"): the daemon restores, and tells
-    who it is competing with.
+    A deletion of one of wanhooks' own objects carries the sender's netlink port
+    (`deleted_by`; 0 for the kernel itself): the daemon restores, and names the
+    process behind the port (who(), off the event loop).
     """
     _length, msg_type, _flags, _seq, portid = _HDR.unpack_from(raw)
     kind = _KINDS.get(msg_type)
@@ -157,10 +157,10 @@ def classify(raw: bytes, own_portid: int) -> KernelChanged | None:
         ifindex = _IFINDEX.unpack_from(raw, _HDR.size + 4)[0]
     elif what == "address" and len(raw) >= _HDR.size + 8:
         ifindex = struct.unpack_from("=I", raw, _HDR.size + 4)[0]
-    detail = ""
     if change == "del" and what in ("route", "rule", "nexthop") and _ours(raw, what):
-        detail = f"of wanhooks' by {who(portid)}"
-    return KernelChanged(what=what, change=change, ifindex=ifindex, detail=detail)
+        by = "the kernel" if portid == 0 else f"netlink port {portid}"
+        return KernelChanged(what, change, ifindex, detail=f"of wanhooks' by {by}", deleted_by=portid)
+    return KernelChanged(what=what, change=change, ifindex=ifindex)
 
 
 class RtnetlinkSource:
@@ -211,7 +211,11 @@ class RtnetlinkSource:
                 length = _HDR.unpack_from(data, offset)[0]
                 if length < _HDR.size:
                     break
-                event = classify(data[offset : offset + length], self._own)
+                event: Event | None
+                try:
+                    event = classify(data[offset : offset + length], self._own)
+                except (struct.error, IndexError, ValueError):
+                    event = Resync("an rtnetlink message that could not be read")
                 if event is not None:
                     self._post(event)
                 offset += (length + 3) & ~3
