@@ -294,7 +294,7 @@ def test_it_writes_nothing_outside_its_run_dir(router: Router) -> None:
         f"mount --make-rprivate / && mount --rbind / / && mount -o remount,bind,ro / "
         # every other mount too, but the kernel's own (/proc/sys is where sysctls are written)
         "&& findmnt -rn -o TARGET | grep -vE '^/(proc|sys|dev)(/|$)|^/run/netns' "
-        "| while read -r t; do mount -o remount,bind,ro \"$t\" 2>/dev/null || true; done "
+        '| while read -r t; do mount -o remount,bind,ro "$t" 2>/dev/null || true; done '
         f"&& mount -t tmpfs -o mode=0700 tmpfs {router.run_dir} "
         f"&& ip netns exec {lab.router} {wanhooks} apply "
         f"&& (ip netns exec {lab.router} timeout -s TERM 3 {wanhooks} run; true) "

@@ -68,13 +68,18 @@ def setup(router: Router, tmp_path: Path) -> Iterator[Setup]:
         nm.down()
 
 
-def test_static_profile_joins_and_disconnect_leaves(setup: Setup) -> None:
-    nm, lab = setup.nm, setup.lab
+def static_nmw1_up(nm: NetworkManagerSandbox, lab: object) -> None:
+    """A static profile on nmw1 (100.64.11.2/24 via 100.64.11.1), up and in the group."""
     nm.nmcli("con", "add", "type", "ethernet", "ifname", "nmw1", "con-name", "s1", "autoconnect", "no",
              "ipv4.method", "manual", "ipv4.addresses", "100.64.11.2/24", "ipv4.gateway", "100.64.11.1",
              "ipv6.method", "disabled")  # fmt: skip
     nm.nmcli("-w", "15", "con", "up", "s1")
     wait_for(lambda: members(lab).get("nmw1") == "100.64.11.1", 5, "nmw1 in the group")
+
+
+def test_static_profile_joins_and_disconnect_leaves(setup: Setup) -> None:
+    nm, lab = setup.nm, setup.lab
+    static_nmw1_up(nm, lab)
     wait_for(
         lambda: "heard: nm-dispatcher up nmw1" in setup.log, 10, "the NM dispatcher hook reaching the daemon"
     )
@@ -145,11 +150,7 @@ def owned(lab: object) -> str:
 
 def test_networkmanager_reapplying_a_connection_leaves_wanhooks_alone(setup: Setup) -> None:
     nm, lab = setup.nm, setup.lab
-    nm.nmcli("con", "add", "type", "ethernet", "ifname", "nmw1", "con-name", "s1", "autoconnect", "no",
-             "ipv4.method", "manual", "ipv4.addresses", "100.64.11.2/24", "ipv4.gateway", "100.64.11.1",
-             "ipv6.method", "disabled")  # fmt: skip
-    nm.nmcli("-w", "15", "con", "up", "s1")
-    wait_for(lambda: members(lab).get("nmw1") == "100.64.11.1", 5, "nmw1 in the group")
+    static_nmw1_up(nm, lab)
     time.sleep(0.5)
     before = owned(lab)
     assert f"lookup {c.TABLE_BALANCE}" in before
