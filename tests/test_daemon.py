@@ -342,3 +342,29 @@ def test_the_nm_dispatcher_hook_returns_within_100_ms(
         assert proc.returncode == 0
     took.sort()
     assert took[len(took) // 2] < 0.1, took  # the median; the work happens in a detached notify
+
+
+def test_a_dry_run_logs_what_it_would_do_and_changes_nothing(learned: Router, daemon_factory: Start) -> None:
+    lab = learned.lab
+    before = learned.snapshot()
+    daemon = daemon_factory("--dry-run")
+    log = daemon.wait_log("would make")
+    assert "dry run, would: + ip nexthop replace id 2000000000 group" in log
+    assert "dry run, would: ~ sysctl net.ipv4.fib_multipath_hash_policy = 3" in log
+    lab.carrier_off(2)  # an event: the new decision is logged, and still nothing is done
+    wait_for(lambda: daemon.text().count("would make") >= 2, 5, "a second dry round")
+    assert "decision: IPv4 balance w1 x1, w3 x1 (w2: no carrier)" in daemon.text()
+    assert daemon.stop() == 0
+    lab.carrier_on(2)  # the lab as it was (the kernel marks routes linkdown meanwhile)
+    wait_for(lambda: learned.snapshot() == before, 5, "the router exactly as before")
+
+
+def test_json_logs_are_one_object_per_line(learned: Router, daemon_factory: Start) -> None:
+    daemon = daemon_factory("--log-format", "json")
+    learned.lab.carrier_off(1)
+    wait_for(lambda: "carrier" in daemon.text() or daemon.text().count("round ") >= 2, 5, "a second round")
+    daemon.stop()
+    lines = [json.loads(line) for line in daemon.text().splitlines() if line.strip()]
+    assert lines and all(set(doc) >= {"ts", "level", "logger", "msg"} for doc in lines)
+    assert any(doc["msg"].startswith("round 1:") for doc in lines)
+    assert any(doc["msg"].startswith("trigger:") and "if" in doc["msg"] for doc in lines[1:])

@@ -141,7 +141,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import run_daemon  # asyncio and the sources only when running as the daemon
 
     return run_daemon(
-        _config_path(args), _run_dir(args), cleanup_on_exit=args.cleanup_on_exit, debounce_ms=args.debounce_ms
+        _config_path(args),
+        _run_dir(args),
+        cleanup_on_exit=args.cleanup_on_exit,
+        debounce_ms=args.debounce_ms,
+        dry_run=args.dry_run,
+        log_format=args.log_format,
     )
 
 
@@ -273,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         help="wait this long after an event for the rest of its burst",
+    )
+    run.add_argument("--dry-run", action="store_true", help="log what it would change; change nothing")
+    run.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="json: one object per line"
     )
     run.set_defaults(func=cmd_run)
     notify = sub.add_parser(

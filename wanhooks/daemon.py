@@ -33,6 +33,7 @@ from typing import Any
 
 from . import constants as c
 from . import health as health_module
+from . import nft
 from .config import ConfigError, load_config
 from .control import ControlServer, daemon_running
 from .engine import converge
@@ -94,8 +95,11 @@ class Daemon:
         *,
         cleanup_on_exit: bool = False,
         debounce_s: float = DEFAULT_DEBOUNCE_S,
+        dry_run: bool = False,
     ) -> None:
         self.config_path = config_path
+        self.dry_run = dry_run
+        self._last_would: list[str] | None = None
         self.run_dir = run_dir
         self.cleanup_on_exit = cleanup_on_exit
         self.debounce_s = debounce_s
@@ -280,6 +284,32 @@ class Daemon:
                 log.exception("round failed; retrying in 2 s")
                 asyncio.get_running_loop().call_later(2.0, self.post, Resync("retry after an error"))
 
+    def _dry_round(self, triggers: list[Event]) -> None:
+        """--dry-run: everything a round decides, logged as what it would do; nothing written
+        (no routes, rules, nexthops, sysctls, nftables; no connection ended)."""
+        observed = self._adjust(self.kernel.observe())
+        desired = plan(self.config, observed, self.overrides, self.verdicts())
+        names = {link.index: link.name for link in observed.links}
+        would = [op_text(op, names) for op in diff(desired, self.kernel.dump_owned())]
+        would += [
+            f"~ sysctl {knob.path.replace('/', '.')} = {knob.value}"
+            for knob in sorted(desired.sysctls, key=lambda k: k.path)
+            if self.kernel.read_sysctl(knob.path) != knob.value
+        ]
+        try:
+            if nft.digest_of(nft.render(desired.firewall)) != self.kernel.read_firewall().digest:
+                would.append(f"~ nftables table {c.NFT_FAMILY} {c.NFT_TABLE}")
+        except nft.NftError as exc:
+            would.append(f"~ nftables table {c.NFT_FAMILY} {c.NFT_TABLE} (cannot read it: {exc})")
+        self.rounds += 1
+        if would != self._last_would:
+            log.info("trigger: %s", _summarize(triggers))
+            log.info("decision: %s", _decision(desired))
+            for line in would:
+                log.info("dry run, would: %s", line)
+            log.info("round %d: dry run, would make %d changes, made none", self.rounds, len(would))
+            self._last_would = would
+
     def _manager_view(self, devices: tuple[ManagedDevice, ...]) -> None:
         self.manager = devices
 
@@ -353,6 +383,9 @@ class Daemon:
         return HealthVerdicts(down=down)
 
     def _round(self, triggers: list[Event]) -> None:
+        if self.dry_run:
+            self._dry_round(triggers)
+            return
         started = time.perf_counter()
         with run_lock(self.run_dir):
             result = converge(
@@ -586,10 +619,43 @@ def _summarize(triggers: list[Event]) -> str:
     return ", ".join(shown) + more
 
 
-def run_daemon(config_path: str, run_dir: str, *, cleanup_on_exit: bool, debounce_ms: float) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+class JsonLines(logging.Formatter):
+    """One JSON object per line (--log-format json), for journald/Loki/jq."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def run_daemon(
+    config_path: str,
+    run_dir: str,
+    *,
+    cleanup_on_exit: bool,
+    debounce_ms: float,
+    dry_run: bool = False,
+    log_format: str = "text",
+) -> int:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    if dry_run:
+        log.info("dry run: wanhooks decides and logs, and changes nothing in the kernel")
     try:
-        daemon = Daemon(config_path, run_dir, cleanup_on_exit=cleanup_on_exit, debounce_s=debounce_ms / 1000)
+        daemon = Daemon(
+            config_path,
+            run_dir,
+            cleanup_on_exit=cleanup_on_exit and not dry_run,
+            debounce_s=debounce_ms / 1000,
+            dry_run=dry_run,
+        )
     except ConfigError as err:
         log.error("wanhooks: %s", err)
         return 2
