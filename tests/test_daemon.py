@@ -368,3 +368,30 @@ def test_json_logs_are_one_object_per_line(learned: Router, daemon_factory: Star
     assert lines and all(set(doc) >= {"ts", "level", "logger", "msg"} for doc in lines)
     assert any(doc["msg"].startswith("round 1:") for doc in lines)
     assert any(doc["msg"].startswith("trigger:") and "if" in doc["msg"] for doc in lines[1:])
+
+
+def test_status_watch_redraws_in_place_in_a_real_terminal(learned: Router, daemon_factory: Start) -> None:
+    """Under tmux (a real terminal, 160x40): one frame on screen, redrawn as the links change,
+    no escape sequences left behind."""
+    lab = learned.lab
+    daemon_factory()
+    server = f"wanhooks-test-{os.getpid()}"  # a private tmux server: only ours is ever killed
+    command = (
+        f"ip netns exec {lab.router} {sys.executable} -m wanhooks -c {learned.config} "
+        f"--run-dir {learned.run_dir} status --watch --interval 0.2"
+    )
+    tmux = ["tmux", "-L", server]
+    subprocess.run([*tmux, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", command], check=True)
+
+    def screen() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "w"], capture_output=True, text=True).stdout
+
+    try:
+        wait_for(lambda: "IPv4 balance: w1 x1, w2 x2, w3 x1" in screen(), 10, "the first frame")
+        lab.carrier_off(2)
+        wait_for(lambda: "no carrier" in screen(), 5, "the frame redrawn with w2 out")
+        shown = screen()
+        assert shown.count("LINK  STATE") == 1 and shown.count("wanhooks status (every") == 1, shown
+        assert "\x1b" not in shown and "IPv4 balance: w1 x1, w3 x1" in shown, shown
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)

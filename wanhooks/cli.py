@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from . import constants as c
@@ -115,25 +116,53 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if not args.watch:
+        print(_status_once(args))
+        return 0
+    if args.json:
+        print("wanhooks status: --watch is for people; scripts poll --json", file=sys.stderr)
+        return 2
+    # Redrawn in place: home the cursor, draw, clear what the last frame left below.
+    # On a terminal only; piped, each frame follows the last.
+    on_tty = sys.stdout.isatty()
+    try:
+        while True:
+            clock = time.strftime("%H:%M:%S")
+            frame = f"{clock}  wanhooks status (every {args.interval:g} s; Ctrl-C ends)\n\n"
+            frame += _status_once(args)
+            if on_tty:
+                lines = frame.splitlines()
+                sys.stdout.write("\x1b[H" + "\x1b[K\n".join(lines) + "\x1b[K\n\x1b[J")
+            else:
+                sys.stdout.write(frame + "\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _status_once(args: argparse.Namespace) -> str:
     run_dir = _run_dir(args)
     if daemon_running(run_dir):  # the daemon knows more: held gateways, the admin's overrides
         answer = control.request(run_dir, {"op": "status"})
         doc = answer.get("status")
         if answer.get("ok") and isinstance(doc, dict):
-            print(json.dumps(doc, indent=2) if args.json else render_status(doc))
-            return 0
+            return json.dumps(doc, indent=2) if args.json else render_status(doc)
     config = load_config(_config_path(args))
-    kernel = _kernel()
-    observed = kernel.observe()
-    desired = plan(config, observed)
-    owned: Owned = kernel.dump_owned()
+    from .kernel.linux import LinuxKernel
+
+    kernel = LinuxKernel()  # closed after each frame: --watch must not gather sockets
+    try:
+        observed = kernel.observe()
+        desired = plan(config, observed)
+        owned: Owned = kernel.dump_owned()
+    finally:
+        kernel.close()
     kind, _note = resolve_group_kind(config, observed)
     pending = diff(desired, owned)
     if args.json:
-        print(json.dumps(status_json(config, observed, desired, owned, kind, pending), indent=2))
-    else:
-        print(status_text(config, observed, desired, owned, kind, pending))
-    return 0
+        return json.dumps(status_json(config, observed, desired, owned, kind, pending), indent=2)
+    return status_text(config, observed, desired, owned, kind, pending)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -270,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_plan)
     status = sub.add_parser("status", help="links, why each is or is not balanced, the multipath route")
     status.add_argument("--json", action="store_true", help="machine-readable (schema in README)")
+    status.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between redraws (--watch)")
     status.set_defaults(func=cmd_status)
     run = sub.add_parser("run", help="the daemon: follow every link change as it happens")
     run.add_argument("--cleanup-on-exit", action="store_true", help="remove wanhooks' routing when stopped")
