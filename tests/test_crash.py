@@ -1,9 +1,10 @@
 """Crashes, restarts and the loss of every link, against the real kernel (root only).
 
-- `kill -9` lands at random points of the daemon's reconciliation (a config
-  change that rebuilds the groups, so dozens of writes are in flight); the
-  kernel keeps routing meanwhile, and a restarted daemon converges to the
-  plan with nothing orphaned.
+- `kill -9` lands at random points of the daemon's reconciliation: a config
+  reload that rebuilds a 24-link group (some 150 writes), the daemon slowed
+  to a crawl (SCHED_IDLE beside a busy loop on one CPU) and killed a random
+  moment after its first write; the kernel keeps routing meanwhile, and a
+  restarted daemon converges to the plan with nothing orphaned.
 - Stopping and starting the daemon (an upgrade) loses no connection.
 - When every managed link is lost, the balance route goes and main's own
   default carries traffic; a returning link rejoins.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from wanhooks.lab import SERVER4, Lab
 pytestmark = pytest.mark.kernel
 Start = Callable[..., DaemonProc]
 
-TRIALS = int(os.environ.get("WANHOOKS_CRASH_TRIALS", "12"))
+TRIALS = int(os.environ.get("WANHOOKS_CRASH_TRIALS", "6"))
 
 
 def link_lines(links: range | tuple[int, ...], weighted: bool = False) -> str:
@@ -63,6 +65,15 @@ def start_raw(router: Router) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def slowed(pid: int) -> subprocess.Popen[bytes]:
+    """Make process `pid` crawl: pinned to CPU 0 at SCHED_IDLE, beside a busy loop of normal
+    priority there (returned; kill it to end the crawl).  A round of some 150 writes then
+    takes seconds, not milliseconds, so a kill at a random moment lands inside it."""
+    subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pid)], check=True, capture_output=True)
+    subprocess.run(["chrt", "-a", "-i", "-p", "0", str(pid)], check=True, capture_output=True)
+    return subprocess.Popen(["taskset", "-c", "0", "sh", "-c", "while :; do :; done"])
+
+
 def test_kill_9_mid_reconcile_keeps_routing_and_a_restart_converges(router: Router) -> None:
     lab = router.lab
     seed = int(os.environ.get("WANHOOKS_CRASH_SEED", random.randrange(1 << 32)))
@@ -72,52 +83,60 @@ def test_kill_9_mid_reconcile_keeps_routing_and_a_restart_converges(router: Rout
     watch = lab.spawn(lab.router, "route-watch", "--dst", SERVER4, "--interval", "0.002")
     assert watch.stdout is not None and watch.stdout.readline().strip() == "ready"
     killed_mid_round = 0
+    daemon = start_raw(router)
     try:
         for trial in range(TRIALS):
             wide = trial % 2 == 1
             old = router.write_config("links:\n" + (NARROW if wide else WIDE) + HEALTH, name="old.yaml")
+            wait_for(
+                lambda: json.loads(router.wanhooks("status", "--json").stdout)["in_sync"],
+                10,
+                f"trial {trial} (seed {seed}): settled on the old config",
+            )
             router.write_config("links:\n" + (WIDE if wide else NARROW) + HEALTH)
-            # kill it a random few milliseconds after its first write reaches the kernel
             monitor = subprocess.Popen(
                 ["ip", "netns", "exec", lab.router, "ip", "-o", "monitor", "nexthop", "route", "rule"],
-                stdout=subprocess.PIPE, text=True,
+                stdout=subprocess.PIPE,
             )  # fmt: skip
-            daemon = start_raw(router)
-            assert monitor.stdout is not None
-            monitor.stdout.readline()  # the first change of its start-up round
-            time.sleep(rng.uniform(0, 0.03))
-            daemon.send_signal(signal.SIGKILL)
-            daemon.wait(10)
-            monitor.terminate()
-            monitor.wait(10)
+            hog = slowed(daemon.pid)
+            try:
+                daemon.send_signal(signal.SIGHUP)  # reload: the round that rebuilds everything
+                assert monitor.stdout is not None
+                # its first write to the kernel, then a random moment of the crawling round
+                select.select([monitor.stdout], [], [], 30)
+                time.sleep(rng.uniform(0, 0.3))
+                daemon.send_signal(signal.SIGKILL)
+                daemon.wait(10)
+            finally:
+                hog.kill()
+                hog.wait(10)
+                monitor.terminate()
+                monitor.wait(10)
             # no daemon now: status compares the kernel with a plan; mid-change is neither plan
             new_done = json.loads(router.wanhooks("status", "--json").stdout)["in_sync"]
             old_kept = json.loads(router.wanhooks("status", "--json", config=old).stdout)["in_sync"]
             killed_mid_round += not new_done and not old_kept
-            # a fresh daemon finishes the job
-            proc = start_raw(router)
-            try:
-                want = {f"w{i}" for i in range(1, LINKS + 1 if wide else 4)}
-                wait_for(
-                    lambda want=want: set(members(lab)) == want, 10, f"trial {trial} (seed {seed}): {want}"
-                )
-                wait_for(
-                    lambda: json.loads(router.wanhooks("status", "--json").stdout)["in_sync"],
-                    5,
-                    f"trial {trial} (seed {seed}) in sync",
-                )
-                present = {int(link["ifindex"]) for link in lab.ip_json(lab.router, "link", "show")}
-                orphans = {
-                    t for t in owned_tables(lab) if t != c.TABLE_BALANCE and t - c.TABLE_BASE not in present
-                }
-                assert orphans == set(), f"trial {trial} (seed {seed})"
-                group = lab.ip(lab.router, "nexthop", "show", "id", str(c.NH_GROUP_V4))
-                assert ("resilient" in group) == wide, group
-                assert "2000000002" not in lab.ip(lab.router, "nexthop", "show")  # the spare is gone
-            finally:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
+            # a fresh daemon finishes the job (and is the next trial's victim)
+            daemon = start_raw(router)
+            want = {f"w{i}" for i in range(1, LINKS + 1 if wide else 4)}
+            what = f"trial {trial} (seed {seed}): {sorted(want)}"
+            wait_for(lambda want=want: set(members(lab)) == want, 10, what)
+            wait_for(
+                lambda: json.loads(router.wanhooks("status", "--json").stdout)["in_sync"],
+                5,
+                f"trial {trial} (seed {seed}) in sync",
+            )
+            present = {int(link["ifindex"]) for link in lab.ip_json(lab.router, "link", "show")}
+            orphans = {
+                t for t in owned_tables(lab) if t != c.TABLE_BALANCE and t - c.TABLE_BASE not in present
+            }
+            assert orphans == set(), f"trial {trial} (seed {seed})"
+            group = lab.ip(lab.router, "nexthop", "show", "id", str(c.NH_GROUP_V4))
+            assert ("resilient" in group) == wide, group
+            assert "2000000002" not in lab.ip(lab.router, "nexthop", "show")  # the spare is gone
     finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
         watch.terminate()
     report = json.loads(watch.communicate(timeout=10)[0].splitlines()[-1])
     print(f"\ncrash seed {seed}: {TRIALS} kills, {killed_mid_round} left the kernel mid-change; {report}")
