@@ -1555,3 +1555,21 @@ def test_random_text(content: str) -> None:
 @given(st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join))
 def test_random_config_like_text(content: str) -> None:
     _survives(content)
+
+
+@pytest.mark.parametrize(
+    ("value", "listen"),
+    [("true", ("127.0.0.1", 9737)), ("false", None), ('"0.0.0.0:9100"', ("0.0.0.0", 9100)),
+     ('"[::1]:9737"', ("::1", 9737))],
+)  # fmt: skip
+def test_metrics_listen(value: str, listen: tuple[str, int] | None) -> None:
+    config = parse_config(f"links: [{{interface: eth0}}]\nmetrics: {value}\n", "m.yaml")
+    assert config.metrics == listen
+    assert parse_config(to_yaml(config), "m.yaml").metrics == listen
+
+
+@pytest.mark.parametrize("value", ['"localhost:9737"', '"127.0.0.1"', '"127.0.0.1:99999"', "9737"])
+def test_bad_metrics_listen_is_located(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"links: [{{interface: eth0}}]\nmetrics: {value}\n", "m.yaml")
+    assert caught.value.key == "metrics" and caught.value.line == 2

@@ -395,3 +395,62 @@ def test_status_watch_redraws_in_place_in_a_real_terminal(learned: Router, daemo
         assert "\x1b" not in shown and "IPv4 balance: w1 x1, w3 x1" in shown, shown
     finally:
         subprocess.run([*tmux, "kill-server"], check=False)
+
+
+SCRAPE = """
+import sys, urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:9737/metrics", timeout=5).read().decode())
+"""
+
+
+def test_the_metrics_endpoint_tells_what_the_kernel_and_the_probes_say(
+    router: Router, daemon_factory: Start
+) -> None:
+    """Scraped inside the router namespace, parsed with Prometheus' own parser, checked against
+    the lab: which links are balanced, their probes, a blackholed ISP's transition, bytes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    lab = router.lab
+    router.write_config(
+        "links:\n"
+        + "".join(f"  - {{interface: w{i}, gateway: 100.64.{i}.1, weight: {i}}}\n" for i in (1, 2, 3))
+        + "health:\n  targets: [203.0.113.10]\n  hold_down: 1\nmetrics: true\n"
+    )
+    daemon = daemon_factory()
+    daemon.wait_log("metrics: Prometheus endpoint on http://127.0.0.1:9737/metrics")
+    wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links")
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = lab.ns_exec(lab.router, [sys.executable, "-c", SCRAPE]).stdout
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def value(
+        metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+    ) -> float:
+        return metrics[(name, tuple(sorted(labels.items())))]
+
+    wait_for(lambda: value(scrape(), "wanhooks_link_healthy", link="w2", family="4") == 1, 5, "w2 healthy")
+    first = scrape()
+    assert [value(first, "wanhooks_link_in_balance", link=f"w{i}", family="4") for i in (1, 2, 3)] == [
+        1,
+        1,
+        1,
+    ]
+    assert [value(first, "wanhooks_link_weight", link=f"w{i}") for i in (1, 2, 3)] == [1, 2, 3]
+    assert 0 < value(first, "wanhooks_link_rtt_seconds", link="w2", family="4") < 0.5
+    assert value(first, "wanhooks_link_sent_bytes_total", link="w2") > 0  # its probes at least
+    assert value(first, "wanhooks_rounds_total") >= 1 and value(first, "wanhooks_in_sync") == 1
+    assert value(first, "wanhooks_events_total", source="resync") >= 1  # the start-up sweep
+    lab.blackhole(2, True)
+    wait_for(lambda: "w2" not in members(lab), 3, "w2 out")
+    after = scrape()
+    assert value(after, "wanhooks_link_in_balance", link="w2", family="4") == 0
+    assert value(after, "wanhooks_link_healthy", link="w2", family="4") == 0
+    assert value(after, "wanhooks_link_health_transitions_total", link="w2", family="4") > value(
+        first, "wanhooks_link_health_transitions_total", link="w2", family="4"
+    )
+    assert value(after, "wanhooks_events_total", source="health") >= 2

@@ -126,6 +126,7 @@ TOP_KEYS = (
     "mss_clamp",
     "pins",
     "nat66",
+    "metrics",
 )
 PIN_KEYS = ("to", "from", "proto", "port", "link", "tier", "when_down")
 PIN_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
@@ -135,6 +136,7 @@ NAT_MODES = ("none", "masquerade")
 GATEWAY_HOLD_MAX = 60.0
 LINK_KEYS = ("interface", "weight", "gateway", "network", "health", "tier", "delegated", "tunnel_mark")
 TUNNEL_MARK_MAX = c.TUNNEL_MARK_MASK  # the sticky byte is wanhooks' own
+METRICS_PORT = 9737  # the default endpoint port (unassigned by IANA; near node_exporter's 9100 family)
 DELEGATED_MIN_LENGTH = 16  # shorter would capture others' traffic (::/0 would capture all)
 TIER_MIN = 1  # a link's tier: 1 carries traffic first, 5 last
 TIER_MAX = 5
@@ -309,6 +311,13 @@ def to_yaml(config: Config) -> str:
         "sticky": _yaml_boolean(config.sticky),
         "mss_clamp": _yaml_boolean(config.mss_clamp),
         "nat66": _yaml_boolean(config.nat66),
+        "metrics": (
+            f'"{config.metrics[0]}:{config.metrics[1]}"'
+            if config.metrics and ":" not in config.metrics[0]
+            else f'"[{config.metrics[0]}]:{config.metrics[1]}"'
+            if config.metrics
+            else "false"
+        ),
     }
     lines += [
         f"{name}: {text}" for name, text in newer.items() if getattr(config, name) != getattr(Config, name)
@@ -713,6 +722,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
     flush_lower_tiers = Config.flush_lower_tiers
     nat = Config.nat
     pins: tuple[Pin, ...] = ()
+    metrics_listen: tuple[str, int] | None = None
     flags = {"sticky": Config.sticky, "mss_clamp": Config.mss_clamp, "nat66": Config.nat66}
     # Keys are scalars by the time they are looked up here (_items checks first).
     key_lines = {str(key.value): _line(key) for key, _ in root.value if isinstance(key, ScalarNode)}
@@ -755,6 +765,8 @@ def _config_from_yaml(text: str, path: str) -> Config:
             flags[name] = _yaml_bool(value, where)
         elif name == "pins":
             pins = _yaml_pins(value, where)
+        elif name == "metrics":
+            metrics_listen = _yaml_listen(value, where)
         else:
             watchdog = _yaml_watchdog(value, where)
     if links is None:
@@ -786,6 +798,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
         mss_clamp=flags["mss_clamp"],
         nat66=flags["nat66"],
         pins=pins,
+        metrics=metrics_listen,
     )
 
 
@@ -916,6 +929,24 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
         missing = _Where(where.path, where.line, f"{where.key}.interface")
         raise missing.error("missing: every link needs an interface")
     return draft
+
+
+def _yaml_listen(node: Node, where: _Where) -> tuple[str, int] | None:
+    """metrics: true (127.0.0.1:9737), false, or "address:port" ("[::1]:9737" for IPv6)."""
+    if isinstance(node, ScalarNode) and node.tag == _BOOL:
+        return ("127.0.0.1", METRICS_PORT) if _yaml_bool(node, where) else None
+    text = _yaml_string(node, where, "metrics").strip()
+    found = re.fullmatch(r"\[?([0-9A-Fa-f:.]+?)\]?:([0-9]{1,5})", text)
+    if found is None:
+        raise where.error(f"metrics must be true, false or address:port (127.0.0.1:9737), not {_show(text)}")
+    try:
+        address = ipaddress.ip_address(found.group(1))  # 0.0.0.0 / :: allowed: every address
+    except ValueError:
+        raise where.error(f"metrics address {_show(found.group(1))} is not an IP address") from None
+    port = int(found.group(2))
+    if not 1 <= port <= 65535:
+        raise where.error(f"metrics port {port} is not 1-65535")
+    return str(address), port
 
 
 def _yaml_pins(node: Node, where: _Where) -> tuple[Pin, ...]:

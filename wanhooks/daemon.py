@@ -33,7 +33,7 @@ from typing import Any
 
 from . import constants as c
 from . import health as health_module
-from . import nft
+from . import metrics, nft
 from .config import ConfigError, load_config
 from .control import ControlServer, daemon_running
 from .engine import converge
@@ -121,6 +121,7 @@ class Daemon:
         self._last_notes: list[str] = []
         self._firewall_retry = False  # a retry of a failed nftables write is scheduled
         self.events = 0  # every event posted since start (status: leaks show against it)
+        self.figures = metrics.Figures()
         # others deleting wanhooks' objects (_fighting)
         self._fight_times: list[float] = []  # immediate restores, within FIGHT_WINDOW_S
         self._fight_mode = False  # restores are being delayed
@@ -134,6 +135,11 @@ class Daemon:
 
     def post(self, event: Event) -> None:
         self.events += 1
+        source = _source_of(event)
+        self.figures.events[source] = self.figures.events.get(source, 0) + 1
+        if isinstance(event, HealthChanged):
+            key = (event.iface, event.family)
+            self.figures.transitions[key] = self.figures.transitions.get(key, 0) + 1
         self._pending.append(event)
         if self._fighting(event):
             return  # restored by the scheduled round, not at once: restore, don't fight
@@ -214,6 +220,8 @@ class Daemon:
             "started: config %s, %d link entries, run dir %s, pid %d",
             self.config.path, len(self.config.links), self.run_dir, os.getpid(),
         )  # fmt: skip
+        if self.config.metrics is not None:
+            metrics.serve(self.config.metrics, lambda: self._metrics_doc(loop), self.figures)
         self._trusted = self._kernel_group_members()
         self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
         worker = asyncio.create_task(self._reconciler())
@@ -398,6 +406,8 @@ class Daemon:
             )
         self.rounds += 1
         elapsed_ms = (time.perf_counter() - started) * 1000
+        self.figures.rounds += 1
+        self.figures.round_seconds += elapsed_ms / 1000
         for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
             self._spawn(self._end_connections(link.name, family, link.addresses[family], why))
         self._last_desired = result.desired
@@ -472,6 +482,21 @@ class Daemon:
             )
 
     # --- control socket --------------------------------------------------------
+
+    def _metrics_doc(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+        """For the metrics thread: the status document plus byte counters, built on the event
+        loop (the netlink socket is the loop's alone)."""
+
+        async def build() -> dict[str, Any]:
+            doc = self.status()
+            counters = self.kernel.link_counters()
+            for link in doc["links"]:
+                found = counters.get(link["name"])
+                if found is not None:
+                    link["rx_bytes"], link["tx_bytes"] = found.rx_bytes, found.tx_bytes
+            return doc
+
+        return asyncio.run_coroutine_threadsafe(build(), loop).result(timeout=10)
 
     async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -597,6 +622,20 @@ def _decision(desired: Desired) -> str:
         text = f"IPv{family} balance {', '.join(members) if members else 'none (main table default)'}"
         parts.append(text + (f" ({'; '.join(out)})" if out else ""))
     return " | ".join(parts)
+
+
+def _source_of(event: Event) -> str:
+    if isinstance(event, KernelChanged):
+        return "rtnetlink"
+    if isinstance(event, HookNotified):
+        return event.source
+    if isinstance(event, HealthChanged):
+        return "health"
+    if isinstance(event, LinkCommand):
+        return "control"
+    if isinstance(event, Resync):
+        return "resync"
+    return "networkmanager"
 
 
 def _rss_kib() -> int:

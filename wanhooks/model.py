@@ -173,6 +173,7 @@ class Config:
     mss_clamp: bool = False
     pins: tuple[Pin, ...] = ()
     nat66: bool = False  # masquerade IPv6 too (only when opted in: NAT66 breaks end-to-end)
+    metrics: tuple[str, int] | None = None  # the Prometheus endpoint's address and port; None: off
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,107 @@
+"""The optional Prometheus endpoint: the daemon's state, read at each scrape.
+
+Off unless the config says `metrics: 127.0.0.1:9737` (or `metrics: true` for
+that address).  Why prometheus_client and not hand-written exposition: it is
+the reference implementation, keeps the text format (escaping, HELP/TYPE,
+counters' _total and _created) right as it evolves, and serves from its own
+thread, so a slow scraper never holds up the event loop.  It is an optional
+dependency (`pip install wanhooks[metrics]`): without it the daemon logs that
+and runs on.
+
+Nothing is copied into metric objects as things happen: a custom collector
+reads the daemon's own figures (the same ones `status` shows) when scraped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("wanhooks.metrics")
+
+DEFAULT_LISTEN = ("127.0.0.1", 9737)
+
+
+@dataclass
+class Figures:
+    """What the daemon counts for the endpoint (and only for it), updated on the event loop."""
+
+    events: dict[str, int] = field(default_factory=dict)  # by source
+    transitions: dict[tuple[str, int], int] = field(default_factory=dict)  # (link, family)
+    rounds: int = 0
+    round_seconds: float = 0.0  # their sum
+
+
+def serve(listen: tuple[str, int], snapshot: Callable[[], dict[str, Any]], figures: Figures) -> bool:
+    """Start the endpoint in its own thread; False (logged) when it cannot be."""
+    try:
+        from prometheus_client import start_http_server
+        from prometheus_client.registry import CollectorRegistry
+    except ImportError:
+        log.error(
+            "metrics: prometheus_client is not installed (pip install 'wanhooks[metrics]'): no endpoint"
+        )
+        return False
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(snapshot, figures))
+    try:
+        start_http_server(listen[1], addr=listen[0], registry=registry)
+    except OSError as exc:
+        log.error("metrics: cannot listen on %s:%d: %s", listen[0], listen[1], exc.strerror or exc)
+        return False
+    log.info("metrics: Prometheus endpoint on http://%s:%d/metrics", listen[0], listen[1])
+    return True
+
+
+class _Collector:
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], figures: Figures) -> None:
+        self._snapshot = snapshot
+        self._figures = figures
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily as Counter
+        from prometheus_client.core import GaugeMetricFamily as Gauge
+
+        doc = self._snapshot()
+        lf = ["link", "family"]
+        in_balance = Gauge("wanhooks_link_in_balance", "1 when it carries balanced traffic", labels=lf)
+        weight = Gauge("wanhooks_link_weight", "the configured weight", labels=["link"])
+        healthy = Gauge("wanhooks_link_healthy", "1 when its probes say it carries traffic", labels=lf)
+        rtt = Gauge("wanhooks_link_rtt_seconds", "smoothed probe round trip", labels=lf)
+        loss = Gauge("wanhooks_link_loss_ratio", "probes lost over the loss window", labels=lf)
+        rx = Counter("wanhooks_link_received_bytes", "bytes received (kernel counters)", labels=["link"])
+        tx = Counter("wanhooks_link_sent_bytes", "bytes sent (kernel counters)", labels=["link"])
+        for link in doc["links"]:
+            name = link["name"]
+            weight.add_metric([name], link["weight"])
+            if link.get("rx_bytes") is not None:
+                rx.add_metric([name], link["rx_bytes"])
+                tx.add_metric([name], link["tx_bytes"])
+            for family in (4, 6):
+                side = link[f"ipv{family}"]
+                labels = [name, str(family)]
+                in_balance.add_metric(labels, 1 if side["in_balance"] else 0)
+                health = side.get("health")
+                if health:
+                    healthy.add_metric(labels, 1 if health["state"] == "up" else 0)
+                    if health.get("rtt_ms") is not None:
+                        rtt.add_metric(labels, health["rtt_ms"] / 1000)
+                    if health.get("loss") is not None:
+                        loss.add_metric(labels, health["loss"])
+        figures = self._figures
+        transitions = Counter("wanhooks_link_health_transitions", "health state changes", labels=lf)
+        for (name, family), count in sorted(figures.transitions.items()):
+            transitions.add_metric([name, str(family)], count)
+        events = Counter("wanhooks_events", "events handed to the daemon, by source", labels=["source"])
+        for source, count in sorted(figures.events.items()):
+            events.add_metric([source], count)
+        rounds = Counter("wanhooks_rounds", "reconcile rounds")
+        rounds.add_metric([], figures.rounds)
+        seconds = Counter("wanhooks_round_seconds", "time spent in reconcile rounds")
+        seconds.add_metric([], figures.round_seconds)
+        in_sync = Gauge("wanhooks_in_sync", "1 when the kernel holds exactly the plan")
+        in_sync.add_metric([], 1 if doc["in_sync"] else 0)
+        yield from (in_balance, weight, healthy, rtt, loss, rx, tx)
+        yield from (transitions, events, rounds, seconds, in_sync)
