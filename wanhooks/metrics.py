@@ -21,8 +21,6 @@ from typing import Any
 
 log = logging.getLogger("wanhooks.metrics")
 
-DEFAULT_LISTEN = ("127.0.0.1", 9737)
-
 
 @dataclass
 class Figures:
