@@ -136,7 +136,6 @@ NAT_MODES = ("none", "masquerade")
 GATEWAY_HOLD_MAX = 60.0
 LINK_KEYS = ("interface", "weight", "gateway", "network", "health", "tier", "delegated", "tunnel_mark")
 TUNNEL_MARK_MAX = c.TUNNEL_MARK_MASK  # the sticky byte is wanhooks' own
-METRICS_PORT = 9737  # the default endpoint port (unassigned by IANA; near node_exporter's 9100 family)
 DELEGATED_MIN_LENGTH = 16  # shorter would capture others' traffic (::/0 would capture all)
 TIER_MIN = 1  # a link's tier: 1 carries traffic first, 5 last
 TIER_MAX = 5
@@ -934,7 +933,7 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
 def _yaml_listen(node: Node, where: _Where) -> tuple[str, int] | None:
     """metrics: true (127.0.0.1:9737), false, or "address:port" ("[::1]:9737" for IPv6)."""
     if isinstance(node, ScalarNode) and node.tag == _BOOL:
-        return ("127.0.0.1", METRICS_PORT) if _yaml_bool(node, where) else None
+        return (c.METRICS_ADDRESS, c.METRICS_PORT) if _yaml_bool(node, where) else None
     text = _yaml_string(node, where, "metrics").strip()
     found = re.fullmatch(r"\[?([0-9A-Fa-f:.]+?)\]?:([0-9]{1,5})", text)
     if found is None:

@@ -168,3 +168,9 @@ HASH_POLICY_CUSTOM = 3
 DEFAULT_CONFIG = "/etc/wanhooks/wanhooks.yaml"
 DEFAULT_RUN_DIR = "/run/wanhooks"
 SYSCTL_RECORD = "sysctl-saved.json"
+
+# --- metrics ----------------------------------------------------------------
+# `metrics: true` listens here: loopback only (a router's counters are nobody
+# else's business), on a port IANA leaves unassigned.
+METRICS_ADDRESS = "127.0.0.1"
+METRICS_PORT = 9737
