@@ -387,12 +387,13 @@ def test_status_watch_redraws_in_place_in_a_real_terminal(learned: Router, daemo
         return subprocess.run([*tmux, "capture-pane", "-p", "-t", "w"], capture_output=True, text=True).stdout
 
     try:
-        wait_for(lambda: "IPv4 balance: w1 x1, w2 x2, w3 x1" in screen(), 10, "the first frame")
+        first = "IPv4 default: w1 x1 (25%) + w2 x2 (50%) + w3 x1 (25%)"
+        wait_for(lambda: first in screen(), 10, "the first frame")
         lab.carrier_off(2)
         wait_for(lambda: "no carrier" in screen(), 5, "the frame redrawn with w2 out")
         shown = screen()
         assert shown.count("LINK  STATE") == 1 and shown.count("wanhooks status (every") == 1, shown
-        assert "\x1b" not in shown and "IPv4 balance: w1 x1, w3 x1" in shown, shown
+        assert "\x1b" not in shown and "IPv4 default: w1 x1 (50%) + w3 x1 (50%)" in shown, shown
     finally:
         subprocess.run([*tmux, "kill-server"], check=False)
 

@@ -174,3 +174,8 @@ SYSCTL_RECORD = "sysctl-saved.json"
 # else's business), on a port IANA leaves unassigned.
 METRICS_ADDRESS = "127.0.0.1"
 METRICS_PORT = 9737
+
+# status: each link's share of the traffic over the last minute, from counters the
+# daemon samples this often (one netlink dump: cheap; the window's edge is this coarse)
+TRAFFIC_WINDOW_S = 60.0
+TRAFFIC_SAMPLE_S = 5.0

@@ -60,7 +60,8 @@ from .reconcile import cleanup, diff
 from .render import op_text
 from .sources.networkmanager import NetworkManagerSource
 from .sources.rtnetlink import RtnetlinkSource, who
-from .status import status_json
+from .status import link_state, status_json, why_not
+from .traffic_share import Sample, TrafficWindow
 from .transition_hooks import run_hooks
 
 log = logging.getLogger("wanhooks")
@@ -130,6 +131,9 @@ class Daemon:
         self._last_foreign = -FIGHT_QUIET_S  # the last deletion by another program
         self._named: set[int] = set()  # netlink ports whose process was named in the log
         self._hold_timer: asyncio.TimerHandle | None = None
+        # status: each link's bytes over the last minute, and since when it is in its state
+        self.traffic = TrafficWindow(c.TRAFFIC_WINDOW_S, c.TRAFFIC_SAMPLE_S)
+        self.link_states: dict[str, tuple[str, float]] = {}  # name -> (state, since: monotonic)
 
     # --- events --------------------------------------------------------------
 
@@ -226,9 +230,11 @@ class Daemon:
         self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
         worker = asyncio.create_task(self._reconciler())
         watcher = asyncio.create_task(self.watcher.run())
+        sampler = asyncio.create_task(self._sample_traffic())
         await self._stop.wait()
         worker.cancel()
         watcher.cancel()
+        sampler.cancel()
         manager.cancel()
         for prober in self.probers.values():
             prober.stop()
@@ -411,6 +417,7 @@ class Daemon:
         for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
             self._spawn(self._end_connections(link.name, family, link.addresses[family], why))
         self._last_desired = result.desired
+        self._track_states(result.desired)
         self._schedule_hold_expiry()
         report = result.report
         decision = _decision(result.desired)
@@ -481,6 +488,32 @@ class Daemon:
                 delay, self.post, Resync("a held gateway's time ran out")
             )
 
+    # --- status: traffic shares and states over time ----------------------------
+
+    async def _sample_traffic(self) -> None:
+        """Every link's byte counters, every TRAFFIC_SAMPLE_S, for the last minute's shares."""
+        while True:
+            try:
+                self.traffic.add(Sample(time.monotonic(), self.kernel.link_counters()))
+            except OSError as exc:  # a netlink hiccup costs one sample, not the window
+                log.debug("traffic sample: %s", exc)
+            await asyncio.sleep(c.TRAFFIC_SAMPLE_S)
+
+    def _track_states(self, desired: Desired) -> None:
+        """Note when each link's state changes (what the plan wants is what the round made)."""
+        now = time.monotonic()
+        present = {lp.name for lp in desired.links}
+        for gone in set(self.link_states) - present:
+            del self.link_states[gone]
+        for lp in desired.links:
+            state = link_state(lp, lp.eligible)
+            old = self.link_states.get(lp.name)
+            if old is None or old[0] != state:
+                self.link_states[lp.name] = (state, now)
+                if old is not None:
+                    why = why_not(lp)
+                    log.info("link %s: %s -> %s%s", lp.name, old[0], state, f" ({why})" if why else "")
+
     # --- control socket --------------------------------------------------------
 
     def _metrics_doc(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
@@ -549,9 +582,23 @@ class Daemon:
         owned = self.kernel.dump_owned()
         kind, _note = resolve_group_kind(self.config, observed)
         doc = status_json(self.config, observed, desired, owned, kind, diff(desired, owned))
+        now = time.monotonic()
+        managed = {link["name"] for link in doc["links"]}  # shares of the WAN traffic, not the LAN's
+        counters = {name: n for name, n in self.kernel.link_counters().items() if name in managed}
+        rates = self.traffic.rates(Sample(now, counters))
         for link in doc["links"]:
             for family in (4, 6):
                 link[f"ipv{family}"]["health"] = self._health_doc(link["name"], family)
+            state, since = self.link_states.get(link["name"], ("", now))
+            link["since_s"] = round(now - since, 1) if state == link["state"] else None
+            rate = rates.get(link["name"])
+            if rate is not None:
+                link["traffic"] = {
+                    "share": round(rate.share, 4) if rate.share is not None else None,
+                    "rx_bps": round(rate.rx_bps),
+                    "tx_bps": round(rate.tx_bps),
+                    "window_s": round(rate.window_s, 1),
+                }
         doc["daemon"] = {
             "pid": os.getpid(),
             "rounds": self.rounds,

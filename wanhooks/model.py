@@ -234,6 +234,7 @@ class LinkCounters:
     tx_packets: int
     rx_bytes: int
     tx_bytes: int
+    index: int = 0  # the device's ifindex: a new one means the counters started again
 
 
 @dataclass(frozen=True)

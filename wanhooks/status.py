@@ -12,7 +12,7 @@ from .model import Config, Desired, GroupKind, LinkPlan, Observed, Op, Owned, Ro
 from .pins import pin_families
 from .render import PROTO_NAMES, route_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _balance_members(owned: Owned, family: int) -> dict[int, int]:
@@ -50,15 +50,37 @@ def _balance_route(owned: Owned, family: int) -> Route | None:
     )
 
 
-def _state(link: LinkPlan, live: dict[int, dict[int, int]]) -> str:
-    fams = [f for f in (4, 6) if link.index in live[f]]
+def link_state(link: LinkPlan, in_balance: dict[int, bool]) -> str:
+    """One word or two for a link, most telling first: active (both families, or one),
+    failed (its probes), standby (a lower tier), disabled or draining (the admin),
+    pending (wanted but not in the kernel yet: apply not run), excluded (why says why)."""
+    fams = [f for f in (4, 6) if in_balance.get(f)]
     if fams == [4, 6]:
         return "active"
     if fams:
         return f"active IPv{fams[0]} only"
     if any(link.eligible.values()):
-        return "pending"  # eligible, but the kernel does not have it yet (apply not run)
+        return "pending"
+    reasons = [link.reasons[f] for f in (4, 6)]
+    for prefix, state in (
+        ("health:", "failed"),
+        ("standby", f"standby tier {link.tier}"),
+        ("disabled", "disabled"),
+        ("draining", "draining"),
+    ):
+        if any(r.startswith(prefix) for r in reasons):
+            return state
     return "excluded"
+
+
+def why_not(link: LinkPlan) -> str | None:
+    """Why a family is not balanced, in one phrase (both families' when they differ)."""
+    reasons = {f: link.reasons[f] for f in (4, 6) if link.reasons[f]}
+    if not reasons:
+        return None
+    if len(set(reasons.values())) == 1:
+        return next(iter(reasons.values()))
+    return "; ".join(f"IPv{f}: {why}" for f, why in reasons.items())
 
 
 def status_json(
@@ -71,13 +93,21 @@ def status_json(
 ) -> dict[str, Any]:
     names = {link.index: link.name for link in observed.links}
     live = {f: _balance_members(owned, f) for f in (4, 6)}
+    # what each link's weight asks for now: its part of the weights in the kernel's balance
+    # (IPv4's, or IPv6's on a v6-only host)
+    asked = live[4] or live[6]
+    total_weight = sum(asked.values())
     links = []
     for link in desired.links:
         entry: dict[str, Any] = {
             "name": link.name,
             "index": link.index,
-            "state": _state(link, live),
+            "state": link_state(link, {f: link.index in live[f] for f in (4, 6)}),
+            "why": why_not(link),
+            "since_s": None,  # the daemon knows: how long the link has been in this state
             "weight": link.weight,
+            "weight_share": round(asked.get(link.index, 0) / total_weight, 4) if total_weight else 0.0,
+            "traffic": None,  # the daemon's: this link's share of the last minute's bytes
             "tier": link.tier,
             "table": link.table,
             "config_line": link.config_line,
@@ -169,7 +199,7 @@ def _duration(seconds: float) -> str:
 
 
 def _health_cell(link: dict[str, Any]) -> str:
-    """e.g. "v4 up 12ms 0% 3m" per probed family: state, round trip, loss, for how long."""
+    """e.g. "v4 up 12ms 0%" per probed family: state, round trip, loss."""
     cells = []
     for f in (4, 6):
         h = link[f"ipv{f}"].get("health")
@@ -177,10 +207,25 @@ def _health_cell(link: dict[str, Any]) -> str:
             continue
         rtt = f" {h['rtt_ms']:.0f}ms" if h.get("rtt_ms") is not None else ""
         loss = f" {100 * h['loss']:.0f}%" if h.get("loss") is not None else ""
-        since = f" {_duration(h['since_s'])}" if h.get("since_s") is not None else ""
         checking = " (checking)" if h.get("suspected") else ""
-        cells.append(f"v{f} {h['state']}{checking}{rtt}{loss}{since}")
+        cells.append(f"v{f} {h['state']}{checking}{rtt}{loss}")
     return ", ".join(cells) or "-"
+
+
+def _rate(bps: float) -> str:
+    for unit, size in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bps >= size:
+            return f"{bps / size:.1f} {unit}"
+    return f"{bps:.0f} bit/s"
+
+
+def _traffic_cell(link: dict[str, Any]) -> str:
+    """e.g. "48% 9.6 Mbit/s": the share of the last minute's bytes it carried, and its rate."""
+    t = link.get("traffic")
+    if not t:
+        return "-"
+    share = f"{100 * t['share']:.0f}%" if t["share"] is not None else "-"
+    return f"{share} {_rate(t['rx_bps'] + t['tx_bps'])}"
 
 
 def _pin_text(pin: dict[str, Any]) -> str:
@@ -201,32 +246,24 @@ def _pin_text(pin: dict[str, Any]) -> str:
 def render_status(doc: dict[str, Any]) -> str:
     """The status document as a table for people (the daemon sends the document)."""
     probed = any(link[f"ipv{f}"].get("health") for link in doc["links"] for f in (4, 6))
-    rows = [
-        (
-            "LINK",
-            "STATE",
-            "WEIGHT",
-            "IPv4 GATEWAY",
-            "IPv6 GATEWAY",
-            "TABLE",
-            *(("HEALTH",) if probed else ()),
-            "WHY NOT",
-        )
-    ]
+    measured = any(link.get("traffic") for link in doc["links"])
+    timed = any(link.get("since_s") is not None for link in doc["links"])
+    header = ["LINK", "STATE", "WEIGHT"]
+    header += ["TRAFFIC 1m"] if measured else []
+    header += ["HEALTH"] if probed else []
+    header += ["GATEWAY"]
+    header += ["SINCE"] if timed else []
+    header += ["WHY NOT"]
+    rows = [tuple(header)]
     for link in doc["links"]:
-        why = "; ".join(f"IPv{f}: {link[f'ipv{f}']['reason']}" for f in (4, 6) if link[f"ipv{f}"]["reason"])
-        rows.append(
-            (
-                link["name"],
-                link["state"],
-                str(link["weight"]),
-                link["ipv4"]["gateway"] or "-",
-                link["ipv6"]["gateway"] or "-",
-                str(link["table"] or "-"),
-                *((_health_cell(link),) if probed else ()),
-                why,
-            )
-        )
+        gateways = [link[f"ipv{f}"]["gateway"] for f in (4, 6) if link[f"ipv{f}"]["gateway"]]
+        row = [link["name"], link["state"], f"{link['weight']} ({100 * link['weight_share']:.0f}%)"]
+        row += [_traffic_cell(link)] if measured else []
+        row += [_health_cell(link)] if probed else []
+        row += [", ".join(gateways) or "-"]
+        row += [_duration(link["since_s"]) if link.get("since_s") is not None else "-"] if timed else []
+        row += [link["why"] or ""]
+        rows.append(tuple(row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if not doc["links"]:
@@ -235,10 +272,13 @@ def render_status(doc: dict[str, Any]) -> str:
     for f in (4, 6):
         members = doc["balance"][f"ipv{f}"]["members"]
         if members:
-            split = ", ".join(f"{m['link']} x{m['weight']}" for m in members)
-            lines.append(f"IPv{f} balance: {split}  ({doc['group_kind']} group, {doc['balance_mode']})")
+            total = sum(m["weight"] for m in members)
+            split = " + ".join(
+                f"{m['link']} x{m['weight']} ({100 * m['weight'] / total:.0f}%)" for m in members
+            )
+            lines.append(f"IPv{f} default: {split}  [{doc['group_kind']} group, {doc['balance_mode']}]")
         else:
-            lines.append(f"IPv{f} balance: none -- the main table's default route is used")
+            lines.append(f"IPv{f} default: none -- the main table's default route is used")
     firewall = doc.get("firewall") or {}
     if firewall.get("nat") or firewall.get("nat66") or firewall.get("sticky"):
         parts = [f"NAT out of {', '.join(firewall['nat'])}"] if firewall["nat"] else []

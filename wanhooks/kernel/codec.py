@@ -482,4 +482,5 @@ def counters_from_msg(msg: Message) -> tuple[str, LinkCounters] | None:
     name = msg.string(IFLA_IFNAME)
     if raw is None or name is None or len(raw) < LINK_STATS64_HEAD.size:
         return None
-    return name, LinkCounters(*LINK_STATS64_HEAD.unpack_from(raw))
+    rx_packets, tx_packets, rx_bytes, tx_bytes = LINK_STATS64_HEAD.unpack_from(raw)
+    return name, LinkCounters(rx_packets, tx_packets, rx_bytes, tx_bytes, index=msg.fields[2])

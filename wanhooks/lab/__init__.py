@@ -898,8 +898,10 @@ class Lab:
         device: str | None = None,
         check: bool = True,
         dsts: int = 1,
+        size: int = 0,
     ) -> None:
-        """Send `count` one-datagram UDP flows from ports sport_base.. to dst (None: SERVER4/6 by family)."""
+        """Send `count` one-datagram UDP flows from ports sport_base.. to dst (None: SERVER4/6 by family);
+        `size`: payload bytes (0: a short label)."""
         if dst is None:
             dst = SERVER6 if family == 6 else SERVER4
         if family not in (None, _family_of(dst)):  # _family_of also rejects anything but an address
@@ -908,6 +910,7 @@ class Lab:
         args += ["--bind", bind] if bind else []
         args += ["--device", device] if device else []
         args += ["--dsts", str(dsts)] if dsts > 1 else []
+        args += ["--size", str(size)] if size > 0 else []
         self.traffic(ns, *args, check=check)
 
     def ping(

@@ -345,6 +345,7 @@ def parser() -> argparse.ArgumentParser:
     udp.add_argument("--device", help="SO_BINDTODEVICE")
     udp.add_argument("--sport-base", type=int, default=20000)
     udp.add_argument("--dsts", type=int, default=1, help="spread flows over this many addresses from --dst")
+    udp.add_argument("--size", type=int, default=0, help="payload bytes (0: a short label)")
     sink = sub.add_parser("tcp-sink", help="accept TCP on a port and discard, for a bounded time")
     sink.add_argument("--port", type=int, default=9100)
     sink.add_argument("--seconds", type=float, default=120.0)
@@ -472,7 +473,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("udp: --count or --sport-base gives source ports outside 1..65535", file=sys.stderr)
             return 2
         errors = send_udp_flows(
-            args.dst, args.count, args.dport, args.sport_base, args.bind, args.device, dsts=args.dsts
+            args.dst,
+            args.count,
+            args.dport,
+            args.sport_base,
+            args.bind,
+            args.device,
+            payload=b"\0" * min(args.size, 65000) if args.size > 0 else b"wanhooks-lab",
+            dsts=args.dsts,
         )
         if errors:
             print(f"udp: {errors} of {args.count} flows could not be sent", file=sys.stderr)

@@ -1,0 +1,91 @@
+"""The pure parts of `status`: link states, and traffic shares from counter samples."""
+
+from __future__ import annotations
+
+import pytest
+
+from wanhooks.model import LinkCounters, LinkPlan
+from wanhooks.status import link_state, why_not
+from wanhooks.traffic_share import Sample, TrafficWindow
+
+
+def plan_of(reasons: dict[int, str], tier: int = 1) -> LinkPlan:
+    return LinkPlan(
+        name="w1",
+        index=3,
+        weight=1,
+        table=2000000003,
+        eligible={f: not r for f, r in reasons.items()},
+        gateways={4: None, 6: None},
+        addresses={4: (), 6: ()},
+        reasons=reasons,
+        tier=tier,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reasons", "live", "state"),
+    [
+        ({4: "", 6: ""}, {4: True, 6: True}, "active"),
+        ({4: "", 6: "no IPv6 address"}, {4: True, 6: False}, "active IPv4 only"),
+        ({4: "", 6: ""}, {4: False, 6: False}, "pending"),
+        ({4: "health: no answer for 0.6 s", 6: "no IPv6 address"}, {}, "failed"),
+        ({4: "standby (tier 2): a tier-1 link is up", 6: "no IPv6 gateway"}, {}, "standby tier 2"),
+        ({4: "disabled by the admin", 6: "disabled by the admin"}, {}, "disabled"),
+        ({4: "draining: no new connections", 6: "draining: no new connections"}, {}, "draining"),
+        ({4: "no carrier", 6: "no carrier"}, {}, "excluded"),
+    ],
+)
+def test_a_links_state_says_the_most_telling_thing(
+    reasons: dict[int, str], live: dict[int, bool], state: str
+) -> None:
+    assert link_state(plan_of(reasons, tier=2 if "standby" in reasons[4] else 1), live) == state
+
+
+def test_why_says_a_shared_reason_once_and_different_ones_per_family() -> None:
+    assert why_not(plan_of({4: "", 6: ""})) is None
+    assert why_not(plan_of({4: "no carrier", 6: "no carrier"})) == "no carrier"
+    assert (
+        why_not(plan_of({4: "health: silent", 6: "no gateway"})) == "IPv4: health: silent; IPv6: no gateway"
+    )
+
+
+def counters(rx: int, tx: int, index: int = 3) -> LinkCounters:
+    return LinkCounters(0, 0, rx, tx, index=index)
+
+
+def test_shares_are_each_links_part_of_the_bytes_over_the_window() -> None:
+    window = TrafficWindow(span_s=60, every_s=5)
+    window.add(Sample(0.0, {"w1": counters(1000, 1000), "w2": counters(0, 0, index=4)}))
+    rates = window.rates(
+        Sample(10.0, {"w1": counters(1000 + 2500, 1000 + 2500), "w2": counters(0, 15000, 4)})
+    )
+    assert rates["w1"].share == pytest.approx(0.25) and rates["w2"].share == pytest.approx(0.75)
+    assert rates["w1"].rx_bps == pytest.approx(8 * 2500 / 10) and rates["w2"].tx_bps == pytest.approx(12000)
+    assert rates["w1"].window_s == 10.0
+
+
+def test_the_window_keeps_a_minute_and_samples_no_faster_than_asked() -> None:
+    window = TrafficWindow(span_s=60, every_s=5)
+    for t in range(0, 200):  # a sample offered every second: one in five is kept
+        window.add(Sample(float(t), {"w1": counters(1000 * t, 0)}))
+    rates = window.rates(Sample(200.0, {"w1": counters(200_000, 0)}))
+    # the oldest kept sample still reaches back a minute, and no further than one step more
+    assert 60 <= rates["w1"].window_s <= 65
+    assert rates["w1"].rx_bps == pytest.approx(8 * 1000)
+
+
+def test_a_recreated_link_counts_from_zero_and_a_new_one_counts_everything() -> None:
+    window = TrafficWindow(span_s=60, every_s=5)
+    window.add(Sample(0.0, {"w1": counters(9_000_000, 0, index=3)}))
+    later = Sample(10.0, {"w1": counters(1000, 0, index=7), "w9": counters(3000, 0, index=9)})
+    rates = window.rates(later)
+    assert rates["w1"].rx_bps == pytest.approx(800) and rates["w9"].rx_bps == pytest.approx(2400)
+    assert rates["w1"].share == pytest.approx(0.25)
+
+
+def test_no_bytes_no_share_and_no_samples_no_rates() -> None:
+    window = TrafficWindow(span_s=60, every_s=5)
+    assert window.rates(Sample(1.0, {"w1": counters(0, 0)})) == {}
+    window.add(Sample(0.0, {"w1": counters(5, 5)}))
+    assert window.rates(Sample(1.0, {"w1": counters(5, 5)}))["w1"].share is None
