@@ -871,10 +871,20 @@ class Lab:
         argv = [sys.executable, "-m", TRAFFIC_MODULE, *args]
         return self.ns_exec(ns, argv, check=check, timeout=timeout, env=_traffic_env())
 
-    def spawn(self, ns: str, *args: str) -> subprocess.Popen[str]:
-        """Start `python -m wanhooks.lab.traffic ARGS` in NS in the background (down() ends it)."""
+    def spawn(self, ns: str, *args: str, session: bool = False) -> subprocess.Popen[str]:
+        """Start `python -m wanhooks.lab.traffic ARGS` in NS in the background (down() ends it).
+        `session`: in a session of its own, so a terminal's Ctrl-C reaches only its parent
+        (which then ends it in order)."""
         argv = self._exec_argv(ns, [sys.executable, "-m", TRAFFIC_MODULE, *args])
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=_traffic_env())
+        return subprocess.Popen(
+            argv, stdout=subprocess.PIPE, text=True, env=_traffic_env(), start_new_session=session
+        )
+
+    def popen(
+        self, ns: str, argv: Sequence[str], *, session: bool = False, **kwargs: Any
+    ) -> subprocess.Popen[str]:
+        """Start any program inside NS in the background (down() ends it); `session` as in spawn()."""
+        return subprocess.Popen(self._exec_argv(ns, argv), text=True, start_new_session=session, **kwargs)
 
     def isp_rx_bytes(self) -> dict[int, int]:
         """Bytes each ISP has received from the router so far (its `c` device counters)."""

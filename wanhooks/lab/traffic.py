@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import json
 import os
 import select
 import socket
@@ -233,6 +234,41 @@ def tcp_flood(dst: str, port: int, flows: int, seconds: float) -> int:
     return 0 if all(sent) else 1
 
 
+def tcp_churn(dst: str, port: int, flows: int, seconds: float, life: float) -> int:
+    """`flows` workers, each sending over one connection after another: a connection lives
+    `life` seconds, or less when a send stalls for a second (its link died), and the worker
+    opens the next one, so new connections keep being balanced (a busy LAN's traffic).
+    Prints the connections opened and the bytes sent."""
+    import threading
+
+    family, sockaddr = resolve(dst, port)
+    deadline = time.monotonic() + seconds
+    block = b"\0" * (1 << 14)
+    opened = [0] * flows
+    sent = [0] * flows
+
+    def one(n: int) -> None:
+        while time.monotonic() < deadline:
+            ends = min(deadline, time.monotonic() + life)
+            try:
+                with socket.socket(family, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(1.0)
+                    sock.connect(sockaddr)
+                    opened[n] += 1
+                    while time.monotonic() < ends:
+                        sent[n] += sock.send(block)
+            except OSError:
+                time.sleep(0.05)  # refused or stalled: the next connection, after a breath
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(flows)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"connections": sum(opened), "bytes": sum(sent)}), flush=True)
+    return 0
+
+
 def dns_answer(addresses: Sequence[str], port: int, seconds: float) -> None:
     """Answer every DNS query with an empty response (QR set): enough for a dns probe."""
     socks = []
@@ -273,7 +309,7 @@ def tcp_hold(
     Prints one JSON line: per flow its local port, the longest wait for an echo
     (a stall), how many echoes came back, and the error that ended it (or null).
     """
-    import json
+
     import threading
 
     family, sockaddr = resolve(dst, port)
@@ -349,6 +385,12 @@ def parser() -> argparse.ArgumentParser:
     sink = sub.add_parser("tcp-sink", help="accept TCP on a port and discard, for a bounded time")
     sink.add_argument("--port", type=int, default=9100)
     sink.add_argument("--seconds", type=float, default=120.0)
+    churn = sub.add_parser("tcp-churn", help="N senders opening connection after connection; JSON totals")
+    churn.add_argument("--dst", required=True)
+    churn.add_argument("--port", type=int, default=9100)
+    churn.add_argument("--flows", type=int, default=16)
+    churn.add_argument("--seconds", type=float, default=10.0)
+    churn.add_argument("--life", type=float, default=2.0, help="seconds each connection sends")
     flood = sub.add_parser("tcp-flood", help="N bulk TCP senders for a while; prints bytes sent")
     flood.add_argument("--dst", required=True)
     flood.add_argument("--port", type=int, default=9100)
@@ -436,7 +478,7 @@ def route_watch(dst: str, interval: float, seconds: float) -> None:
     """Every `interval`, ask the kernel for a route to `dst` (a UDP connect: a route lookup,
     nothing sent).  Ends at SIGTERM or after `seconds`; prints one JSON line: the number of
     lookups and every stretch (monotonic start, end) with no route."""
-    import json
+
     import signal
 
     stop = [False]
@@ -493,6 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.cmd == "tcp-hold":
         return tcp_hold(args.dst, args.port, args.flows, args.seconds, args.interval, args.bind)
+    if args.cmd == "tcp-churn":
+        return tcp_churn(args.dst, args.port, args.flows, args.seconds, args.life)
     if args.cmd == "tcp-flood":
         return tcp_flood(args.dst, args.port, args.flows, args.seconds)
     if args.cmd == "dns-answer":

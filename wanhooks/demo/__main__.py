@@ -1,0 +1,3 @@
+from .story import main
+
+raise SystemExit(main())
