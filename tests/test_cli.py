@@ -73,7 +73,7 @@ def test_status_reads_at_a_glance(tmp_path: Path) -> None:
     assert doc["in_sync"] is False and doc["links"][1]["ipv4"]["reason"] == "no carrier"
     assert doc["links"][1]["why"] == "no carrier"  # both families, one reason: said once
     # the kernel still balances over all three: w2's weight asks for its part of them
-    assert [link["weight_share"] for link in doc["links"]] == [0.25, 0.5, 0.25]
+    assert [link["weight_share"]["ipv4"] for link in doc["links"]] == [0.25, 0.5, 0.25]
     assert re.search(r"^IPv4 default: w1 x1 \(25%\) \+ w2 x2 \(50%\) \+ w3 x1 \(25%\)", text, re.M), text
 
 

@@ -122,8 +122,15 @@ def test_the_demo_tells_the_whole_story_draws_it_and_leaves_nothing(tmp_path: Pa
     assert png_size(chart) == (1100, 550)
 
 
-@pytest.mark.parametrize("when", ["== wanhooks starts", "== w2's ISP goes silent"])
-def test_ctrl_c_at_any_point_removes_everything(tmp_path: Path, when: str) -> None:
+@pytest.mark.parametrize(
+    ("when", "sig"),
+    [
+        ("== wanhooks starts", signal.SIGINT),  # what Ctrl-C sends
+        ("== w2's ISP goes silent", signal.SIGINT),
+        ("== w2's ISP goes silent", signal.SIGHUP),  # the terminal closed, ssh dropped
+    ],
+)
+def test_ctrl_c_at_any_point_removes_everything(tmp_path: Path, when: str, sig: signal.Signals) -> None:
     chart = tmp_path / "demo.png"
     with subreaper():
         before = children()
@@ -133,7 +140,7 @@ def test_ctrl_c_at_any_point_removes_everything(tmp_path: Path, when: str) -> No
         for line in proc.stdout:
             seen.append(line)
             if line.startswith(when):
-                proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+                proc.send_signal(sig)
                 break
         rest, _ = proc.communicate(timeout=60)
         out = "".join(seen) + rest

@@ -29,7 +29,9 @@ def plan_of(reasons: dict[int, str], tier: int = 1) -> LinkPlan:
         ({4: "", 6: ""}, {4: True, 6: True}, "active"),
         ({4: "", 6: "no IPv6 address"}, {4: True, 6: False}, "active IPv4 only"),
         ({4: "", 6: ""}, {4: False, 6: False}, "pending"),
-        ({4: "health: no answer for 0.6 s", 6: "no IPv6 address"}, {}, "failed"),
+        ({4: "health: down: no reply for 0.8 s", 6: "no IPv6 address"}, {}, "failed"),
+        ({4: "health: probing: waiting for replies", 6: "no IPv6 address"}, {}, "probing"),
+        ({4: "health: recovering: answering for 2.0 s", 6: "no carrier"}, {}, "recovering"),
         ({4: "standby (tier 2): a tier-1 link is up", 6: "no IPv6 gateway"}, {}, "standby tier 2"),
         ({4: "disabled by the admin", 6: "disabled by the admin"}, {}, "disabled"),
         ({4: "draining: no new connections", 6: "draining: no new connections"}, {}, "draining"),
@@ -73,6 +75,14 @@ def test_the_window_keeps_a_minute_and_samples_no_faster_than_asked() -> None:
     # the oldest kept sample still reaches back a minute, and no further than one step more
     assert 60 <= rates["w1"].window_s <= 65
     assert rates["w1"].rx_bps == pytest.approx(8 * 1000)
+
+
+def test_a_renamed_link_keeps_its_history_and_each_counter_resets_on_its_own() -> None:
+    window = TrafficWindow(span_s=60, every_s=5)
+    window.add(Sample(0.0, {"eth1": counters(9_000_000, 5_000_000, index=3)}))
+    # renamed (same ifindex), and its rx counter went back to zero while tx did not
+    rates = window.rates(Sample(10.0, {"wan1": counters(1000, 5_000_000 + 3000, index=3)}))
+    assert rates["wan1"].rx_bps == pytest.approx(800) and rates["wan1"].tx_bps == pytest.approx(2400)
 
 
 def test_a_recreated_link_counts_from_zero_and_a_new_one_counts_everything() -> None:

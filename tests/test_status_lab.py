@@ -254,13 +254,17 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
             1 + next(n for n, line in enumerate(config_lines) if f"interface: {name}," in line),
         )
         active = state == "active"
-        f.eq(f"{key}.weight_share", WEIGHTS[name] / balanced_weight if active else 0.0)
+        for fam in (4, 6):  # both families balance w1 and w2 alone
+            f.eq(f"{key}.weight_share.ipv{fam}", WEIGHTS[name] / balanced_weight if active else 0.0)
         # how long in this state: the faulted ones since the faults, the others since start-up
         if state in ("failed", "excluded", "disabled"):
             fault = disabled if state == "disabled" else faulted
             f.that(f"{key}.since_s", lambda s, t=fault: 0 <= s <= answered - t, "since the fault")
+            f.eq(f"{key}.since_start", False)
         else:
             f.that(f"{key}.since_s", lambda s: asked - faulted <= s <= answered - spawned, "since start-up")
+            # the daemon saw it become so: it started untrusted (probing), then answered
+            f.eq(f"{key}.since_start", False)
         why = {
             "active": None,
             "failed": "IPv4: health: down: no reply from 203.0.113.10",
@@ -344,8 +348,17 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
 
     # the same, for people: the faults read at a glance
     text = router.wanhooks("status").stdout
-    assert text.splitlines()[0].split()[:6] == ["LINK", "STATE", "WEIGHT", "TRAFFIC", "1m", "HEALTH"], text
-    assert re.search(r"^w2\s+active\s+3 \(75%\)\s+7\d% ", text, re.M), text
-    assert re.search(r"^w3\s+failed\s+1 \(0%\)\s+0% .*v4 down", text, re.M), text
-    assert re.search(r"^w5\s+standby tier 2\s+", text, re.M), text
+    header = text.splitlines()[0].split()
+    assert header[:5] == ["LINK", "STATE", "WEIGHT", "CARRIED", "(last"] and header[6] == "HEALTH", text
+    assert re.search(r"^w2\s+active\s+3 \(75%\)\s+7\d% up \d+\.\d down 0\.\d Mbit/s ", text, re.M), text
+    assert re.search(r"^w3\s+failed\s+1 \(0%\)\s+0% up 0\.0 down 0\.0 Mbit/s\s+v4 down", text, re.M), text
+    assert re.search(r"^w5\s+standby tier 2\s+.*\d+s\s+standby \(tier 2\)", text, re.M), text
+
+    # a restarted daemon trusts the kernel's group: w1 and w2 are active at its first round,
+    # and it cannot know since when -- "since_start", and a "+" after the time
+    daemon.stop()
+    daemon_factory()
+    again = {link["name"]: link for link in json.loads(router.wanhooks("status", "--json").stdout)["links"]}
+    assert [again[n]["since_start"] for n in ("w1", "w2")] == [True, True], again
+    assert re.search(r"^w1\s+active\s+.*\d+s\+\s*$", router.wanhooks("status").stdout, re.M)
     assert "IPv4 default: w1 x1 (25%) + w2 x3 (75%)  [resilient group, per-connection]" in text

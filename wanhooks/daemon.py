@@ -133,7 +133,8 @@ class Daemon:
         self._hold_timer: asyncio.TimerHandle | None = None
         # status: each link's bytes over the last minute, and since when it is in its state
         self.traffic = TrafficWindow(c.TRAFFIC_WINDOW_S, c.TRAFFIC_SAMPLE_S)
-        self.link_states: dict[str, tuple[str, float]] = {}  # name -> (state, since: monotonic)
+        # name -> (state, since: monotonic, seen so at our first round: it may be older)
+        self.link_states: dict[str, tuple[str, float, bool]] = {}
 
     # --- events --------------------------------------------------------------
 
@@ -417,7 +418,6 @@ class Daemon:
         for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
             self._spawn(self._end_connections(link.name, family, link.addresses[family], why))
         self._last_desired = result.desired
-        self._track_states(result.desired)
         self._schedule_hold_expiry()
         report = result.report
         decision = _decision(result.desired)
@@ -457,6 +457,7 @@ class Daemon:
             self._firewall_retry = True
             asyncio.get_running_loop().call_later(FIREWALL_RETRY_S, retry)
         self._last_decision = decision
+        self._track_states(result.desired, refused=bool(report.failed))
 
     async def _end_connections(
         self, name: str, family: int, addresses: tuple[IPAddress, ...], why: str
@@ -499,9 +500,11 @@ class Daemon:
                 log.debug("traffic sample: %s", exc)
             await asyncio.sleep(c.TRAFFIC_SAMPLE_S)
 
-    def _track_states(self, desired: Desired) -> None:
-        """Note when each link's state changes (what the plan wants is what the round made)."""
+    def _track_states(self, desired: Desired, refused: bool) -> None:
+        """Note when each link's state changes, and log it after the round's own lines (its
+        cause).  The state is the plan's: what the round made, unless the kernel refused."""
         now = time.monotonic()
+        first = not self.link_states
         present = {lp.name for lp in desired.links}
         for gone in set(self.link_states) - present:
             del self.link_states[gone]
@@ -509,10 +512,13 @@ class Daemon:
             state = link_state(lp, lp.eligible)
             old = self.link_states.get(lp.name)
             if old is None or old[0] != state:
-                self.link_states[lp.name] = (state, now)
+                self.link_states[lp.name] = (state, now, first)
                 if old is not None:
                     why = why_not(lp)
-                    log.info("link %s: %s -> %s%s", lp.name, old[0], state, f" ({why})" if why else "")
+                    log.info(
+                        "link %s: %s -> %s%s%s", lp.name, old[0], state, f" ({why})" if why else "",
+                        " -- wanted; the kernel refused part of the change" if refused else "",
+                    )  # fmt: skip
 
     # --- control socket --------------------------------------------------------
 
@@ -589,8 +595,9 @@ class Daemon:
         for link in doc["links"]:
             for family in (4, 6):
                 link[f"ipv{family}"]["health"] = self._health_doc(link["name"], family)
-            state, since = self.link_states.get(link["name"], ("", now))
-            link["since_s"] = round(now - since, 1) if state == link["state"] else None
+            state, since, at_start = self.link_states.get(link["name"], ("", now, False))
+            if state == link["state"]:
+                link["since_s"], link["since_start"] = round(now - since, 1), at_start
             rate = rates.get(link["name"])
             if rate is not None:
                 link["traffic"] = {

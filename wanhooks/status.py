@@ -52,8 +52,9 @@ def _balance_route(owned: Owned, family: int) -> Route | None:
 
 def link_state(link: LinkPlan, in_balance: dict[int, bool]) -> str:
     """One word or two for a link, most telling first: active (both families, or one),
-    failed (its probes), standby (a lower tier), disabled or draining (the admin),
-    pending (wanted but not in the kernel yet: apply not run), excluded (why says why)."""
+    probing (new: no answer yet), recovering (answering again, in its hold-down), failed
+    (its probes), standby (a lower tier), disabled or draining (the admin), pending (wanted
+    but not in the kernel yet: apply not run), excluded (why says why)."""
     fams = [f for f in (4, 6) if in_balance.get(f)]
     if fams == [4, 6]:
         return "active"
@@ -63,6 +64,8 @@ def link_state(link: LinkPlan, in_balance: dict[int, bool]) -> str:
         return "pending"
     reasons = [link.reasons[f] for f in (4, 6)]
     for prefix, state in (
+        ("health: probing", "probing"),
+        ("health: recovering", "recovering"),
         ("health:", "failed"),
         ("standby", f"standby tier {link.tier}"),
         ("disabled", "disabled"),
@@ -94,9 +97,7 @@ def status_json(
     names = {link.index: link.name for link in observed.links}
     live = {f: _balance_members(owned, f) for f in (4, 6)}
     # what each link's weight asks for now: its part of the weights in the kernel's balance
-    # (IPv4's, or IPv6's on a v6-only host)
-    asked = live[4] or live[6]
-    total_weight = sum(asked.values())
+    total_weight = {f: sum(live[f].values()) for f in (4, 6)}
     links = []
     for link in desired.links:
         entry: dict[str, Any] = {
@@ -105,8 +106,12 @@ def status_json(
             "state": link_state(link, {f: link.index in live[f] for f in (4, 6)}),
             "why": why_not(link),
             "since_s": None,  # the daemon knows: how long the link has been in this state
+            "since_start": None,  # the daemon's: true when so since it started (maybe longer)
             "weight": link.weight,
-            "weight_share": round(asked.get(link.index, 0) / total_weight, 4) if total_weight else 0.0,
+            "weight_share": {
+                f"ipv{f}": round(live[f].get(link.index, 0) / total_weight[f], 4) if total_weight[f] else 0.0
+                for f in (4, 6)
+            },
             "traffic": None,  # the daemon's: this link's share of the last minute's bytes
             "tier": link.tier,
             "table": link.table,
@@ -220,12 +225,28 @@ def _rate(bps: float) -> str:
 
 
 def _traffic_cell(link: dict[str, Any]) -> str:
-    """e.g. "48% 9.6 Mbit/s": the share of the last minute's bytes it carried, and its rate."""
+    """e.g. "48% up 9.6 down 0.3 Mbit/s": its share of the window's bytes, and its rates."""
     t = link.get("traffic")
-    if not t:
+    if not t or t.get("share") is None:
         return "-"
-    share = f"{100 * t['share']:.0f}%" if t["share"] is not None else "-"
-    return f"{share} {_rate(t['rx_bps'] + t['tx_bps'])}"
+    up, down = t["tx_bps"] / 1e6, t["rx_bps"] / 1e6
+    return f"{100 * t['share']:.0f}% up {up:.1f} down {down:.1f} Mbit/s"
+
+
+def _weight_cell(link: dict[str, Any]) -> str:
+    """e.g. "2 (22%)": the weight and the part of the balance it asks for, in the family the
+    link is balanced in (IPv4 first); a schema-1 document (an older daemon) has no share."""
+    shares = link.get("weight_share")
+    if not isinstance(shares, dict):
+        return str(link["weight"])
+    family = next((f for f in (4, 6) if link[f"ipv{f}"]["in_balance"]), 4)
+    return f"{link['weight']} ({100 * shares[f'ipv{family}']:.0f}%)"
+
+
+def _since_cell(link: dict[str, Any]) -> str:
+    if link.get("since_s") is None:
+        return "-"
+    return _duration(link["since_s"]) + ("+" if link.get("since_start") else "")
 
 
 def _pin_text(pin: dict[str, Any]) -> str:
@@ -246,10 +267,10 @@ def _pin_text(pin: dict[str, Any]) -> str:
 def render_status(doc: dict[str, Any]) -> str:
     """The status document as a table for people (the daemon sends the document)."""
     probed = any(link[f"ipv{f}"].get("health") for link in doc["links"] for f in (4, 6))
-    measured = any(link.get("traffic") for link in doc["links"])
+    windows = [link["traffic"]["window_s"] for link in doc["links"] if link.get("traffic")]
     timed = any(link.get("since_s") is not None for link in doc["links"])
     header = ["LINK", "STATE", "WEIGHT"]
-    header += ["TRAFFIC 1m"] if measured else []
+    header += [f"CARRIED (last {_duration(max(windows))})"] if windows else []
     header += ["HEALTH"] if probed else []
     header += ["GATEWAY"]
     header += ["SINCE"] if timed else []
@@ -257,12 +278,12 @@ def render_status(doc: dict[str, Any]) -> str:
     rows = [tuple(header)]
     for link in doc["links"]:
         gateways = [link[f"ipv{f}"]["gateway"] for f in (4, 6) if link[f"ipv{f}"]["gateway"]]
-        row = [link["name"], link["state"], f"{link['weight']} ({100 * link['weight_share']:.0f}%)"]
-        row += [_traffic_cell(link)] if measured else []
+        row = [link["name"], link["state"], _weight_cell(link)]
+        row += [_traffic_cell(link)] if windows else []
         row += [_health_cell(link)] if probed else []
         row += [", ".join(gateways) or "-"]
-        row += [_duration(link["since_s"]) if link.get("since_s") is not None else "-"] if timed else []
-        row += [link["why"] or ""]
+        row += [_since_cell(link)] if timed else []
+        row += [link.get("why") or ""]
         rows.append(tuple(row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

@@ -3,9 +3,10 @@
 The daemon samples every link's counters every few seconds (constants.TRAFFIC_SAMPLE_S)
 and keeps a minute of samples; `status` compares each link's bytes over that
 window with the others': the share it really carried, next to the share its
-weight asks for.  Counters are since the device was created, so a link
-re-created inside the window (a new ifindex) counts from zero, and a link
-that appeared inside the window counts everything it has.
+weight asks for.  Samples are matched by ifindex, not name: a renamed device
+keeps its history, and a re-created one (a new ifindex) counts from its
+creation, inside the window.  Each counter is checked on its own: one that
+went backwards (a driver reset) counts from zero.
 """
 
 from __future__ import annotations
@@ -51,13 +52,14 @@ class TrafficWindow:
             return {}
         start = self._samples[0]
         window = now.at - start.at
+        earlier = {n.index: n for n in start.counters.values()}
         moved: dict[str, tuple[int, int]] = {}
         for name, counters in now.counters.items():
-            before = start.counters.get(name)
+            before = earlier.get(counters.index)
             rx, tx = counters.rx_bytes, counters.tx_bytes
-            if before is not None and before.index == counters.index and rx >= before.rx_bytes:
-                rx -= before.rx_bytes
-                tx = max(0, tx - before.tx_bytes)
+            if before is not None:
+                rx -= before.rx_bytes if rx >= before.rx_bytes else 0
+                tx -= before.tx_bytes if tx >= before.tx_bytes else 0
             moved[name] = (rx, tx)
         total = sum(rx + tx for rx, tx in moved.values())
         return {

@@ -108,6 +108,8 @@ class Story:
         self.say(f"== {text}")
 
     def log_tail(self, n: int) -> list[str]:
+        if n <= 0:
+            return []
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
@@ -133,9 +135,12 @@ class Story:
         if self._log is not None:
             self._log.close()
 
-    def begin_phase(self, label: str, start: float, in_use: Sequence[str]) -> None:
-        if self.phases:
+    def end_phase(self) -> None:
+        """The running phase ends now, before the next change is made: its mean is steady state."""
+        if self.phases and not self.phases[-1].end:
             self.phases[-1].end = self.timeline.now()
+
+    def begin_phase(self, label: str, start: float, in_use: Sequence[str]) -> None:
         self.phases.append(Phase(label, start, in_use=tuple(in_use)))
 
     # --- the story ------------------------------------------------------------------------
@@ -220,6 +225,7 @@ class Story:
         time.sleep(pace.dwell)
 
         self.step("w2's ISP goes silent (the modem stays up: no carrier change, only probes can tell)")
+        self.end_phase()
         lab.blackhole(2, True)
         silent = self.timeline.mark("w2's ISP silent")
         out = self.watch.wait_for(["w2"], False, silent, 10)
@@ -231,6 +237,7 @@ class Story:
         time.sleep(pace.dwell)
 
         self.step(f"w2's ISP answers again: w2 returns after its hold-down ({pace.hold_down:g} s)")
+        self.end_phase()
         lab.blackhole(2, False)
         answered = self.timeline.mark("w2's ISP answers")
         back = self.watch.wait_for(["w2"], True, answered, pace.hold_down + 15)
@@ -245,6 +252,7 @@ class Story:
         time.sleep(max(pace.dwell, c.RES_IDLE_TIMER_S + 3.0))
 
         self.step("A 3G stick is plugged in: w4 comes up with an address and a DHCP default route")
+        self.end_phase()
         self.plug_3g()
         plugged = self.timeline.mark("3G plugged in")
         joined = self.watch.wait_for(["w4"], True, plugged, 15)
@@ -256,7 +264,7 @@ class Story:
             )
         self.begin_phase("3G joined", (joined or plugged) + c.RES_IDLE_TIMER_S + 1.0, tuple(SPEEDS))
         time.sleep(max(pace.dwell, c.RES_IDLE_TIMER_S + 3.0))
-        self.phases[-1].end = self.timeline.now()
+        self.end_phase()
         self.view.stop()
 
         self.step("`wanhooks status` now (from the daemon: the last minute's traffic share per link)")
@@ -317,11 +325,16 @@ def run(pace: Pace, png: Path | None, out: TextIO) -> int:
         try:
             story.run()
         finally:  # each step whatever the others do; the lab's own clean-up comes after them all
+            interrupted: BaseException | None = None
             for stop in (story.view.stop, story.watch.stop, story.stop_processes):
                 try:
                     stop()
+                except KeyboardInterrupt as exc:  # Ctrl-C during the clean-up: finish it, then stop
+                    interrupted = exc
                 except Exception as exc:  # report it, and go on cleaning up
                     print(f"demo: clean-up step {stop.__name__} failed: {exc!r}", file=sys.stderr)
+            if interrupted is not None:
+                raise interrupted
         for line in story.summary():
             print(line, file=out, flush=True)
     if png is not None:
@@ -333,10 +346,16 @@ def run(pace: Pace, png: Path | None, out: TextIO) -> int:
 
 
 def _interrupt_once(signum: int, _frame: FrameType | None) -> None:
-    """The first Ctrl-C (or SIGTERM) ends the story; the clean-up that follows is not interrupted."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The first Ctrl-C, SIGTERM or hang-up (the terminal closed, ssh dropped) ends the story;
+    the clean-up that follows is not interrupted by another."""
+    for sig in HANDLED:
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+# the signals that end the demo in order; SIGHUP too: the daemon and the traffic run in
+# sessions of their own, so a closed terminal would leave them running without this
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -345,8 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--png", type=Path, default=Path("wanhooks-demo.png"), help="where to draw the chart")
     ap.add_argument("--no-png", action="store_true", help="draw no chart")
     args = ap.parse_args(argv)
-    signal.signal(signal.SIGINT, _interrupt_once)
-    signal.signal(signal.SIGTERM, _interrupt_once)
+    for sig in HANDLED:
+        signal.signal(sig, _interrupt_once)
     try:
         return run(Pace.of(args.short), None if args.no_png else args.png, sys.stdout)
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ rates every LINE_EVERY_S.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from .watch import Timeline
 
 FRAME_S = 0.5
 LINE_EVERY_S = 2.0
-BAR_WIDTH = 30
+BAR_WIDTH = 24  # the frame fits 80 columns
 ALT_SCREEN_ON, ALT_SCREEN_OFF = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l"
 HOME, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
 
@@ -41,6 +42,7 @@ class View:
         self.live = out.isatty()
         self.story: list[str] = []
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.plugged: set[str] = set(speeds)  # links present on the router
 
@@ -48,9 +50,16 @@ class View:
 
     def say(self, text: str) -> None:
         """A line of the story: into the frame while live, printed at once otherwise."""
-        self.story.append(text)
-        if not self._running():
-            print(text, file=self.out, flush=True)
+        with self._lock:
+            self.story.append(text)
+            if not self._running():
+                self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
+        """One write per line (or frame), under the lock: the story's thread and the view's
+        never interleave."""
+        self.out.write(text)
+        self.out.flush()
 
     def _running(self) -> bool:
         return self.live and self._thread is not None and self._thread.is_alive()
@@ -60,34 +69,41 @@ class View:
     def start(self) -> None:
         self._printed = len(self.story)
         if self.live:
-            self.out.write(ALT_SCREEN_ON)
+            self._write(ALT_SCREEN_ON)
+            self._on_screen = True
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Restore the terminal (always: Ctrl-C too) and print what the frame showed of the story."""
-        if self._thread is None or self._stop.is_set():
-            return  # never started, or stopped already (a second ALT_SCREEN_OFF would move the cursor)
+        """Restore the terminal (always: Ctrl-C too, even one landing inside this) and print what
+        the frame showed of the story.  Repeatable: the terminal is restored exactly once."""
         self._stop.set()
-        self._thread.join(timeout=5)
-        if self.live:
-            self.out.write(ALT_SCREEN_OFF)
-            self.out.flush()
-            for line in self.story[self._printed :]:
-                print(line, file=self.out)
-        self.out.flush()
+        try:
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+        finally:
+            with self._lock:
+                if self._on_screen:
+                    self._on_screen = False  # first: a second ALT_SCREEN_OFF would move the cursor
+                    self._write(ALT_SCREEN_OFF + "".join(f"{line}\n" for line in self.story[self._printed :]))
 
     _printed = 0
+    _on_screen = False
 
     def _run(self) -> None:
         last_line = -LINE_EVERY_S
         while not self._stop.wait(FRAME_S):
             if self.live:
-                self.out.write(HOME + "".join(f"{line}{CLEAR_LINE}\n" for line in self.frame()) + CLEAR_BELOW)
-                self.out.flush()
+                cols, rows = shutil.get_terminal_size()
+                # clipped to the terminal: a wrapped or scrolled line would break the redraw
+                lines = [line[: cols - 1] for line in self.frame(rows)][:rows]
+                with self._lock:
+                    if self._on_screen:
+                        self._write(HOME + f"{CLEAR_LINE}\n".join(lines) + CLEAR_LINE + CLEAR_BELOW)
             elif self.timeline.now() - last_line >= LINE_EVERY_S:
                 last_line = self.timeline.now()
-                print(self.rates_line(), file=self.out, flush=True)
+                with self._lock:
+                    self._write(self.rates_line() + "\n")
 
     # --- what is drawn -------------------------------------------------------------
 
@@ -101,7 +117,8 @@ class View:
             f"  t={self.timeline.now():5.1f}s  " + "  ".join(cells) + f"  = {sum(rates.values()):5.1f} Mbit/s"
         )
 
-    def frame(self) -> list[str]:
+    def frame(self, rows: int = 40) -> list[str]:
+        """The screen, in at most `rows` lines: the story and the log get what the table leaves."""
         rates, members = self.timeline.latest(), self.timeline.members()
         top = max(self.speeds.values())
         lines = [
@@ -121,7 +138,10 @@ class View:
             balanced = "yes" if name in members else "NO"
             lines.append(f"  {name:5} {line:18} {balanced:9} {bar} {rate:5.1f} Mbit/s")
         lines += [f"  {'':5} {'':18} {'':9} {'total':>{BAR_WIDTH}} {sum(rates.values()):5.1f} Mbit/s", ""]
+        room = max(2, rows - len(lines) - 3)  # two headings and a blank line between them
+        story_n = min(8, max(1, room // 2))
+        log_n = min(6, room - story_n)
         told = [line for line in self.story if line.strip()]
-        lines += ["the story:"] + [f"  {line}" for line in told[-8:]] + [""]
-        lines += ["the daemon's log:"] + [f"  {line}" for line in self.log_tail(6)]
+        lines += ["the story:"] + [f"  {line}" for line in told[-story_n:]] + [""]
+        lines += ["the daemon's log:"] + [f"  {line}" for line in self.log_tail(log_n)]
         return lines

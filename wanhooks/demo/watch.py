@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import constants as c
-from ..lab import Lab
+from ..lab import Lab, LabError
 
 SAMPLE_S = 0.5  # throughput sampling: fine enough for the chart, cheap (one `ip` per sample)
 
@@ -66,12 +66,17 @@ class Watch:
         self.timeline = timeline
         self._stop = threading.Event()
         self._monitor: subprocess.Popen[str] | None = None
+        self.troubles: set[str] = set()
         self._threads = [
             threading.Thread(target=self._sample, daemon=True),
             threading.Thread(target=self._watch_group, daemon=True),
         ]
 
     def start(self) -> None:
+        # the monitor starts here, not in its thread: stop() then always finds it to end it
+        self._monitor = self.lab.popen(
+            self.lab.router, ["ip", "monitor", "nexthop"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         self._record_group()
         for t in self._threads:
             t.start()
@@ -107,13 +112,23 @@ class Watch:
     def _sample(self) -> None:
         last_t, last = time.monotonic(), self._counters()
         while not self._stop.wait(SAMPLE_S):
-            t, now = time.monotonic(), self._counters()
+            try:
+                t, now = time.monotonic(), self._counters()
+            except (LabError, ValueError, KeyError) as exc:  # one lost sample, not the chart
+                self._complain(f"sampling the counters: {exc}")
+                continue
             rates = {
                 name: max(0, now[name] - last.get(name, now[name])) * 8 / (t - last_t) / 1e6 for name in now
             }
             with self.timeline.lock:
                 self.timeline.samples.append((t - self.timeline.t0, rates))
             last_t, last = t, now
+
+    def _complain(self, text: str) -> None:
+        """A watch thread's trouble goes on the timeline (the chart shows it), once per kind."""
+        if text not in self.troubles:
+            self.troubles.add(text)
+            self.timeline.mark(f"demo: {text}")
 
     def _group(self) -> frozenset[str]:
         nexthops = {n["id"]: n for n in json.loads(self.lab.ip(self.lab.router, "-j", "nexthop", "show"))}
@@ -131,11 +146,11 @@ class Watch:
 
     def _watch_group(self) -> None:
         """Each nexthop notification: read the group again (few: only when something changes)."""
-        self._monitor = self.lab.popen(
-            self.lab.router, ["ip", "monitor", "nexthop"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        assert self._monitor.stdout is not None
+        assert self._monitor is not None and self._monitor.stdout is not None
         for _line in self._monitor.stdout:
             if self._stop.is_set():
                 break
-            self._record_group()
+            try:
+                self._record_group()
+            except (LabError, ValueError, KeyError) as exc:
+                self._complain(f"reading the group: {exc}")
