@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wanhooks.model import LinkCounters, LinkPlan
-from wanhooks.status import link_state, why_not
+from wanhooks.status import link_state, render_status, why_not
 from wanhooks.traffic_share import Sample, TrafficWindow
 
 
@@ -99,3 +99,24 @@ def test_no_bytes_no_share_and_no_samples_no_rates() -> None:
     assert window.rates(Sample(1.0, {"w1": counters(0, 0)})) == {}
     window.add(Sample(0.0, {"w1": counters(5, 5)}))
     assert window.rates(Sample(1.0, {"w1": counters(5, 5)}))["w1"].share is None
+
+
+def test_an_older_daemons_document_still_renders_and_says_so() -> None:
+    """After an upgrade, before the daemon restarts: its schema-1 answer has no why, shares or times."""
+    family = {"eligible": True, "reason": None, "gateway": "100.64.1.1", "addresses": [], "in_balance": True}
+    doc = {
+        "schema": 1,
+        "config": "/etc/wanhooks/wanhooks.yaml",
+        "balance_mode": "per-connection",
+        "group_kind": "resilient",
+        "links": [{"name": "w1", "index": 3, "state": "active", "weight": 1, "table": 2000000003,
+                   "config_line": 2, "ipv4": family, "ipv6": dict(family, gateway=None)}],
+        "balance": {"ipv4": {"route": None, "members": [{"link": "w1", "weight": 1}]},
+                    "ipv6": {"route": None, "members": []}},
+        "in_sync": True,
+        "pending_changes": 0,
+        "notes": [],
+    }  # fmt: skip
+    text = render_status(doc)
+    assert text.splitlines()[1].split() == ["w1", "active", "1", "100.64.1.1"]
+    assert "status schema 1, this wanhooks reads 2: restart the daemon" in text

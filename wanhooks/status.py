@@ -311,6 +311,11 @@ def render_status(doc: dict[str, Any]) -> str:
         lines.append(f"pin (line {pin['line']}) {_pin_text(pin)} -> {pin['target']}: now {where}")
     for note in doc["notes"]:
         lines.append(f"note: {note}")
+    if doc.get("schema") != SCHEMA_VERSION:
+        lines.append(
+            f"note: the daemon answers in status schema {doc.get('schema')}, this wanhooks reads "
+            f"{SCHEMA_VERSION}: restart the daemon (an upgrade) to see everything"
+        )
     daemon = doc.get("daemon")
     if daemon:
         extra = [f"daemon pid {daemon['pid']}, {daemon['rounds']} rounds"]
