@@ -53,6 +53,28 @@ def test_lan_flows_leave_natted_to_each_links_own_address(router: Router) -> Non
     assert set(_tables(lab)) == before - {"inet wanhooks"}
 
 
+def test_the_daemon_restores_its_table_when_another_program_removes_it(
+    router: Router, daemon_factory: Start
+) -> None:
+    """No event tells of an nftables change: the daemon re-reads its table on a timer (and
+    rounds trust their last read meanwhile), so a firewall reload's `nft flush ruleset` is
+    undone within FIREWALL_VERIFY_S, without anything else happening."""
+    from wanhooks import constants as c
+
+    lab = router.lab
+    router.write_config(CONFIG.replace("GROUP", ""))
+    daemon = daemon_factory()
+    masquerade = 'oifname "w2" meta nfproto ipv4 masquerade'
+    assert masquerade in lab.ns_exec(lab.router, ["nft", "list", "table", "inet", "wanhooks"]).stdout
+    lab.ns_exec(lab.router, ["nft", "delete", "table", "inet", "wanhooks"])
+    assert "inet wanhooks" not in _tables(lab)
+    wait_for(lambda: "inet wanhooks" in _tables(lab), c.FIREWALL_VERIFY_S + 5, "the table restored")
+    assert masquerade in lab.ns_exec(lab.router, ["nft", "list", "table", "inet", "wanhooks"]).stdout
+    daemon.wait_log("nftables: table inet wanhooks was changed by another program")
+    lab.send_udp_flows(lab.lan, None, 300, family=4)
+    assert sum(lab.spoofed_per_link(4).values()) == 0  # NATed again, out of every link
+
+
 def _tables(lab: Lab) -> list[str]:
     doc = lab.nft_json(lab.router, "list", "tables")
     return [f"{t['table']['family']} {t['table']['name']}" for t in doc["nftables"] if "table" in t]

@@ -179,3 +179,10 @@ METRICS_PORT = 9737
 # daemon samples this often (one netlink dump: cheap; the window's edge is this coarse)
 TRAFFIC_WINDOW_S = 60.0
 TRAFFIC_SAMPLE_S = 5.0
+
+# nftables: reading wanhooks' table is an `nft` process (about 5 ms); a round asks twice. A
+# kernel object trusts its own last read or write this long, and the daemon re-reads the
+# table this often, so another program's change to it is undone within that time (no
+# rtnetlink event tells of it, and a round only comes with one).
+FIREWALL_TRUST_S = 10.0
+FIREWALL_VERIFY_S = 10.0

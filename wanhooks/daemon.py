@@ -232,10 +232,12 @@ class Daemon:
         worker = asyncio.create_task(self._reconciler())
         watcher = asyncio.create_task(self.watcher.run())
         sampler = asyncio.create_task(self._sample_traffic())
+        verifier = asyncio.create_task(self._verify_firewall())
         await self._stop.wait()
         worker.cancel()
         watcher.cancel()
         sampler.cancel()
+        verifier.cancel()
         manager.cancel()
         for prober in self.probers.values():
             prober.stop()
@@ -499,6 +501,23 @@ class Daemon:
             except OSError as exc:  # a netlink hiccup costs one sample, not the window
                 log.debug("traffic sample: %s", exc)
             await asyncio.sleep(c.TRAFFIC_SAMPLE_S)
+
+    async def _verify_firewall(self) -> None:
+        """Re-read wanhooks' nftables table every FIREWALL_VERIFY_S: rounds trust their last
+        read for a while, and no event comes when another program (a firewall reload, `nft
+        flush ruleset`) changes or removes it.  Such a change gets a round, which restores it."""
+        while True:
+            await asyncio.sleep(c.FIREWALL_VERIFY_S)
+            if self.dry_run or not nft.available():
+                continue
+            try:
+                same = self.kernel.verify_firewall()
+            except nft.NftError as exc:
+                log.debug("nftables: cannot re-read the table: %s", exc)
+                continue
+            if not same:
+                log.warning("nftables: table %s %s was changed by another program", c.NFT_FAMILY, c.NFT_TABLE)
+                self.post(Resync("wanhooks' nftables table changed behind its back"))
 
     def _track_states(self, desired: Desired, refused: bool) -> None:
         """Note when each link's state changes, and log it after the round's own lines (its

@@ -216,14 +216,21 @@ class Address:
     tentative: bool = False
     deprecated: bool = False
 
-    @functools.cached_property
+    @property
     def network(self) -> IPNetwork:
-        return ipaddress.ip_network((self.address, self.prefixlen), strict=False)
+        return _network_of(self.address, self.prefixlen)
 
     @property
     def usable(self) -> bool:
         """Global, settled address a link can source traffic from."""
         return self.scope == "global" and not self.tentative
+
+
+@functools.lru_cache(maxsize=4096)
+def _network_of(address: IPAddress, prefixlen: int) -> IPNetwork:
+    """An address's prefix.  Cached across rounds: every round snapshots the same addresses
+    afresh, and building an ip_network is most of what plan() spends on them."""
+    return ipaddress.ip_network((address, prefixlen), strict=False)
 
 
 @dataclass(frozen=True)

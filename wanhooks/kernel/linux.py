@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -13,7 +14,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from .. import nft
-from ..constants import RTPROT_WANHOOKS, is_owned_nexthop_id, is_owned_table
+from ..constants import FIREWALL_TRUST_S, RTPROT_WANHOOKS, is_owned_nexthop_id, is_owned_table
 from ..model import (
     Action,
     Address,
@@ -72,6 +73,8 @@ class LinuxKernel:
         # The rule dump observe() takes, handed to the dump_owned() that follows it in the
         # same round (nothing is written in between); any write or second use drops it.
         self._round_rules: dict[int, list[Message]] = {}
+        # wanhooks' nftables table as this object last read or wrote it, and when (read_firewall)
+        self._firewall: tuple[float, nft.TableState] | None = None
 
     def close(self) -> None:
         self._nl.close()
@@ -268,10 +271,29 @@ class LinuxKernel:
     # --- sysctls -----------------------------------------------------------
 
     def read_firewall(self) -> nft.TableState:
-        return nft.read()
+        """The table as nft lists it -- or as this object last read or wrote it, if that was
+        under FIREWALL_TRUST_S ago: `nft` is a process (about 5 ms) and a round asks twice.
+        No rtnetlink event tells of a change to it: a daemon re-reads it on a timer
+        (verify_firewall), which also finds another program's change."""
+        now = time.monotonic()
+        if self._firewall is not None and now - self._firewall[0] < FIREWALL_TRUST_S:
+            return self._firewall[1]
+        state = nft.read()
+        self._firewall = (now, state)
+        return state
 
     def write_firewall(self, text: str) -> None:
+        self._firewall = None  # a failed write leaves the table unknown: read it next time
         nft.write(text)
+        self._firewall = (time.monotonic(), nft.parse_table(text))
+
+    def verify_firewall(self) -> bool:
+        """Read the table afresh; False when it is not what this object last read or wrote
+        (another program changed or removed it)."""
+        known = self._firewall
+        state = nft.read()
+        self._firewall = (time.monotonic(), state)
+        return known is None or known[1] == state
 
     def read_sysctl(self, path: str) -> str | None:
         # os.open/os.read: a reconcile reads ~3 knobs per link, and text-mode
