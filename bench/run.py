@@ -211,7 +211,8 @@ def machine() -> str:
             mem_kib = int(line.split()[1])
     uname = os.uname()
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # the report itself does not count: a run's previous report is often not committed yet
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS*.md"):
         commit += " with uncommitted changes"
     return (
         f"{os.cpu_count()} cores, {mem_kib / 2**20:.0f} GiB, {uname.sysname} {uname.release} "
