@@ -217,13 +217,6 @@ def _health_cell(link: dict[str, Any]) -> str:
     return ", ".join(cells) or "-"
 
 
-def _rate(bps: float) -> str:
-    for unit, size in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
-        if bps >= size:
-            return f"{bps / size:.1f} {unit}"
-    return f"{bps:.0f} bit/s"
-
-
 def _traffic_cell(link: dict[str, Any]) -> str:
     """e.g. "48% up 9.6 down 0.3 Mbit/s": its share of the window's bytes, and its rates."""
     t = link.get("traffic")
