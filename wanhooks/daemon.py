@@ -48,6 +48,7 @@ from .model import (
     Desired,
     HealthVerdicts,
     IPAddress,
+    LinkCounters,
     ManagedDevice,
     Observed,
     Overrides,
@@ -546,8 +547,8 @@ class Daemon:
         loop (the netlink socket is the loop's alone)."""
 
         async def build() -> dict[str, Any]:
-            doc = self.status()
-            counters = self.kernel.link_counters()
+            counters = self.kernel.link_counters()  # one dump for the shares and the totals
+            doc = self.status(counters)
             for link in doc["links"]:
                 found = counters.get(link["name"])
                 if found is not None:
@@ -601,7 +602,8 @@ class Daemon:
         self.post(LinkCommand(action=action, name=name))
         return {"ok": True}
 
-    def status(self) -> dict[str, Any]:
+    def status(self, counters: dict[str, LinkCounters] | None = None) -> dict[str, Any]:
+        """The status document; `counters`: every link's, if the caller has just read them."""
         observed = self._adjust_for_status(self.kernel.observe())
         desired = plan(self.config, observed, self.overrides, self.verdicts())
         owned = self.kernel.dump_owned()
@@ -609,8 +611,8 @@ class Daemon:
         doc = status_json(self.config, observed, desired, owned, kind, diff(desired, owned))
         now = time.monotonic()
         managed = {link["name"] for link in doc["links"]}  # shares of the WAN traffic, not the LAN's
-        counters = {name: n for name, n in self.kernel.link_counters().items() if name in managed}
-        rates = self.traffic.rates(Sample(now, counters))
+        every = counters if counters is not None else self.kernel.link_counters()
+        rates = self.traffic.rates(Sample(now, {name: n for name, n in every.items() if name in managed}))
         for link in doc["links"]:
             for family in (4, 6):
                 link[f"ipv{family}"]["health"] = self._health_doc(link["name"], family)
