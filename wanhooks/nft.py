@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from . import constants as c
 from .model import Firewall
+from .names import ifname_problem
 
 NFT_TIMEOUT = 10.0  # seconds; nft answers in milliseconds
 
@@ -43,7 +44,13 @@ def render(fw: Firewall) -> str:
     restore: list[str] = []
     restore_local: list[str] = []
     for link in fw.links:
-        name = json.dumps(link.name)  # a quoted nft string; names are already validated
+        # nft strings have no escapes: a '"' in a name would end the string and what follows
+        # would be nft syntax.  The planner manages only names of SAFE_CHARS (names.py);
+        # this refuses anything else again, so no name can reach the script's structure.
+        problem = ifname_problem(link.name)
+        if problem:
+            raise ValueError(f"nftables: {problem}")
+        name = f'"{link.name}"'
         if link.nat:
             nat.append(f'oifname {name} meta nfproto ipv4 masquerade comment "nat {link.name}"')
         if link.nat66:

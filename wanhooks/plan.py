@@ -68,6 +68,7 @@ from .model import (
     Sysctl,
 )
 from .multipath import default_route
+from .names import ifname_problem
 from .pins import Candidate, plan_pins
 
 NO_OVERRIDES = Overrides()
@@ -127,8 +128,8 @@ def managed_links(config: Config, observed: Observed) -> list[tuple[ObservedLink
     globs = [e for e in config.links if e.is_glob]
     pairs = []
     for link in observed.links:
-        if link.flags & IFF_LOOPBACK:
-            continue
+        if link.flags & IFF_LOOPBACK or ifname_problem(link.name):
+            continue  # a hostile name is never managed (names.py): _refused_names says so
         entry = exact.get(link.name) or next(
             (e for e in globs if fnmatch.fnmatchcase(link.name, e.interface)), None
         )
@@ -136,6 +137,19 @@ def managed_links(config: Config, observed: Observed) -> list[tuple[ObservedLink
             pairs.append((link, entry))
     pairs.sort(key=lambda p: (order[id(p[1])], p[0].index))
     return pairs
+
+
+def _refused_names(config: Config, observed: Observed) -> list[str]:
+    """Notes for links a glob matches whose names wanhooks refuses to manage."""
+    notes = []
+    for link in observed.links:
+        problem = ifname_problem(link.name)
+        if problem is None or link.flags & IFF_LOOPBACK:
+            continue
+        glob = next((e.interface for e in config.links if fnmatch.fnmatchcase(link.name, e.interface)), None)
+        if glob is not None:
+            notes.append(f"interface {link.index} matches {glob!r} but is not managed: {problem}")
+    return notes
 
 
 def _learned_gateways(observed: Observed) -> dict[tuple[int, int], MainDefault]:
@@ -550,7 +564,7 @@ def plan(
     learned = _learned_gateways(observed)
     nm_gateways = _manager_gateways(observed)
     buckets = resilient_buckets(config)
-    notes: list[str] = [kind_note] if kind_note else []
+    notes: list[str] = ([kind_note] if kind_note else []) + _refused_names(config, observed)
 
     rules: set[Rule] = set()
     routes: set[Route] = set()

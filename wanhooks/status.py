@@ -9,6 +9,7 @@ from typing import Any
 
 from . import constants as c
 from .model import Config, Desired, GroupKind, LinkPlan, Observed, Op, Owned, Route
+from .names import printable_line
 from .pins import pin_families
 from .render import PROTO_NAMES, route_text
 
@@ -324,4 +325,6 @@ def render_status(doc: dict[str, Any]) -> str:
         lines.append(
             f"kernel differs from the plan by {doc['pending_changes']} change(s): run `wanhooks apply`"
         )
-    return "\n".join(lines)
+    # The document may come from a daemon (of another version) and hold text from outside
+    # (names, reasons, notes): nothing in it may move the cursor or forge a line.
+    return "\n".join(printable_line(line) for line in lines)

@@ -395,7 +395,10 @@ def run(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv (never through a shell); with check, a failure raises LabError with its stderr."""
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout, env=env)
+    # errors="replace": what `ip` prints of a hostile interface name need not be UTF-8
+    proc = subprocess.run(
+        list(argv), input=input, capture_output=True, text=True, errors="replace", timeout=timeout, env=env
+    )
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
