@@ -5,6 +5,7 @@ Root only; skipped where NetworkManager is not installed (.ci/dev installs it).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -32,8 +33,11 @@ class Setup:
         return (self.router.tmp / "daemon.log").read_text()
 
 
-@pytest.fixture
-def setup(router: Router, tmp_path: Path) -> Iterator[Setup]:
+@contextlib.contextmanager
+def nm_daemon(router: Router, nm_root: Path, tmp: Path) -> Iterator[Setup]:
+    """NetworkManager (its private bus under nm_root) managing nmw1 and nmw2, and `wanhooks run`
+    following it; shared with test_dbus_security.py, which needs the bus somewhere every
+    user can reach."""
     lab = router.lab
     # two more uplinks for NetworkManager to manage: nmw1 to ISP 1 (static), nmw2 to ISP 2 (DHCP)
     for i in (1, 2):
@@ -42,12 +46,12 @@ def setup(router: Router, tmp_path: Path) -> Iterator[Setup]:
         lab.ns_exec(lab.isp(i), ["ip", "link", "set", f"n{i}", "up"])
     lab.ns_exec(lab.isp(2), ["ip", "addr", "add", "100.64.12.254/24", "dev", "n2"])
     router.write_config("links:\n  - interface: 'nmw*'\n")
-    hooks = tmp_path / "hooks"
+    hooks = tmp / "hooks"
     router.wanhooks("install", "--root", str(hooks))
-    nm = NetworkManagerSandbox(lab.router, tmp_path / "nm")
+    nm = NetworkManagerSandbox(lab.router, nm_root)
     nm._write()
     nm.add_dispatcher_script(hooks / "etc/NetworkManager/dispatcher.d/90-wanhooks")
-    dhcp = Dnsmasq(lab.isp(2), "n2", "100.64.12.100", "100.64.12.150", tmp_path)
+    dhcp = Dnsmasq(lab.isp(2), "n2", "100.64.12.100", "100.64.12.150", tmp)
     daemon = None
     try:
         nm.up()
@@ -58,7 +62,10 @@ def setup(router: Router, tmp_path: Path) -> Iterator[Setup]:
             env=nm.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         s = Setup(router, nm, dhcp, daemon)
-        wait_for(lambda: "NetworkManager:" in s.log, 10, "the daemon's NetworkManager snapshot")
+        try:
+            wait_for(lambda: "NetworkManager:" in s.log, 10, "the daemon's NetworkManager snapshot")
+        except AssertionError as err:  # say what the daemon did instead
+            raise AssertionError(f"{err}; exit {daemon.poll()}; daemon log:\n{s.log[-3000:]}") from None
         yield s
     finally:
         if daemon is not None:
@@ -66,6 +73,12 @@ def setup(router: Router, tmp_path: Path) -> Iterator[Setup]:
             daemon.wait(10)
         dhcp.stop()
         nm.down()
+
+
+@pytest.fixture
+def setup(router: Router, tmp_path: Path) -> Iterator[Setup]:
+    with nm_daemon(router, tmp_path / "nm", tmp_path) as s:
+        yield s
 
 
 def static_nmw1_up(nm: NetworkManagerSandbox, lab: object) -> None:
