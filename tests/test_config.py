@@ -1559,8 +1559,8 @@ def test_random_config_like_text(content: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "listen"),
-    [("true", ("127.0.0.1", 9737)), ("false", None), ('"0.0.0.0:9100"', ("0.0.0.0", 9100)),
-     ('"[::1]:9737"', ("::1", 9737))],
+    [("true", ("127.0.0.1", 9737)), ("false", None), ('"100.64.0.1:9100"', ("100.64.0.1", 9100)),
+     ('"[::1]:9737"', ("::1", 9737)), ('"[fd00::1]:9737"', ("fd00::1", 9737))],
 )  # fmt: skip
 def test_metrics_listen(value: str, listen: tuple[str, int] | None) -> None:
     config = parse_config(f"links: [{{interface: eth0}}]\nmetrics: {value}\n", "m.yaml")
@@ -1573,3 +1573,117 @@ def test_bad_metrics_listen_is_located(value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(f"links: [{{interface: eth0}}]\nmetrics: {value}\n", "m.yaml")
     assert caught.value.key == "metrics" and caught.value.line == 2
+
+
+@pytest.mark.parametrize(
+    "value", ["0.0.0.0:9737", '"0.0.0.0:9737"', '"[::]:9737"', '"[0::0]:9100"', '"[::ffff:0.0.0.0]:9737"']
+)
+def test_metrics_on_every_address_is_refused(value: str) -> None:
+    # the endpoint shows the routing state to anyone who can reach it: no wildcard
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"links: [{{interface: eth0}}]\nmetrics: {value}\n", "m.yaml")
+    err = caught.value
+    assert (err.path, err.line, err.key) == ("m.yaml", 2, "metrics")
+    assert "every address" in err.message and "give a specific address" in err.message
+    assert str(err).startswith("m.yaml:2: metrics: ")
+
+
+# --------------------------------------------------------------------------
+# Delegated prefixes: overlap detection on large inputs
+# --------------------------------------------------------------------------
+
+
+def _overlap_pairwise(links: tuple[LinkConfig, ...]) -> tuple[int, str] | None:
+    """The check as it was (pairwise, quadratic): the reference the fast one must agree with."""
+    seen: list[tuple[N6, str]] = []
+    for index, entry in enumerate(links, 1):
+        for prefix in entry.delegated:
+            for other, owner in seen:
+                if prefix.overlaps(other):
+                    return index, f"{prefix} overlaps {other} ({owner})"
+            seen.append((prefix, entry.interface))
+    return None
+
+
+def _delegated_yaml(groups: list[list[str]]) -> str:
+    lines = ["links:"]
+    for i, prefixes in enumerate(groups, 1):
+        lines.append(f"  - interface: w{i}")
+        if prefixes:
+            lines.append("    delegated: [" + ", ".join(f"'{p}'" for p in prefixes) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _overlap_of(groups: list[list[str]]) -> tuple[int, str] | None:
+    try:
+        parse_config(_delegated_yaml(groups), "d.yaml")
+    except ConfigError as err:
+        assert err.key.endswith("].delegated") and err.path == "d.yaml", str(err)
+        return int(err.key[len("links[") : -len("].delegated")]), err.message
+    return None
+
+
+def _thousands() -> list[list[str]]:
+    """3,000 disjoint prefixes: a link of /48s, one of /56s, one of /64s."""
+    return [
+        [f"fd00:{k:x}::/48" for k in range(1, 1001)],
+        [f"fd01:{k:x}:100::/56" for k in range(1, 1001)],
+        [f"fd02:0:0:{k:x}::/64" for k in range(1, 1001)],
+    ]
+
+
+def test_thousands_of_disjoint_delegated_prefixes_load() -> None:
+    config = parse_config(_delegated_yaml(_thousands()), "d.yaml")
+    assert sum(len(link.delegated) for link in config.links) == 3000
+
+
+@pytest.mark.parametrize(
+    ("where", "extra", "expected"),
+    [
+        (2, "fd00:3e8::/64", (3, "fd00:3e8::/64 overlaps fd00:3e8::/48 (w1)")),  # inside w1's last /48
+        (0, "fd02::/48", (3, "fd02:0:0:1::/64 overlaps fd02::/48 (w1)")),  # holds all of w3's, earlier
+        (1, "fd00:1f4::/48", (2, "fd00:1f4::/48 overlaps fd00:1f4::/48 (w1)")),  # the same prefix
+        (2, "fd01:3e8:100::/48", (3, "fd01:3e8:100::/48 overlaps fd01:3e8:100::/56 (w2)")),  # holds w2's last
+        (2, "fd03::/48", None),  # beside them all
+    ],
+)
+def test_an_overlap_among_thousands_is_found_and_named(
+    where: int, extra: str, expected: tuple[int, str] | None
+) -> None:
+    groups = _thousands()
+    groups[where].append(extra)
+    assert _overlap_of(groups) == expected
+
+
+def test_the_first_overlap_in_file_order_is_the_one_named() -> None:
+    groups = _thousands()
+    groups[2].insert(500, "fd01:1:100::/56")  # the same as w2's first: this one is named,
+    groups[2].append("fd01::/32")  # not this later one, though it holds all of w2's
+    assert _overlap_of(groups) == (3, "fd01:1:100::/56 overlaps fd01:1:100::/56 (w2)")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 3), st.integers(0, 3), st.sampled_from([16, 46, 47, 48, 56, 64])),
+            max_size=8,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_overlap_detection_agrees_with_the_pairwise_check(groups: list[list[tuple[int, int, int]]]) -> None:
+    # few distinct bits at two levels and mixed lengths: overlaps nested, equal and side by side
+    texts = [
+        [
+            str(N6(((0xFD00 << 112) | (high << 80) | (low << 72), length), strict=False))
+            for high, low, length in g
+        ]
+        for g in groups
+    ]
+    links = tuple(
+        LinkConfig(interface=f"w{i}", delegated=tuple(N6(t) for t in prefixes))
+        for i, prefixes in enumerate(texts, 1)
+    )
+    assert _overlap_of(texts) == _overlap_pairwise(links)

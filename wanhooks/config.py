@@ -939,9 +939,19 @@ def _yaml_listen(node: Node, where: _Where) -> tuple[str, int] | None:
     if found is None:
         raise where.error(f"metrics must be true, false or address:port (127.0.0.1:9737), not {_show(text)}")
     try:
-        address = ipaddress.ip_address(found.group(1))  # 0.0.0.0 / :: allowed: every address
+        address = ipaddress.ip_address(found.group(1))
     except ValueError:
         raise where.error(f"metrics address {_show(found.group(1))} is not an IP address") from None
+    # The endpoint has no authentication and shows the routing state (links,
+    # health, gateways, traffic): listening on every address would show it to
+    # every network the host is on, the WANs included.  ::ffff:0.0.0.0 is the
+    # IPv4 wildcard on a dual-stack socket.
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    if address.is_unspecified or (mapped is not None and mapped.is_unspecified):
+        raise where.error(
+            f"metrics address {address} listens on every address, the WANs included, and the endpoint "
+            "has no authentication: give a specific address (127.0.0.1, or the LAN address)"
+        )
     port = int(found.group(2))
     if not 1 <= port <= 65535:
         raise where.error(f"metrics port {port} is not 1-65535")
@@ -1018,16 +1028,35 @@ def _check_pin_targets(pins: Sequence[Pin], links: Sequence[LinkConfig], path: s
 
 
 def _check_delegated(links: Sequence[LinkConfig], path: str) -> None:
-    """Delegated prefixes never overlap: each source prefix must name one ISP."""
-    seen: list[tuple[ipaddress.IPv6Network, str]] = []
-    for index, entry in enumerate(links, 1):
-        for prefix in entry.delegated:
-            for other, owner in seen:
-                if prefix.overlaps(other):
-                    raise ConfigError(
-                        path, entry.line, f"links[{index}].delegated", f"{prefix} overlaps {other} ({owner})"
-                    )
-            seen.append((prefix, entry.interface))
+    """Delegated prefixes never overlap: each source prefix must name one ISP.
+
+    Two prefixes overlap only when one contains the other, so each prefix is
+    checked against those before it with set lookups, not pairwise (3,000
+    prefixes took seconds that way): is one of its own supernets among them,
+    or is it a supernet of one of them?  Only the lengths the config uses are
+    looked at, so that is a few lookups a prefix.  The error is the one the
+    pairwise check gave: the first prefix, in file order, that overlaps an
+    earlier one, and the first earlier one it overlaps.
+    """
+    ordered = [(index, entry, prefix) for index, entry in enumerate(links, 1) for prefix in entry.delegated]
+    lengths = sorted({prefix.prefixlen for _, _, prefix in ordered})
+    bits = ipaddress.IPV6LENGTH
+    # (length, the address's top `length` bits): a prefix as a hashable pair of ints
+    earlier: set[tuple[int, int]] = set()  # every prefix seen so far
+    covered: set[tuple[int, int]] = set()  # their supernets, at each length in `lengths` (themselves too)
+    for position, (index, entry, prefix) in enumerate(ordered):
+        value, length = int(prefix.network_address), prefix.prefixlen
+        if (length, value >> (bits - length)) in covered or any(
+            (shorter, value >> (bits - shorter)) in earlier for shorter in lengths if shorter <= length
+        ):
+            other, owner = next(
+                (p, e.interface) for _, e, p in ordered[:position] if prefix.overlaps(p)
+            )  # once, on the way out: linear
+            raise ConfigError(
+                path, entry.line, f"links[{index}].delegated", f"{prefix} overlaps {other} ({owner})"
+            )
+        earlier.add((length, value >> (bits - length)))
+        covered.update((shorter, value >> (bits - shorter)) for shorter in lengths if shorter <= length)
 
 
 def _pin_prefix(text: str, where: _Where) -> IPNetwork:
