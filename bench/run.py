@@ -69,6 +69,17 @@ BENCHES = (
         "a real NetworkManager adds seconds of its own before its dispatcher runs).",
     ),
     Bench(
+        "control_latency",
+        "Control socket latency while the daemon works",
+        ("--links", "8", "--seconds", "20"),
+        ("--links", "4", "--seconds", "3"),
+        "Root; an 8-link lab, `wanhooks run` in its router with NAT and metrics. A `ping` over the "
+        "control socket every 10 ms, timed from connect to answer. Baseline in the same run: the idle "
+        "daemon. Busy: a link's carrier flapping every 100 ms, main's gateways moving, a SIGHUP reload "
+        "every 0.5 s alternating NAT on and off (an `nft` rewrite each), `status` requests and "
+        "Prometheus scrapes in loops. Target: busy p99 <= 50 ms.",
+    ),
+    Bench(
         "detection",
         "Detecting a silently dead ISP",
         ("--trials", "200", "--hours", "24", "--lab", "20", "--lab-metered", "10"),

@@ -84,7 +84,9 @@ def test_install_places_every_file_and_uninstall_removes_them(
     import sys
 
     root = tmp_path / "root"
-    assert main(["-c", "/etc/wanhooks/wanhooks.yaml", "install", "--root", str(root)]) == 0
+    run_dir = "/var/lib/wanhooks-test"  # not the default: the unit and the hooks must both name it
+    argv = ["-c", "/etc/wanhooks/wanhooks.yaml", "--run-dir", run_dir, "install", "--root", str(root)]
+    assert main(argv) == 0
     nm = root / "etc/NetworkManager/dispatcher.d/90-wanhooks"
     unit = root / "etc/systemd/system/wanhooks.service"
     states = ("routable", "degraded", "carrier", "no-carrier", "off", "configured")
@@ -92,8 +94,14 @@ def test_install_places_every_file_and_uninstall_removes_them(
     for script in scripts:
         mode = script.stat().st_mode
         assert stat.S_IMODE(mode) == 0o755 and f'PYTHON="{sys.executable}"' in script.read_text()
+        text = script.read_text()
+        assert f'RUN_DIR="{run_dir}"' in text and '"$PYTHON" -I -m wanhooks' in text
     text = unit.read_text()
-    assert f"ExecStart={sys.executable} -m wanhooks -c /etc/wanhooks/wanhooks.yaml run" in text
+    assert (
+        f"ExecStart={sys.executable} -I -m wanhooks -c /etc/wanhooks/wanhooks.yaml --run-dir {run_dir} run"
+        in text
+    )
+    assert f"ReadWritePaths={run_dir}" in text
     assert "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW" in text and "NoNewPrivileges=yes" in text
     assert "ProtectKernelTunables" not in text.replace("Not ProtectKernelTunables", "")
     drop_in = (root / "etc/systemd/networkd.conf.d/wanhooks.conf").read_text()

@@ -20,7 +20,7 @@ from .config import ConfigError, load_config, to_yaml
 from .control import daemon_running
 from .engine import converge
 from .kernel import Kernel
-from .lock import run_lock
+from .lock import RunDirError, daemon_present, run_lock, trusted_run_dir
 from .model import Config, Observed, Owned
 from .plan import plan, resolve_group_kind
 from .reconcile import Report, cleanup, diff
@@ -88,6 +88,17 @@ def _print_report(report: Report, names: dict[int, str], quiet_if_nothing: bool 
 def cmd_apply(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     _need_admin("apply")
+    trusted_run_dir(_run_dir(args))
+    if daemon_present(_run_dir(args)):
+        # A round of our own would know none of the daemon's health verdicts, held
+        # gateways or NetworkManager's view, and would undo them: ask the daemon instead.
+        try:
+            control.request(_run_dir(args), {"op": "notify", "source": "manual", "action": "changed"})
+        except control.ControlError as err:
+            print(f"wanhooks apply: a daemon runs on {_run_dir(args)} but {err}", file=sys.stderr)
+            return 1
+        print("a wanhooks daemon runs: it was asked for a round (its log says what changed)")
+        return 0
     with run_lock(_run_dir(args)):
         result = converge(config, _kernel(), _run_dir(args))
     for note in result.desired.notes:
@@ -185,7 +196,12 @@ def cmd_notify(args: argparse.Namespace) -> int:
     message = {"op": "notify", "source": args.source, "iface": args.iface or "", "action": args.action}
     try:
         answer = control.request(run_dir, message, timeout=2.0)
-    except control.ControlError:
+    except control.ControlError as err:
+        if daemon_present(run_dir):
+            # busy, not gone: it follows the kernel itself, and a one-shot apply beside it
+            # would undo what only it knows (health, held gateways, the admin's overrides)
+            print(f"wanhooks notify: the daemon did not answer ({err}); not applying", file=sys.stderr)
+            return 0
         _spawn_apply(args)
         return 0
     if not answer.get("ok"):
@@ -194,11 +210,23 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return 0
 
 
+# What a child of wanhooks runs with: nothing of the caller's environment or directory.
+CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+
+
 def _spawn_apply(args: argparse.Namespace) -> None:
-    """A detached `wanhooks apply`: the hook returns at once; applies serialize on the run lock."""
-    argv = [sys.executable, "-m", "wanhooks", "-c", _config_path(args), "--run-dir", _run_dir(args), "apply"]
+    """A detached `wanhooks apply`: the hook returns at once; applies serialize on the run lock.
+
+    `-I` (isolated): neither the working directory nor PYTHON* variables reach sys.path --
+    `python -m` would put the caller's directory first, and a `wanhooks.py` planted there
+    would run as root.  The child starts in / with a clean environment all the same."""
+    config, run_dir = os.path.abspath(_config_path(args)), os.path.abspath(_run_dir(args))
+    argv = [sys.executable, "-I", "-m", "wanhooks", "-c", config, "--run-dir", run_dir, "apply"]
     with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
-        subprocess.Popen(argv, stdin=null_in, stdout=null_out, stderr=null_out, start_new_session=True)
+        subprocess.Popen(
+            argv, stdin=null_in, stdout=null_out, stderr=null_out, start_new_session=True,
+            cwd="/", env=CHILD_ENV,
+        )  # fmt: skip
 
 
 def cmd_link(args: argparse.Namespace) -> int:
@@ -360,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except PermissionError as err:
         print(f"wanhooks {args.command}: permission denied: {err.filename or err}", file=sys.stderr)
+        return 1
+    except RunDirError as err:
+        print(f"wanhooks {args.command}: {err}", file=sys.stderr)
         return 1
 
 

@@ -174,6 +174,9 @@ SYSCTL_RECORD = "sysctl-saved.json"
 # else's business), on a port IANA leaves unassigned.
 METRICS_ADDRESS = "127.0.0.1"
 METRICS_PORT = 9737
+# A scrape reuses a status document this young: a scraper hammering the endpoint costs
+# the daemon one document a second at most (Prometheus scrapes every 15 s or so).
+METRICS_CACHE_S = 1.0
 
 # status: each link's share of the traffic over the last minute, from counters the
 # daemon samples this often (one netlink dump: cheap; the window's edge is this coarse)

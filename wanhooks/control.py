@@ -30,6 +30,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .lock import trusted_run_dir
+
 PROTOCOL_VERSION = 1
 MAX_REQUEST = 64 * 1024
 SOCKET_NAME = "control"
@@ -62,8 +64,7 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        os.makedirs(self._run_dir, mode=0o700, exist_ok=True)
-        os.chmod(self._run_dir, 0o700)
+        trusted_run_dir(self._run_dir)  # root's and 0700, or refused (lock.py)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a stale socket of a dead daemon (the caller checked none answers)
         old_umask = os.umask(0o177)
@@ -116,7 +117,7 @@ class ControlServer:
             return {"ok": False, "error": problem}
         try:
             request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deep
             log.warning("control: refused malformed JSON from pid %d", pid)
             return {"ok": False, "error": "malformed JSON"}
         if not isinstance(request, dict):

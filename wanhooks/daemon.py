@@ -12,6 +12,15 @@ does.  Level-triggered: whatever the kernel or another program deleted
 (nexthops on carrier loss, rules removed by a manager) comes back on the
 next round, and a lost notification (ENOBUFS) costs one full round.
 
+Two threads.  The event loop only listens (sources, probes, the control
+socket) and decides; everything that waits on the kernel or the disk -- the
+run lock, netlink dumps and writes, `nft`, sysctls, conntrack flushes, the
+status document, config parsing -- runs in one worker thread (the kernel
+worker: one at a time, in order, so the netlink socket has one user).  A
+round's few questions for the loop's own state (held gateways, probers,
+verdicts) are asked on the loop.  So a control ping is answered at once
+whatever a round, an `nft` or a metrics scrape is doing.
+
 The only memory between rounds: gateways held over a DHCP rebind
 (holdover.py), the admin's link overrides, and the last decision (to log
 changes, not repetitions).  SIGTERM leaves routing in place (a restart must
@@ -22,38 +31,42 @@ new one is bad.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import json
 import logging
 import os
+import re
 import signal
 import time
-from collections.abc import Coroutine
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from . import constants as c
 from . import health as health_module
 from . import metrics, nft
 from .config import ConfigError, load_config
 from .control import ControlServer, daemon_running
-from .engine import converge
+from .engine import Round, converge
 from .events import Event, HealthChanged, HookNotified, KernelChanged, LinkCommand, Resync, describe
 from .flush import destroy_sockets, flush_connections
 from .health import ProbeKey
 from .holdover import Holds, hold_gateways
 from .kernel.linux import LinuxKernel
-from .lock import run_lock, write_private
+from .lock import RunDirError, hold_daemon_lock, run_lock, write_private
+from .log_format import formatter
 from .model import (
     Config,
     Desired,
     HealthVerdicts,
     IPAddress,
-    LinkCounters,
+    MainDefault,
     ManagedDevice,
     Observed,
     Overrides,
 )
-from .names import ifname_problem
+from .names import ifname_problem, shown
 from .passive_watch import PassiveWatcher
 from .plan import connections_to_end, managed_links, plan, probes_wanted, resolve_group_kind
 from .probes import LinkProber
@@ -63,9 +76,10 @@ from .sources.networkmanager import NetworkManagerSource
 from .sources.rtnetlink import RtnetlinkSource, who
 from .status import link_state, status_json, why_not
 from .traffic_share import Sample, TrafficWindow
-from .transition_hooks import run_hooks
+from .transition_hooks import HookRunner
 
 log = logging.getLogger("wanhooks")
+T = TypeVar("T")
 
 OVERRIDES_FILE = "overrides.json"
 DEFAULT_DEBOUNCE_S = 0.005
@@ -106,12 +120,26 @@ class Daemon:
         self.cleanup_on_exit = cleanup_on_exit
         self.debounce_s = debounce_s
         self.config: Config = load_config(config_path)  # a bad config stops us before anything
+        # the kernel worker's own: used by that thread alone (see the theory of operation)
         self.kernel = LinuxKernel()
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wanhooks-kernel")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # the passive watch's counters, every 50 ms on the loop: its own socket (one link dump,
+        # ~0.1 ms) so it never waits behind a round
+        self._counters_kernel = LinuxKernel()
+        self._main_has_default = True  # as the last round saw main (restore, don't fight)
+        self._held_probers: list[LinkProber] = []  # started by this round, probing after it
+        self._daemon_lock: int | None = None
+        # a scrape's status document: (when, generation, document); any event or round makes a
+        # new generation, so the cache only spares rebuilding what cannot have changed
+        self._metrics_cache: tuple[float, int, dict[str, Any]] | None = None
+        self._generation = 0
         self.overrides = self._load_overrides()
+        self.hooks = HookRunner(self.config.hooks_dir)  # coalesced per link and family, capped
         self.holds = Holds()
         self.manager: tuple[ManagedDevice, ...] = ()
         self.probers: dict[ProbeKey, LinkProber] = {}
-        self.watcher = PassiveWatcher(lambda: self.probers, self.kernel.link_counters)
+        self.watcher = PassiveWatcher(lambda: self.probers, self._counters_kernel.link_counters)
         self._last_desired: Desired | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._trusted: set[tuple[str, int]] = set()
@@ -141,6 +169,7 @@ class Daemon:
 
     def post(self, event: Event) -> None:
         self.events += 1
+        self._generation += 1
         source = _source_of(event)
         self.figures.events[source] = self.figures.events.get(source, 0) + 1
         if isinstance(event, HealthChanged):
@@ -176,7 +205,7 @@ class Daemon:
             if len(self._fight_times) <= FIGHT_LIMIT:
                 return False
             self._fight_mode = True
-        if not any(d.usable for d in self.kernel.observe().main_defaults):
+        if not self._main_has_default:
             return False
         log.warning(
             "netlink port %d keeps deleting wanhooks' routing: restoring in %.0f s, not at once "
@@ -207,10 +236,21 @@ class Daemon:
     # --- life cycle ------------------------------------------------------------
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        if daemon_running(self.run_dir):
-            log.error("another wanhooks daemon answers on %s: not starting a second one", self.run_dir)
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            self._daemon_lock = hold_daemon_lock(self.run_dir)
+        except RunDirError as err:
+            log.error("wanhooks: %s", err)
             return 1
+        if self._daemon_lock is None or daemon_running(self.run_dir):
+            log.error("another wanhooks daemon runs on %s: not starting a second one", self.run_dir)
+            return 1
+        try:
+            return await self._run(loop)
+        finally:
+            os.close(self._daemon_lock)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
         for sig, handler in (
             (signal.SIGTERM, self._stop.set),
             (signal.SIGINT, self._stop.set),
@@ -228,32 +268,64 @@ class Daemon:
         )  # fmt: skip
         if self.config.metrics is not None:
             metrics.serve(self.config.metrics, lambda: self._metrics_doc(loop), self.figures)
-        self._trusted = self._kernel_group_members()
+        self._trusted = await self._in_worker(self._kernel_group_members)
         self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
         worker = asyncio.create_task(self._reconciler())
         watcher = asyncio.create_task(self.watcher.run())
         sampler = asyncio.create_task(self._sample_traffic())
         verifier = asyncio.create_task(self._verify_firewall())
         await self._stop.wait()
-        worker.cancel()
-        watcher.cancel()
-        sampler.cancel()
-        verifier.cancel()
-        manager.cancel()
+        for task in (worker, watcher, sampler, verifier, manager):
+            task.cancel()
+        # a round in the worker finishes (a half-made round is what kill -9 is for)
+        await asyncio.gather(worker, watcher, sampler, verifier, manager, return_exceptions=True)
+        await self._in_worker(lambda: None)  # whatever the worker had in hand is done
         for prober in self.probers.values():
             prober.stop()
         source.stop(loop)
         await server.stop()
+        await self.hooks.close()
         if self.cleanup_on_exit:
-            with run_lock(self.run_dir):
-                report = cleanup(self.kernel, self.run_dir)
+            report = await self._in_worker(self._cleanup)
             log.info(
                 "stopped: removed wanhooks' routing (%d changes)", len(report.done) + len(report.sysctls)
             )
         else:
             log.info("stopped: routing left in place (wanhooks cleanup removes it)")
-        self.kernel.close()
+        await self._in_worker(self.kernel.close)
+        self._worker.shutdown()
+        self._counters_kernel.close()
         return 0
+
+    def _cleanup(self) -> Any:
+        with run_lock(self.run_dir):
+            return cleanup(self.kernel, self.run_dir)
+
+    # --- the kernel worker ---------------------------------------------------------
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in the kernel worker; the loop goes on meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
+
+    def _on_loop(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """For the worker: fn run on the event loop (the owner of what it reads), waited for.
+        The loop never waits for the worker but through `await`, so this cannot deadlock."""
+        loop = self._loop
+        assert loop is not None
+
+        def call(*args: Any) -> T:
+            done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+            def run() -> None:
+                try:
+                    done.set_result(fn(*args))
+                except BaseException as exc:  # handed to the worker, which raises it
+                    done.set_exception(exc)
+
+            loop.call_soon_threadsafe(run)
+            return done.result()
+
+        return call
 
     def _kernel_group_members(self) -> set[tuple[str, int]]:
         """(link, family) pairs the kernel's balance groups hold now: trusted at start-up,
@@ -276,12 +348,16 @@ class Daemon:
         return out
 
     def _reload(self) -> None:
-        try:
-            config = load_config(self.config_path)
+        self._spawn(self._reload_config())
+
+    async def _reload_config(self) -> None:
+        try:  # parsing a large config is not the loop's work
+            config = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as err:
             log.error("reload refused, keeping the running config: %s", err)
             return
         self.config = config
+        self.hooks.directory = config.hooks_dir
         log.info("reloaded %s: %d link entries", config.path, len(config.links))
         self.post(Resync("config reloaded"))
 
@@ -294,8 +370,8 @@ class Daemon:
             self._dirty.clear()
             triggers, self._pending = self._pending, []
             try:
-                self._round(triggers)
-            except OSError as exc:  # netlink trouble: log, look again shortly
+                await self._round(triggers)
+            except (OSError, RunDirError) as exc:  # netlink trouble: log, look again shortly
                 log.error("round failed: %s; retrying", exc)
                 asyncio.get_running_loop().call_later(0.5, self.post, Resync("retry after an error"))
             except Exception:  # a bug must not end the only task that changes the kernel
@@ -304,9 +380,9 @@ class Daemon:
 
     def _dry_round(self, triggers: list[Event]) -> None:
         """--dry-run: everything a round decides, logged as what it would do; nothing written
-        (no routes, rules, nexthops, sysctls, nftables; no connection ended)."""
-        observed = self._adjust(self.kernel.observe())
-        desired = plan(self.config, observed, self.overrides, self.verdicts())
+        (no routes, rules, nexthops, sysctls, nftables; no connection ended).  In the worker."""
+        observed = self._on_loop(self._adjust)(self.kernel.observe())
+        desired = plan(self.config, observed, self.overrides, self._on_loop(self.verdicts)())
         names = {link.index: link.name for link in observed.links}
         would = [op_text(op, names) for op in diff(desired, self.kernel.dump_owned())]
         would += [
@@ -361,7 +437,10 @@ class Daemon:
             trusted = (key.link, key.family) in carried or (key.link, key.family) in self._trusted
             prober = LinkProber(key, self._health_changed, trusted=trusted, clock=time.monotonic)
             try:
-                prober.start(loop)
+                # held: the round that planned it (in the worker) is still writing the link's
+                # table and rule; released when that round is done
+                prober.start(loop, held=True)
+                self._held_probers.append(prober)
             except OSError as exc:
                 log.warning("health: cannot probe %s IPv%d: %s", key.link, key.family, exc.strerror or exc)
                 continue
@@ -388,7 +467,7 @@ class Daemon:
             "WANHOOKS_NEW_STATE": event.new,
             "WANHOOKS_REASON": event.reason,
         }
-        self._spawn(run_hooks(self.config.hooks_dir, env))
+        self.hooks.transition(f"{event.iface}/{event.family}", env)
 
     def verdicts(self) -> HealthVerdicts:
         down = {}
@@ -400,10 +479,9 @@ class Daemon:
                 )
         return HealthVerdicts(down=down)
 
-    def _round(self, triggers: list[Event]) -> None:
-        if self.dry_run:
-            self._dry_round(triggers)
-            return
+    def _converge(self) -> tuple[Round, float]:
+        """One round, in the worker: the run lock, the kernel, nft, sysctls."""
+        self._generation += 1  # before its first write: a scrape that sees one sees a new document
         started = time.perf_counter()
         with run_lock(self.run_dir):
             result = converge(
@@ -411,11 +489,23 @@ class Daemon:
                 self.kernel,
                 self.run_dir,
                 overrides=self.overrides,
-                adjust=self._adjust,
-                verdicts=self.verdicts,
+                adjust=self._on_loop(self._adjust),
+                verdicts=self._on_loop(self.verdicts),
             )
+        return result, (time.perf_counter() - started) * 1000
+
+    async def _round(self, triggers: list[Event]) -> None:
+        try:
+            if self.dry_run:
+                await self._in_worker(self._dry_round, triggers)
+                return
+            result, elapsed_ms = await self._in_worker(self._converge)
+        finally:
+            for prober in self._held_probers:
+                prober.release()
+            self._held_probers = []
         self.rounds += 1
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._main_has_default = any(d.usable for d in result.observed.main_defaults)
         self.figures.rounds += 1
         self.figures.round_seconds += elapsed_ms / 1000
         for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
@@ -465,8 +555,8 @@ class Daemon:
     async def _end_connections(
         self, name: str, family: int, addresses: tuple[IPAddress, ...], why: str
     ) -> None:
-        ended = await flush_connections(addresses)
-        aborted = destroy_sockets(addresses)
+        # a busy router's conntrack table is dumped whole: in a thread, on a loop of its own
+        ended, aborted = await asyncio.to_thread(_end_connections_blocking, addresses)
         log.info(
             "flush: ended %d connection(s) and %d local socket(s) of %s IPv%d (%s)",
             ended,
@@ -495,13 +585,17 @@ class Daemon:
     # --- status: traffic shares and states over time ----------------------------
 
     async def _sample_traffic(self) -> None:
-        """Every link's byte counters, every TRAFFIC_SAMPLE_S, for the last minute's shares."""
+        """Every link's byte counters, every TRAFFIC_SAMPLE_S, for the last minute's shares
+        (the window is the worker's: status reads it there)."""
         while True:
             try:
-                self.traffic.add(Sample(time.monotonic(), self.kernel.link_counters()))
+                await self._in_worker(self._sample)
             except OSError as exc:  # a netlink hiccup costs one sample, not the window
                 log.debug("traffic sample: %s", exc)
             await asyncio.sleep(c.TRAFFIC_SAMPLE_S)
+
+    def _sample(self) -> None:
+        self.traffic.add(Sample(time.monotonic(), self.kernel.link_counters()))
 
     async def _verify_firewall(self) -> None:
         """Re-read wanhooks' nftables table every FIREWALL_VERIFY_S: rounds trust their last
@@ -512,7 +606,7 @@ class Daemon:
             if self.dry_run or not nft.available():
                 continue
             try:
-                same = self.kernel.verify_firewall()
+                same = await self._in_worker(self.kernel.verify_firewall)
             except nft.NftError as exc:
                 log.debug("nftables: cannot re-read the table: %s", exc)
                 continue
@@ -543,46 +637,46 @@ class Daemon:
     # --- control socket --------------------------------------------------------
 
     def _metrics_doc(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
-        """For the metrics thread: the status document plus byte counters, built on the event
-        loop (the netlink socket is the loop's alone)."""
-
-        async def build() -> dict[str, Any]:
-            counters = self.kernel.link_counters()  # one dump for the shares and the totals
-            doc = self.status(counters)
-            for link in doc["links"]:
-                found = counters.get(link["name"])
-                if found is not None:
-                    link["rx_bytes"], link["tx_bytes"] = found.rx_bytes, found.tx_bytes
-            return doc
-
-        return asyncio.run_coroutine_threadsafe(build(), loop).result(timeout=10)
+        """For the metrics thread: the status document plus byte counters.  Built by the
+        worker, at most once per METRICS_CACHE_S however often scrapers come, unless something
+        happened meanwhile."""
+        cached, generation = self._metrics_cache, self._generation
+        fresh = cached is not None and time.monotonic() - cached[0] < c.METRICS_CACHE_S
+        if cached is not None and fresh and cached[1] == generation:
+            return cached[2]
+        doc = asyncio.run_coroutine_threadsafe(self.status_doc(with_counters=True), loop).result(timeout=10)
+        self._metrics_cache = (time.monotonic(), generation, doc)
+        return doc
 
     async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         if op == "status":
-            return {"ok": True, "status": self.status()}
+            return {"ok": True, "status": await self.status_doc()}
         if op == "notify":
             return self._notify(request)
         if op == "link":
-            return self._link_command(request)
+            return await self._link_command(request)
         return {"ok": False, "error": f"unknown op {str(op)[:40]!r}"}
 
     def _notify(self, request: dict[str, Any]) -> dict[str, Any]:
         source, iface, action = (str(request.get(k, ""))[:64] for k in ("source", "iface", "action"))
+        if source and not _SOURCE_NAME.fullmatch(source):
+            log.warning("notify refused: source %r is not a name", shown(source))
+            return {"ok": False, "error": "the source must be 1-32 of a-z, 0-9 and -"}
         if iface and ifname_problem(iface):
             log.warning("notify from %s refused: %s", source or "?", ifname_problem(iface))
             return {"ok": False, "error": ifname_problem(iface)}
         if action and action not in HOOK_ACTIONS:
-            log.warning("notify from %s refused: unknown action %r", source or "?", action)
-            return {"ok": False, "error": f"unknown action {action!r}"}
+            log.warning("notify from %s refused: unknown action %r", source or "?", shown(action))
+            return {"ok": False, "error": f"unknown action {shown(action)!r}"}
         event = HookNotified(source=source or "unknown", iface=iface, action=action or "changed")
         log.info("heard: %s", describe(event))
         self.post(event)
         return {"ok": True}
 
-    def _link_command(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _link_command(self, request: dict[str, Any]) -> dict[str, Any]:
         action, name = str(request.get("action", "")), str(request.get("name", ""))
         problem = ifname_problem(name)
         if problem:
@@ -597,26 +691,54 @@ class Daemon:
         elif action != "enable":
             return {"ok": False, "error": f"unknown link action {action[:20]!r}: disable, drain or enable"}
         self.overrides = Overrides(disabled=frozenset(disabled), draining=frozenset(draining))
-        self._save_overrides()
+        await self._in_worker(self._save_overrides, self.overrides)  # fsync: not on the loop
         log.info("admin: link %s %s", action, name)
         self.post(LinkCommand(action=action, name=name))
         return {"ok": True}
 
-    def status(self, counters: dict[str, LinkCounters] | None = None) -> dict[str, Any]:
-        """The status document; `counters`: every link's, if the caller has just read them."""
-        observed = self._adjust_for_status(self.kernel.observe())
-        desired = plan(self.config, observed, self.overrides, self.verdicts())
+    async def status_doc(self, *, with_counters: bool = False) -> dict[str, Any]:
+        """The status document: the loop's own state copied here, the rest read by the worker."""
+        return await self._in_worker(self._status_build, self._status_inputs(), with_counters)
+
+    def _status_inputs(self) -> _StatusInputs:
+        """On the loop: what only the loop may read (probers, overrides, held gateways)."""
+        health = {
+            (key.link, key.family): self._health_doc(prober)
+            for key, prober in self.probers.items()
+        }  # fmt: skip
+        return _StatusInputs(
+            config=self.config,
+            overrides=self.overrides,
+            verdicts=self.verdicts(),
+            manager=self.manager,
+            held=tuple(d for d, _until in self.holds.held.values()),
+            held_doc=[
+                {"ifindex": k[0], "family": k[1], "gateway": str(d.gateway)}
+                for k, (d, _until) in sorted(self.holds.held.items())
+            ],
+            health=health,
+            link_states=dict(self.link_states),
+            rounds=self.rounds,
+            events=self.events,
+            tasks=len(asyncio.all_tasks()),
+        )
+
+    def _status_build(self, given: _StatusInputs, with_counters: bool) -> dict[str, Any]:
+        """In the worker: the kernel's part, plan and document."""
+        observed = self.kernel.observe()
+        observed = replace(observed, main_defaults=observed.main_defaults + given.held, manager=given.manager)
+        desired = plan(given.config, observed, given.overrides, given.verdicts)
         owned = self.kernel.dump_owned()
-        kind, _note = resolve_group_kind(self.config, observed)
-        doc = status_json(self.config, observed, desired, owned, kind, diff(desired, owned))
+        kind, _note = resolve_group_kind(given.config, observed)
+        doc = status_json(given.config, observed, desired, owned, kind, diff(desired, owned))
         now = time.monotonic()
         managed = {link["name"] for link in doc["links"]}  # shares of the WAN traffic, not the LAN's
-        every = counters if counters is not None else self.kernel.link_counters()
+        every = self.kernel.link_counters()
         rates = self.traffic.rates(Sample(now, {name: n for name, n in every.items() if name in managed}))
         for link in doc["links"]:
             for family in (4, 6):
-                link[f"ipv{family}"]["health"] = self._health_doc(link["name"], family)
-            state, since, at_start = self.link_states.get(link["name"], ("", now, False))
+                link[f"ipv{family}"]["health"] = given.health.get((link["name"], family))
+            state, since, at_start = given.link_states.get(link["name"], ("", now, False))
             if state == link["state"]:
                 link["since_s"], link["since_start"] = round(now - since, 1), at_start
             rate = rates.get(link["name"])
@@ -627,29 +749,26 @@ class Daemon:
                     "tx_bps": round(rate.tx_bps),
                     "window_s": round(rate.window_s, 1),
                 }
+            found = every.get(link["name"]) if with_counters else None
+            if found is not None:  # the metrics' byte counters, from the same dump
+                link["rx_bytes"], link["tx_bytes"] = found.rx_bytes, found.tx_bytes
         doc["daemon"] = {
             "pid": os.getpid(),
-            "rounds": self.rounds,
-            "events": self.events,
+            "rounds": given.rounds,
+            "events": given.events,
             "rss_kib": _rss_kib(),
             "open_fds": len(os.listdir("/proc/self/fd")),
-            "tasks": len(asyncio.all_tasks()),
-            "disabled": sorted(self.overrides.disabled),
-            "draining": sorted(self.overrides.draining),
-            "held_gateways": [
-                {"ifindex": k[0], "family": k[1], "gateway": str(d.gateway)}
-                for k, (d, _until) in sorted(self.holds.held.items())
-            ],
+            "tasks": given.tasks,
+            "disabled": sorted(given.overrides.disabled),
+            "draining": sorted(given.overrides.draining),
+            "held_gateways": given.held_doc,
         }
         return doc
 
-    def _health_doc(self, name: str, family: int) -> dict[str, Any] | None:
-        prober = next((p for k, p in self.probers.items() if k.link == name and k.family == family), None)
-        if prober is None:
-            return None
+    def _health_doc(self, prober: LinkProber) -> dict[str, Any]:
         h, params, now = prober.health, prober.key.params, time.monotonic()
         measured = health_module.window_loss(h, now)
-        watch = self.watcher.watches.get(name)
+        watch = self.watcher.watches.get(prober.key.link)
         return {
             "state": h.state.value,
             "since_s": round(now - h.since, 1),
@@ -666,26 +785,48 @@ class Daemon:
             "last_change": h.last.reason if h.last else None,
         }
 
-    def _adjust_for_status(self, observed: Observed) -> Observed:
-        held = tuple(d for d, _until in self.holds.held.values())
-        return replace(observed, main_defaults=observed.main_defaults + held, manager=self.manager)
-
     # --- overrides survive a daemon restart (not a reboot: the run dir is tmpfs) ----
 
     def _load_overrides(self) -> Overrides:
         try:
-            with open(os.path.join(self.run_dir, OVERRIDES_FILE), encoding="utf-8") as f:
+            path = os.path.join(self.run_dir, OVERRIDES_FILE)
+            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), encoding="utf-8") as f:
                 data = json.load(f)
             return Overrides(
                 disabled=frozenset(n for n in data.get("disabled", []) if not ifname_problem(n)),
                 draining=frozenset(n for n in data.get("draining", []) if not ifname_problem(n)),
             )
-        except (OSError, ValueError, AttributeError, TypeError):
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
             return Overrides()
 
-    def _save_overrides(self) -> None:
-        doc = {"disabled": sorted(self.overrides.disabled), "draining": sorted(self.overrides.draining)}
+    def _save_overrides(self, overrides: Overrides) -> None:
+        doc = {"disabled": sorted(overrides.disabled), "draining": sorted(overrides.draining)}
         write_private(os.path.join(self.run_dir, OVERRIDES_FILE), json.dumps(doc))
+
+
+@dataclass(frozen=True)
+class _StatusInputs:
+    """The loop's state a status document needs, copied on the loop for the worker."""
+
+    config: Config
+    overrides: Overrides
+    verdicts: HealthVerdicts
+    manager: tuple[ManagedDevice, ...]
+    held: tuple[MainDefault, ...]
+    held_doc: list[dict[str, Any]]
+    health: dict[tuple[str, int], dict[str, Any]]
+    link_states: dict[str, tuple[str, float, bool]]
+    rounds: int
+    events: int
+    tasks: int
+
+
+_SOURCE_NAME = re.compile(r"[a-z0-9-]{1,32}")
+KNOWN_SOURCES = frozenset({"nm-dispatcher", "networkd-dispatcher", "manual"})
+
+
+def _end_connections_blocking(addresses: tuple[IPAddress, ...]) -> tuple[int, int]:
+    return asyncio.run(flush_connections(addresses)), destroy_sockets(addresses)
 
 
 def _decision(desired: Desired) -> str:
@@ -702,8 +843,8 @@ def _decision(desired: Desired) -> str:
 def _source_of(event: Event) -> str:
     if isinstance(event, KernelChanged):
         return "rtnetlink"
-    if isinstance(event, HookNotified):
-        return event.source
+    if isinstance(event, HookNotified):  # counted by name only for the sources we ship
+        return event.source if event.source in KNOWN_SOURCES else "other-hook"
     if isinstance(event, HealthChanged):
         return "health"
     if isinstance(event, LinkCommand):
@@ -733,21 +874,6 @@ def _summarize(triggers: list[Event]) -> str:
     return ", ".join(shown) + more
 
 
-class JsonLines(logging.Formatter):
-    """One JSON object per line (--log-format json), for journald/Loki/jq."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc)
-
-
 def run_daemon(
     config_path: str,
     run_dir: str,
@@ -758,7 +884,7 @@ def run_daemon(
     log_format: str = "text",
 ) -> int:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter("%(message)s"))
+    handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     if dry_run:
         log.info("dry run: wanhooks decides and logs, and changes nothing in the kernel")

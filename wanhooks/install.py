@@ -69,7 +69,7 @@ def _safe(path: str, what: str) -> str:
 def _content(name: str, config_path: str, run_dir: str) -> str:
     text = resources.files("wanhooks").joinpath("hooks").joinpath(name).read_text(encoding="utf-8")
     values = {
-        "@WANHOOKS@": f"{python()} -m wanhooks",
+        "@WANHOOKS@": f"{python()} -I -m wanhooks",  # -I: no caller's directory on sys.path
         "@PYTHON@": python(),
         "@CONFIG@": _safe(config_path, "config"),
         "@RUN_DIR@": _safe(run_dir, "run directory"),

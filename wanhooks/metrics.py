@@ -15,11 +15,16 @@ reads the daemon's own figures (the same ones `status` shows) when scraped.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 log = logging.getLogger("wanhooks.metrics")
+
+SCRAPE_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -33,9 +38,14 @@ class Figures:
 
 
 def serve(listen: tuple[str, int], snapshot: Callable[[], dict[str, Any]], figures: Figures) -> bool:
-    """Start the endpoint in its own thread; False (logged) when it cannot be."""
+    """Start the endpoint in its own thread; False (logged) when it cannot be.
+
+    One thread serves one scrape at a time (prometheus_client's own server starts a
+    thread per request: a flood of scrapes would be a flood of threads), and a client
+    that stalls is dropped after SCRAPE_TIMEOUT_S.
+    """
     try:
-        from prometheus_client import start_http_server
+        from prometheus_client import make_wsgi_app
         from prometheus_client.registry import CollectorRegistry
     except ImportError:
         log.error(
@@ -44,13 +54,28 @@ def serve(listen: tuple[str, int], snapshot: Callable[[], dict[str, Any]], figur
         return False
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(snapshot, figures))
+
+    class Server(WSGIServer):
+        address_family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+        request_queue_size = 64  # waiting scrapers queue in the kernel, not in threads
+
     try:
-        start_http_server(listen[1], addr=listen[0], registry=registry)
+        server = make_server(
+            listen[0], listen[1], make_wsgi_app(registry), Server, handler_class=_QuietHandler
+        )
     except OSError as exc:
         log.error("metrics: cannot listen on %s:%d: %s", listen[0], listen[1], exc.strerror or exc)
         return False
+    threading.Thread(target=server.serve_forever, name="wanhooks-metrics", daemon=True).start()
     log.info("metrics: Prometheus endpoint on http://%s:%d/metrics", listen[0], listen[1])
     return True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = SCRAPE_TIMEOUT_S  # a stalled client does not hold the one serving thread
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape is not news
 
 
 class _Collector:

@@ -257,10 +257,21 @@ class LinkProber:
         self._transport: Transport | None = None
         self._task: asyncio.Task[None] | None = None
         self._nap: asyncio.Future[bool] | None = None  # the loop's wait; a suspicion ends it early
+        self._released: asyncio.Future[None] | None = None  # start(held=True) until release()
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, *, held: bool = False) -> None:
+        """Open the transport and start probing; `held`: the first probe waits for release()
+        (the daemon's round that is building this link's table and rule: a probe sent
+        before them has no route, and would count as lost)."""
         self._transport = TRANSPORTS[self.key.params.kind](self.key, loop, self._replied)
+        self._released = loop.create_future()
+        if not held:
+            self._released.set_result(None)
         self._task = loop.create_task(self._run())
+
+    def release(self) -> None:
+        if self._released is not None and not self._released.done():
+            self._released.set_result(None)
 
     def stop(self) -> None:
         if self._task is not None:
@@ -281,6 +292,8 @@ class LinkProber:
     async def _run(self) -> None:
         """A round every interval (the fast one while suspected); the machine is evaluated
         every half fast interval, so a budgeted link's missed heartbeat is seen at once."""
+        assert self._released is not None
+        await self._released
         next_round = self._clock()
         while True:
             now = self._clock()
