@@ -157,8 +157,8 @@ def available() -> bool:
 
 def _run(argv: list[str], script: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(
-            argv, input=script, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False
+        return subprocess.run(  # in /: never a directory whoever ran `wanhooks apply` stood in
+            argv, input=script, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False, cwd="/"
         )
     except subprocess.TimeoutExpired:
         raise NftError(f"{argv[0]} {argv[1]} did not answer in {NFT_TIMEOUT:g} s") from None
