@@ -24,10 +24,8 @@ rounds itself.  Prints Markdown.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from wanhooks import control  # noqa: E402
 from wanhooks.lab import Lab  # noqa: E402
 
 PING_TIMEOUT_S = 5.0
@@ -65,42 +64,24 @@ def config_text(links: int, nat: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ping_once(path: str) -> float:
+def ping_once(run_dir: str) -> float:
+    """Seconds from connect to answer; PING_TIMEOUT_S for none."""
     started = time.perf_counter()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(PING_TIMEOUT_S)
-            sock.connect(path)
-            sock.sendall(b'{"v": 1, "op": "ping"}\n')
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        if not json.loads(data).get("ok"):
+        if not control.request(run_dir, {"op": "ping"}, timeout=PING_TIMEOUT_S).get("ok"):
             return PING_TIMEOUT_S
-    except (OSError, ValueError):
+    except control.ControlError:
         return PING_TIMEOUT_S
     return time.perf_counter() - started
 
 
-def pings(path: str, seconds: float) -> list[float]:
+def pings(run_dir: str, seconds: float) -> list[float]:
     out = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        out.append(ping_once(path))
+        out.append(ping_once(run_dir))
         time.sleep(PING_EVERY_S)
     return out
-
-
-def request(path: str, message: dict[str, object]) -> None:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(30)
-        sock.connect(path)
-        sock.sendall(json.dumps({"v": 1, **message}).encode() + b"\n")
-        while not sock.recv(1 << 20).endswith(b"\n"):
-            pass
 
 
 class Load:
@@ -144,9 +125,9 @@ class Load:
     def _status(self) -> None:
         while not self.stopping.is_set():
             try:
-                request(str(self.run / "control"), {"op": "status"})
+                control.request(str(self.run), {"op": "status"}, timeout=30)
                 self.counts["status requests"] += 1
-            except OSError:
+            except control.ControlError:
                 time.sleep(0.05)
 
 
@@ -160,13 +141,12 @@ def measure(lab: Lab, links: int, seconds: float, pythonpath: str | None) -> dic
         log = open(Path(tmp) / "daemon.log", "w")  # noqa: SIM115 - closed below
         daemon = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd="/", env=env)
         try:
-            control = str(run / "control")
             deadline = time.monotonic() + 20
-            while ping_once(control) >= PING_TIMEOUT_S or "round 1:" not in Path(log.name).read_text():
+            while ping_once(str(run)) >= PING_TIMEOUT_S or "round 1:" not in Path(log.name).read_text():
                 if time.monotonic() > deadline:
                     raise SystemExit("the daemon did not start:\n" + Path(log.name).read_text()[-2000:])
                 time.sleep(0.1)
-            idle = pings(control, seconds)
+            idle = pings(str(run), seconds)
             scrape = [sys.executable, "-c", SCRAPER, str(seconds + 1), str(METRICS_PORT)]
             scraper = subprocess.Popen(
                 ["ip", "netns", "exec", lab.router, *scrape], stdout=subprocess.PIPE, text=True
@@ -174,7 +154,7 @@ def measure(lab: Lab, links: int, seconds: float, pythonpath: str | None) -> dic
             load = Load(lab, links, daemon, cfg, run)
             load.start()
             try:
-                busy = pings(control, seconds)
+                busy = pings(str(run), seconds)
             finally:
                 load.stop()
                 scraped = int((scraper.communicate(timeout=60)[0] or "0").strip() or 0)

@@ -242,8 +242,10 @@ class Daemon:
         except RunDirError as err:
             log.error("wanhooks: %s", err)
             return 1
-        if self._daemon_lock is None or daemon_running(self.run_dir):
+        if self._daemon_lock is None or daemon_running(self.run_dir):  # (an older one has no lock)
             log.error("another wanhooks daemon runs on %s: not starting a second one", self.run_dir)
+            if self._daemon_lock is not None:
+                os.close(self._daemon_lock)
             return 1
         try:
             return await self._run(loop)
@@ -702,10 +704,7 @@ class Daemon:
 
     def _status_inputs(self) -> _StatusInputs:
         """On the loop: what only the loop may read (probers, overrides, held gateways)."""
-        health = {
-            (key.link, key.family): self._health_doc(prober)
-            for key, prober in self.probers.items()
-        }  # fmt: skip
+        health = {(key.link, key.family): self._health_doc(prober) for key, prober in self.probers.items()}
         return _StatusInputs(
             config=self.config,
             overrides=self.overrides,
