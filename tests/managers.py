@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 BUS_CONF = """\
 <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -370,3 +374,81 @@ class NetworkdSandbox:
             for n in ("networkd.log", "networkd-dispatcher.log")
             if (self.root / "log" / n).exists()
         )
+
+
+class JournalEntry(NamedTuple):
+    at: float  # time.monotonic() when the line arrived
+    identifier: str
+    priority: int
+    message: str
+
+
+class FakeJournal:
+    """journald's stream socket (/run/systemd/journal/stdout), played by the test.
+
+    Bound at `path` -- for a sandbox, /proc/<pid>/root/run/systemd/journal/stdout: the
+    socket then lives in the sandbox's private /run, where its processes (the dispatchers
+    and what their hooks start) find it, and the host's /run is untouched.  Each
+    connection is read as journald reads it: a header of seven lines (identifier, unit
+    id, priority, level prefix, forward to syslog, kmsg, console), then one entry per
+    line; with level prefix 1 a line may start with "<N>" to set its own priority.  A
+    header journald would not accept is kept in `bad`."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self.path = path
+        self.entries: list[JournalEntry] = []
+        self.headers: list[list[str]] = []
+        self.bad: list[str] = []
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(path)
+        self._sock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            header = [stream.readline().decode("utf-8", "replace").rstrip("\n") for _ in range(7)]
+            with self._lock:
+                self.headers.append(header)
+            identifier, _unit, priority, prefix, *forward = header
+            if not (priority.isdigit() and int(priority) <= 7 and prefix in ("0", "1")) or any(
+                flag not in ("0", "1") for flag in forward
+            ):
+                with self._lock:
+                    self.bad.append(repr(header))
+                return
+            for raw in stream:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                level = int(priority)
+                if prefix == "1" and re.match(r"<[0-7]>", line):
+                    level, line = int(line[1]), line[3:]
+                with self._lock:
+                    self.entries.append(JournalEntry(time.monotonic(), identifier, level, line))
+
+    def lines(self, since: float = 0.0) -> list[JournalEntry]:
+        with self._lock:
+            return [entry for entry in self.entries if entry.at >= since]
+
+    def text(self, since: float = 0.0) -> str:
+        return "\n".join(f"<{e.priority}>{e.identifier}: {e.message}" for e in self.lines(since))
+
+    def close(self) -> None:
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def sandbox_journal(pid: int) -> FakeJournal:
+    """A FakeJournal in the private /run of the mount namespace process `pid` lives in."""
+    return FakeJournal(f"/proc/{pid}/root/run/systemd/journal/stdout")

@@ -74,6 +74,21 @@ def test_defaults() -> None:
     assert config.seed_watchdog == SeedWatchdog()
 
 
+def test_mode_daemon_or_hooks_only() -> None:
+    from wanhooks.model import RunMode
+
+    assert parse_config("links: [{interface: eth0}]\n", "x").mode is RunMode.DAEMON  # the default
+    for mode in RunMode:
+        config = parse_config(f"links: [{{interface: eth0}}]\nmode: {mode.value}\n", "x")
+        assert config.mode is mode
+        converted = to_yaml(config)
+        # to_yaml writes it when it is not the default, and it reads back the same
+        assert (f"mode: {mode.value}\n" in converted) == (mode is not RunMode.DAEMON)
+        assert comparable(parse_config(converted, "y")) == comparable(config)
+    column = parse_config('WANIFACE="eth0"\n', "x")
+    assert column.mode is RunMode.DAEMON  # a column file has no mode: the default
+
+
 @pytest.mark.parametrize("mode", list(BalanceMode))
 def test_each_balance_value(mode: BalanceMode) -> None:
     config = parse_config(f"links: [{{interface: eth0}}]\nbalance: {mode.value}\n", "x")
@@ -134,7 +149,8 @@ def test_format_is_recognised_by_content_not_name(tmp_path: Path) -> None:
     seed_named_yaml = tmp_path / "wanhooks.yaml"
     seed_named_yaml.write_text('WANIFACE="eth1 eth2"\n')
     yaml_named_sh = tmp_path / "generic-balancer.sh"
-    yaml_named_sh.write_text("links: [{interface: eth1}, {interface: eth2}]\n")
+    # (a column file balances per destination, as the 2011 script did; YAML must say so)
+    yaml_named_sh.write_text("links: [{interface: eth1}, {interface: eth2}]\nbalance: per-destination\n")
     assert comparable(load_config(str(seed_named_yaml))) == comparable(load_config(str(yaml_named_sh)))
 
 
@@ -453,16 +469,22 @@ def test_seed_tiers_column() -> None:
 
 def test_seed_example_equals_its_yaml_equivalent() -> None:
     seed = load_config(str(DATA / "generic-balancer.conf"))
-    equivalent = load_config(str(DATA / "generic-balancer.yaml"))  # with watchdog:
-    assert comparable(seed) == comparable(equivalent)
-    assert comparable(seed) == comparable(load_config(str(DATA / "generic-balancer-health.yaml")))
+    # The column file balances per destination, as the 2011 script did (its multipath route
+    # kept each destination on one link); a YAML file says so with balance:, or takes YAML's
+    # default.  Apart from that the equivalents are the same config.
+    assert seed.balance is BalanceMode.PER_DESTINATION
+    for name in ("generic-balancer.yaml", "generic-balancer-health.yaml"):  # watchdog:, health:
+        equivalent = comparable(load_config(str(DATA / name)))
+        assert dataclasses.replace(equivalent, balance=seed.balance) == comparable(seed), name
     assert seed.health == HealthConfig(targets=(A4("198.51.100.7"), A4("203.0.113.9")))
     assert seed.links[1] == LinkConfig(
         "vlan100", 2, gateway4=A4("192.168.0.1"), network4=N4("192.168.0.0/24"), line=2
     )
     assert all(link.line == 2 for link in seed.links)  # the WANIFACE line
     assert seed.seed_watchdog == SeedWatchdog((A4("198.51.100.7"), A4("203.0.113.9")), enabled=True)
-    assert seed.balance is BalanceMode.PER_CONNECTION
+    # BALANCE chooses another, as balance: does
+    chosen = parse_config(text('WANIFACE="eth1"', "BALANCE=per-connection"), "x")
+    assert chosen.balance is BalanceMode.PER_CONNECTION
 
 
 def test_seed_dash_means_not_given() -> None:
@@ -547,7 +569,7 @@ def test_seed_watchdog_becomes_health(lines: list[str], expected: HealthConfig) 
     ],
 )
 def test_yaml_watchdog_becomes_health(section: str, expected: HealthConfig) -> None:
-    config = parse_config(f"links: [{{interface: eth1}}]\n{section}\n", "x")
+    config = parse_config(f"links: [{{interface: eth1}}]\nbalance: per-destination\n{section}\n", "x")
     assert config.health == expected
     seed = parse_config(text('WANIFACE="eth1"', *_seed_lines(config.seed_watchdog)), "x")
     assert comparable(config) == comparable(seed)
@@ -924,6 +946,9 @@ MALFORMED: list[tuple[str, str | bytes, int, str, str]] = [
         "is not one of per-connection, per-destination, per-client: did you mean 'per-connection'?",
     ),
     ("group value", LINK + "group: resilent\n", 3, "group", "did you mean 'resilient'?"),
+    ("mode value", LINK + "mode: hook-only\n", 3, "mode", "is not one of daemon, hooks-only: did you mean"),
+    ("mode number", LINK + "mode: 1\n", 3, "mode", "mode must be a string, not the number '1'"),
+    ("mode list", LINK + "mode: [daemon]\n", 3, "mode", "mode must be a string, not a list"),
     ("seed balance value", SEED3 + "BALANCE=round-robin\n", 2, "BALANCE", "is not one of per-connection"),
     (
         "seed watchdog value",

@@ -303,3 +303,20 @@ def test_it_writes_nothing_outside_its_run_dir(router: Router) -> None:
     assert "Read-only file system" not in proc.stderr, proc.stderr
     assert "round 1:" in proc.stderr and "sysctl-saved.json" in proc.stdout  # it did its work there
     assert "table inet wanhooks" not in lab.r(["nft", "list", "tables"]).stdout  # and cleaned up
+
+
+def test_a_namespace_with_no_main_table_yet_is_read_not_refused(tmp_path: object) -> None:
+    """A fresh namespace (lo down, no address) has no main table, and the kernel refuses a
+    dump filtered to it (ENOENT): status reads it as empty instead of crashing."""
+    netns = "whtest-bare"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        config = f"{tmp_path}/wanhooks.yaml"
+        with open(config, "w") as f:
+            f.write('links:\n  - interface: "eth*"\n')
+        argv = [sys.executable, "-m", "wanhooks", "-c", config, "--run-dir", f"{tmp_path}/run", "status"]
+        proc = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "no interface matches the config" in proc.stdout and not proc.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)

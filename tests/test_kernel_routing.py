@@ -403,6 +403,7 @@ NETWORKS=" 100.64.1.0/24 100.64.2.0/24 100.64.3.0/24"
 WEIGHTS=" 1 2 1"
 """
 SEED_AS_YAML = """\
+balance: per-destination   # the 2011 script's, which a column file keeps
 links:
   - {interface: w1, weight: 1, gateway: 100.64.1.1, network: 100.64.1.0/24}
   - {interface: w2, weight: 2, gateway: 100.64.2.1, network: 100.64.2.0/24}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from typing import Any
+
 import pytest
 
 from wanhooks.model import LinkCounters, LinkPlan
@@ -120,3 +123,94 @@ def test_an_older_daemons_document_still_renders_and_says_so() -> None:
     text = render_status(doc)
     assert text.splitlines()[1].split() == ["w1", "active", "1", "100.64.1.1"]
     assert "status schema 1, this wanhooks reads 2: restart the daemon" in text
+
+
+# --------------------------------------------------------------------------
+# The top of status: the mode, whether the daemon runs, what the view cannot see
+# --------------------------------------------------------------------------
+
+
+def out_of_sync_doc(mode: str = "daemon", **extra: Any) -> dict[str, Any]:
+    """A real status document (the planner on the fake lab kernel) whose kernel still holds w2,
+    which has just lost its carrier: four changes pending (w2 out of both groups, its nexthops gone)."""
+    from dataclasses import replace
+
+    from fakes import lab_config, lab_kernel, wan
+
+    from wanhooks.model import RunMode
+    from wanhooks.plan import plan, resolve_group_kind
+    from wanhooks.reconcile import diff, reconcile
+    from wanhooks.status import status_json
+
+    kernel = lab_kernel()
+    config = replace(lab_config(), mode=RunMode(mode))
+    with tempfile.TemporaryDirectory() as run_dir:  # where reconcile records the sysctls it set
+        reconcile(plan(config, kernel.observe()), kernel, run_dir)
+    kernel.set_link(wan(12, "w2", 2, carrier=False))
+    observed = kernel.observe()
+    desired = plan(config, observed)
+    kind, _ = resolve_group_kind(config, observed)
+    owned = kernel.dump_owned()
+    return status_json(config, observed, desired, owned, kind, diff(desired, owned), **extra)
+
+
+def test_from_the_daemon_the_mode_and_its_pid_lead_and_apply_is_never_advised() -> None:
+    doc = out_of_sync_doc()
+    doc["daemon"] = {"pid": 4242, "rounds": 7, "disabled": [], "draining": [], "held_gateways": []}
+    assert doc["mode"] == "daemon" and doc["daemon_running"] is None and doc["in_sync"] is False
+    lines = render_status(doc).splitlines()
+    assert lines[:3] == ["mode: daemon; the daemon runs (pid 4242)", "", lines[2]]
+    assert lines[2].startswith("LINK")
+    assert lines[-1] == "kernel differs from the plan by 4 change(s): the daemon makes them at its next round"
+    assert "wanhooks apply" not in render_status(doc)
+
+
+def test_without_a_daemon_in_daemon_mode_it_says_the_hooks_do_nothing() -> None:
+    text = render_status(out_of_sync_doc(daemon_running=False))
+    lines = text.splitlines()
+    assert lines[0] == (
+        "mode: daemon; daemon not running: hooks do nothing; start it: systemctl start wanhooks"
+    )
+    assert lines[-1] == (
+        "kernel differs from the plan by 4 change(s): the daemon is not running "
+        "(start it: systemctl start wanhooks); or run `wanhooks apply` once"
+    )
+
+
+def test_hooks_only_mode_advises_apply_unless_a_daemon_runs_all_the_same() -> None:
+    text = render_status(out_of_sync_doc("hooks-only", daemon_running=False))
+    assert text.startswith("mode: hooks-only: no daemon, the dispatcher hooks apply each change\n\nLINK")
+    assert text.endswith("kernel differs from the plan by 4 change(s): run `wanhooks apply`")
+    text = render_status(out_of_sync_doc("hooks-only", daemon_running=True))
+    assert text.splitlines()[0].endswith("; a daemon runs all the same and owns the routing")
+    assert "wanhooks apply" not in text
+
+
+def test_a_daemon_that_does_not_answer_is_said_and_what_the_view_lacks_too() -> None:
+    from wanhooks.cli import DAEMON_ONLY
+
+    blind = {"what": DAEMON_ONLY, "why": "the daemon did not answer: timed out"}
+    doc = out_of_sync_doc(daemon_running=True, cannot_see=blind)  # root: its lock is held
+    lines = render_status(doc).splitlines()
+    assert lines[0] == "mode: daemon; the daemon runs"
+    assert lines[1] == (
+        "this view cannot see health verdicts, held gateways, the admin's overrides (disable, drain), "
+        "traffic shares: the daemon did not answer: timed out"
+    )
+    assert lines[2] == "" and lines[3].startswith("LINK")
+    assert "wanhooks apply" not in "\n".join(lines)
+    # not root, and the daemon's socket out of reach: whether one runs cannot be told
+    blind = {"what": DAEMON_ONLY, "why": "not root, and cannot reach the daemon's socket: permission denied"}
+    text = render_status(out_of_sync_doc(daemon_running=None, cannot_see=blind))
+    assert text.startswith(
+        "mode: daemon; whether the daemon runs cannot be seen from here\nthis view cannot see"
+    )
+    assert "wanhooks apply" not in text.replace("root's `wanhooks status`", "")
+    assert "a daemon, if one runs, makes them" in text
+
+
+def test_an_older_daemons_document_has_no_mode_line() -> None:
+    doc = out_of_sync_doc()
+    del doc["mode"], doc["daemon_running"], doc["cannot_see"]
+    doc["daemon"] = {"pid": 1, "rounds": 1, "disabled": [], "draining": [], "held_gateways": []}
+    assert render_status(doc).splitlines()[0].startswith("LINK")

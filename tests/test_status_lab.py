@@ -166,6 +166,9 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
     # --- the document ------------------------------------------------------------------
     f.eq("schema", 2)
     f.eq("config", str(router.config))
+    f.eq("mode", "daemon")
+    f.eq("daemon_running", True)
+    f.eq("cannot_see", None)  # the daemon's own view: nothing missing
     f.eq("balance_mode", "per-connection")
     f.eq("group_kind", kernel["kinds"][4])
     f.eq("group_kind", "resilient")
@@ -348,7 +351,8 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
 
     # the same, for people: the faults read at a glance
     text = router.wanhooks("status").stdout
-    header = text.splitlines()[0].split()
+    assert text.splitlines()[:2] == [f"mode: daemon; the daemon runs (pid {pid})", ""], text
+    header = text.splitlines()[2].split()
     assert header[:5] == ["LINK", "STATE", "WEIGHT", "CARRIED", "(last"] and header[6] == "HEALTH", text
     assert re.search(r"^w2\s+active\s+3 \(75%\)\s+7\d% up \d+\.\d down 0\.\d Mbit/s ", text, re.M), text
     assert re.search(r"^w3\s+failed\s+1 \(0%\)\s+0% up 0\.0 down 0\.0 Mbit/s\s+v4 down", text, re.M), text

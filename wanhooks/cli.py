@@ -1,7 +1,12 @@
 """The `wanhooks` command: argument parsing and output only; the work is elsewhere.
 
 Exit codes: 0 done, 1 the kernel or the environment refused (not root,
-a route the kernel rejected), 2 bad input (config, usage).
+a route the kernel rejected, a daemon that owns the routing), 2 bad input
+(config, usage).
+
+The parser is the one source of what the command takes and says: `--help`,
+wanhooks(8) and the shell completions (`python -m wanhooks.manual`) all come
+from build_parser().
 """
 
 from __future__ import annotations
@@ -9,25 +14,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
 
+from . import __version__, control, nft
 from . import constants as c
-from . import control, nft
-from .config import ConfigError, load_config, to_yaml
-from .control import daemon_running
+from .config import ConfigError, load_config, to_yaml, unknown_link
 from .engine import converge
 from .kernel import Kernel
-from .lock import RunDirError, daemon_present, run_lock, trusted_run_dir
+from .lock import RunDirError, daemon_pid, daemon_present, run_lock, trusted_run_dir
 from .model import Config, Observed, Owned
+from .names import ifname_problem, shown
 from .plan import plan, resolve_group_kind
 from .reconcile import Report, cleanup, diff
 from .render import desired_lines, op_text
-from .status import render_status, status_json, status_text
+from .status import render_status, status_json
 
 CAP_NET_ADMIN = 12
+
+
+def version() -> str:
+    """The installed distribution's version; this checkout's own when it is not installed."""
+    try:
+        return metadata.version("wanhooks")
+    except metadata.PackageNotFoundError:
+        return __version__
 
 
 def _has_net_admin() -> bool:
@@ -85,20 +99,36 @@ def _print_report(report: Report, names: dict[int, str], quiet_if_nothing: bool 
         print("nothing to change")
 
 
+def _daemon_owns_the_routing(command: str, args: argparse.Namespace) -> bool:
+    """True (and why, on stderr) when a daemon runs and --force was not given: a one-shot round
+    beside it would know none of its health verdicts, held gateways or the admin's overrides,
+    and would undo them (a daemon that does not answer, or is stopped, still counts)."""
+    run_dir = _run_dir(args)
+    if args.force or not daemon_present(run_dir):
+        return False
+    pid = daemon_pid(run_dir)
+    who = f"pid {pid}" if pid is not None else f"its lock is held in {run_dir}"
+    if command == "cleanup":
+        then = "it would build it again at its next round: stop it first (`systemctl stop wanhooks`)"
+    else:
+        then = (
+            "it follows every change itself; to load an edited config: `wanhooks reload` or "
+            "`systemctl reload wanhooks`"
+        )
+    print(
+        f"wanhooks {command}: a wanhooks daemon runs ({who}) and owns the routing: {then}; "
+        f"--force to {command} anyway",
+        file=sys.stderr,
+    )
+    return True
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     _need_admin("apply")
     trusted_run_dir(_run_dir(args))
-    if daemon_present(_run_dir(args)):
-        # A round of our own would know none of the daemon's health verdicts, held
-        # gateways or NetworkManager's view, and would undo them: ask the daemon instead.
-        try:
-            control.request(_run_dir(args), {"op": "notify", "source": "manual", "action": "changed"})
-        except control.ControlError as err:
-            print(f"wanhooks apply: a daemon runs on {_run_dir(args)} but {err}", file=sys.stderr)
-            return 1
-        print("a wanhooks daemon runs: it was asked for a round (its log says what changed)")
-        return 0
+    if _daemon_owns_the_routing("apply", args):
+        return 1
     with run_lock(_run_dir(args)):
         result = converge(config, _kernel(), _run_dir(args))
     for note in result.desired.notes:
@@ -152,13 +182,37 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
 
+# What only the daemon knows, so what a view from the kernel alone lacks while one runs.
+DAEMON_ONLY = ["health verdicts", "held gateways", "the admin's overrides (disable, drain)", "traffic shares"]
+
+
+def _daemon_status(run_dir: str) -> tuple[dict[str, Any] | None, bool | None, str]:
+    """The daemon's status document; or None, whether a daemon runs (None: this user cannot
+    tell) and why it gave no document.  Anyone may ask: the socket serves `status` to all."""
+    try:
+        if not control.request(run_dir, {"op": "ping"}, timeout=1.0).get("ok"):
+            # it answered, so it runs; an older daemon refuses users who are not root
+            return None, True, "the daemon refused to answer this user"
+        answer = control.request(run_dir, {"op": "status"})
+    except control.ControlError as err:
+        if os.geteuid() == 0:  # its lifelong lock says whether one runs, answering or not
+            return None, daemon_present(run_dir), str(err)
+        return None, False if err.absent else None, f"not root, and {err}"
+    doc = answer.get("status")
+    if answer.get("ok") and isinstance(doc, dict):
+        return doc, True, ""
+    return None, True, f"the daemon refused: {shown(str(answer.get('error')))}"
+
+
 def _status_once(args: argparse.Namespace) -> str:
     run_dir = _run_dir(args)
-    if daemon_running(run_dir):  # the daemon knows more: held gateways, the admin's overrides
-        answer = control.request(run_dir, {"op": "status"})
-        doc = answer.get("status")
-        if answer.get("ok") and isinstance(doc, dict):
-            return json.dumps(doc, indent=2) if args.json else render_status(doc)
+    doc, running, why = _daemon_status(run_dir)
+    if doc is not None:  # the daemon knows more: health, held gateways, the admin's overrides
+        doc["daemon_running"] = True
+        doc.setdefault("cannot_see", None)
+        return json.dumps(doc, indent=2) if args.json else render_status(doc)
+    # A daemon that runs (or may) without answering holds what the kernel cannot show.
+    blind = {"what": DAEMON_ONLY, "why": why} if running is not False else None
     config = load_config(_config_path(args))
     from .kernel.linux import LinuxKernel
 
@@ -171,9 +225,10 @@ def _status_once(args: argparse.Namespace) -> str:
         kernel.close()
     kind, _note = resolve_group_kind(config, observed)
     pending = diff(desired, owned)
-    if args.json:
-        return json.dumps(status_json(config, observed, desired, owned, kind, pending), indent=2)
-    return status_text(config, observed, desired, owned, kind, pending)
+    doc = status_json(
+        config, observed, desired, owned, kind, pending, daemon_running=running, cannot_see=blind
+    )
+    return json.dumps(doc, indent=2) if args.json else render_status(doc)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -191,70 +246,65 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    """Forward a hook's event to the daemon; with none running, start a one-shot apply and return."""
-    run_dir = _run_dir(args)
-    message = {"op": "notify", "source": args.source, "iface": args.iface or "", "action": args.action}
-    try:
-        answer = control.request(run_dir, message, timeout=2.0)
-    except control.ControlError as err:
-        if daemon_present(run_dir):
-            # busy, not gone: it follows the kernel itself, and a one-shot apply beside it
-            # would undo what only it knows (health, held gateways, the admin's overrides)
-            print(f"wanhooks notify: the daemon did not answer ({err}); not applying", file=sys.stderr)
-            return 0
-        _spawn_apply(args)
-        return 0
-    if not answer.get("ok"):
-        print(f"wanhooks notify: refused: {answer.get('error')}", file=sys.stderr)
-        return 2
-    return 0
+    """Forward a hook's event to the daemon; with none running, what the config's mode says
+    (notify.py): nothing (daemon), or a detached one-shot apply (hooks-only)."""
+    from .notify import notify
+
+    return notify(_config_path(args), _run_dir(args), args.source, args.action, args.iface)
 
 
-# What a child of wanhooks runs with: nothing of the caller's environment or directory.
-CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .service_client import reload_daemon  # the unit's ExecReload= runs this command
 
-
-def _spawn_apply(args: argparse.Namespace) -> None:
-    """A detached `wanhooks apply`: the hook returns at once; applies serialize on the run lock.
-
-    `-I` (isolated): neither the working directory nor PYTHON* variables reach sys.path --
-    `python -m` would put the caller's directory first, and a `wanhooks.py` planted there
-    would run as root.  The child starts in / with a clean environment all the same."""
-    config, run_dir = os.path.abspath(_config_path(args)), os.path.abspath(_run_dir(args))
-    argv = [sys.executable, "-I", "-m", "wanhooks", "-c", config, "--run-dir", run_dir, "apply"]
-    with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
-        subprocess.Popen(
-            argv, stdin=null_in, stdout=null_out, stderr=null_out, start_new_session=True,
-            cwd="/", env=CHILD_ENV,
-        )  # fmt: skip
+    return reload_daemon(_run_dir(args))
 
 
 def cmd_link(args: argparse.Namespace) -> int:
+    problem = ifname_problem(args.name)
+    if problem:
+        print(f"wanhooks link: {problem}", file=sys.stderr)
+        return 2
+    if args.action != "enable":  # enable may clear an override of a link no longer configured
+        problem = unknown_link(load_config(_config_path(args)), args.name)
+        if problem:
+            print(f"wanhooks link {args.action}: {problem}", file=sys.stderr)
+            return 2
     try:
         answer = control.request(_run_dir(args), {"op": "link", "action": args.action, "name": args.name})
     except control.ControlError as err:
         print(f"wanhooks link: {err} (link control needs `wanhooks run`)", file=sys.stderr)
         return 1
     if not answer.get("ok"):
-        print(f"wanhooks link: {answer.get('error')}", file=sys.stderr)
-        return 2
+        error = shown(str(answer.get("error")), 200)
+        print(f"wanhooks link: {error}", file=sys.stderr)
+        return 1 if error.endswith("needs root") or error.endswith("root only") else 2
     print(f"{args.name}: {args.action}d" if args.action != "drain" else f"{args.name}: draining")
     return 0
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from . import install
+    from . import command, install
 
+    if command.LAUNCHER:
+        print("wanhooks install: this wanhooks came with its Debian package, which placed the unit and "
+              "the hooks itself (a drop-in is where changes go: systemctl edit wanhooks)", file=sys.stderr)
+        return 1
+    mode = getattr(args, "mode", "daemon")
     try:
-        written = install.install(
-            args.root, os.path.abspath(_config_path(args)), os.path.abspath(_run_dir(args))
+        outcome = install.install(
+            args.root, os.path.abspath(_config_path(args)), os.path.abspath(_run_dir(args)), mode=mode
         )
     except install.InstallError as err:
         print(f"wanhooks install: {err}", file=sys.stderr)
         return 1
-    for path in written:
+    for path in outcome.written:
         print(f"+ {path}")
-    if args.root == "/":
+    for path in outcome.kept:
+        print(f"kept {path}: it was edited; the new version is {path}{install.NEW_SUFFIX} (put your "
+              "changes in a drop-in instead: systemctl edit wanhooks)")
+    for note in outcome.notes:
+        print(f"note: {note}")
+    if args.root == "/" and mode == "daemon":
         print("next: systemctl daemon-reload && systemctl enable --now wanhooks")
     return 0
 
@@ -262,8 +312,11 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_uninstall(args: argparse.Namespace) -> int:
     from . import install
 
-    for path in install.uninstall(args.root):
+    outcome = install.uninstall(args.root)
+    for path in outcome.written:
         print(f"- {path}")
+    for note in outcome.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -295,6 +348,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     _need_admin("cleanup")
+    if _daemon_owns_the_routing("cleanup", args):
+        return 1
     kernel = _kernel()
     names = _names(kernel.observe())
     with run_lock(_run_dir(args)):
@@ -303,30 +358,210 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wanhooks",
-        description="Use every WAN link at once: a weighted multipath default route "
-        "and per-link policy routing.",
-    )
-    parser.add_argument(
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """-c and --run-dir, taken before the command and after it alike: the subcommands' copies
+    default to SUPPRESS, so a value given before the command stands unless one follows it."""
+    group = parser.add_argument_group("global options")
+    group.add_argument(
         "-c",
         "--config",
+        metavar="FILE",
+        default=default,
         help=f"config file (YAML or generic-balancer.sh columns); default "
         f"$WANHOOKS_CONFIG or {c.DEFAULT_CONFIG}",
     )
-    parser.add_argument(
-        "--run-dir", help=f"state directory (saved sysctls); default $WANHOOKS_RUN_DIR or {c.DEFAULT_RUN_DIR}"
+    group.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        default=default,
+        help=f"state directory (control socket, locks, saved sysctls, overrides); default "
+        f"$WANHOOKS_RUN_DIR or {c.DEFAULT_RUN_DIR}",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("apply", help="make the kernel match the config now, print what changed").set_defaults(
-        func=cmd_apply
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: its description keeps its line breaks, and it takes the global
+    options too (wanhooks apply -c FILE)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+        _global_options(self, argparse.SUPPRESS)
+
+
+def _exit_status(codes: Sequence[tuple[int, str]]) -> str:
+    """An epilog listing exit codes; wanhooks.manual reads it back for wanhooks(8)."""
+    return "exit status:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in codes)
+
+
+OK = (0, "done")
+REFUSED = (1, "the kernel or the environment refused (not root, a change the kernel rejected)")
+BAD_CONFIG = (2, "bad input: the config (file:line: key: why) or the arguments")
+
+# Each command: what it does (its --help and wanhooks(8) say it), and its exit codes.
+COMMANDS: dict[str, tuple[str, tuple[tuple[int, str], ...]]] = {
+    "apply": (
+        """\
+Snapshot the kernel, plan, and make the kernel match the config now; print
+what changed (+ added, ~ replaced, - removed). Needs CAP_NET_ADMIN. Rounds
+take turns on the run directory's lock.
+
+While a wanhooks daemon runs it owns the routing and follows every change
+itself; a one-shot apply would undo what only it knows (health verdicts,
+held gateways, the admin's overrides). So apply refuses then, stopped or
+busy daemon alike, unless --force: to load an edited config, use `wanhooks
+reload` or `systemctl reload wanhooks`.""",
+        (
+            (0, "the kernel matches the plan"),
+            (1, "not root; a daemon runs (without --force); the kernel or nft refused a change"),
+            BAD_CONFIG,
+        ),
+    ),
+    "plan": (
+        """\
+Print the routing wanhooks wants as ip commands, and its nftables table,
+with a comment for each link family that is not balanced and why. Changes
+nothing; needs no root.""",
+        ((0, "printed"), (1, "the kernel could not be read"), BAD_CONFIG),
+    ),
+    "status": (
+        """\
+A row per link: its state (active, probing, recovering, failed, standby,
+disabled, draining, pending, excluded), weight and the share it asks for,
+the share of the last minute's traffic it carried, health (RTT, loss),
+gateways, since when, and why it is not balanced; then the default route,
+NAT and pins. The first line names the mode (config key mode:) and whether
+the daemon runs.
+
+From the daemon when one answers -- any user may ask it -- else from the
+kernel alone, which cannot show health verdicts, held gateways or the
+admin's overrides: the view then says what it cannot see.""",
+        ((0, "shown"), (1, "the kernel could not be read"), (2, "a bad config, or --watch with --json")),
+    ),
+    "run": (
+        """\
+The daemon: follow every link change as it happens (rtnetlink, NetworkManager
+over D-Bus, the dispatcher hooks through the control socket), probe the
+links' health, and keep the kernel matching the plan. The control socket in
+the run directory serves `status` to anyone and every other request to root.
+SIGHUP re-reads the config (a bad one is refused and the running one kept);
+SIGTERM leaves the routing in place.""",
+        (
+            (0, "stopped by SIGTERM or SIGINT"),
+            (1, "not root; another daemon runs on the run directory; the run directory is refused"),
+            BAD_CONFIG,
+        ),
+    ),
+    "reload": (
+        """\
+Have the running daemon re-read its config, and wait for its answer: it
+replies once the first round with the new config has run. A config it
+refuses changes nothing -- the running one stays -- and the error names
+the file, line and key. The unit's ExecReload= (systemctl reload wanhooks)
+runs this command. Needs root.""",
+        (
+            (0, "reloaded"),
+            (1, "no daemon answered, or it did not reload (not root; an older daemon)"),
+            (2, "the daemon refused the new config; the running one stays"),
+        ),
+    ),
+    "notify": (
+        """\
+Tell the daemon a link changed: what the dispatcher hooks run. Without a
+daemon, what the config's mode says: nothing (daemon), or a detached
+one-shot apply (hooks-only). Returns at once.""",
+        ((0, "told, or nothing to tell"), (2, "the daemon refused the event (a bad name or action)")),
+    ),
+    "link": (
+        """\
+Take a link out of balancing at run time, or put it back. The daemon keeps
+the override until `enable` (not across a reboot: it lives in the run
+directory). Both keep the link's table and source rule, so connections
+already using its address carry on.
+
+  disable  out of the balance group
+  drain    no new connections; its own finish on it
+  enable   back in (also clears an override of a link no longer configured)
+
+disable and drain need a NAME the config manages: an exact entry, or a
+name one of its globs matches.""",
+        (
+            OK,
+            (1, "no daemon runs (link control needs `wanhooks run`), or not root"),
+            (2, "a NAME the config does not manage, a bad config, or refused by the daemon"),
+        ),
+    ),
+    "install": (
+        """\
+Place the systemd unit, the NetworkManager and networkd dispatcher hooks,
+the networkd drop-in and, when none exists, a starting config (under
+--root). The hooks name the interpreter, config and run directory they
+were installed with.""",
+        (OK, (1, "a file could not be placed")),
+    ),
+    "uninstall": (
+        "Remove what install placed (under --root); the config stays.",
+        (OK,),
+    ),
+    "check": (
+        "Read and check the config; print a one-line summary of it.",
+        ((0, "the config is valid"), BAD_CONFIG),
+    ),
+    "health-table": (
+        "Print the health state machine's transition table: each state, event and outcome.",
+        (OK,),
+    ),
+    "convert": (
+        """\
+Print a generic-balancer.sh column file (or any config) as wanhooks' YAML.
+A column file balances per destination, as the 2011 script did; the output
+says so above its balance: line.""",
+        ((0, "printed"), (2, "FILE cannot be read or is not a valid config")),
+    ),
+    "cleanup": (
+        """\
+Remove everything wanhooks added -- routes, rules and nexthops carrying its
+protocol (87), its nftables table (inet wanhooks) -- and put back the sysctls
+it changed that still hold its values. Needs no config; needs CAP_NET_ADMIN.
+While a daemon runs it refuses unless --force: the daemon would build the
+routing again at its next round (stop it first: systemctl stop wanhooks).""",
+        (
+            (0, "removed"),
+            (1, "not root; a daemon runs (without --force); the kernel refused a removal"),
+        ),
+    ),
+}
+
+TOP_EPILOG = f"""\
+The global options may come before or after the command: `wanhooks -c FILE
+apply` and `wanhooks apply -c FILE` alike (after it wins).
+
+{_exit_status((OK, REFUSED, (2, "bad input: the config, or the arguments (usage)")))}
+
+Each command's --help says more; see also wanhooks(8), wanhooks.yaml(5)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wanhooks",
+        description="Use every WAN link at once: a weighted multipath default route and per-link\n"
+        "policy routing, recomputed whenever a link comes up, goes down or changes its\ngateway.",
+        epilog=TOP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"wanhooks {version()}")
+    _global_options(parser, None)
+    sub = parser.add_subparsers(
+        title="commands", dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
+    apply = sub.add_parser("apply", help="make the kernel match the config now, print what changed")
+    apply.add_argument("--force", action="store_true", help="apply even while a daemon runs")
+    apply.set_defaults(func=cmd_apply)
     sub.add_parser(
         "plan", help="print the routing wanhooks wants, as ip commands; change nothing"
     ).set_defaults(func=cmd_plan)
     status = sub.add_parser("status", help="links, why each is or is not balanced, the multipath route")
-    status.add_argument("--json", action="store_true", help="machine-readable (schema in README)")
+    status.add_argument("--json", action="store_true", help="machine-readable (schema 2, in README)")
     status.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between redraws (--watch)")
     status.set_defaults(func=cmd_status)
@@ -343,8 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), default="text", help="json: one object per line"
     )
     run.set_defaults(func=cmd_run)
+    sub.add_parser(
+        "reload", help="have the running daemon re-read its config, and wait for its answer"
+    ).set_defaults(func=cmd_reload)
     notify = sub.add_parser(
-        "notify", help="tell the daemon a link changed (for hooks); apply once if none runs"
+        "notify",
+        help="tell the daemon a link changed (for hooks); with none running, nothing (mode daemon) "
+        "or one apply (mode hooks-only)",
     )
     notify.add_argument("iface", nargs="?", help="the interface the event is about")
     notify.add_argument(
@@ -355,13 +595,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notify.set_defaults(func=cmd_notify)
     link = sub.add_parser("link", help="take a link out of balancing, or put it back (daemon only)")
-    link.add_argument("action", choices=("disable", "drain", "enable"))
-    link.add_argument("name")
+    link.add_argument("action", choices=("disable", "drain", "enable"), help="what to do with the link")
+    link.add_argument("name", metavar="NAME", help="the link's interface name")
     link.set_defaults(func=cmd_link)
     inst = sub.add_parser(
         "install", help="place the systemd unit, the dispatcher hooks and a starting config"
     )
     inst.add_argument("--root", default="/", help="install under this directory instead of /")
+    inst.add_argument(
+        "--mode", choices=("daemon", "hooks-only"), default="daemon",
+        help="daemon: the unit follows every change, the hooks only nudge it (default); "
+        "hooks-only: no unit, the dispatcher hooks apply by themselves",
+    )  # fmt: skip
     inst.set_defaults(func=cmd_install)
     uninst = sub.add_parser("uninstall", help="remove what install placed (the config stays)")
     uninst.add_argument("--root", default="/", help="the directory install used")
@@ -371,11 +616,16 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_health_table
     )
     convert = sub.add_parser("convert", help="print a generic-balancer.sh column file as YAML")
-    convert.add_argument("file")
+    convert.add_argument("file", metavar="FILE", help="the column file (or any config) to print")
     convert.set_defaults(func=cmd_convert)
-    sub.add_parser(
+    clean = sub.add_parser(
         "cleanup", help="remove everything wanhooks added and restore the sysctls it changed"
-    ).set_defaults(func=cmd_cleanup)
+    )
+    clean.add_argument("--force", action="store_true", help="clean up even while a daemon runs")
+    clean.set_defaults(func=cmd_cleanup)
+    for name, command in sub.choices.items():
+        description, codes = COMMANDS[name]  # every command has both (tests/test_cli.py)
+        command.description, command.epilog = description, _exit_status(codes)
     return parser
 
 

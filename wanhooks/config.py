@@ -17,6 +17,8 @@ YAML, the native format (/etc/wanhooks/wanhooks.yaml)::
           silent_targets: 1
     balance: per-connection      # per-connection | per-destination | per-client
     group: auto                  # auto | resilient | hash-threshold | legacy
+    mode: daemon                 # daemon: `wanhooks run` follows the links, the hooks nudge it;
+                                 # hooks-only: no resident daemon, each hook applies by itself
     metered_tier: 2              # 0..5: the tier of a link NetworkManager calls metered
                                  # and whose entry sets none; 0 ignores the metered flag
     require_full_connectivity: true  # a captive portal or limited connectivity keeps a link out
@@ -57,10 +59,12 @@ whitespace-separated column per link.  It is read as text, never run::
     TIERS=" 1 -"                  # optional: as YAML's tier
     TESTIPS="198.51.100.7"        # optional: ping watchdog targets
     WATCHDOG="yes"                # optional: yes/no, 1/0, true/false, on/off
-    BALANCE="per-destination"     # optional: as YAML's balance
+    BALANCE="per-connection"      # optional: as YAML's balance (default: per-destination)
 
-TESTIPS and WATCHDOG become the top-level health section: the targets, with
-enabled: false when WATCHDOG is off.
+Without BALANCE a column file balances per destination, as the 2011 script did
+(its multipath route kept each destination on one link).  TESTIPS and WATCHDOG
+become the top-level health section: the targets, with enabled: false when
+WATCHDOG is off.
 
 A file with a WANIFACE assignment is a column file (and then every other
 non-comment line must be an assignment too); anything else is read as YAML.
@@ -94,11 +98,12 @@ from wanhooks.model import (
     IPNetwork,
     LinkConfig,
     Pin,
+    RunMode,
     SeedWatchdog,
 )
 from wanhooks.names import ifname_problem
 
-__all__ = ["ConfigError", "load_config", "parse_config", "to_yaml"]
+__all__ = ["ConfigError", "load_config", "parse_config", "to_yaml", "unknown_link"]
 
 # A config is a few hundred bytes; the bound keeps a wrong path (a disk image,
 # /dev/zero) from being read into memory and through the pure-Python parser.
@@ -127,6 +132,7 @@ TOP_KEYS = (
     "pins",
     "nat66",
     "metrics",
+    "mode",
 )
 PIN_KEYS = ("to", "from", "proto", "port", "link", "tier", "when_down")
 PIN_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
@@ -183,6 +189,16 @@ SWITCH_WORDS = {
     "false": False,
     "off": False,
     "0": False,
+}
+
+# A column file without BALANCE balances as generic-balancer.sh did: per destination.
+SEED_BALANCE = BalanceMode.PER_DESTINATION
+# What `convert` says above the balance line, so the choice is the reader's.
+BALANCE_NOTES = {
+    BalanceMode.PER_DESTINATION: (
+        "# per-destination: one site stays on one link, as the 2011 script balanced (its multipath\n"
+        "# route kept each destination on one link); per-connection spreads the load better."
+    ),
 }
 
 FORMAT_HINT = "expected a YAML config or a generic-balancer.sh column file (WANIFACE=...)"
@@ -297,11 +313,14 @@ def to_yaml(config: Config) -> str:
     ]
     for link in config.links:
         lines += _link_yaml(link)
+    if config.balance in BALANCE_NOTES:
+        lines.append(BALANCE_NOTES[config.balance])
     lines.append(f"balance: {config.balance.value}")
     lines.append(f"group: {config.group.value}")
     lines.append(f"gateway_hold: {_number(config.gateway_hold)}")
     # The newer settings only when they differ from the default, to keep converted files short.
     newer = {
+        "mode": config.mode.value,
         "metered_tier": str(config.metered_tier),
         "require_full_connectivity": _yaml_boolean(config.require_full_connectivity),
         "hooks_dir": _yaml_scalar(config.hooks_dir),
@@ -331,6 +350,17 @@ def to_yaml(config: Config) -> str:
         # reads back as the health section the seed's settings mean.
         lines += _watchdog_yaml(config.seed_watchdog)
     return "\n".join(lines) + "\n"
+
+
+def unknown_link(config: Config, name: str) -> str | None:
+    """Why `link disable|drain NAME` names no link the config manages (an exact entry, or a
+    name a glob matches, as plan.match_entry decides), or None when one does."""
+    from wanhooks.plan import match_entry  # the planner's own matching; imported only when asked
+
+    if match_entry(config, name) is not None:
+        return None
+    known = ", ".join(_escape(entry.interface) for entry in config.links)
+    return f"{_show(name)} is none of the links {_escape(config.path)} manages ({known})"
 
 
 # --------------------------------------------------------------------------
@@ -581,7 +611,7 @@ def _check_inside(gateway: IPAddress, network: IPNetwork | None, where: _Where) 
         raise where.error(f"gateway {gateway} is not inside network {network}")
 
 
-_Choice = TypeVar("_Choice", BalanceMode, GroupKind)
+_Choice = TypeVar("_Choice", BalanceMode, GroupKind, RunMode)
 
 
 def _parse_choice(text: str, kind: type[_Choice], where: _Where, what: str) -> _Choice:
@@ -712,6 +742,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
     links: tuple[LinkConfig, ...] | None = None
     balance = BalanceMode.PER_CONNECTION
     group = GroupKind.AUTO
+    mode = Config.mode
     watchdog: SeedWatchdog | None = None
     health: HealthConfig | None = None
     gateway_hold = Config.gateway_hold
@@ -744,6 +775,8 @@ def _config_from_yaml(text: str, path: str) -> Config:
             balance = _parse_choice(_yaml_string(value, where, name), BalanceMode, where, name)
         elif name == "group":
             group = _parse_choice(_yaml_string(value, where, name), GroupKind, where, name)
+        elif name == "mode":
+            mode = _parse_choice(_yaml_string(value, where, name), RunMode, where, name)
         elif name == "gateway_hold":
             gateway_hold = _yaml_seconds(value, where, GATEWAY_HOLD_MAX)
         elif name == "health":
@@ -798,6 +831,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
         nat66=flags["nat66"],
         pins=pins,
         metrics=metrics_listen,
+        mode=mode,
     )
 
 
@@ -1403,7 +1437,7 @@ def _config_from_seed(text: str, path: str) -> Config:
     links = tuple(
         _finish_link(_seed_link(index, wan_columns, columns, path), seen) for index in range(len(interfaces))
     )
-    balance = BalanceMode.PER_CONNECTION
+    balance = SEED_BALANCE  # the 2011 script's: its multipath route kept each destination on one link
     if "BALANCE" in found:
         assignment = found["BALANCE"]
         where = _Where(path, assignment.line, "BALANCE")

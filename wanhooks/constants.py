@@ -189,3 +189,17 @@ TRAFFIC_SAMPLE_S = 5.0
 # rtnetlink event tells of it, and a round only comes with one).
 FIREWALL_TRUST_S = 10.0
 FIREWALL_VERIFY_S = 10.0
+
+# --- systemd (Type=notify) ------------------------------------------------------
+# READY=1 goes out once a round has made the kernel match the plan.  If none has within
+# this long (the kernel keeps refusing, a lock is held, nft hangs), it goes out anyway
+# with a STATUS= naming what failed: a daemon that keeps retrying, answers the control
+# socket and follows the links beats none -- and systemd's start timeout (90 s) would
+# kill it and restart from scratch, which retries no better.  20 s: a start-up round is
+# 2-200 ms, one whose nft hangs fails after 10 s; this is beyond both, well within 90 s.
+READY_DEADLINE_S = 20.0
+# A reload (control op or SIGHUP) answers after the first round with the new config has
+# run, waiting at most this long for it (a round blocked on the run lock must not hold
+# `systemctl reload` up); the client waits RELOAD_CLIENT_TIMEOUT_S for the answer.
+RELOAD_ROUND_WAIT_S = 10.0
+RELOAD_CLIENT_TIMEOUT_S = 30.0

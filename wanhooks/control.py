@@ -1,10 +1,13 @@
 """The daemon's control socket: hooks notify through it, `status` and `link` ask through it.
 
 Protocol, version 1: a client connects to <run_dir>/control (a Unix stream
-socket, mode 0600, in a 0700 directory), sends ONE JSON object on one line
-(at most 64 KiB), and reads ONE JSON object on one line back; then the
-connection closes.  Only root (peer uid 0, checked with SO_PEERCRED) is
-served.  Requests:
+socket, mode 0666, in a root-owned 0755 directory), sends ONE JSON object on
+one line (at most 64 KiB), and reads ONE JSON object on one line back; then
+the connection closes.  Anyone may connect: a peer that is not root (peer uid
+checked with SO_PEERCRED) is served the read-only ops alone, `ping` and
+`status` (the latter at most once a second, and at most a few such peers at
+once); any other op from it gets {"ok": false, "error": "<op> needs root"}.
+Requests:
 
     {"v": 1, "op": "ping"}
         -> {"ok": true, "pid": 1234}
@@ -14,6 +17,11 @@ served.  Requests:
         -> {"ok": true, "status": {...}}      (the `status --json` document)
     {"v": 1, "op": "link", "action": "disable" | "drain" | "enable", "name": "eth1"}
         -> {"ok": true}
+    {"v": 1, "op": "reload"}
+        -> {"ok": true, "config": "/etc/wanhooks/wanhooks.yaml", "links": 3}
+           once the config is re-read and a round with it has run (at most 10 s);
+           a bad config: {"ok": false, "refused": true, "error": "file:line: key: message"},
+           and the running config stays (`wanhooks reload`, the unit's ExecReload=)
 
 Anything else gets {"ok": false, "error": "..."}.
 """
@@ -27,6 +35,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +43,10 @@ from .lock import trusted_run_dir
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST = 64 * 1024
+READ_ONLY_OPS = ("ping", "status")  # what a peer that is not root may ask
+MAX_UNPRIVILEGED = 8  # connections of peers that are not root served at once; more are turned away
+UNPRIVILEGED_STATUS_S = 1.0  # they share one status answer this old at most: the worker builds it
+REFUSALS_LOGGED_EVERY_S = 60.0  # a refused peer that is not root: one log line a minute, counted
 SOCKET_NAME = "control"
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -43,7 +56,15 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class ControlError(Exception):
-    """The daemon could not be reached or answered with an error."""
+    """The daemon could not be reached or answered with an error.
+
+    absent: nothing listens (no socket, or one no process holds): no daemon runs, as far
+    as the socket can tell -- unlike a daemon that did not answer, or a socket this user
+    may not reach."""
+
+    def __init__(self, message: str, absent: bool = False) -> None:
+        super().__init__(message)
+        self.absent = absent
 
 
 def socket_path(run_dir: str) -> str:
@@ -62,12 +83,18 @@ class ControlServer:
         self._run_dir = run_dir
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
+        self._unprivileged = 0  # their connections being served now
+        self._status_cache: tuple[float, dict[str, Any]] | None = None
+        self._status_lock = asyncio.Lock()
+        self._refusals: dict[int, tuple[float, int]] = {}  # uid -> (last logged, refused since)
 
     async def start(self) -> None:
-        trusted_run_dir(self._run_dir)  # root's and 0700, or refused (lock.py)
+        trusted_run_dir(self._run_dir)  # root's and writable by no one else, or refused (lock.py)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a stale socket of a dead daemon (the caller checked none answers)
-        old_umask = os.umask(0o177)
+        # 0666: anyone may connect (connecting needs write permission); _answer decides what
+        # each peer may ask, by its credentials
+        old_umask = os.umask(0o111)
         try:
             self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_REQUEST + 1)
         finally:
@@ -82,15 +109,43 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            answer = await self._answer(reader, writer)
+            pid, uid, _gid = peer_credentials(writer.get_extra_info("socket"))
+            if uid == 0:
+                answer = await self._answer(reader, pid, uid)
+            elif self._unprivileged >= MAX_UNPRIVILEGED:
+                # each may hold its connection for the read timeout: bounded, or a user could
+                # take every descriptor the daemon has
+                self._refused(uid, pid, "too many connections at once")
+                answer = {"ok": False, "error": "busy: too many requests at once"}
+            else:
+                self._unprivileged += 1
+                try:
+                    answer = await self._answer(reader, pid, uid)
+                finally:
+                    self._unprivileged -= 1
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError):  # ConnectionError; or gone before its credentials
             pass
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    def _refused(self, uid: int, pid: int, why: str) -> None:
+        """Log a refusal.  A peer that is not root may connect as often as it likes: its
+        refusals are logged once a minute per uid, with how many there were, not once each."""
+        if uid == 0:
+            log.warning("control: refused a request from pid %d: %s", pid, why)
+            return
+        now = time.monotonic()
+        last, count = self._refusals.get(uid, (-REFUSALS_LOGGED_EVERY_S, 0))
+        if now - last < REFUSALS_LOGGED_EVERY_S:
+            self._refusals[uid] = (last, count + 1)
+            return
+        more = f" ({count} more refused since the last such line)" if count else ""
+        log.warning("control: refused a request from uid %d (pid %d): %s%s", uid, pid, why, more)
+        self._refusals[uid] = (now, 0)
 
     @staticmethod
     async def _read_line(reader: asyncio.StreamReader) -> tuple[bytes, str]:
@@ -102,23 +157,18 @@ class ControlServer:
         except (asyncio.TimeoutError, asyncio.IncompleteReadError):
             return b"", "expected one JSON object on one line"
 
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict[str, Any]:
-        sock = writer.get_extra_info("socket")
-        pid, uid, _gid = peer_credentials(sock)
+    async def _answer(self, reader: asyncio.StreamReader, pid: int, uid: int) -> dict[str, Any]:
         # The request is read (bounded in size and time) even from a peer about to be
         # refused: answering and closing first would hand its write EPIPE instead of
-        # the reason.  Nothing read from such a peer is looked at.
+        # the reason.
         line, problem = await self._read_line(reader)
-        if uid != 0:
-            log.warning("control: refused a request from uid %d (pid %d): root only", uid, pid)
-            return {"ok": False, "error": "permission denied: root only"}
         if problem:
-            log.warning("control: refused a request from pid %d: %s", pid, problem)
+            self._refused(uid, pid, problem)
             return {"ok": False, "error": problem}
         try:
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deep
-            log.warning("control: refused malformed JSON from pid %d", pid)
+            self._refused(uid, pid, "malformed JSON")
             return {"ok": False, "error": "malformed JSON"}
         if not isinstance(request, dict):
             return {"ok": False, "error": "the request must be a JSON object"}
@@ -127,11 +177,29 @@ class ControlServer:
                 "ok": False,
                 "error": f"unsupported protocol version (this daemon speaks {PROTOCOL_VERSION})",
             }
+        op = request.get("op")
+        if uid != 0 and op not in READ_ONLY_OPS:
+            shown_op = str(op)[:20] if isinstance(op, str) and op.isprintable() else "this request"
+            self._refused(uid, pid, f"{shown_op} needs root")
+            return {"ok": False, "error": f"{shown_op} needs root"}
         try:
+            if uid != 0 and op == "status":
+                return await self._shared_status()
             return await self._handler(request)
         except Exception:  # a bug must not take the daemon down with it
-            log.exception("control: request %r failed", request.get("op"))
+            log.exception("control: request %r failed", str(op)[:40])
             return {"ok": False, "error": "internal error (see the daemon's log)"}
+
+    async def _shared_status(self) -> dict[str, Any]:
+        """A status answer for peers that are not root: built at most once a second, whatever
+        they ask, so no user can keep the daemon's worker building documents."""
+        async with self._status_lock:  # the others wait for the one being built, and share it
+            cached = self._status_cache
+            if cached is not None and time.monotonic() - cached[0] < UNPRIVILEGED_STATUS_S:
+                return cached[1]
+            answer = await self._handler({"v": PROTOCOL_VERSION, "op": "status"})
+            self._status_cache = (time.monotonic(), answer)
+            return answer
 
 
 def request(run_dir: str, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -149,7 +217,9 @@ def request(run_dir: str, message: dict[str, Any], timeout: float = 5.0) -> dict
                     break
                 data += chunk
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise ControlError("no wanhooks daemon is running") from exc
+            raise ControlError("no wanhooks daemon is running", absent=True) from exc
+        except PermissionError as exc:
+            raise ControlError(f"cannot reach the daemon's socket in {run_dir}: permission denied") from exc
         except OSError as exc:
             raise ControlError(f"the daemon did not answer: {exc.strerror or exc}") from exc
     try:

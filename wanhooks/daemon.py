@@ -24,8 +24,14 @@ whatever a round, an `nft` or a metrics scrape is doing.
 The only memory between rounds: gateways held over a DHCP rebind
 (holdover.py), the admin's link overrides, and the last decision (to log
 changes, not repetitions).  SIGTERM leaves routing in place (a restart must
-not drop traffic); SIGHUP re-reads the config and keeps the old one if the
-new one is bad.
+not drop traffic); SIGHUP, or the control op `reload`, re-reads the config and
+keeps the old one if the new one is bad.
+
+Under systemd (Type=notify, sd_notify.py): READY=1 once a round has made the
+kernel match the plan (or after READY_DEADLINE_S anyway, saying what failed),
+a one-line STATUS= whenever a round changes it, WATCHDOG=1 from the event loop
+itself (a stuck loop is restarted), RELOADING=1 ... READY=1 around a reload,
+STOPPING=1 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ from .health import ProbeKey
 from .holdover import Holds, hold_gateways
 from .kernel.linux import LinuxKernel
 from .lock import RunDirError, hold_daemon_lock, run_lock, write_private
-from .log_format import formatter
+from .log_format import about, link_context
+from .log_format import handler as log_handler
 from .model import (
     Config,
     Desired,
@@ -70,8 +77,9 @@ from .names import ifname_problem, shown
 from .passive_watch import PassiveWatcher
 from .plan import connections_to_end, managed_links, plan, probes_wanted, resolve_group_kind
 from .probes import LinkProber
-from .reconcile import cleanup, diff
+from .reconcile import Report, cleanup, diff
 from .render import op_text
+from .sd_notify import Notifier, status_text
 from .sources.networkmanager import NetworkManagerSource
 from .sources.rtnetlink import RtnetlinkSource, who
 from .status import link_state, status_json, why_not
@@ -112,6 +120,7 @@ class Daemon:
         cleanup_on_exit: bool = False,
         debounce_s: float = DEFAULT_DEBOUNCE_S,
         dry_run: bool = False,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config_path = config_path
         self.dry_run = dry_run
@@ -119,7 +128,14 @@ class Daemon:
         self.run_dir = run_dir
         self.cleanup_on_exit = cleanup_on_exit
         self.debounce_s = debounce_s
-        self.config: Config = load_config(config_path)  # a bad config stops us before anything
+        self.config: Config = _daemon_config(load_config(config_path))  # a bad one stops us before anything
+        # systemd's notify socket (a no-op without one): readiness, status, watchdog, reloads
+        self.notifier = notifier if notifier is not None else Notifier(None)
+        self._ready = False  # READY=1 sent
+        self._last_status = ""  # the last STATUS= sent
+        self._sync_problem = "no round has finished yet"  # why the kernel does not match the plan
+        self._round_waiters: list[asyncio.Future[None]] = []  # resolved when the next round is done
+        self._reload_lock = asyncio.Lock()  # one reload at a time: RELOADING=1 ... READY=1 pairs
         # the kernel worker's own: used by that thread alone (see the theory of operation)
         self.kernel = LinuxKernel()
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wanhooks-kernel")
@@ -254,8 +270,8 @@ class Daemon:
 
     async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
         for sig, handler in (
-            (signal.SIGTERM, self._stop.set),
-            (signal.SIGINT, self._stop.set),
+            (signal.SIGTERM, self._stopping),
+            (signal.SIGINT, self._stopping),
             (signal.SIGHUP, self._reload),
         ):
             loop.add_signal_handler(sig, handler)
@@ -276,11 +292,17 @@ class Daemon:
         watcher = asyncio.create_task(self.watcher.run())
         sampler = asyncio.create_task(self._sample_traffic())
         verifier = asyncio.create_task(self._verify_firewall())
+        tasks = [worker, watcher, sampler, verifier, manager]
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+            tasks.append(asyncio.create_task(self._feed_watchdog(interval)))
+        ready_deadline = loop.call_later(c.READY_DEADLINE_S, self._ready_anyway)
         await self._stop.wait()
-        for task in (worker, watcher, sampler, verifier, manager):
+        ready_deadline.cancel()
+        for task in tasks:
             task.cancel()
         # a round in the worker finishes (a half-made round is what kill -9 is for)
-        await asyncio.gather(worker, watcher, sampler, verifier, manager, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._in_worker(lambda: None)  # whatever the worker had in hand is done
         for prober in self.probers.values():
             prober.stop()
@@ -298,6 +320,47 @@ class Daemon:
         self._worker.shutdown()
         self._counters_kernel.close()
         return 0
+
+    def _stopping(self) -> None:
+        if not self._stop.is_set():
+            self.notifier.notify("STOPPING=1", "STATUS=stopping")
+        self._stop.set()
+
+    # --- systemd: readiness, status, watchdog ----------------------------------------
+
+    async def _feed_watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 every interval, sent by the event loop itself: a loop that is stuck (or a
+        process that is stopped) sends none, and systemd restarts the service."""
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def _tell_systemd(self, status: str, in_sync: bool) -> None:
+        """After a round: READY=1 the first time the kernel matches the plan; STATUS= when it
+        changed."""
+        lines = []
+        if in_sync and not self._ready:
+            self._ready = True
+            lines.append("READY=1")
+            log.info("ready: the kernel matches the plan (%s)", status)
+        if status != self._last_status:
+            self._last_status = status
+            lines.append(f"STATUS={status}")
+        if lines:
+            self.notifier.notify(*lines)
+
+    def _ready_anyway(self) -> None:
+        """READY_DEADLINE_S after start-up and still not in sync: ready all the same (the
+        daemon keeps retrying, answers and follows the links), saying what failed."""
+        if self._ready:
+            return
+        log.warning(
+            "not in sync with the plan %g s after start-up: %s; telling systemd the service is up "
+            "anyway, rounds keep retrying", c.READY_DEADLINE_S, self._sync_problem,
+        )  # fmt: skip
+        self._ready = True
+        self._last_status = status_text(f"up, not in sync: {self._sync_problem}; retrying")
+        self.notifier.notify("READY=1", f"STATUS={self._last_status}")
 
     def _cleanup(self) -> Any:
         with run_lock(self.run_dir):
@@ -349,19 +412,51 @@ class Daemon:
                     out.add((names[route.oif], route.family))
         return out
 
-    def _reload(self) -> None:
-        self._spawn(self._reload_config())
+    def _reload(self) -> None:  # SIGHUP
+        async def reload() -> None:
+            await self.reload()
 
-    async def _reload_config(self) -> None:
+        self._spawn(reload())
+
+    async def reload(self) -> dict[str, Any]:
+        """SIGHUP and the control op `reload`: re-read the config, and answer once the first
+        round with it has run (or RELOAD_ROUND_WAIT_S passed).  A bad config is refused and the
+        running one stays.  systemd hears RELOADING=1 before and READY=1 after."""
+        async with self._reload_lock:
+            ready = self._ready  # before READY=1, systemd has no running service to reload
+            if ready:
+                now_usec = time.monotonic_ns() // 1000  # systemd >= 253 wants it with RELOADING=1
+                self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={now_usec}", "STATUS=reloading")
+            try:
+                return await self._reload_config()
+            finally:
+                if ready:
+                    self.notifier.notify("READY=1", f"STATUS={self._last_status}")
+
+    async def _reload_config(self) -> dict[str, Any]:
         try:  # parsing a large config is not the loop's work
-            config = await asyncio.to_thread(load_config, self.config_path)
+            config = _daemon_config(await asyncio.to_thread(load_config, self.config_path))
         except ConfigError as err:
             log.error("reload refused, keeping the running config: %s", err)
-            return
+            self._last_status = status_text(f"reload refused, the running config stays: {err}")
+            return {"ok": False, "error": str(err), "refused": True}
         self.config = config
         self.hooks.directory = config.hooks_dir
         log.info("reloaded %s: %d link entries", config.path, len(config.links))
-        self.post(Resync("config reloaded"))
+        await self._round_done(Resync("config reloaded"), c.RELOAD_ROUND_WAIT_S)
+        return {"ok": True, "config": config.path, "links": len(config.links)}
+
+    async def _round_done(self, event: Event, timeout: float) -> bool:
+        """Post event and wait for the round that takes it in; False when none ended in time."""
+        done = asyncio.get_running_loop().create_future()
+        self._round_waiters.append(done)
+        self.post(event)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except asyncio.TimeoutError:
+            log.warning("no round finished within %g s of %s", timeout, describe(event))
+            return False
+        return True
 
     # --- the one task that changes the kernel ----------------------------------
 
@@ -371,14 +466,25 @@ class Daemon:
             await asyncio.sleep(self.debounce_s)
             self._dirty.clear()
             triggers, self._pending = self._pending, []
+            waiters, self._round_waiters = self._round_waiters, []
             try:
                 await self._round(triggers)
             except (OSError, RunDirError) as exc:  # netlink trouble: log, look again shortly
                 log.error("round failed: %s; retrying", exc)
+                self._round_failed(f"round failed: {exc}")
                 asyncio.get_running_loop().call_later(0.5, self.post, Resync("retry after an error"))
-            except Exception:  # a bug must not end the only task that changes the kernel
+            except Exception as exc:  # a bug must not end the only task that changes the kernel
                 log.exception("round failed; retrying in 2 s")
+                self._round_failed(f"round failed: {type(exc).__name__}")
                 asyncio.get_running_loop().call_later(2.0, self.post, Resync("retry after an error"))
+            finally:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    def _round_failed(self, problem: str) -> None:
+        self._sync_problem = problem
+        self._tell_systemd(status_text(f"{problem}; retrying"), in_sync=False)
 
     def _dry_round(self, triggers: list[Event]) -> None:
         """--dry-run: everything a round decides, logged as what it would do; nothing written
@@ -418,9 +524,11 @@ class Daemon:
         observed = replace(observed, manager=self.manager)
         self._sync_probers(observed)
         managed = {link.index for link, _entry in managed_links(self.config, observed)}
+        before = self.holds
         adjusted, self.holds = hold_gateways(
             observed, self.holds, managed, time.monotonic(), self.config.gateway_hold
         )
+        _log_gateways(observed, before, self.holds, self.config.gateway_hold)
         return adjusted
 
     # --- health probes ------------------------------------------------------------
@@ -440,17 +548,22 @@ class Daemon:
             prober = LinkProber(key, self._health_changed, trusted=trusted, clock=time.monotonic)
             try:
                 # held: the round that planned it (in the worker) is still writing the link's
-                # table and rule; released when that round is done
-                prober.start(loop, held=True)
+                # table and rule; released when that round is done.  Its task logs as the link's.
+                with link_context(key.link, key.family):
+                    prober.start(loop, held=True)
                 self._held_probers.append(prober)
             except OSError as exc:
-                log.warning("health: cannot probe %s IPv%d: %s", key.link, key.family, exc.strerror or exc)
+                log.warning(
+                    "health: cannot probe %s IPv%d: %s", key.link, key.family, exc.strerror or exc,
+                    extra=about(key.link, key.family),
+                )  # fmt: skip
                 continue
             self.probers[key] = prober
             log.info(
                 "health: probing %s IPv%d from %s: %s every %g s (%s)",
                 key.link, key.family, key.source, ", ".join(str(t) for t in key.params.targets),
                 key.params.interval, "trusted" if trusted else "kept out until it answers",
+                extra=about(key.link, key.family),
             )  # fmt: skip
         self._trusted = set()  # only the first round trusts the kernel's group
 
@@ -459,7 +572,7 @@ class Daemon:
         reason = last.reason if last else ""
         old = last.old.value if last else "?"
         event = HealthChanged(prober.key.link, prober.key.family, old, prober.health.state.value, reason)
-        log.info("%s", describe(event))
+        log.info("%s", describe(event), extra=about(event.iface, event.family))
         self.post(event)
         env = {
             "WANHOOKS_EVENT": "health",
@@ -469,7 +582,8 @@ class Daemon:
             "WANHOOKS_NEW_STATE": event.new,
             "WANHOOKS_REASON": event.reason,
         }
-        self.hooks.transition(f"{event.iface}/{event.family}", env)
+        with link_context(event.iface, event.family):  # the hooks' own log lines say whose they are
+            self.hooks.transition(f"{event.iface}/{event.family}", env)
 
     def verdicts(self) -> HealthVerdicts:
         down = {}
@@ -500,6 +614,8 @@ class Daemon:
         try:
             if self.dry_run:
                 await self._in_worker(self._dry_round, triggers)
+                would = len(self._last_would or [])
+                self._tell_systemd(f"dry run, changing nothing: the plan needs {would} changes", True)
                 return
             result, elapsed_ms = await self._in_worker(self._converge)
         finally:
@@ -553,6 +669,14 @@ class Daemon:
             asyncio.get_running_loop().call_later(FIREWALL_RETRY_S, retry)
         self._last_decision = decision
         self._track_states(result.desired, refused=bool(report.failed))
+        pending = 0
+        if report.ok and not self._ready:  # the first time: check that the kernel holds the plan
+            pending = len(await self._in_worker(lambda: diff(result.desired, self.kernel.dump_owned())))
+        self._sync_problem = _sync_problem(report, pending)
+        line = _status_line(result.desired)
+        if self._sync_problem:
+            line += f" -- not in sync: {self._sync_problem}; retrying"
+        self._tell_systemd(status_text(line), in_sync=not self._sync_problem)
 
     async def _end_connections(
         self, name: str, family: int, addresses: tuple[IPAddress, ...], why: str
@@ -566,6 +690,7 @@ class Daemon:
             name,
             family,
             why,
+            extra=about(name, family),
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -634,6 +759,7 @@ class Daemon:
                     log.info(
                         "link %s: %s -> %s%s%s", lp.name, old[0], state, f" ({why})" if why else "",
                         " -- wanted; the kernel refused part of the change" if refused else "",
+                        extra=about(lp.name),
                     )  # fmt: skip
 
     # --- control socket --------------------------------------------------------
@@ -660,6 +786,8 @@ class Daemon:
             return self._notify(request)
         if op == "link":
             return await self._link_command(request)
+        if op == "reload":
+            return await self.reload()
         return {"ok": False, "error": f"unknown op {str(op)[:40]!r}"}
 
     def _notify(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -674,13 +802,18 @@ class Daemon:
             log.warning("notify from %s refused: unknown action %r", source or "?", shown(action))
             return {"ok": False, "error": f"unknown action {shown(action)!r}"}
         event = HookNotified(source=source or "unknown", iface=iface, action=action or "changed")
-        log.info("heard: %s", describe(event))
+        log.info("heard: %s", describe(event), extra=about(iface) if iface else None)
         self.post(event)
         return {"ok": True}
 
     async def _link_command(self, request: dict[str, Any]) -> dict[str, Any]:
         action, name = str(request.get("action", "")), str(request.get("name", ""))
         problem = ifname_problem(name)
+        if problem:
+            return {"ok": False, "error": problem}
+        from .config import unknown_link  # enable may clear an override of a link no longer configured
+
+        problem = unknown_link(self.config, name) if action in ("disable", "drain") else None
         if problem:
             return {"ok": False, "error": problem}
         disabled, draining = set(self.overrides.disabled), set(self.overrides.draining)
@@ -839,6 +972,92 @@ def _decision(desired: Desired) -> str:
     return " | ".join(parts)
 
 
+def _log_gateways(observed: Observed, before: Holds, after: Holds, hold_s: float) -> None:
+    """Each link's learned gateway changing, held over a rebind, back or let go: one line each."""
+
+    def name(ifindex: int) -> str:
+        link = observed.link(ifindex)
+        return link.name if link is not None else f"if{ifindex}"
+
+    for key in sorted(after.held.keys() - before.held.keys()):
+        gateway = after.held[key][0].gateway
+        log.info(
+            "link %s IPv%d: gateway %s gone while carrier and address stay: held for %g s",
+            name(key[0]), key[1], gateway, hold_s, extra=about(name(key[0]), key[1]),
+        )  # fmt: skip
+    for key in sorted(before.held.keys() - after.held.keys()):
+        back = key in after.last_seen
+        log.info(
+            "link %s IPv%d: %s", name(key[0]), key[1],
+            "gateway back, hold ended" if back else f"held gateway {before.held[key][0].gateway} let go",
+            extra=about(name(key[0]), key[1]),
+        )  # fmt: skip
+    for key, default in sorted(after.last_seen.items()):
+        old = before.last_seen.get(key)
+        if old is not None and old.gateway != default.gateway:
+            log.info(
+                "link %s IPv%d: gateway %s -> %s", name(key[0]), key[1], old.gateway, default.gateway,
+                extra=about(name(key[0]), key[1]),
+            )  # fmt: skip
+
+
+def _status_line(desired: Desired) -> str:
+    """systemd's STATUS=: which links carry balanced traffic, and why the others do not."""
+    if not desired.links:
+        return "no managed link: traffic takes the main table's default"
+    balanced = [lp for lp in desired.links if any(lp.eligible.values())]
+    text = f"{len(balanced)} of {len(desired.links)} links balanced"
+    if balanced:
+        text += ": " + " ".join(shown(lp.name, 16) for lp in balanced)
+    out = []
+    for lp in desired.links:
+        if not any(lp.eligible.values()):
+            why = why_not(lp)
+            state = link_state(lp, lp.eligible)
+            out.append(f"{shown(lp.name, 16)} {state}" + (f" ({shown(why, 48)})" if why else ""))
+    return text + ("; " + ", ".join(out) if out else "")
+
+
+def _sync_problem(report: Report, pending: int) -> str:
+    """Why the kernel does not match the plan after a round ("" when it does)."""
+    if report.failed:
+        return f"the kernel refused {len(report.failed)} change(s)"
+    if report.conflicts:
+        return f"{len(report.conflicts)} conflict(s) with another program: {report.conflicts[0]}"
+    if report.firewall_errors:
+        return report.firewall_errors[0]
+    if report.sysctl_errors:
+        return f"sysctl: {report.sysctl_errors[0]}"
+    if pending:
+        return f"{pending} change(s) still to make"
+    return ""
+
+
+def _mode_line(path: str) -> int:
+    """The line of a YAML config's top-level `mode:` key (0 when not found)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, text in enumerate(f, 1):
+                if re.match(r"mode\s*:", text):
+                    return number
+    except OSError:
+        pass
+    return 0
+
+
+def _daemon_config(config: Config) -> Config:
+    """config, if the daemon may run with it: `mode: hooks-only` says no daemon runs."""
+    mode = getattr(config, "mode", "daemon")
+    if str(getattr(mode, "value", mode)) == "hooks-only":
+        raise ConfigError(
+            config.path, getattr(config, "mode_line", 0) or _mode_line(config.path), "mode",
+            "hooks-only: this config wants no daemon (each hook applies the change itself), so "
+            "`wanhooks run` does not start; set `mode: daemon`, or disable the service "
+            "(systemctl disable --now wanhooks)",
+        )  # fmt: skip
+    return config
+
+
 def _source_of(event: Event) -> str:
     if isinstance(event, KernelChanged):
         return "rtnetlink"
@@ -882,9 +1101,9 @@ def run_daemon(
     dry_run: bool = False,
     log_format: str = "text",
 ) -> int:
-    handler = logging.StreamHandler()
-    handler.setFormatter(formatter(log_format))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # the journal's own protocol when stderr is systemd's journal stream, else lines on stderr
+    logging.basicConfig(level=logging.INFO, handlers=[log_handler(log_format)])
+    notifier = Notifier.from_environment()  # read, and kept from every child process
     if dry_run:
         log.info("dry run: wanhooks decides and logs, and changes nothing in the kernel")
     try:
@@ -894,8 +1113,10 @@ def run_daemon(
             cleanup_on_exit=cleanup_on_exit and not dry_run,
             debounce_s=debounce_ms / 1000,
             dry_run=dry_run,
+            notifier=notifier,
         )
     except ConfigError as err:
         log.error("wanhooks: %s", err)
+        notifier.notify(f"STATUS={status_text(f'config refused: {err}')}")
         return 2
     return asyncio.run(daemon.run())

@@ -5,7 +5,8 @@ admin's overrides and two locks.  Root acts on what is in it, so it must be
 root's own: a directory another user owns or can write could hold a symlink
 where root will create a file, or a record that makes root write elsewhere.
 `trusted_run_dir` refuses any other, and every file in it is opened without
-following links.
+following links.  Others may enter it (0755: the control socket serves them
+`status`), never write to it; its files are root's alone (0600).
 
 Two locks, both flocks (released by the kernel when the holder dies, however
 it dies -- what a pid file or a 2 s ping cannot promise):
@@ -33,11 +34,11 @@ class RunDirError(Exception):
 
 
 def trusted_run_dir(run_dir: str) -> None:
-    """Create run_dir (0700) if missing; refuse it unless it is a real directory, this
-    user's (root's), and closed to everyone else."""
+    """Create run_dir (0755) if missing; refuse it unless it is a real directory, this
+    user's (root's), and writable by no one else (group and others may only enter it)."""
     try:
         os.makedirs(os.path.dirname(run_dir) or "/", mode=0o755, exist_ok=True)
-        os.mkdir(run_dir, 0o700)
+        os.mkdir(run_dir, 0o755)
     except FileExistsError:
         pass
     except OSError as exc:
@@ -53,10 +54,10 @@ def trusted_run_dir(run_dir: str) -> None:
             f"run directory {run_dir} belongs to uid {info.st_uid}, not {os.geteuid()}: refused "
             "(remove it, or choose another with --run-dir)"
         )
-    if info.st_mode & 0o077:
+    if info.st_mode & 0o022:
         raise RunDirError(
-            f"run directory {run_dir} has mode {stat.S_IMODE(info.st_mode):04o}: others may use it; "
-            f"refused (chmod 700 {run_dir})"
+            f"run directory {run_dir} has mode {stat.S_IMODE(info.st_mode):04o}: others may write to it; "
+            f"refused (chmod 755 {run_dir})"
         )
 
 
@@ -105,6 +106,19 @@ def daemon_present(run_dir: str) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def daemon_pid(run_dir: str) -> int | None:
+    """The pid a running daemon wrote in its lock file (root may read it), or None."""
+    try:
+        fd = os.open(os.path.join(run_dir, DAEMON_LOCK_FILE), os.O_RDONLY | _OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 32).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() and len(text) < 10 else None
 
 
 def write_private(path: str, text: str) -> None:

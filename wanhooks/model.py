@@ -38,6 +38,13 @@ class GroupKind(str, enum.Enum):
     LEGACY = "legacy"  # an RTA_MULTIPATH route, no nexthop objects
 
 
+class RunMode(str, enum.Enum):
+    """Who follows the links: the daemon (the hooks only nudge it), or the hooks themselves."""
+
+    DAEMON = "daemon"  # `wanhooks run` follows every change; the dispatcher hooks nudge it
+    HOOKS_ONLY = "hooks-only"  # no resident daemon: each dispatcher hook runs a one-shot apply
+
+
 @dataclass(frozen=True)
 class HealthConfig:
     """How a link's health is probed and judged (health.py explains the model).
@@ -174,6 +181,7 @@ class Config:
     pins: tuple[Pin, ...] = ()
     nat66: bool = False  # masquerade IPv6 too (only when opted in: NAT66 breaks end-to-end)
     metrics: tuple[str, int] | None = None  # the Prometheus endpoint's address and port; None: off
+    mode: RunMode = RunMode.DAEMON  # who follows the links: the daemon, or the hooks alone
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,13 @@ def status_json(
     owned: Owned,
     kind: GroupKind,
     pending: list[Op],
+    *,
+    daemon_running: bool | None = None,
+    cannot_see: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The status document.  daemon_running: True, False, or None when this view cannot tell
+    (the daemon's own document says so by its `daemon` section); cannot_see: what a view from
+    the kernel alone lacks while a daemon may hold it ({"what": [...], "why": "..."})."""
     names = {link.index: link.name for link in observed.links}
     live = {f: _balance_members(owned, f) for f in (4, 6)}
     # what each link's weight asks for now: its part of the weights in the kernel's balance
@@ -138,6 +144,9 @@ def status_json(
     return {
         "schema": SCHEMA_VERSION,
         "config": config.path,
+        "mode": config.mode.value,
+        "daemon_running": daemon_running,
+        "cannot_see": cannot_see,
         "balance_mode": config.balance.value,
         "group_kind": kind.value,
         "links": links,
@@ -192,8 +201,14 @@ def status_text(
     owned: Owned,
     kind: GroupKind,
     pending: list[Op],
+    *,
+    daemon_running: bool | None = None,
+    cannot_see: dict[str, Any] | None = None,
 ) -> str:
-    return render_status(status_json(config, observed, desired, owned, kind, pending))
+    doc = status_json(
+        config, observed, desired, owned, kind, pending, daemon_running=daemon_running, cannot_see=cannot_see
+    )
+    return render_status(doc)
 
 
 def _duration(seconds: float) -> str:
@@ -258,8 +273,57 @@ def _pin_text(pin: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+START_DAEMON = "start it: systemctl start wanhooks"
+
+
+def _daemon_runs(doc: dict[str, Any]) -> bool | None:
+    """Whether a daemon runs: its own document says so; else what the view could tell."""
+    if doc.get("daemon"):
+        return True
+    running = doc.get("daemon_running")
+    return running if isinstance(running, bool) else None
+
+
+def _top_lines(doc: dict[str, Any]) -> list[str]:
+    """The mode, whether the daemon runs, and what this view cannot see: before the table."""
+    mode, runs, daemon = doc.get("mode"), _daemon_runs(doc), doc.get("daemon")
+    pid = f" (pid {daemon['pid']})" if daemon and "pid" in daemon else ""
+    lines = []
+    if mode == "daemon":
+        lines.append(
+            {
+                True: f"mode: daemon; the daemon runs{pid}",
+                False: f"mode: daemon; daemon not running: hooks do nothing; {START_DAEMON}",
+                None: "mode: daemon; whether the daemon runs cannot be seen from here",
+            }[runs]
+        )
+    elif mode == "hooks-only":
+        also = f"; a daemon runs all the same{pid} and owns the routing" if runs else ""
+        lines.append(f"mode: hooks-only: no daemon, the dispatcher hooks apply each change{also}")
+    elif mode is not None:
+        lines.append(f"mode: {mode}")
+    blind = doc.get("cannot_see")
+    if isinstance(blind, dict) and isinstance(blind.get("what"), list) and blind["what"]:
+        lines.append(f"this view cannot see {', '.join(map(str, blind['what']))}: {blind.get('why', '')}")
+    return [*lines, ""] if lines else []
+
+
+def _out_of_sync_line(doc: dict[str, Any]) -> str:
+    """The kernel differs from the plan: who will fix it.  Never `apply` beside a daemon."""
+    changes = f"kernel differs from the plan by {doc['pending_changes']} change(s)"
+    runs = _daemon_runs(doc)
+    if runs:
+        return f"{changes}: the daemon makes them at its next round"
+    if runs is None:
+        return f"{changes}: a daemon, if one runs, makes them (root's `wanhooks status` tells more)"
+    if doc.get("mode") == "daemon":
+        return f"{changes}: the daemon is not running ({START_DAEMON}); or run `wanhooks apply` once"
+    return f"{changes}: run `wanhooks apply`"
+
+
 def render_status(doc: dict[str, Any]) -> str:
     """The status document as a table for people (the daemon sends the document)."""
+    top = _top_lines(doc)
     probed = any(link[f"ipv{f}"].get("health") for link in doc["links"] for f in (4, 6))
     windows = [link["traffic"]["window_s"] for link in doc["links"] if link.get("traffic")]
     timed = any(link.get("since_s") is not None for link in doc["links"])
@@ -280,7 +344,7 @@ def render_status(doc: dict[str, Any]) -> str:
         row += [link.get("why") or ""]
         rows.append(tuple(row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = top + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if not doc["links"]:
         lines.append("(no interface matches the config)")
     lines.append("")
@@ -322,9 +386,7 @@ def render_status(doc: dict[str, Any]) -> str:
         )
         lines.append("; ".join(extra))
     if not doc["in_sync"]:
-        lines.append(
-            f"kernel differs from the plan by {doc['pending_changes']} change(s): run `wanhooks apply`"
-        )
+        lines.append(_out_of_sync_line(doc))
     # The document may come from a daemon (of another version) and hold text from outside
     # (names, reasons, notes): nothing in it may move the cursor or forge a line.
     return "\n".join(printable_line(line) for line in lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import time
@@ -101,7 +102,7 @@ class LinuxKernel:
             request = rtmsg_nh()
             request["family"] = codec.AF[family]
             request["table"] = codec.RT_TABLE_MAIN
-            for msg in self._nl.dump(request, RTM_GETROUTE):
+            for msg in self._table_dump(request):
                 found = codec.main_default_from_msg(msg)
                 if found is not None:
                     defaults.append(found)
@@ -143,9 +144,19 @@ class LinuxKernel:
         request["table"] = codec.RT_TABLE_COMPAT if table > 255 else table
         request["attrs"] = [("RTA_TABLE", table)]
         return any(
-            m.fields[1] == 0 and codec.route_from_msg(m) is not None
-            for m in self._nl.dump(request, RTM_GETROUTE)
+            m.fields[1] == 0 and codec.route_from_msg(m) is not None for m in self._table_dump(request)
         )
+
+    def _table_dump(self, request: nlmsg) -> list[Message]:
+        """A route dump filtered to one table.  A table that holds nothing does not exist,
+        and the kernel refuses the dump (ENOENT): an empty answer, not an error (a fresh
+        namespace has no main table until an address comes up)."""
+        try:
+            return list(self._nl.dump(request, RTM_GETROUTE))
+        except NetlinkError as err:
+            if err.errno == errno.ENOENT:
+                return []
+            raise
 
     def features(self) -> KernelFeatures:
         version = kernel_version()
