@@ -96,8 +96,13 @@ def test_lintian_reports_no_errors(deb: Path) -> None:
 
 
 def test_installs_from_the_archive_alone_and_runs_with_no_network(box: Container) -> None:
-    # the container has no network at all: apt may not fetch anything
+    # the container has no network at all: apt may not fetch anything.  A policy-rc.d that
+    # says no (a chroot being built, an image): the service is enabled but not started
+    box.sh("printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d")
     box.run("apt-get", "install", "-y", f"/root/{box_deb_name()}", timeout=300)
+    assert box.run("systemctl", "is-enabled", "wanhooks", check=False).stdout.strip() == "enabled"
+    assert box.run("systemctl", "is-active", "wanhooks", check=False).stdout.strip() == "inactive"
+    box.sh("printf '#!/bin/sh\\nexit 0\\n' > /usr/sbin/policy-rc.d")
     version = box.run("wanhooks", "--version").stdout.strip()
     assert version == f"wanhooks {wanhooks.__version__}"
     assert "OK" in box.run("wanhooks", "check").stdout  # the shipped config
@@ -188,6 +193,22 @@ def test_a_bad_config_at_start_stops_the_restart_loop(box: Container) -> None:
     errors = box.run("journalctl", "-u", "wanhooks", "-p", "err", "-o", "cat").stdout
     assert CONFIG_PATH in errors, errors
     box.sh(f"cp /root/good.yaml {CONFIG_PATH} && systemctl reset-failed wanhooks && systemctl start wanhooks")
+
+
+def test_an_upgrade_keeps_the_admins_config_and_drop_ins_and_restarts_the_service(box: Container) -> None:
+    box.sh(
+        "mkdir -p /etc/systemd/system/wanhooks.service.d\n"
+        "printf '[Service]\\nEnvironment=ADMIN=1\\n' > /etc/systemd/system/wanhooks.service.d/admin.conf\n"
+        "systemctl daemon-reload"
+    )
+    config = box.run("cat", CONFIG_PATH).stdout
+    before = box.run("systemctl", "show", "wanhooks", "-p", "MainPID", "--value").stdout.strip()
+    box.run("dpkg", "-i", f"/root/{box_deb_name()}", timeout=120)  # the same version again: an upgrade
+    assert box.run("cat", CONFIG_PATH).stdout == config  # a conffile the admin changed: kept
+    after = box.run("systemctl", "show", "wanhooks", "-p", "MainPID", "-p", "Environment").stdout
+    assert "ADMIN=1" in after and f"MainPID={before}\n" not in after  # restarted, the drop-in in force
+    assert box.run("systemctl", "is-active", "wanhooks", check=False).stdout.strip() == "active"
+    box.sh("rm -r /etc/systemd/system/wanhooks.service.d && systemctl daemon-reload")
 
 
 def test_stop_leaves_the_routing_and_remove_and_purge_leave_nothing(box: Container) -> None:
