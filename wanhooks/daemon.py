@@ -72,6 +72,7 @@ from .model import (
     ManagedDevice,
     Observed,
     Overrides,
+    RunMode,
 )
 from .names import ifname_problem, shown
 from .passive_watch import PassiveWatcher
@@ -1047,10 +1048,9 @@ def _mode_line(path: str) -> int:
 
 def _daemon_config(config: Config) -> Config:
     """config, if the daemon may run with it: `mode: hooks-only` says no daemon runs."""
-    mode = getattr(config, "mode", "daemon")
-    if str(getattr(mode, "value", mode)) == "hooks-only":
+    if config.mode is RunMode.HOOKS_ONLY:
         raise ConfigError(
-            config.path, getattr(config, "mode_line", 0) or _mode_line(config.path), "mode",
+            config.path, _mode_line(config.path), "mode",
             "hooks-only: this config wants no daemon (each hook applies the change itself), so "
             "`wanhooks run` does not start; set `mode: daemon`, or disable the service "
             "(systemctl disable --now wanhooks)",

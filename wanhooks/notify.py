@@ -57,6 +57,7 @@ from . import control
 from .command import argv as wanhooks_argv
 from .config import ConfigError, load_config
 from .lock import RunDirError, daemon_present, trusted_run_dir
+from .model import RunMode
 from .names import printable_line
 
 JOURNAL_STREAM = "/run/systemd/journal/stdout"  # journald's stream socket; tests use their own
@@ -114,10 +115,8 @@ def _without_daemon(config_path: str, run_dir: str, event: str) -> int:
         log(ERR, f"no daemon running, and the config that says what to do does not load: {err}; "
                  f"event ignored: {event}")  # fmt: skip
         return 2
-    mode = getattr(config, "mode", "daemon")
-    mode = str(getattr(mode, "value", mode))
-    if mode != "hooks-only":
-        log(INFO, f"no daemon running: event ignored (mode: {mode}): {event}")
+    if config.mode is not RunMode.HOOKS_ONLY:
+        log(INFO, f"no daemon running: event ignored (mode: {config.mode.value}): {event}")
         return 0
     argv = [
         *wanhooks_argv(), "-c", os.path.abspath(config_path), "--run-dir", os.path.abspath(run_dir), "apply",
