@@ -140,15 +140,18 @@ def hold_tun(lab3: object) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
 class DaemonProc:
     """`wanhooks run` in the router namespace, its log in a file."""
 
-    def __init__(self, router: Router, *extra: str) -> None:
+    def __init__(
+        self, router: Router, *extra: str, env: dict[str, str] | None = None,
+        start: tuple[str, ...] = ("-m", "wanhooks"),
+    ) -> None:  # fmt: skip
         self.router = router
         self.log_path = router.tmp / "daemon.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         argv = [
-            "ip", "netns", "exec", router.lab.router, sys.executable, "-m", "wanhooks",
+            "ip", "netns", "exec", router.lab.router, sys.executable, *start,
             "-c", str(router.config), "--run-dir", str(router.run_dir), "run", *extra,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def text(self) -> str:
         return self.log_path.read_text()

@@ -15,15 +15,13 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import Router, wait_for
+from conftest import DaemonProc, Router, wait_for
 from conftest import group_members as members
 
 from wanhooks import control
@@ -54,7 +52,7 @@ class Message:
         return next((line.split("=", 1)[1] for line in self.lines if line.startswith(key + "=")), None)
 
 
-class Service:
+class Service(DaemonProc):
     """The daemon under a pretend systemd: its notify socket, its watchdog, its signals."""
 
     def __init__(
@@ -73,14 +71,8 @@ class Service:
         env.pop("WATCHDOG_PID", None)
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
-        self.log_path = router.tmp / "daemon.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        start = ["-m", "wanhooks"] if deadline is None else ["-c", SHORT_DEADLINE, str(deadline)]
-        argv = [
-            "ip", "netns", "exec", router.lab.router, sys.executable, *start,
-            "-c", str(router.config), "--run-dir", str(router.run_dir), "run", *extra,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        start = ("-m", "wanhooks") if deadline is None else ("-c", SHORT_DEADLINE, str(deadline))
+        super().__init__(router, *extra, env=env, start=start)
 
     def _read(self) -> None:
         with contextlib.suppress(OSError):
@@ -107,26 +99,16 @@ class Service:
         wait_for(found, timeout, f"STATUS={prefix}...")
         return found()[0]
 
-    def text(self) -> str:
-        return self.log_path.read_text()
-
     def pid(self) -> int:
         """The daemon's own pid, as it says (not the `ip netns exec` we started)."""
         return int(control.request(str(self.router.run_dir), {"op": "ping"})["pid"])
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        code = super().stop()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-        return self.proc.returncode
+        return code
 
 
 @pytest.fixture
