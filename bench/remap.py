@@ -11,10 +11,11 @@ nexthop group, the legacy multipath route) and each link k in turn:
            ISP records which flows it carried;
   leave    link k loses carrier (cable pulled) and `wanhooks apply` runs; the
            same flows again: a flow *moved* if another link carries it now;
-  return   carrier back, `wanhooks apply`, then a wait of RES_IDLE_TIMER_S + 1 s
+  return   carrier back, `wanhooks apply`, then a wait of the idle timer + 1 s
            with no traffic before the same flows are sent a third time.  A
            resilient group hands buckets back to a returning member only once
-           they have been idle that long (and never forces a busy one), so
+           they have been idle that long (a busy one only after the unbalanced
+           timer: 30 s without sticky connections, as here), so
            without the wait the returning link would get only the idle part of
            its share back; the wait is the same for every kind.
 
@@ -136,7 +137,7 @@ def one_kind(lab: Lab, tmp: str, group: str, weights: list[int], flows: int) -> 
             lab.ns_exec(lab.router, [*base, "apply"])
             wait_for(partial(has_members, lab, group, everyone), f"{dev} back in the group")
             lab.ping(lab.router, lab.link(k).gateway4)
-            time.sleep(max(0.0, sent + c.RES_IDLE_TIMER_S + 1 - time.monotonic()))
+            time.sleep(max(0.0, sent + c.RES_TIMERS_UNSTICKY.idle_s + 1 - time.monotonic()))
             back = placement(lab, flows)
             rows.append(
                 Row(
@@ -191,8 +192,8 @@ def main() -> int:
     print(
         f"Flows sent per step: {args.flows} (LAN client, IPv4, forwarded and masqueraded); "
         f"not seen by any ISP in some step: {lost}. "
-        f"Return measured {c.RES_IDLE_TIMER_S + 1} s after the last traffic "
-        f"(the resilient group's idle timer is {c.RES_IDLE_TIMER_S} s)."
+        f"Return measured {c.RES_TIMERS_UNSTICKY.idle_s + 1} s after the last traffic "
+        f"(the resilient group's idle timer is {c.RES_TIMERS_UNSTICKY.idle_s} s)."
     )
     return 0
 

@@ -151,6 +151,30 @@ BENCHES = (
         "kernel's NAT (`nf_nat_oif_changed`) and the server resets the fresh mapping.",
     ),
     Bench(
+        "busy_router",
+        "A busy router: a returning or joining link's share of new connections",
+        ("--after", "35"),
+        ("--rates", "300", "--after", "5", "--scenarios", "return", "--hold", "10"),
+        "Root; a 3-link lab, every link weight 1, NAT on. A LAN client opens 20, 300 or 3,000 new "
+        "one-datagram UDP flows a second; w3 leaves and returns (carrier), or joins for the first "
+        "time, while 60 long-lived NATed TCP connections opened while it was out keep echoing. w3's "
+        "share of the new flows as the ISPs count them, from the moment it is back in the kernel's "
+        "group. Baseline in the same run: the group timers wanhooks had before (idle 5 s, never force). "
+        "Target: its weight's share (33 %) within 15 s, no connection lost with sticky on.",
+    ),
+    Bench(
+        "auto_weights",
+        "weight: auto on links of 5, 20 and 10 Mbit/s",
+        (),
+        ("--converge", "30", "--reshaped", "30", "--idle", "5", "--handset", "20"),
+        "Root; a 3-link lab shaped both ways with tbf; 12 bulk uploads and 12 bulk downloads (each "
+        "connection 5 s, then the next) and 4 workers of short connections. Every link `weight: auto`, "
+        "no hint: when the kernel's weight shares settle within 15 % of 5:20:10, then w2 reshaped 20 -> "
+        "5 Mbit/s mid-run, then 60 s idle. Baseline in the same run: the same load with hand-set "
+        "weights 1:4:2. Targets: settled within 120 s, followed within 60 s, no change more often than "
+        "every 60 s, none while idle, throughput >= 95 % of the hand-set run's.",
+    ),
+    Bench(
         "idle_cost",
         "Idle memory and CPU, and the probes' cost",
         ("--links", "3,8", "--window", "30"),

@@ -784,7 +784,7 @@ MALFORMED: list[tuple[str, str | bytes, int, str, str]] = [
         LINK + "    weight: true\n",
         3,
         "links[1].weight",
-        "must be an integer from 1 to 256, not the boolean",
+        "must be an integer from 1 to 256, or auto, not the boolean",
     ),
     ("weight float", LINK + "    weight: 2.5\n", 3, "links[1].weight", "not the number '2.5'"),
     ("weight octal", LINK + "    weight: 010\n", 3, "links[1].weight", "whole number"),
@@ -1712,3 +1712,91 @@ def test_overlap_detection_agrees_with_the_pairwise_check(groups: list[list[tupl
         for i, prefixes in enumerate(texts, 1)
     )
     assert _overlap_of(texts) == _overlap_pairwise(links)
+
+
+@pytest.mark.parametrize(
+    ("text", "timers"),
+    [
+        ("", None),
+        ("resilient: {unbalanced_timer: 0}\n", (1, 0)),
+        ("sticky: false\nresilient: {idle_timer: 2}\n", (2, 30)),  # the other from sticky's default
+        ("resilient: {idle_timer: 7, unbalanced_timer: 60}\nsticky: false\n", (7, 60)),
+    ],
+)
+def test_resilient_timers(text: str, timers: tuple[int, int] | None) -> None:
+    config = parse_config("links: [{interface: eth0}]\n" + text, "x.yaml")
+    assert config.resilient_timers == timers
+    assert parse_config(to_yaml(config), "y.yaml").resilient_timers == timers
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("resilient: 5\n", "x.yaml:2: resilient: resilient must be a mapping"),
+        ("resilient: {idle_timer: 0}\n", "x.yaml:2: resilient.idle_timer: idle_timer 0 is out of range"),
+        ("resilient: {unbalanced: 3}\n", "x.yaml:2: resilient.unbalanced: unknown key"),
+        ("resilient: {unbalanced_timer: 1.5}\n", "unbalanced_timer must be a whole number"),
+    ],
+)
+def test_resilient_timers_refused(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("links: [{interface: eth0}]\n" + text, "x.yaml")
+    assert message in str(caught.value)
+
+
+def test_weight_auto_per_link_and_as_the_top_level_default() -> None:
+    text = """\
+weight: auto
+links:
+  - {interface: fibre, capacity: 100mbit}
+  - {interface: lte, weight: 3}
+  - {interface: adsl, capacity: {down: 20.5mbit, up: 1mbit}}
+  - {interface: wl0, weight: auto}
+  - {interface: sat, capacity: 1.2345678gbit}
+"""
+    config = parse_config(text, "x.yaml")
+    got = {link.interface: (link.auto_weight, link.weight, link.capacity) for link in config.links}
+    assert got["fibre"][0] and got["fibre"][2] is not None and got["fibre"][2].down_bps == 100e6
+    assert got["lte"][:2] == (False, 3)  # its own weight wins over the default
+    adsl = got["adsl"][2]
+    assert adsl is not None and (adsl.down_bps, adsl.up_bps) == (20.5e6, 1e6)
+    assert got["wl0"][0] and got["wl0"][2] is None
+    again = parse_config(to_yaml(config), "y.yaml")
+    assert [(x.auto_weight, x.weight, x.capacity) for x in again.links] == list(got.values())
+    numbered = parse_config("weight: 3\nlinks: [{interface: a}, {interface: b, weight: 1}]\n", "x.yaml")
+    assert [link.weight for link in numbered.links] == [3, 1]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "links:\n  - {interface: a, capacity: 20mbit}\n",
+            "x.yaml:2: links[1].capacity: capacity is read only with weight: auto",
+        ),
+        (
+            "links:\n  - {interface: a, weight: auto, capacity: 20mbps}\n",
+            "x.yaml:2: links[1].capacity: capacity must be a rate such as 20mbit",
+        ),
+        (
+            "links:\n  - interface: a\n    weight: auto\n    capacity: {down: 0kbit}\n",
+            "x.yaml:4: links[1].capacity.down: capacity '0kbit' is out of range",
+        ),
+        (
+            "links:\n  - {interface: a, weight: auto, capacity: {upload: 1mbit}}\n",
+            "links[1].capacity.upload: unknown key",
+        ),
+        (
+            "links:\n  - {interface: a, weight: auto, capacity: {}}\n",
+            "x.yaml:2: links[1].capacity: capacity gives no rate",
+        ),
+        (
+            "weight: fast\nlinks: [{interface: a}]\n",
+            "x.yaml:1: weight: weight must be an integer from 1 to 256, or auto",
+        ),
+    ],
+)
+def test_weight_auto_and_capacity_refused(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "x.yaml")
+    assert message in str(caught.value)

@@ -32,7 +32,7 @@ from wanhooks.lab import SERVER4, Lab
 pytestmark = pytest.mark.kernel
 Start = Callable[..., DaemonProc]
 
-TRIALS = int(os.environ.get("WANHOOKS_CRASH_TRIALS", "6"))
+TRIALS = int(os.environ.get("WANHOOKS_CRASH_TRIALS", "3"))
 
 
 def link_lines(links: range | tuple[int, ...], weighted: bool = False) -> str:

@@ -29,6 +29,7 @@ ACCEPTED = {
     "health": config.HEALTH_KEYS,
     "pins[]": config.PIN_KEYS,
     "watchdog": config.WATCHDOG_KEYS,
+    "resilient": config.RESILIENT_KEYS,
     "column file": config.SEED_VARIABLES,
 }
 
@@ -49,11 +50,12 @@ def _with(section: Section, name: str, example: str) -> str:
         return f"{name}: {example}\n" + ("" if name == "links" else "links: [{interface: eth0}]\n")
     if section.name == "links[]":
         extra = "" if name == "interface" else "    interface: eth0\n"
+        extra += "    weight: auto\n" if name == "capacity" else ""
         return f"links:\n  - {name}: {example}\n{extra}"
     if section.name == "health":
         return f"links: [{{interface: eth0}}]\nhealth: {{{name}: {example}}}\n"
-    if section.name == "watchdog":
-        return f"links: [{{interface: eth0}}]\nwatchdog: {{{name}: {example}}}\n"
+    if section.name in ("watchdog", "resilient"):
+        return f"links: [{{interface: eth0}}]\n{section.name}: {{{name}: {example}}}\n"
     if section.name == "pins[]":
         pin = {"to": "198.51.100.0/24", "link": "eth0", name: example}
         if name == "tier":

@@ -7,10 +7,11 @@ source addresses (BCP38): only wanhooks' masquerade gets LAN traffic out.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import DaemonProc, Router, wait_for
+from conftest import DaemonProc, Router, group_members, wait_for
 
 from wanhooks.lab import SERVER6, Lab
 
@@ -112,6 +113,43 @@ def test_sticky_connections_survive_group_changes(router: Router, daemon_factory
     assert broken == [], broken
     marked = lab.ns_exec(lab.router, ["conntrack", "-L", "-p", "tcp", "--dport", "9200"], check=False).stdout
     assert "mark=" in marked and "mark=0 " not in marked  # every connection carries its link's mark
+
+
+def test_a_returning_link_gets_its_share_of_new_connections_on_a_busy_router(
+    router: Router, daemon_factory: Start
+) -> None:
+    """300 new connections a second keep every hash bucket busy: before #15 (idle_timer 5 s,
+    no forced move) a returning link got none of them back (bench/busy_router.py).  With
+    sticky connections the group forces the move after 1 s, and the established connections,
+    following their marks, do not notice."""
+    lab = router.lab
+    router.write_config(CONFIG.replace("GROUP", "health: {enabled: false}\n"))
+    daemon_factory()
+    wait_for(lambda: set(group_members(lab)) == {"w1", "w2", "w3"}, 5, "a 3-way group")
+    echo = lab.spawn(lab.internet, "tcp-echo", "--port", "9200", "--seconds", "60")
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    churn = lab.spawn(lab.lan, "udp-rate", "--dst", "203.0.113.10", "--rate", "300", "--seconds", "25")
+    assert churn.stdout is not None and churn.stdout.readline().strip() == "started"
+    time.sleep(4)  # every bucket busy
+    lab.carrier_off(3)
+    wait_for(lambda: "w3" not in group_members(lab), 3, "w3 out of the group")
+    hold = lab.spawn(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--flows", "40", "--seconds", "12")
+    assert hold.stdout is not None and hold.stdout.readline().strip() == "started"
+    time.sleep(2)
+    lab.carrier_on(3)
+    wait_for(lambda: "w3" in group_members(lab), 3, "w3 back in the group")
+    time.sleep(4)
+    before = lab.churn_packets()
+    time.sleep(3)
+    after = lab.churn_packets()
+    moved = {i: after[i] - before[i] for i in after}
+    assert sum(moved.values()) > 600, moved  # the churn really ran at about 300 a second
+    assert 0.8 * 0.25 <= moved[3] / sum(moved.values()) <= 0.35, moved  # weight 1 of 4
+    results = json.loads(hold.stdout.readline())
+    broken = [r for r in results if r["error"] is not None or r["max_gap"] >= 1.0]
+    assert len(results) == 40 and broken == [], broken
+    for proc in (hold, churn, echo):
+        proc.terminate()
 
 
 PINNED = "203.0.113.77"  # the internet answers the whole 203.0.113.0/24

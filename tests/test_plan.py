@@ -193,6 +193,20 @@ def test_group_kind(features, wanted, resilient, legacy) -> None:  # type: ignor
 
 
 @pytest.mark.parametrize(
+    ("sticky", "given", "idle", "unbalanced"),
+    [
+        (True, None, 1, 1),  # marks keep established connections: rebalance at once
+        (False, None, 5, 30),  # a moved bucket moves its connections: force only after 30 s
+        (True, c.ResilientTimers(5, 0), 5, 0),  # the config's own timers win
+    ],
+)
+def test_resilient_timers_follow_sticky_unless_given(sticky, given, idle, unbalanced) -> None:  # type: ignore[no-untyped-def]
+    desired = plan(replace(lab_config(), sticky=sticky, resilient_timers=given), lab_kernel().observe())
+    for group in desired.groups:
+        assert (group.idle_timer, group.unbalanced_timer) == (idle, unbalanced)
+
+
+@pytest.mark.parametrize(
     ("mode", "fields"),
     [(BalanceMode.PER_CONNECTION, "55"), (BalanceMode.PER_DESTINATION, "3"), (BalanceMode.PER_CLIENT, "1")],
 )
@@ -394,3 +408,32 @@ def test_a_tap_vpn_with_an_ethernet_address_is_still_a_vpn() -> None:
     desired = plan(lab_config(), kernel.observe())
     assert not any(r.priority == c.PRIO_BALANCE and r.family == 4 for r in desired.rules)
     assert any("tap0" in n and "full-tunnel" in n for n in desired.notes)
+
+
+def test_auto_weights_follow_the_applied_capacities_with_a_fixed_bucket_count() -> None:
+    config = lab_config()
+    config = replace(config, links=tuple(replace(e, auto_weight=True) for e in config.links))
+    measured = {"w1": 5e6, "w2": 20e6, "w3": 10e6}
+    desired = plan(config, lab_kernel().observe(), capacities=measured)
+    assert balance_members(desired, 4) == {11: 64, 12: 256, 13: 128}
+    assert {g.buckets for g in desired.groups} == {c.RES_BUCKETS_AUTO} == {resilient_buckets(config)}
+    assert [lp.weight for lp in desired.links] == [64, 256, 128] and all(
+        lp.auto_weight for lp in desired.links
+    )
+    # nothing measured (a one-shot apply, or before the first measurement): all alike
+    assert set(balance_members(plan(config, lab_kernel().observe()), 4).values()) == {256}
+
+
+def test_an_auto_link_without_probes_gets_a_note() -> None:
+    from wanhooks.model import HealthConfig
+
+    config = lab_config()
+    probed = HealthConfig(targets=(ipaddress.ip_address("203.0.113.10"),))
+    links = (replace(config.links[0], auto_weight=True), *config.links[1:])
+    notes = plan(replace(config, links=links), lab_kernel().observe()).notes
+    assert [n for n in notes if "weight: auto" in n] == [
+        "w1: weight: auto without health probes cannot tell when the link is full: it is weighed by "
+        "what it carried, at least the measured auto links' mean (give it health targets, or a weight)"
+    ]
+    quiet = plan(replace(config, links=links, health=probed), lab_kernel().observe()).notes
+    assert not [n for n in quiet if "weight: auto" in n]

@@ -214,3 +214,32 @@ def test_an_older_daemons_document_has_no_mode_line() -> None:
     del doc["mode"], doc["daemon_running"], doc["cannot_see"]
     doc["daemon"] = {"pid": 1, "rounds": 1, "disabled": [], "draining": [], "held_gateways": []}
     assert render_status(doc).splitlines()[0].startswith("LINK")
+
+
+def test_an_auto_link_shows_auto_its_estimate_and_why() -> None:
+    doc = out_of_sync_doc()
+    w1 = doc["links"][0]
+    w1["auto_weight"] = True
+    w1["capacity"] = {
+        "down": {"bps": 5_000_000, "evidence": "saturated", "age_s": 12.0},
+        "up": {"bps": 1_200_000, "evidence": "carried", "age_s": 130.0},
+        "measured": True,
+        "applied_bps": 5_000_000,
+        "baseline_rtt_ms": 10.0,
+        "delay_ms": 41.5,
+        "saturated": True,
+        "why": "download capacity 5.0 Mbit/s (saturated)",
+    }
+    change = {"ago_s": 40.0, "why": "w1 48% -> 31% of the links' capacity"}
+    doc["daemon"] = {"pid": 1, "rounds": 3, "disabled": [], "draining": [], "held_gateways": [],
+                     "weight_changes": [change]}  # fmt: skip
+    text = render_status(doc)
+    row = next(line for line in text.splitlines() if line.startswith("w1 "))
+    assert row.split()[2] == "auto"
+    assert "auto weights, from each link's measured capacity (its fuller direction):" in text
+    assert (
+        "  w1: down 5.0 Mbit/s (saturated, 12s ago), up 1.2 Mbit/s (carried, 2m ago); round trip 10 ms "
+        "idle, +41.5 ms now (queueing): download capacity 5.0 Mbit/s (saturated)"
+    ) in text
+    assert "  weights changed 40s ago: w1 48% -> 31% of the links' capacity" in text
+    assert "auto weights" not in render_status(out_of_sync_doc())  # no auto link, no section

@@ -236,6 +236,7 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
     f.eq("daemon.disabled", ["w6"])
     f.eq("daemon.draining", [])
     f.eq("daemon.held_gateways", [])
+    f.eq("daemon.weight_changes", [])  # every weight is fixed: nothing measured moves them
 
     # --- each link ------------------------------------------------------------------------
     balanced_weight = sum(WEIGHTS[n] for n in ("w1", "w2"))
@@ -250,6 +251,8 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
         f.eq(f"{key}.index", index)
         f.eq(f"{key}.state", state)
         f.eq(f"{key}.weight", WEIGHTS[name])
+        f.eq(f"{key}.auto_weight", False)
+        f.eq(f"{key}.capacity", None)  # weight: auto's estimate: none for a fixed weight
         f.eq(f"{key}.tier", 2 if name == "w5" else 1)
         f.eq(f"{key}.table", table)
         f.eq(

@@ -26,6 +26,10 @@ YAML, the native format (/etc/wanhooks/wanhooks.yaml)::
     flush_lower_tiers: true      # a returning tier-1 link ends the flows on lower tiers
     nat: none                    # none | masquerade: NAT what leaves by every managed link
     sticky: true                 # a connection stays on the link it started on (nftables)
+    resilient:                   # optional, whole seconds: the resilient group's timers
+      idle_timer: 1              # a bucket unused this long moves to a link short of its share
+      unbalanced_timer: 1        # short of it this long: busy buckets move too (0: never)
+                                 # (default 1 and 1 with sticky connections, 5 and 30 without)
     mss_clamp: false             # clamp forwarded TCP SYNs' MSS to the route MTU (PPPoE, LTE)
     health:                      # optional: probe settings for every link; each key optional
       targets: [198.51.100.7, 2001:db8::7]   # addresses to probe; [] probes nothing
@@ -91,6 +95,7 @@ from yaml.reader import Reader, ReaderError
 from wanhooks import constants as c
 from wanhooks.model import (
     BalanceMode,
+    Capacity,
     Config,
     GroupKind,
     HealthConfig,
@@ -133,14 +138,30 @@ TOP_KEYS = (
     "nat66",
     "metrics",
     "mode",
+    "resilient",
+    "weight",
 )
+RESILIENT_KEYS = ("idle_timer", "unbalanced_timer")
 PIN_KEYS = ("to", "from", "proto", "port", "link", "tier", "when_down")
 PIN_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
 PORTED_PROTOCOLS = (6, 17, 132)
 WHEN_DOWN = ("fallback", "fail")
 NAT_MODES = ("none", "masquerade")
 GATEWAY_HOLD_MAX = 60.0
-LINK_KEYS = ("interface", "weight", "gateway", "network", "health", "tier", "delegated", "tunnel_mark")
+LINK_KEYS = (
+    "interface",
+    "weight",
+    "capacity",
+    "gateway",
+    "network",
+    "health",
+    "tier",
+    "delegated",
+    "tunnel_mark",
+)
+CAPACITY_KEYS = ("down", "up")
+CAPACITY_UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+CAPACITY_MAX_BPS = 1e12
 TUNNEL_MARK_MAX = c.TUNNEL_MARK_MASK  # the sticky byte is wanhooks' own
 DELEGATED_MIN_LENGTH = 16  # shorter would capture others' traffic (::/0 would capture all)
 TIER_MIN = 1  # a link's tier: 1 carries traffic first, 5 last
@@ -340,6 +361,9 @@ def to_yaml(config: Config) -> str:
     lines += [
         f"{name}: {text}" for name, text in newer.items() if getattr(config, name) != getattr(Config, name)
     ]
+    if config.resilient_timers is not None:
+        idle, unbalanced = config.resilient_timers
+        lines.append(f"resilient: {{idle_timer: {idle}, unbalanced_timer: {unbalanced}}}")
     if config.pins:
         lines += ["pins:"] + [f"  - {_pin_yaml(pin)}" for pin in config.pins]
     if config.health != HealthConfig():
@@ -424,6 +448,10 @@ class _Draft:
     tier: int | None = None
     delegated: tuple[ipaddress.IPv6Network, ...] = ()
     tunnel_mark: int | None = None
+    weight_given: bool = False
+    auto_weight: bool = False
+    capacity: Capacity | None = None
+    capacity_at: _Where | None = None
 
 
 def _check_interface(name: str, where: _Where) -> str:
@@ -562,6 +590,8 @@ def _finish_link(draft: _Draft, seen: dict[str, int]) -> LinkConfig:
         tier=draft.tier,
         delegated=draft.delegated,
         tunnel_mark=draft.tunnel_mark,
+        auto_weight=draft.auto_weight,
+        capacity=draft.capacity,
     )
 
 
@@ -739,7 +769,9 @@ def _config_from_yaml(text: str, path: str) -> Config:
         raise ConfigError(
             path, _line(root), "", f"the top level must be a mapping with 'links', not {kind}: {FORMAT_HINT}"
         )
-    links: tuple[LinkConfig, ...] | None = None
+    drafts: list[tuple[LinkConfig, _Draft]] | None = None
+    default_weight: int | None = None
+    default_auto = False
     balance = BalanceMode.PER_CONNECTION
     group = GroupKind.AUTO
     mode = Config.mode
@@ -754,6 +786,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
     pins: tuple[Pin, ...] = ()
     metrics_listen: tuple[str, int] | None = None
     flags = {"sticky": Config.sticky, "mss_clamp": Config.mss_clamp, "nat66": Config.nat66}
+    timers: dict[str, int] = {}
     # Keys are scalars by the time they are looked up here (_items checks first).
     key_lines = {str(key.value): _line(key) for key, _ in root.value if isinstance(key, ScalarNode)}
     done: set[str] = set()
@@ -770,7 +803,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
             )
         done.add(name)
         if name == "links":
-            links = _yaml_links(value, where)
+            drafts = _yaml_links(value, where)
         elif name == "balance":
             balance = _parse_choice(_yaml_string(value, where, name), BalanceMode, where, name)
         elif name == "group":
@@ -799,12 +832,18 @@ def _config_from_yaml(text: str, path: str) -> Config:
             pins = _yaml_pins(value, where)
         elif name == "metrics":
             metrics_listen = _yaml_listen(value, where)
+        elif name == "resilient":
+            timers = _yaml_timers(value, where, path)
+        elif name == "weight":
+            default_auto = _is_auto(value)
+            default_weight = None if default_auto else _yaml_weight(value, where)
         else:
             watchdog = _yaml_watchdog(value, where)
-    if links is None:
+    if drafts is None:
         raise ConfigError(
             path, _line(root), "links", "links is required: list the uplinks, as '- interface: eth1'"
         )
+    links = _with_weights(drafts, default_weight, default_auto)
     if watchdog is not None:
         health, top = _health_of_watchdog(watchdog), "watchdog"
     else:
@@ -832,6 +871,33 @@ def _config_from_yaml(text: str, path: str) -> Config:
         pins=pins,
         metrics=metrics_listen,
         mode=mode,
+        resilient_timers=_resolved_timers(timers, flags["sticky"]),
+    )
+
+
+def _yaml_timers(node: Node, where: _Where, path: str) -> dict[str, int]:
+    """resilient: {idle_timer: S, unbalanced_timer: S}, whole seconds; either may be left out."""
+    if not isinstance(node, MappingNode):
+        raise where.error(
+            f"resilient must be a mapping of idle_timer and unbalanced_timer, not {_kind(node)}"
+        )
+    timers = {}
+    for name, value in _items(node, "resilient", RESILIENT_KEYS, path):
+        low = 1 if name == "idle_timer" else 0  # an unbalanced_timer of 0 never forces a busy bucket
+        timers[name] = _yaml_whole(
+            value, _Where(path, _line(value), f"resilient.{name}"), name, low, c.RES_TIMER_MAX_S
+        )
+    return timers
+
+
+def _resolved_timers(given: dict[str, int], sticky: bool) -> c.ResilientTimers | None:
+    """The timers the config sets, the one it leaves out taken from sticky's default; None if none."""
+    if not given:
+        return None
+    default = c.RES_TIMERS_STICKY if sticky else c.RES_TIMERS_UNSTICKY
+    return c.ResilientTimers(
+        idle_s=given.get("idle_timer", default.idle_s),
+        unbalanced_s=given.get("unbalanced_timer", default.unbalanced_s),
     )
 
 
@@ -916,7 +982,8 @@ def _yaml_string(node: Node, where: _Where, what: str) -> str:
     raise where.error(f"{what} must be a string, not {_kind(node)}{hint}")
 
 
-def _yaml_links(node: Node, where: _Where) -> tuple[LinkConfig, ...]:
+def _yaml_links(node: Node, where: _Where) -> list[tuple[LinkConfig, _Draft]]:
+    """Each link, with its draft (did it give a weight, where is its capacity) for _with_weights."""
     if not isinstance(node, SequenceNode):
         raise where.error(f"links must be a list of links ('- interface: eth1'), not {_kind(node)}")
     if not node.value:
@@ -924,9 +991,58 @@ def _yaml_links(node: Node, where: _Where) -> tuple[LinkConfig, ...]:
     seen: dict[str, int] = {}
     links = []
     for index, item in enumerate(node.value, 1):
-        item_at = _Where(where.path, _line(item), f"links[{index}]")
-        links.append(_finish_link(_yaml_link(item, item_at), seen))
-    return tuple(links)
+        draft = _yaml_link(item, _Where(where.path, _line(item), f"links[{index}]"))
+        links.append((_finish_link(draft, seen), draft))
+    return links
+
+
+def _with_weights(
+    links: list[tuple[LinkConfig, _Draft]], default_weight: int | None, default_auto: bool
+) -> tuple[LinkConfig, ...]:
+    """The links, one without a weight of its own taking the top-level `weight:`."""
+    done = []
+    for link, draft in links:
+        if not draft.weight_given:
+            link = replace(link, weight=default_weight or link.weight, auto_weight=default_auto)
+        if draft.capacity_at is not None and not link.auto_weight:
+            raise draft.capacity_at.error(
+                f"capacity is read only with weight: auto (this link's weight is {link.weight}): "
+                "give weight: auto, or remove capacity"
+            )
+        done.append(link)
+    return tuple(done)
+
+
+def _is_auto(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _STR and str(node.value).strip().lower() == "auto"
+
+
+def _yaml_capacity(node: Node, where: _Where) -> Capacity:
+    """capacity: 20mbit (both ways) or {down: 20mbit, up: 2mbit}."""
+    if isinstance(node, MappingNode):
+        rates = {}
+        for name, value in _items(node, where.key, CAPACITY_KEYS, where.path):
+            rates[name] = _rate(value, _Where(where.path, _line(value), f"{where.key}.{name}"))
+        if not rates:
+            raise where.error("capacity gives no rate: give down:, up: or both, or one rate for both ways")
+        return Capacity(down_bps=rates.get("down"), up_bps=rates.get("up"))
+    rate = _rate(node, where)
+    return Capacity(down_bps=rate, up_bps=rate)
+
+
+def _rate(node: Node, where: _Where) -> float:
+    """A rate as tc writes one: 500kbit, 20mbit, 1.5gbit (bits a second; "/s" may follow)."""
+    text = str(node.value).strip() if isinstance(node, ScalarNode) else ""
+    found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgKMG]bit)(?:/s)?", text)
+    if not isinstance(node, ScalarNode) or found is None:
+        shown = _show(text) if isinstance(node, ScalarNode) else _kind(node)
+        raise where.error(
+            f"capacity must be a rate such as 20mbit, 500kbit or 1gbit (or down:/up: rates), not {shown}"
+        )
+    bps = float(found.group(1)) * CAPACITY_UNITS[found.group(2).lower()]
+    if not 0 < bps <= CAPACITY_MAX_BPS:
+        raise where.error(f"capacity {_show(text)} is out of range: give more than 0 and at most 1000gbit")
+    return bps
 
 
 def _yaml_link(node: Node, where: _Where) -> _Draft:
@@ -943,7 +1059,13 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
             draft.interface_at = value_at
             have_interface = True
         elif name == "weight":
-            draft.weight = _yaml_weight(value, value_at)
+            draft.weight_given = True
+            if _is_auto(value):
+                draft.auto_weight = True
+            else:
+                draft.weight = _yaml_weight(value, value_at)
+        elif name == "capacity":
+            draft.capacity, draft.capacity_at = _yaml_capacity(value, value_at), value_at
         elif name == "tier":
             draft.tier = _yaml_whole(value, value_at, name, TIER_MIN, TIER_MAX)
         elif name == "gateway":
@@ -1178,7 +1300,9 @@ def _yaml_weight(node: Node, where: _Where) -> int:
     hint = ""
     if isinstance(node, ScalarNode) and node.tag == _STR and _DECIMAL.fullmatch(str(node.value).strip()):
         hint = ": write it without quotes"
-    raise where.error(f"weight must be an integer from {WEIGHT_MIN} to {WEIGHT_MAX}, not {_kind(node)}{hint}")
+    raise where.error(
+        f"weight must be an integer from {WEIGHT_MIN} to {WEIGHT_MAX}, or auto, not {_kind(node)}{hint}"
+    )
 
 
 def _yaml_whole(node: Node, where: _Where, what: str, low: int, high: int) -> int:
@@ -1586,7 +1710,10 @@ def _seed_watchdog(testips: _Assignment | None, switch: _Assignment | None, path
 
 
 def _link_yaml(link: LinkConfig) -> list[str]:
-    lines = [f"  - interface: {_yaml_scalar(link.interface)}", f"    weight: {link.weight}"]
+    weight = "auto" if link.auto_weight else str(link.weight)
+    lines = [f"  - interface: {_yaml_scalar(link.interface)}", f"    weight: {weight}"]
+    if link.capacity is not None:
+        lines.append(f"    capacity: {_capacity_yaml(link.capacity)}")
     gateways = [str(a) for a in (link.gateway4, link.gateway6) if a is not None]
     if gateways:
         lines.append(f"    gateway: {_yaml_one_or_list(gateways)}")
@@ -1602,6 +1729,19 @@ def _link_yaml(link: LinkConfig) -> list[str]:
     if link.health is not None:
         lines += _health_yaml(link.health, "    ")
     return lines
+
+
+def _capacity_yaml(capacity: Capacity) -> str:
+    def rate(bps: float) -> str:
+        for unit, size in sorted(CAPACITY_UNITS.items(), key=lambda item: -item[1]):
+            if bps >= size:
+                return f"{bps / size:.12g}{unit}"  # 12 digits: read back as the same rate
+        return f"{bps / 1e3:.12g}kbit"
+
+    if capacity.down_bps == capacity.up_bps and capacity.down_bps is not None:
+        return rate(capacity.down_bps)
+    given = {"down": capacity.down_bps, "up": capacity.up_bps}
+    return "{" + ", ".join(f"{name}: {rate(bps)}" for name, bps in given.items() if bps is not None) + "}"
 
 
 def _health_yaml(health: HealthConfig, indent: str) -> list[str]:

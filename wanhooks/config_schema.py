@@ -105,6 +105,13 @@ TOP = Section(
             "A connection stays on the link it started on, or arrived by: its conntrack mark (the "
             "top byte, 0xff000000) and an fwmark rule keep it there whatever the balance group does.",
             "false"),
+        Key("weight", "whole number 1 to 256, or auto", "1",
+            "The weight of every link that gives none of its own.",
+            "auto"),
+        Key("resilient", "mapping (see RESILIENT GROUP TIMERS)", "chosen by sticky",
+            "The resilient nexthop group's timers: how soon a returning or new link gets its share "
+            "of new connections.",
+            "{unbalanced_timer: 0}"),
         Key("mss_clamp", "true | false", _yes(Config.mss_clamp),
             "Clamp forwarded TCP SYNs' MSS to the route MTU (PPPoE, LTE).",
             "true"),
@@ -133,9 +140,17 @@ LINK = Section(
             "whose names are ASCII letters, digits and . _ - + @ are managed; another one a glob "
             "matches is left alone, with a note.",
             "eth1"),
-        Key("weight", "whole number 1 to 256", "1",
-            "The link's share of new connections: weights 1, 2, 1 send half to the second link.",
-            "2"),
+        Key("weight", "whole number 1 to 256, or auto", "the top-level weight, else 1",
+            "The link's share of new connections: weights 1, 2, 1 send half to the second link. "
+            "auto: the daemon measures the link's capacity from its own traffic (the rate it "
+            "carries while the probes' round trip shows a queue) and weighs it by that, a change at "
+            "most every 30 s and only when a share moves by 4 points or a tenth; no speed test is "
+            "ever run. Beside auto links a number counts as that many Mbit/s.",
+            "auto"),
+        Key("capacity", "a rate (20mbit, 500kbit, 1gbit), or {down: RATE, up: RATE}", "none",
+            "With weight: auto: the link's rate as sold. The estimate starts there, never exceeds "
+            "it, and never falls below a tenth of it.",
+            "{down: 20mbit, up: 2mbit}"),
         Key("gateway", "address, or a list of one IPv4 and one IPv6", "learned",
             "Left out, the default route the network manager put in the main table for the device "
             "(the lowest metric) is used, and followed when DHCP changes it.",
@@ -245,6 +260,28 @@ PIN = Section(
     ),
 )  # fmt: skip
 
+RESILIENT = Section(
+    name="resilient",
+    title="RESILIENT GROUP TIMERS",
+    intro=(
+        "Whole seconds. A link short of its weight's share of the group's hash buckets (it "
+        "returned, joined, or its weight rose) takes buckets that have been idle for idle_timer, "
+        "and once the group has been short for unbalanced_timer, busy ones too. On a busy router "
+        "no bucket is ever idle, so the forced move is what brings a returning link back. With "
+        "sticky connections an established connection follows its mark, not the group: moving a "
+        "bucket breaks nothing, so both timers default to "
+        f"{c.RES_TIMERS_STICKY.idle_s} s. Without them the connections in a moved bucket move too "
+        f"(a NATed one breaks): {c.RES_TIMERS_UNSTICKY.idle_s} s and {c.RES_TIMERS_UNSTICKY.unbalanced_s} s."
+    ),
+    keys=(
+        Key("idle_timer", f"1 to {c.RES_TIMER_MAX_S}", "1 (sticky), 5 (not sticky)",
+            "A bucket no new connection used for this long may move.", "5"),
+        Key("unbalanced_timer", f"0 to {c.RES_TIMER_MAX_S}", "1 (sticky), 30 (not sticky)",
+            "A group short of balance this long moves busy buckets too; 0 never does (a returning "
+            "link on a busy router may then wait for ever).", "0"),
+    ),
+)  # fmt: skip
+
 WATCHDOG = Section(
     name="watchdog",
     title="WATCHDOG",
@@ -281,4 +318,4 @@ COLUMNS = Section(
     ),
 )  # fmt: skip
 
-SECTIONS = (TOP, LINK, HEALTH, PIN, WATCHDOG, COLUMNS)
+SECTIONS = (TOP, LINK, HEALTH, PIN, RESILIENT, WATCHDOG, COLUMNS)

@@ -9,6 +9,8 @@ old table/nexthops died with the old device anyway.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 # --- rtnetlink protocol id -------------------------------------------------
 # Every route, rule and nexthop wanhooks adds carries this protocol id, and the
 # reconciler only ever reads or removes objects that carry it.  87 is "W";
@@ -132,24 +134,50 @@ def sticky_mark(ifindex: int) -> int:
 METRIC_V4 = 0
 METRIC_V6 = 1024
 
+
 # --- resilient nexthop groups ----------------------------------------------
+class ResilientTimers(NamedTuple):
+    idle_s: int  # a bucket unused this long may move to an under-weighted member
+    unbalanced_s: int  # a group unbalanced this long moves busy buckets too; 0: never
+
+
 # Buckets are fixed once a group exists.  Enough buckets that the weights are
 # honoured within about 1 % (per member >= 100 buckets per unit of weight
 # share), a power of two, within the kernel's u16.
 RES_BUCKETS_PER_WEIGHT = 32
 RES_BUCKETS_MIN = 128
 RES_BUCKETS_MAX = 32768
+# With `weight: auto` the weights follow measurements, up to 256:1 (weights.py),
+# and the count cannot change without a rebuild: a fixed 1024 keeps every share
+# within 0.1 % and gives a 1/256 link 4 buckets.
+RES_BUCKETS_AUTO = 1024
 # Changing the bucket count means rebuilding the group, which reassigns every
 # flow.  So an existing group keeps its count while it is within this factor
 # of what the weights ask for (a weight edit does not remap live flows).
 RES_BUCKETS_KEEP_BELOW = 2  # keep if >= wanted / 2
 RES_BUCKETS_KEEP_ABOVE = 4  # keep if <= wanted * 4
-# A bucket idle this long may move to an under-weighted member (seconds).
-# Short: a returning link gets its share back soon; long-lived flows are
-# not idle and stay put.
-RES_IDLE_TIMER_S = 5
-# 0 = never force-move busy buckets (flows are never broken to rebalance).
-RES_UNBALANCED_TIMER_S = 0
+# When a member is under its weight's share of buckets (it returned, joined, or
+# its weight rose), the kernel moves it buckets that have been idle for
+# idle_timer, and once the group has been unbalanced for unbalanced_timer it
+# moves busy ones too (0: never).  A bucket is "busy" when any *new*
+# connection hashed to it within idle_timer: on a router opening 300
+# connections a second, 128 buckets each see one every half second, none is
+# ever idle, and without the forced move a returning link never gets a
+# bucket back (issue #15, bench/busy_router.py).
+#
+# With sticky connections on, an established connection follows its conntrack
+# mark to its link's table and never consults the group again, so moving a
+# busy bucket moves only the connections that have yet to start: rebalance
+# at once.  The idle timer stays as short, for the same reason.
+RES_TIMERS_STICKY = ResilientTimers(idle_s=1, unbalanced_s=1)
+# Without them, moving a bucket moves every connection hashed to it, and a
+# NATed or source-filtered one dies.  Idle buckets (quiet for 5 s) still move
+# at once; busy ones are forced over after 30 s: by then most short flows
+# have ended, and a returning link is never starved for longer.  The price:
+# once per return, the long-lived connections in the moved buckets -- about
+# the returning link's weight share of them -- are broken.
+RES_TIMERS_UNSTICKY = ResilientTimers(idle_s=5, unbalanced_s=30)
+RES_TIMER_MAX_S = 3600
 USER_HZ = 100  # clock_t unit of the resilient-group timers
 
 # --- multipath hash -----------------------------------------------------------

@@ -49,9 +49,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from . import capacity_watch, metrics, nft
 from . import constants as c
 from . import health as health_module
-from . import metrics, nft
+from .capacity_watch import CapacityWatch
 from .config import ConfigError, load_config
 from .control import ControlServer, daemon_running
 from .engine import Round, converge
@@ -77,7 +78,7 @@ from .model import (
 from .names import ifname_problem, shown
 from .passive_watch import PassiveWatcher
 from .plan import connections_to_end, managed_links, plan, probes_wanted, resolve_group_kind
-from .probes import LinkProber
+from .probes import LinkProber, RoundTrip
 from .reconcile import Report, cleanup, diff
 from .render import op_text
 from .sd_notify import Notifier, status_text
@@ -181,6 +182,7 @@ class Daemon:
         self.traffic = TrafficWindow(c.TRAFFIC_WINDOW_S, c.TRAFFIC_SAMPLE_S)
         # name -> (state, since: monotonic, seen so at our first round: it may be older)
         self.link_states: dict[str, tuple[str, float, bool]] = {}
+        self.capacity = CapacityWatch()  # weight: auto (on the loop)
 
     # --- events --------------------------------------------------------------
 
@@ -293,7 +295,8 @@ class Daemon:
         watcher = asyncio.create_task(self.watcher.run())
         sampler = asyncio.create_task(self._sample_traffic())
         verifier = asyncio.create_task(self._verify_firewall())
-        tasks = [worker, watcher, sampler, verifier, manager]
+        weigher = asyncio.create_task(self._watch_capacity())
+        tasks = [worker, watcher, sampler, verifier, manager, weigher]
         interval = self.notifier.watchdog_interval
         if interval is not None:
             tasks.append(asyncio.create_task(self._feed_watchdog(interval)))
@@ -491,7 +494,13 @@ class Daemon:
         """--dry-run: everything a round decides, logged as what it would do; nothing written
         (no routes, rules, nexthops, sysctls, nftables; no connection ended).  In the worker."""
         observed = self._on_loop(self._adjust)(self.kernel.observe())
-        desired = plan(self.config, observed, self.overrides, self._on_loop(self.verdicts)())
+        desired = plan(
+            self.config,
+            observed,
+            self.overrides,
+            self._on_loop(self.verdicts)(),
+            capacities=self._on_loop(self.capacity.capacities)(),
+        )
         names = {link.index: link.name for link in observed.links}
         would = [op_text(op, names) for op in diff(desired, self.kernel.dump_owned())]
         would += [
@@ -608,6 +617,7 @@ class Daemon:
                 overrides=self.overrides,
                 adjust=self._on_loop(self._adjust),
                 verdicts=self._on_loop(self.verdicts),
+                capacities=self._on_loop(self.capacity.capacities)(),
             )
         return result, (time.perf_counter() - started) * 1000
 
@@ -724,6 +734,36 @@ class Daemon:
 
     def _sample(self) -> None:
         self.traffic.add(Sample(time.monotonic(), self.kernel.link_counters()))
+
+    async def _watch_capacity(self) -> None:
+        """weight: auto: every link's counters and probe round trips once a second into its
+        capacity estimate (capacity_watch.py); a change of the applied weights gets a round."""
+        while True:
+            await asyncio.sleep(capacity_watch.SAMPLE_S)
+            if not any(entry.auto_weight for entry in self.config.links):
+                continue
+            try:
+                counters = self._counters_kernel.link_counters()  # one dump, ~0.1 ms: on the loop
+            except OSError as exc:
+                log.debug("capacity sample: %s", exc)
+                continue
+            decision = self.capacity.tick(
+                time.monotonic(), self.config, counters, self._probe_replies, self._carries_traffic
+            )
+            if decision is not None:
+                log.info("weights: %s", decision.reason)
+                self.post(Resync(f"weights measured: {decision.reason}"))
+
+    def _probe_replies(self, link: str) -> list[RoundTrip]:
+        """The link's recent probe replies, both families' (each target is measured against its
+        own lowest round trip, so an IPv6 target's path is not read as queueing on IPv4's)."""
+        replies = [r for key, prober in self.probers.items() if key.link == link for r in prober.replies]
+        return sorted(replies, key=lambda r: r[0])
+
+    def _carries_traffic(self, link: str) -> bool:
+        """Whether the link's probes say it is up (or it is not probed at all)."""
+        probed = [p for k, p in self.probers.items() if k.link == link]
+        return not probed or any(p.health.carries_traffic() for p in probed)
 
     async def _verify_firewall(self) -> None:
         """Re-read wanhooks' nftables table every FIREWALL_VERIFY_S: rounds trust their last
@@ -851,6 +891,9 @@ class Daemon:
             ],
             health=health,
             link_states=dict(self.link_states),
+            capacities=self.capacity.capacities(),
+            weighing={name: self.capacity.status(name, time.monotonic()) for name in self.capacity.links},
+            weight_changes=list(self.capacity.changes),
             rounds=self.rounds,
             events=self.events,
             tasks=len(asyncio.all_tasks()),
@@ -860,7 +903,7 @@ class Daemon:
         """In the worker: the kernel's part, plan and document."""
         observed = self.kernel.observe()
         observed = replace(observed, main_defaults=observed.main_defaults + given.held, manager=given.manager)
-        desired = plan(given.config, observed, given.overrides, given.verdicts)
+        desired = plan(given.config, observed, given.overrides, given.verdicts, capacities=given.capacities)
         owned = self.kernel.dump_owned()
         kind, _note = resolve_group_kind(given.config, observed)
         doc = status_json(given.config, observed, desired, owned, kind, diff(desired, owned))
@@ -882,6 +925,9 @@ class Daemon:
                     "tx_bps": round(rate.tx_bps),
                     "window_s": round(rate.window_s, 1),
                 }
+            weighing = given.weighing.get(link["name"])
+            if weighing is not None:
+                link["capacity"] = weighing
             found = every.get(link["name"]) if with_counters else None
             if found is not None:  # the metrics' byte counters, from the same dump
                 link["rx_bytes"], link["tx_bytes"] = found.rx_bytes, found.tx_bytes
@@ -895,6 +941,7 @@ class Daemon:
             "disabled": sorted(given.overrides.disabled),
             "draining": sorted(given.overrides.draining),
             "held_gateways": given.held_doc,
+            "weight_changes": [{"ago_s": round(now - at, 1), "why": why} for at, why in given.weight_changes],
         }
         return doc
 
@@ -949,6 +996,9 @@ class _StatusInputs:
     held_doc: list[dict[str, Any]]
     health: dict[tuple[str, int], dict[str, Any]]
     link_states: dict[str, tuple[str, float, bool]]
+    capacities: dict[str, float]  # weight: auto's applied values
+    weighing: dict[str, dict[str, Any] | None]  # each auto link's estimate, for status
+    weight_changes: list[tuple[float, str]]
     rounds: int
     events: int
     tasks: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import nft
@@ -35,6 +35,7 @@ def converge(
     overrides: Overrides = NO_OVERRIDES,
     adjust: Adjust = _identity,
     verdicts: Callable[[], HealthVerdicts] = lambda: NO_VERDICTS,
+    capacities: Mapping[str, float] | None = None,
 ) -> Round:
     """Snapshot, plan and reconcile; if the kernel refused something, look again and retry.
 
@@ -44,13 +45,13 @@ def converge(
     beyond the kernel (gateways held over a DHCP rebind) to each snapshot.
     """
     observed = adjust(kernel.observe())
-    desired = plan(config, observed, overrides, verdicts())
+    desired = plan(config, observed, overrides, verdicts(), capacities=capacities)
     report = reconcile(desired, kernel, run_dir)
     for _ in range(attempts - 1):
         if not report.failed:
             break
         observed = adjust(kernel.observe())
-        desired = plan(config, observed, overrides, verdicts())
+        desired = plan(config, observed, overrides, verdicts(), capacities=capacities)
         retry = reconcile(desired, kernel, run_dir)
         retry.done[:0] = report.done
         retry.sysctls[:0] = report.sysctls
@@ -60,7 +61,7 @@ def converge(
     if report.firewall_errors and (config.nat == "masquerade" or config.nat66):
         # NAT is not as planned: take the links whose NAT is missing out of the balance
         nat_in_place = _nat_in_place(kernel)
-        desired = plan(config, observed, overrides, verdicts(), nat_in_place)
+        desired = plan(config, observed, overrides, verdicts(), nat_in_place, capacities)
         gated = reconcile(desired, kernel, run_dir)
         gated.done[:0] = report.done
         gated.sysctls[:0] = report.sysctls

@@ -90,7 +90,14 @@ class _Collector:
         doc = self._snapshot()
         lf = ["link", "family"]
         in_balance = Gauge("wanhooks_link_in_balance", "1 when it carries balanced traffic", labels=lf)
-        weight = Gauge("wanhooks_link_weight", "the configured weight", labels=["link"])
+        weight = Gauge("wanhooks_link_weight", "the weight in the kernel's group", labels=["link"])
+        share = Gauge("wanhooks_link_weight_share", "its part of the balance's weights", labels=lf)
+        capacity = Gauge(
+            "wanhooks_link_capacity_bps", "weight: auto's capacity estimate", labels=["link", "direction"]
+        )
+        age = Gauge(
+            "wanhooks_link_capacity_age_seconds", "since evidence confirmed it", labels=["link", "direction"]
+        )
         healthy = Gauge("wanhooks_link_healthy", "1 when its probes say it carries traffic", labels=lf)
         rtt = Gauge("wanhooks_link_rtt_seconds", "smoothed probe round trip", labels=lf)
         loss = Gauge("wanhooks_link_loss_ratio", "probes lost over the loss window", labels=lf)
@@ -99,6 +106,12 @@ class _Collector:
         for link in doc["links"]:
             name = link["name"]
             weight.add_metric([name], link["weight"])
+            cap = link.get("capacity")
+            for direction in ("down", "up") if isinstance(cap, dict) else ():
+                if cap[direction]["bps"] is not None:
+                    capacity.add_metric([name, direction], cap[direction]["bps"])
+                if cap[direction]["age_s"] is not None:
+                    age.add_metric([name, direction], cap[direction]["age_s"])
             if link.get("rx_bytes") is not None:
                 rx.add_metric([name], link["rx_bytes"])
                 tx.add_metric([name], link["tx_bytes"])
@@ -106,6 +119,7 @@ class _Collector:
                 side = link[f"ipv{family}"]
                 labels = [name, str(family)]
                 in_balance.add_metric(labels, 1 if side["in_balance"] else 0)
+                share.add_metric(labels, (link.get("weight_share") or {}).get(f"ipv{family}", 0.0))
                 health = side.get("health")
                 if health:
                     healthy.add_metric(labels, 1 if health["state"] == "up" else 0)
@@ -126,5 +140,5 @@ class _Collector:
         seconds.add_metric([], figures.round_seconds)
         in_sync = Gauge("wanhooks_in_sync", "1 when the kernel holds exactly the plan")
         in_sync.add_metric([], 1 if doc["in_sync"] else 0)
-        yield from (in_balance, weight, healthy, rtt, loss, rx, tx)
+        yield from (in_balance, weight, share, capacity, age, healthy, rtt, loss, rx, tx)
         yield from (transitions, events, rounds, seconds, in_sync)

@@ -15,6 +15,8 @@ import functools
 import ipaddress
 from dataclasses import dataclass, field, fields, replace
 
+from . import constants as c
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 FAMILIES = (4, 6)
@@ -103,9 +105,17 @@ HEALTH_DEFAULTS = HealthConfig(
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """A link's rate as the admin knows it (`capacity:`): seeds and bounds `weight: auto`."""
+
+    down_bps: float | None = None  # what the link receives (downloads)
+    up_bps: float | None = None
+
+
+@dataclass(frozen=True)
 class LinkConfig:
     interface: str  # exact name or an fnmatch glob ("wl*")
-    weight: int = 1  # 1..256
+    weight: int = 1  # 1..256; ignored with auto_weight (the measured capacity weighs the link)
     gateway4: ipaddress.IPv4Address | None = None
     gateway6: ipaddress.IPv6Address | None = None
     network4: ipaddress.IPv4Network | None = None
@@ -115,6 +125,8 @@ class LinkConfig:
     tier: int | None = None  # 1..5; None: 1, or Config.metered_tier when NetworkManager says metered
     delegated: tuple[ipaddress.IPv6Network, ...] = ()  # IPv6 prefixes this ISP delegated (PD)
     tunnel_mark: int | None = None  # the fwmark the tunnel puts on its own encapsulated packets
+    auto_weight: bool = False  # `weight: auto`: the daemon weighs it by its measured capacity
+    capacity: Capacity | None = None  # with auto_weight: the admin's figure, a seed and a bound
 
     def gateway(self, family: int) -> IPAddress | None:
         return self.gateway4 if family == 4 else self.gateway6
@@ -182,6 +194,15 @@ class Config:
     nat66: bool = False  # masquerade IPv6 too (only when opted in: NAT66 breaks end-to-end)
     metrics: tuple[str, int] | None = None  # the Prometheus endpoint's address and port; None: off
     mode: RunMode = RunMode.DAEMON  # who follows the links: the daemon, or the hooks alone
+    # The resilient group's timers, when the config sets them; None: chosen by `sticky`.
+    resilient_timers: c.ResilientTimers | None = None
+
+    @property
+    def timers(self) -> c.ResilientTimers:
+        """The resilient group's timers in force (constants.RES_TIMERS_STICKY explains the choice)."""
+        if self.resilient_timers is not None:
+            return self.resilient_timers
+        return c.RES_TIMERS_STICKY if self.sticky else c.RES_TIMERS_UNSTICKY
 
 
 @dataclass(frozen=True)
@@ -440,7 +461,7 @@ class LinkPlan:
 
     name: str
     index: int
-    weight: int
+    weight: int  # the kernel's weight for it
     table: int | None
     eligible: dict[int, bool]  # family -> carries balanced traffic
     gateways: dict[int, IPAddress | None]
@@ -448,6 +469,7 @@ class LinkPlan:
     reasons: dict[int, str]  # family -> why not eligible ("" when eligible)
     config_line: int = 0
     tier: int = 1
+    auto_weight: bool = False  # weight: auto (the weight comes from its measured capacity)
 
 
 @dataclass(frozen=True, order=True)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from . import constants as c
@@ -70,6 +70,7 @@ from .model import (
 from .multipath import default_route
 from .names import ifname_problem
 from .pins import Candidate, plan_pins
+from .weights import kernel_weights, uses_auto
 
 NO_OVERRIDES = Overrides()
 NO_VERDICTS = HealthVerdicts()
@@ -479,6 +480,8 @@ def resilient_buckets(config: Config) -> int:
 
     A glob entry may match several links: it counts four times.
     """
+    if uses_auto(config.links):  # measured weights move: enough buckets for any ratio
+        return c.RES_BUCKETS_AUTO
     total = sum(e.weight * (4 if e.is_glob else 1) for e in config.links)
     wanted = c.RES_BUCKETS_PER_WEIGHT * max(total, 1)
     buckets = c.RES_BUCKETS_MIN
@@ -488,7 +491,12 @@ def resilient_buckets(config: Config) -> int:
 
 
 def _balance(
-    family: int, sides: list[_Side], kind: GroupKind, buckets: int
+    family: int,
+    sides: list[_Side],
+    kind: GroupKind,
+    buckets: int,
+    timers: c.ResilientTimers,
+    weights: dict[int, int],
 ) -> tuple[list[Nexthop], list[NexthopGroup], list[Route]]:
     eligible = sorted((s for s in sides if s.eligible), key=lambda s: s.link.index)
     if not eligible:
@@ -496,7 +504,7 @@ def _balance(
     dst, metric = _DEFAULT_DST[family], _METRIC[family]
     if kind is GroupKind.LEGACY:
         hops = [
-            PathHop(oif=s.link.index, gateway=s.gateway, weight=s.entry.weight, onlink=s.onlink)
+            PathHop(oif=s.link.index, gateway=s.gateway, weight=weights[s.link.index], onlink=s.onlink)
             for s in eligible
         ]
         return [], [], [default_route(family, c.TABLE_BALANCE, hops)]
@@ -514,11 +522,11 @@ def _balance(
     group = NexthopGroup(
         id=c.group_id(family),
         family=family,
-        members=tuple(sorted((nh.id, s.entry.weight) for nh, s in zip(nexthops, eligible))),
+        members=tuple(sorted((nh.id, weights[s.link.index]) for nh, s in zip(nexthops, eligible))),
         resilient=resilient,
         buckets=buckets if resilient else 0,
-        idle_timer=c.RES_IDLE_TIMER_S if resilient else 0,
-        unbalanced_timer=c.RES_UNBALANCED_TIMER_S if resilient else 0,
+        idle_timer=timers.idle_s if resilient else 0,
+        unbalanced_timer=timers.unbalanced_s if resilient else 0,
     )
     route = Route(family=family, table=c.TABLE_BALANCE, dst=dst, metric=metric, nhid=group.id)
     return nexthops, [group], [route]
@@ -554,17 +562,22 @@ def plan(
     overrides: Overrides = NO_OVERRIDES,
     verdicts: HealthVerdicts = NO_VERDICTS,
     nat_in_place: dict[int, frozenset[str]] | None = None,
+    capacities: Mapping[str, float] | None = None,
 ) -> Desired:
     """What the kernel should hold.  `nat_in_place` (family -> links masqueraded now) is
     given only after nftables failed: a link whose NAT is missing then carries no
-    balanced traffic, so LAN addresses never leave un-NATed."""
+    balanced traffic, so LAN addresses never leave un-NATed.  `capacities`: the
+    capacity (bits/s, its larger direction's) applied to each `weight: auto` link (weights.py)."""
     pairs = managed_links(config, observed)
+    named = kernel_weights([(link.name, entry) for link, entry in pairs], capacities or {})
+    weights = {link.index: named[link.name] for link, _ in pairs}
     managed_index = {link.index for link, _ in pairs}
     kind, kind_note = resolve_group_kind(config, observed)
     learned = _learned_gateways(observed)
     nm_gateways = _manager_gateways(observed)
     buckets = resilient_buckets(config)
     notes: list[str] = ([kind_note] if kind_note else []) + _refused_names(config, observed)
+    notes += _unmeasurable(pairs, config)
 
     rules: set[Rule] = set()
     routes: set[Route] = set()
@@ -622,7 +635,7 @@ def plan(
         if kind is GroupKind.LEGACY and family == 6:
             family_sides = _legacy_v6_members(family_sides)
             sides.update({(side.link.index, family): side for side in family_sides})
-        nhs, grps, balance = _balance(family, family_sides, kind, buckets)
+        nhs, grps, balance = _balance(family, family_sides, kind, buckets, config.timers, weights)
         nexthops.update(nhs)
         groups.update(grps)
         routes.update(balance)
@@ -662,11 +675,11 @@ def plan(
     for link, _entry in pairs:
         sysctls.extend(_link_sysctls(link))
 
-    link_plans = tuple(_link_plan(link, entry, sides) for link, entry in pairs)
+    link_plans = tuple(_link_plan(link, entry, sides, weights[link.index]) for link, entry in pairs)
     firewall, mark_rules, firewall_notes = _firewall(config, pairs, sides, observed.features.nftables)
     rules.update(mark_rules)
     notes.extend(firewall_notes)
-    pin_rules, pin_routes, pin_notes = plan_pins(config.pins, _pin_candidates(pairs, sides))
+    pin_rules, pin_routes, pin_notes = plan_pins(config.pins, _pin_candidates(pairs, sides, weights))
     rules.update(pin_rules)
     routes.update(pin_routes)
     notes.extend(pin_notes)
@@ -682,6 +695,20 @@ def plan(
     )
 
 
+def _unmeasurable(pairs: list[tuple[ObservedLink, LinkConfig]], config: Config) -> list[str]:
+    """weight: auto reads a link's queue in its probes' round trips: without probes, none."""
+    notes = []
+    for link, entry in pairs:
+        settings = (entry.health or HealthConfig()).resolved(config.health)
+        if entry.auto_weight and (not settings.enabled or not settings.targets):
+            notes.append(
+                f"{link.name}: weight: auto without health probes cannot tell when the link is full: "
+                "it is weighed by what it carried, at least the measured auto links' mean "
+                "(give it health targets, or a weight)"
+            )
+    return notes
+
+
 def _nat_gated(side: _Side, config: Config, in_place: frozenset[str]) -> _Side:
     wanted = config.nat == "masquerade" if side.family == 4 else config.nat66
     if not wanted or not side.eligible or not side.addresses or side.link.name in in_place:
@@ -690,12 +717,12 @@ def _nat_gated(side: _Side, config: Config, in_place: frozenset[str]) -> _Side:
 
 
 def _pin_candidates(
-    pairs: list[tuple[ObservedLink, LinkConfig]], sides: dict[tuple[int, int], _Side]
+    pairs: list[tuple[ObservedLink, LinkConfig]], sides: dict[tuple[int, int], _Side], weights: dict[int, int]
 ) -> list[Candidate]:
     """Managed links as pins see them, in config order.  A standby link may carry pinned
     traffic (pinning a backup link is the point); a failed, disabled or draining one may not."""
     out = []
-    for link, entry in pairs:
+    for link, _entry in pairs:
         for family in (4, 6):
             side = sides[(link.index, family)]
             usable = side.has_table and (side.eligible or side.reason.startswith("standby"))
@@ -705,7 +732,7 @@ def _pin_candidates(
                     index=link.index,
                     family=family,
                     tier=side.tier,
-                    weight=entry.weight,
+                    weight=weights[link.index],
                     gateway=side.gateway,
                     onlink=side.onlink,
                     usable=usable,
@@ -763,13 +790,16 @@ def _firewall(
     return Firewall(links=tuple(links), sticky=sticky, mss_clamp=config.mss_clamp), rules, notes
 
 
-def _link_plan(link: ObservedLink, entry: LinkConfig, sides: dict[tuple[int, int], _Side]) -> LinkPlan:
+def _link_plan(
+    link: ObservedLink, entry: LinkConfig, sides: dict[tuple[int, int], _Side], weight: int
+) -> LinkPlan:
     per = {family: sides[(link.index, family)] for family in (4, 6)}
     has_table = any(s.has_table for s in per.values())
     return LinkPlan(
         name=link.name,
         index=link.index,
-        weight=entry.weight,
+        weight=weight,
+        auto_weight=entry.auto_weight,
         table=c.link_table(link.index) if has_table else None,
         eligible={f: s.eligible for f, s in per.items()},
         gateways={f: s.gateway for f, s in per.items()},

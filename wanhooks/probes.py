@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable
 
 from . import health
@@ -35,6 +36,8 @@ log = logging.getLogger("wanhooks.probes")
 ICMP4_ECHO_REQUEST, ICMP4_ECHO_REPLY = 8, 0
 ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
 _ECHO = struct.Struct("!BBHHH")
+# Two seconds of replies at 10 probes a second to each of two targets, read every second.
+REPLIES_KEPT = 64
 _PAYLOAD = b"wanhooks"  # small: probes are 36 bytes on the wire (IPv4), 56 (IPv6)
 
 
@@ -70,6 +73,7 @@ def parse_reply(family: int, packet: bytes) -> tuple[int, int] | None:
 
 
 Reply = Callable[[IPAddress, int], None]  # (target, sequence number) of an answer
+RoundTrip = tuple[float, IPAddress, float]  # (when answered, target, round trip seconds)
 
 
 def _bound_socket(key: ProbeKey, kind: int, proto: int) -> socket.socket:
@@ -254,6 +258,8 @@ class LinkProber:
         self._sent_at: dict[tuple[IPAddress, int], float] = {}
         self._sent_ok = 0  # probes that left (for the passive watch: our own packets)
         self.own_rx = 0  # answers received
+        # the last few replies' (when, target, round trip): weight: auto reads the queueing in them
+        self.replies: deque[RoundTrip] = deque(maxlen=REPLIES_KEPT)
         self._transport: Transport | None = None
         self._task: asyncio.Task[None] | None = None
         self._nap: asyncio.Future[bool] | None = None  # the loop's wait; a suspicion ends it early
@@ -341,6 +347,7 @@ class LinkProber:
         if sent_at is None:
             return
         now = self._clock()
+        self.replies.append((now, target, now - sent_at))
         self._update(health.replied(self.health, target, now - sent_at, now))
 
     def _update(self, new: Health) -> None:

@@ -115,6 +115,8 @@ def status_json(
             "since_s": None,  # the daemon knows: how long the link has been in this state
             "since_start": None,  # the daemon's: true when so since it started (maybe longer)
             "weight": link.weight,
+            "auto_weight": link.auto_weight,
+            "capacity": None,  # the daemon's, for weight: auto: the estimate, its evidence, why
             "weight_share": {
                 f"ipv{f}": round(live[f].get(link.index, 0) / total_weight[f], 4) if total_weight[f] else 0.0
                 for f in (4, 6)
@@ -246,10 +248,41 @@ def _weight_cell(link: dict[str, Any]) -> str:
     """e.g. "2 (22%)": the weight and the part of the balance it asks for, in the family the
     link is balanced in (IPv4 first); a schema-1 document (an older daemon) has no share."""
     shares = link.get("weight_share")
+    weight = "auto" if link.get("auto_weight") else str(link["weight"])
     if not isinstance(shares, dict):
-        return str(link["weight"])
+        return weight
     family = next((f for f in (4, 6) if link[f"ipv{f}"]["in_balance"]), 4)
-    return f"{link['weight']} ({100 * shares[f'ipv{family}']:.0f}%)"
+    return f"{weight} ({100 * shares[f'ipv{family}']:.0f}%)"
+
+
+def _rate_text(direction: dict[str, Any]) -> str:
+    if direction.get("bps") is None:
+        return "unknown"
+    age = direction.get("age_s")
+    seen = f", {_duration(age)} ago" if age is not None else ""
+    return f"{direction['bps'] / 1e6:.1f} Mbit/s ({direction['evidence']}{seen})"
+
+
+def _capacity_lines(doc: dict[str, Any]) -> list[str]:
+    """weight: auto: what each auto link's weight rests on, and the last changes."""
+    lines = []
+    for link in doc["links"]:
+        cap = link.get("capacity")
+        if not link.get("auto_weight") or not isinstance(cap, dict):
+            continue
+        rtt = ""
+        if cap.get("baseline_rtt_ms") is not None:
+            rtt = f"; round trip {cap['baseline_rtt_ms']:g} ms idle"
+            if cap.get("delay_ms") is not None:
+                rtt += f", +{cap['delay_ms']:g} ms now" + (" (queueing)" if cap.get("saturated") else "")
+        lines.append(
+            f"  {link['name']}: down {_rate_text(cap['down'])}, up {_rate_text(cap['up'])}{rtt}: {cap['why']}"
+        )
+    if not lines:
+        return []
+    changes = (doc.get("daemon") or {}).get("weight_changes") or []
+    lines += [f"  weights changed {_duration(c['ago_s'])} ago: {c['why']}" for c in changes[-3:]]
+    return ["auto weights, from each link's measured capacity (its fuller direction):", *lines]
 
 
 def _since_cell(link: dict[str, Any]) -> str:
@@ -364,6 +397,7 @@ def render_status(doc: dict[str, Any]) -> str:
         parts += [f"NAT66 out of {', '.join(firewall['nat66'])}"] if firewall["nat66"] else []
         parts += ["sticky connections"] if firewall["sticky"] else []
         lines.append("nftables (inet wanhooks): " + "; ".join(parts))
+    lines += _capacity_lines(doc)
     for pin in doc.get("pins", []):
         where = ", ".join(f"{fam}: {goes}" for fam, goes in pin["now"].items())
         lines.append(f"pin (line {pin['line']}) {_pin_text(pin)} -> {pin['target']}: now {where}")

@@ -7,6 +7,7 @@ never wanhooks' own: without it the demo says so and draws nothing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .watch import Timeline
 
@@ -31,9 +32,12 @@ def draw(timeline: Timeline, speeds: dict[str, float], labels: dict[str, str], p
     with timeline.lock:
         samples = list(timeline.samples)
         events = list(timeline.events)
+        weights = list(timeline.weights)
     times = [t for t, _ in samples]
     series = [[rates.get(name, 0.0) for _, rates in samples] for name in speeds]
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=100)
+    fig, (ax, below) = plt.subplots(
+        2, 1, figsize=(11, 7.5), dpi=100, sharex=True, gridspec_kw={"height_ratios": [3, 1.2]}
+    )
     ax.stackplot(
         times,
         series,
@@ -56,11 +60,29 @@ def draw(timeline: Timeline, speeds: dict[str, float], labels: dict[str, str], p
         )
     ax.set_ylim(0, top * 1.2)
     ax.set_xlim(0, max(times, default=1.0))
-    ax.set_xlabel("seconds")
     ax.set_ylabel("Mbit/s sent by the router, per link")
     ax.set_title("wanhooks demo: traffic over each link, and what happened")
     ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     ax.grid(alpha=0.3)
+    _draw_shares(below, weights, list(speeds), max(times, default=1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _draw_shares(ax: Any, weights: list[tuple[float, dict[str, int]]], names: list[str], end: float) -> None:
+    """Each link's share of the group's weights over time (weight: auto at work), as steps."""
+    for colour, name in zip(COLOURS, names):
+        xs, ys = [], []
+        for at, members in weights:
+            total = sum(members.values())
+            xs.append(at)
+            ys.append(100 * members.get(name, 0) / total if total else 0.0)
+        if xs:
+            xs.append(end)
+            ys.append(ys[-1])
+            ax.step(xs, ys, where="post", color=colour, linewidth=1.5, label=name)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("share of weight, %")
+    ax.grid(alpha=0.3)

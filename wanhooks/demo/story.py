@@ -1,11 +1,13 @@
 """The demo's story, told on a simulated host (network namespaces made for the run).
 
 A router with three uplinks shaped to 10/20/10 Mbit/s runs `wanhooks run`
-as its service would.  A LAN client keeps opening bulk uploads.  Then:
-one ISP goes silent (its modem stays up: only the probes can tell), it
-comes back, and a 3G stick is plugged in.  The live view shows each link's
-traffic; the summary gives the measured failover, rejoin and join times and
-each phase's throughput; the chart draws it all.
+as its service would, every link `weight: auto`.  A LAN client keeps opening
+bulk uploads, and the weights set themselves from what the links carry.
+Then: one ISP goes silent (its modem stays up: only the probes can tell), it
+comes back, a 3G stick is plugged in, and the fibre slows down to 5 Mbit/s.
+The live view shows each link's traffic and weight; the summary gives the
+measured failover, rejoin and join times, how soon the weights settled and
+followed, and each phase's throughput; the chart draws it all.
 """
 
 from __future__ import annotations
@@ -33,24 +35,25 @@ from .watch import Timeline, Watch
 
 SPEEDS = {"w1": 10.0, "w2": 20.0, "w3": 10.0, "w4": 5.0}  # Mbit/s each line is shaped to
 LABELS = {"w1": "ADSL", "w2": "fibre", "w3": "cable", "w4": "3G"}
-WEIGHTS = {"w1": 2, "w2": 4, "w3": 2, "w4": 1}  # in proportion to the speeds, as the 2011 script advised
+SLOWED = 5.0  # Mbit/s the fibre drops to late in the story
+TOLERANCE = 0.15  # weight shares within this (relative) of the speeds' count as settled
 FLOWS = 24  # the LAN's uploads running at once; each connection sends for CONNECTION_S
 CONNECTION_S = 2.0
+# a returning or joining link has its share of new connections this long after it is back:
+# the resilient group forces buckets over after unbalanced_timer (sticky connections on)
+REBALANCE_S = c.RES_TIMERS_STICKY.unbalanced_s + 1.0
 
 CONFIG = """\
-# four uplinks, weights in proportion to their speeds
+# four uplinks, each weighed by the capacity wanhooks measures (no speed typed in)
+weight: auto
 links:
   - interface: w1          # 10 Mbit/s ADSL
-    weight: 2
     gateway: [100.64.1.1, "fe80::1"]
   - interface: w2          # 20 Mbit/s fibre
-    weight: 4
     gateway: [100.64.2.1, "fe80::1"]
   - interface: w3          # 10 Mbit/s cable
-    weight: 2
     gateway: [100.64.3.1, "fe80::1"]
   - interface: w4          # 5 Mbit/s 3G stick, plugged in later: its gateway comes from DHCP
-    weight: 1
 balance: per-connection
 nat: masquerade
 health:                    # two addresses per family beyond the ISPs, probed ten times a second
@@ -75,6 +78,7 @@ class Phase:
     start: float  # timeline seconds: once its change has taken effect
     end: float = 0.0
     in_use: tuple[str, ...] = ()  # the links that should carry its traffic
+    capacity: float = 0.0  # their lines' Mbit/s, summed
 
 
 class Story:
@@ -85,9 +89,10 @@ class Story:
         self.config.write_text(CONFIG.replace("HOLD", f"{pace.hold_down:g}"))
         self.run_dir = workdir / "run"
         self.log_path = workdir / "daemon.log"
+        self.speeds = dict(SPEEDS)  # each line's Mbit/s now (the fibre slows down late on)
         self.timeline = Timeline(tuple(SPEEDS))
         self.watch = Watch(lab, self.timeline)
-        self.view = View(self.timeline, SPEEDS, LABELS, self.log_tail, out)
+        self.view = View(self.timeline, self.speeds, LABELS, self.log_tail, out)
         self.phases: list[Phase] = []
         self.figures: dict[str, float | None] = {}
         self.processes: list[subprocess.Popen[str]] = []
@@ -141,7 +146,33 @@ class Story:
             self.phases[-1].end = self.timeline.now()
 
     def begin_phase(self, label: str, start: float, in_use: Sequence[str]) -> None:
-        self.phases.append(Phase(label, start, in_use=tuple(in_use)))
+        capacity = sum(self.speeds[n] for n in in_use)
+        self.phases.append(Phase(label, start, in_use=tuple(in_use), capacity=capacity))
+
+    def settled(self, in_use: Sequence[str]) -> bool:
+        """Whether the group's weight shares are within TOLERANCE of the lines' speeds."""
+        shares = self.timeline.shares()
+        total = sum(self.speeds[n] for n in in_use)
+        return set(shares) == set(in_use) and all(
+            abs(shares[n] / (self.speeds[n] / total) - 1) <= TOLERANCE for n in in_use
+        )
+
+    def wait_settled(self, in_use: Sequence[str], since: float, timeout: float) -> float | None:
+        """Seconds from `since` (timeline time) until the weights settle on the speeds; None if not
+        within `timeout`."""
+        while self.timeline.now() < since + timeout:
+            if self.settled(in_use):
+                return self.timeline.now() - since
+            time.sleep(0.1)
+        return None
+
+    def say_shares(self, in_use: Sequence[str]) -> None:
+        shares = self.timeline.shares()
+        total = sum(self.speeds[n] for n in in_use)
+        cells = ", ".join(
+            f"{n} {100 * shares.get(n, 0):.0f} % (line {100 * self.speeds[n] / total:.0f} %)" for n in in_use
+        )
+        self.say(f"    weights now: {cells}")
 
     # --- the story ------------------------------------------------------------------------
 
@@ -187,11 +218,11 @@ class Story:
         self.lab.send_udp_flows(self.lab.lan, SERVER4, count)
         counts = self.lab.flows_per_link(4)
         total = sum(counts.values()) or 1
-        wsum = sum(WEIGHTS[n] for n in ("w1", "w2", "w3"))
-        self.say("    link  weight  asks for  got")
+        shares = self.timeline.shares()
+        self.say("    link  asks for  got")
         for i, name in enumerate(("w1", "w2", "w3"), 1):
             self.say(
-                f"    {name}    {WEIGHTS[name]:>6}  {100 * WEIGHTS[name] / wsum:7.1f}%  "
+                f"    {name}    {100 * shares.get(name, 0):7.1f}%  "
                 f"{100 * counts[i] / total:5.1f}%  ({counts[i]} connections)"
             )
 
@@ -215,13 +246,25 @@ class Story:
         for line in lab.ip(lab.router, "nexthop", "show").splitlines():
             self.say("      " + line)
 
-        self.step("3000 new connections from the LAN: split by weight")
+        self.step("3000 new connections from the LAN: split by weight (nothing measured yet: alike)")
         self.split()
 
         self.step(f"The LAN uploads: {FLOWS} at a time, each connection {CONNECTION_S:g} s")
         self.start_traffic()
         self.view.start()
-        self.begin_phase("three links", self.timeline.now() + 1.0, ("w1", "w2", "w3"))
+        loaded = self.timeline.mark("uploads start")
+
+        self.step("The weights set themselves: each link's capacity, measured as the uploads fill it")
+        three = ("w1", "w2", "w3")
+        took = self.wait_settled(three, loaded, 60)
+        self.figures["weights_settle_s"] = took
+        if took is not None:
+            self.timeline.mark(f"weights settled ({took:.0f} s)")
+            self.say(
+                f"    the weights came within 15 % of the lines' speeds {took:.1f} s after the uploads began"
+            )
+        self.say_shares(three)
+        self.begin_phase("three links", self.timeline.now() + 1.0, three)
         time.sleep(pace.dwell)
 
         self.step("w2's ISP goes silent (the modem stays up: no carrier change, only probes can tell)")
@@ -246,10 +289,11 @@ class Story:
             self.timeline.mark(f"w2 back ({back - answered:.1f} s)")
             self.say(
                 f"    w2 is back {back - answered:.1f} s after its ISP answered; running connections "
-                f"stay where they are, new ones reach w2 as hash buckets fall idle ({c.RES_IDLE_TIMER_S} s)"
+                "stay where they are (sticky), and new ones reach w2 again within "
+                f"{c.RES_TIMERS_STICKY.unbalanced_s} s"
             )
-        self.begin_phase("w2 back", (back or answered) + c.RES_IDLE_TIMER_S + 1.0, ("w1", "w2", "w3"))
-        time.sleep(max(pace.dwell, c.RES_IDLE_TIMER_S + 3.0))
+        self.begin_phase("w2 back", (back or answered) + REBALANCE_S, ("w1", "w2", "w3"))
+        time.sleep(max(pace.dwell, REBALANCE_S + 2.0))
 
         self.step("A 3G stick is plugged in: w4 comes up with an address and a DHCP default route")
         self.end_phase()
@@ -262,8 +306,22 @@ class Story:
             self.say(
                 f"    w4 joined the balance {joined - plugged:.1f} s after it came up, with no command run"
             )
-        self.begin_phase("3G joined", (joined or plugged) + c.RES_IDLE_TIMER_S + 1.0, tuple(SPEEDS))
-        time.sleep(max(pace.dwell, c.RES_IDLE_TIMER_S + 3.0))
+        self.begin_phase("3G joined", (joined or plugged) + REBALANCE_S, tuple(SPEEDS))
+        time.sleep(max(pace.dwell, REBALANCE_S + 2.0))
+
+        self.step(f"The fibre slows down: w2 from {SPEEDS['w2']:g} to {SLOWED:g} Mbit/s (tc, mid-run)")
+        self.end_phase()
+        lab.shape(2, SLOWED)
+        self.speeds["w2"] = SLOWED
+        slowed = self.timeline.mark(f"w2 slowed to {SLOWED:g} Mbit/s")
+        took = self.wait_settled(tuple(SPEEDS), slowed, 75)
+        self.figures["weights_follow_s"] = took
+        if took is not None:
+            self.timeline.mark(f"weights followed ({took:.0f} s)")
+            self.say(f"    the weights followed {took:.1f} s after the line slowed (no more than every 30 s)")
+        self.say_shares(tuple(SPEEDS))
+        self.begin_phase("w2 slowed", self.timeline.now() + 1.0, tuple(SPEEDS))
+        time.sleep(pace.dwell)
         self.end_phase()
         self.view.stop()
 
@@ -292,6 +350,12 @@ class Story:
             )
         )
         lines.append(took("join_s", "    new link: w4 (3G) in the balance {} after it came up"))
+        lines.append(
+            took("weights_settle_s", "    weight: auto: within 15 % of the speeds {} after the uploads began")
+        )
+        lines.append(
+            took("weights_follow_s", f"    w2 slowed to {SLOWED:g} Mbit/s: the weights followed in {{}}")
+        )
         names = list(SPEEDS)
         lines.append(
             "    mean Mbit/s sent     " + "".join(f"{n:>7}" for n in names) + "   total  of the lines in use"
@@ -300,7 +364,7 @@ class Story:
             mean = self.timeline.mean(phase.start, phase.end)
             if not mean:
                 continue
-            capacity = sum(SPEEDS[n] for n in phase.in_use)
+            capacity = phase.capacity
             total = sum(mean.values())
             cells = "".join(f"{mean[n]:7.1f}" if mean[n] >= 0.05 else f"{'-':>7}" for n in names)
             lines.append(

@@ -108,9 +108,10 @@ class View:
     # --- what is drawn -------------------------------------------------------------
 
     def rates_line(self) -> str:
-        rates, members = self.timeline.latest(), self.timeline.members()
+        rates, members, shares = self.timeline.latest(), self.timeline.members(), self.timeline.shares()
         cells = [
-            f"{name} {rates.get(name, 0.0):5.1f}{'' if name in members else '(out)':5}"
+            f"{name} {rates.get(name, 0.0):5.1f}"
+            + (f"({100 * shares.get(name, 0.0):2.0f}%)" if name in members else "(out)")
             for name in self.speeds
         ]
         return (
@@ -119,13 +120,13 @@ class View:
 
     def frame(self, rows: int = 40) -> list[str]:
         """The screen, in at most `rows` lines: the story and the log get what the table leaves."""
-        rates, members = self.timeline.latest(), self.timeline.members()
+        rates, members, shares = self.timeline.latest(), self.timeline.members(), self.timeline.shares()
         top = max(self.speeds.values())
         lines = [
             f"wanhooks demo  |  {self.timeline.now():5.1f} s  |  {self.timeline.phase}",
             "Ctrl-C ends it and removes everything it made",
             "",
-            f"  {'LINK':5} {'LINE':18} {'BALANCED':9} {'SENT (last 0.5 s)':{BAR_WIDTH + 14}}",
+            f"  {'LINK':5} {'LINE':18} {'WEIGHT':9} {'SENT (last 0.5 s)':{BAR_WIDTH + 14}}",
         ]
         for name, speed in self.speeds.items():
             line = f"{speed:g} Mbit/s {self.labels.get(name, '')}"
@@ -135,7 +136,7 @@ class View:
             rate = rates.get(name, 0.0)
             filled = round(BAR_WIDTH * min(rate, top) / top)
             bar = "#" * filled + "." * (BAR_WIDTH - filled)
-            balanced = "yes" if name in members else "NO"
+            balanced = f"{100 * shares.get(name, 0.0):3.0f} %" if name in members else "out"
             lines.append(f"  {name:5} {line:18} {balanced:9} {bar} {rate:5.1f} Mbit/s")
         lines += [f"  {'':5} {'':18} {'':9} {'total':>{BAR_WIDTH}} {sum(rates.values()):5.1f} Mbit/s", ""]
         room = max(2, rows - len(lines) - 3)  # two headings and a blank line between them

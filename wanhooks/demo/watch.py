@@ -29,6 +29,7 @@ class Timeline:
     phase: str = ""
     samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # t, Mbit/s sent
     groups: list[tuple[float, frozenset[str]]] = field(default_factory=list)  # t, IPv4 members
+    weights: list[tuple[float, dict[str, int]]] = field(default_factory=list)  # t, each member's weight
     events: list[tuple[float, str]] = field(default_factory=list)  # t, what the story did or saw
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -44,6 +45,13 @@ class Timeline:
     def members(self) -> frozenset[str]:
         with self.lock:
             return self.groups[-1][1] if self.groups else frozenset()
+
+    def shares(self) -> dict[str, float]:
+        """Each member's part of the group's weights now (what new connections are sent by)."""
+        with self.lock:
+            weights = self.weights[-1][1] if self.weights else {}
+        total = sum(weights.values())
+        return {name: w / total for name, w in weights.items()} if total else {}
 
     def latest(self) -> dict[str, float]:
         with self.lock:
@@ -130,19 +138,23 @@ class Watch:
             self.troubles.add(text)
             self.timeline.mark(f"demo: {text}")
 
-    def _group(self) -> frozenset[str]:
+    def _group(self) -> dict[str, int]:
+        """The IPv4 group's members and their weights."""
         nexthops = {n["id"]: n for n in json.loads(self.lab.ip(self.lab.router, "-j", "nexthop", "show"))}
         group = nexthops.get(c.NH_GROUP_V4)
         if group is None:
-            return frozenset()
-        return frozenset(nexthops[m["id"]]["dev"] for m in group["group"] if m["id"] in nexthops)
+            return {}
+        return {nexthops[m["id"]]["dev"]: m.get("weight", 1) for m in group["group"] if m["id"] in nexthops}
 
     def _record_group(self) -> None:
         at = self.timeline.now()  # the notification's arrival, before the read that follows it
-        members = self._group()
+        weights = self._group()
+        members = frozenset(weights)
         with self.timeline.lock:
             if not self.timeline.groups or self.timeline.groups[-1][1] != members:
                 self.timeline.groups.append((at, members))
+            if not self.timeline.weights or self.timeline.weights[-1][1] != weights:
+                self.timeline.weights.append((at, weights))
 
     def _watch_group(self) -> None:
         """Each nexthop notification: read the group again (few: only when something changes)."""

@@ -62,6 +62,7 @@ SERVER6 = "fd00:ffff::10"
 MAX_LINKS = 64  # 198.51.100.0/24 holds 64 uplink /30s
 MAX_LAN_CLIENTS = 200
 FLOW_PORTS = (9000, 9999)  # flows to these ports are recorded by every ISP
+CHURN_PORTS = (8000, 8999)  # UDP to these ports is only counted (udp-rate: thousands of flows a second)
 SILENT_UDP_PORTS = (9000, 9099)  # the internet drops these without an ICMP error
 ISP_GATEWAY_LL = "fe80::1"  # every ISP's link-local, as a real router's RA would announce
 LAN_ROUTER4 = "100.64.100.1"
@@ -261,6 +262,7 @@ table inet labnet {{
   chain input {{
     type filter hook input priority 0; policy accept;
     udp dport {SILENT_UDP_PORTS[0]}-{SILENT_UDP_PORTS[1]} counter drop
+    udp dport {CHURN_PORTS[0]}-{CHURN_PORTS[1]} drop
   }}
 }}
 """
@@ -288,11 +290,13 @@ table inet labisp {{
 {spoof}  }}
 }}
 table inet labcount {{
+  counter churn {{}}
   set flows4 {{ {_FLOW_SET.format(addr="ipv4_addr")} }}
   set flows6 {{ {_FLOW_SET.format(addr="ipv6_addr")} }}
   chain pre {{
     type filter hook prerouting priority -300; policy accept;
     iifname != "c" return
+    udp dport {CHURN_PORTS[0]}-{CHURN_PORTS[1]} counter name churn return
     meta l4proto != {{ tcp, udp }} return
     th dport != {FLOW_PORTS[0]}-{FLOW_PORTS[1]} return
     meta nfproto ipv4 add @flows4 {{ meta l4proto . ip saddr . th sport . ip daddr . th dport }}
@@ -888,6 +892,14 @@ class Lab:
     ) -> subprocess.Popen[str]:
         """Start any program inside NS in the background (down() ends it); `session` as in spawn()."""
         return subprocess.Popen(self._exec_argv(ns, argv), text=True, start_new_session=session, **kwargs)
+
+    def churn_packets(self) -> dict[int, int]:
+        """UDP datagrams to CHURN_PORTS each ISP has received so far (udp-rate's flows)."""
+
+        def read(isp: str) -> int:
+            return parse_counter(self.nft_json(isp, "list", "counter", "inet", "labcount", "churn"))
+
+        return self._per_isp(read)
 
     def isp_rx_bytes(self) -> dict[int, int]:
         """Bytes each ISP has received from the router so far (its `c` device counters)."""

@@ -90,6 +90,46 @@ def send_udp_flows(
     return errors
 
 
+def udp_rate(
+    dst: str, rate: float, seconds: float, dports: tuple[int, int], sockets: int, sport_base: int
+) -> int:
+    """New one-datagram UDP flows at `rate` a second for `seconds`; prints and returns how many.
+
+    A busy router's stream of new connections (DNS lookups, QUIC, short
+    requests).  Every flow is a 5-tuple not used for sockets * (dports span)
+    flows, so with 256 sockets and 1000 ports each one is new to conntrack
+    (a UDP entry lives 30 s) up to 3,000 flows a second for over a minute.
+    Sends in small bursts on a 5 ms clock, so the rate holds within 1 %.
+    """
+    family, sockaddr = resolve(dst, dports[0])
+    span = dports[1] - dports[0] + 1
+    socks = []
+    try:
+        for n in range(sockets):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("", sport_base + n))
+        print("started", flush=True)
+        sent = errors = 0
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = int(elapsed * rate)
+            while sent < due:
+                port = dports[0] + (sent // sockets) % span
+                try:
+                    socks[sent % sockets].sendto(b"wanhooks-lab", (sockaddr[0], port, *sockaddr[2:]))
+                except OSError:
+                    errors += 1
+                sent += 1
+            time.sleep(0.005)
+        print(json.dumps({"sent": sent, "errors": errors}), flush=True)
+        return sent
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 # --------------------------------------------------------------------------
 # ping: ICMP echo over a raw socket (we are root in the lab)
 # --------------------------------------------------------------------------
@@ -200,6 +240,18 @@ def tcp_sink(port: int, seconds: float) -> None:
     serve_tcp(port, seconds, _drain)
 
 
+def tcp_source(port: int, seconds: float) -> None:
+    """Send to whoever connects, as fast as the path takes it (their downloads)."""
+    block = b"\0" * (1 << 16)
+
+    def pour(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while conn.send(block):
+                pass
+
+    serve_tcp(port, seconds, pour)
+
+
 def _drain(conn: socket.socket) -> None:
     with conn:
         while conn.recv(1 << 16):
@@ -234,11 +286,12 @@ def tcp_flood(dst: str, port: int, flows: int, seconds: float) -> int:
     return 0 if all(sent) else 1
 
 
-def tcp_churn(dst: str, port: int, flows: int, seconds: float, life: float) -> int:
+def tcp_churn(dst: str, port: int, flows: int, seconds: float, life: float, pull: bool = False) -> int:
     """`flows` workers, each sending over one connection after another: a connection lives
     `life` seconds, or less when a send stalls for a second (its link died), and the worker
     opens the next one, so new connections keep being balanced (a busy LAN's traffic).
-    Prints the connections opened and the bytes sent."""
+    `pull`: each connection receives instead (from a tcp-source: downloads).
+    Prints the connections opened and the bytes moved."""
     import threading
 
     family, sockaddr = resolve(dst, port)
@@ -256,7 +309,10 @@ def tcp_churn(dst: str, port: int, flows: int, seconds: float, life: float) -> i
                     sock.connect(sockaddr)
                     opened[n] += 1
                     while time.monotonic() < ends:
-                        sent[n] += sock.send(block)
+                        moved = len(sock.recv(1 << 16)) if pull else sock.send(block)
+                        if not moved:
+                            break  # the other end closed
+                        sent[n] += moved
             except OSError:
                 time.sleep(0.05)  # refused or stalled: the next connection, after a breath
 
@@ -382,6 +438,13 @@ def parser() -> argparse.ArgumentParser:
     udp.add_argument("--sport-base", type=int, default=20000)
     udp.add_argument("--dsts", type=int, default=1, help="spread flows over this many addresses from --dst")
     udp.add_argument("--size", type=int, default=0, help="payload bytes (0: a short label)")
+    rate = sub.add_parser("udp-rate", help="new one-datagram UDP flows at a steady rate; JSON totals")
+    rate.add_argument("--dst", required=True)
+    rate.add_argument("--rate", type=float, required=True, help="new flows a second")
+    rate.add_argument("--seconds", type=float, default=10.0)
+    rate.add_argument("--dports", default="8000-8999", help="destination port range FIRST-LAST")
+    rate.add_argument("--sockets", type=int, default=256, help="source ports, from --sport-base")
+    rate.add_argument("--sport-base", type=int, default=30000)
     sink = sub.add_parser("tcp-sink", help="accept TCP on a port and discard, for a bounded time")
     sink.add_argument("--port", type=int, default=9100)
     sink.add_argument("--seconds", type=float, default=120.0)
@@ -391,6 +454,10 @@ def parser() -> argparse.ArgumentParser:
     churn.add_argument("--flows", type=int, default=16)
     churn.add_argument("--seconds", type=float, default=10.0)
     churn.add_argument("--life", type=float, default=2.0, help="seconds each connection sends")
+    churn.add_argument("--pull", action="store_true", help="receive instead (from a tcp-source)")
+    source = sub.add_parser("tcp-source", help="send to whoever connects, for a bounded time")
+    source.add_argument("--port", type=int, default=9300)
+    source.add_argument("--seconds", type=float, default=120.0)
     flood = sub.add_parser("tcp-flood", help="N bulk TCP senders for a while; prints bytes sent")
     flood.add_argument("--dst", required=True)
     flood.add_argument("--port", type=int, default=9100)
@@ -527,6 +594,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if errors:
             print(f"udp: {errors} of {args.count} flows could not be sent", file=sys.stderr)
         return 1 if errors else 0
+    if args.cmd == "udp-rate":
+        first, _, last = args.dports.partition("-")
+        udp_rate(
+            args.dst, args.rate, args.seconds, (int(first), int(last or first)), args.sockets, args.sport_base
+        )
+        return 0
     if args.cmd == "tcp-sink":
         tcp_sink(args.port, args.seconds)
         return 0
@@ -536,7 +609,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "tcp-hold":
         return tcp_hold(args.dst, args.port, args.flows, args.seconds, args.interval, args.bind)
     if args.cmd == "tcp-churn":
-        return tcp_churn(args.dst, args.port, args.flows, args.seconds, args.life)
+        return tcp_churn(args.dst, args.port, args.flows, args.seconds, args.life, args.pull)
+    if args.cmd == "tcp-source":
+        tcp_source(args.port, args.seconds)
+        return 0
     if args.cmd == "tcp-flood":
         return tcp_flood(args.dst, args.port, args.flows, args.seconds)
     if args.cmd == "dns-answer":
