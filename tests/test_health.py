@@ -6,7 +6,8 @@ import ipaddress
 import random
 
 from wanhooks import health
-from wanhooks.health import Params, State
+from wanhooks.health import Params
+from wanhooks.verdicts import HealthState
 
 T1 = ipaddress.ip_address("203.0.113.10")
 T2 = ipaddress.ip_address("203.0.113.11")
@@ -67,7 +68,7 @@ def test_a_silent_failure_is_declared_within_a_second() -> None:
         h = health.start(PARAMS, 0.0, trusted=True)
         fail_at = 10.0 + random.Random(seed).uniform(0, 0.1)
         h, transitions = simulate(h, 0.0, 12.0, dead_after=fail_at, seed=seed)
-        down = [tr for tr in transitions if tr.new is State.DOWN]
+        down = [tr for tr in transitions if tr.new is HealthState.DOWN]
         assert len(down) == 1 and "no reply from 203.0.113.10, 203.0.113.11" in down[0].reason
         detections.append(down[0].at - fail_at)
     detections.sort()
@@ -78,7 +79,7 @@ def test_no_false_failover_in_two_hours_at_10_percent_loss_each_way() -> None:
     h = health.start(PARAMS, 0.0, trusted=True)
     echo_loss = 1 - 0.9**2  # 10 % of requests and 10 % of replies lost
     h, transitions = simulate(h, 0.0, 2 * 3600, loss=echo_loss, rtt=(0.02, 0.4), seed=7)
-    assert transitions == [] and h.state is State.UP
+    assert transitions == [] and h.state is HealthState.UP
     assert 0.17 < health.loss(h) < 0.21  # type: ignore[operator]
 
 
@@ -86,14 +87,18 @@ def test_a_link_that_loses_almost_everything_does_fail() -> None:
     """The same machine is not blind: at 70 % echo loss it takes the link out."""
     h = health.start(PARAMS, 0.0, trusted=True)
     h, transitions = simulate(h, 0.0, 600, loss=0.7, seed=3)
-    assert any(tr.new is State.DOWN for tr in transitions)
+    assert any(tr.new is HealthState.DOWN for tr in transitions)
 
 
 def test_recovery_waits_for_the_hold_down() -> None:
     h = health.start(PARAMS, 0.0, trusted=True)
     h, transitions = simulate(h, 0.0, 20.0, dead_windows=[(5.0, 8.0)])
     kinds = [(tr.old, tr.new) for tr in transitions]
-    assert kinds == [(State.UP, State.DOWN), (State.DOWN, State.RECOVERING), (State.RECOVERING, State.UP)]
+    assert kinds == [
+        (HealthState.UP, HealthState.DOWN),
+        (HealthState.DOWN, HealthState.RECOVERING),
+        (HealthState.RECOVERING, HealthState.UP),
+    ]
     back = transitions[-1].at
     assert 8.0 + PARAMS.hold_down <= back < 8.0 + PARAMS.hold_down + 1.0  # hold-down + 1 s at most
 
@@ -102,10 +107,10 @@ def test_a_flapping_link_stays_out_until_stable() -> None:
     h = health.start(PARAMS, 0.0, trusted=True)
     windows = [(t, t + 2.0) for t in range(4, 60, 4)]  # down 2 s, up 2 s, ... for a minute
     h, transitions = simulate(h, 0.0, 60.0, dead_windows=windows)
-    ups = [tr for tr in transitions if tr.new is State.UP]
+    ups = [tr for tr in transitions if tr.new is HealthState.UP]
     assert ups == []  # never trusted again while it flaps
     h, transitions = simulate(h, 60.0, 10.0)  # then stable
-    assert h.state is State.UP
+    assert h.state is HealthState.UP
 
 
 def test_k_of_n() -> None:
@@ -113,28 +118,28 @@ def test_k_of_n() -> None:
     h = health.start(one_is_enough, 0.0, trusted=True)
     for t in [x / 10 for x in range(1, 20)]:
         h = health.replied(h, T2, 0.02, t)  # only T2 answers
-    assert h.state is State.DOWN
+    assert h.state is HealthState.DOWN
     h = health.start(PARAMS, 0.0, trusted=True)
     for t in [x / 10 for x in range(1, 20)]:
         h = health.replied(h, T2, 0.02, t)
-    assert h.state is State.UP  # one silent target of two: not a dead link
+    assert h.state is HealthState.UP  # one silent target of two: not a dead link
 
 
 def test_a_new_link_is_kept_out_until_it_answers() -> None:
     h = health.start(PARAMS, 0.0)
-    assert h.state is State.PROBING and not h.carries_traffic()
+    assert h.state is HealthState.PROBING and not h.carries_traffic()
     h, _ = simulate(h, 0.0, 1.5)
-    assert h.state is State.UP and h.carries_traffic()
+    assert h.state is HealthState.UP and h.carries_traffic()
     h = health.start(PARAMS, 0.0)
     h, _ = simulate(h, 0.0, 1.5, dead_after=0.0)
-    assert h.state is State.DOWN
+    assert h.state is HealthState.DOWN
 
 
 def test_the_table_is_the_whole_story() -> None:
     text = health.table_text()
     for (state, sig), new in health.TRANSITIONS.items():
         assert f"{state.value}" in text and sig.value in text and new.value in text
-    assert set(health.CARRIES_TRAFFIC) == set(State)
+    assert set(health.CARRIES_TRAFFIC) == set(HealthState)
 
 
 def test_a_metered_link_keeps_to_its_probe_budget() -> None:
@@ -147,7 +152,7 @@ def test_a_metered_link_keeps_to_its_probe_budget() -> None:
         h = health.start(budgeted, 0.0, trusted=True)
         fail_at = 30.0 + random.Random(seed).uniform(0, budgeted.interval)
         h, transitions = simulate(h, 0.0, 45.0, dead_after=fail_at, seed=seed)
-        assert [t.new for t in transitions] == [State.DOWN], seed
+        assert [t.new for t in transitions] == [HealthState.DOWN], seed
         detections.append(transitions[0].at - fail_at)
     detections.sort()
     assert max(detections) < budgeted.interval + 1.0 and detections[10] < 3.0, detections
@@ -168,28 +173,30 @@ def test_a_suspected_link_is_confirmed_dead_within_a_second() -> None:
     h = health.suspect(h, 20.2)
     assert h.suspected_since == 20.2
     h, transitions = simulate(h, 20.2, 2.0, dead_after=20.0)
-    assert [t.new for t in transitions] == [State.DOWN]
+    assert [t.new for t in transitions] == [HealthState.DOWN]
     assert transitions[0].at - 20.2 < budgeted.confirm_after + 0.15
     # a suspicion the link answers clears at once, nothing else happens
     h = health.start(budgeted, 0.0, trusted=True)
     h, _ = simulate(h, 0.0, 20.0)
     h, transitions = simulate(health.suspect(h, 20.0), 20.0, 5.0)
-    assert transitions == [] and h.suspected_since is None and h.state is State.UP
+    assert transitions == [] and h.suspected_since is None and h.state is HealthState.UP
 
 
 def test_latency_and_loss_thresholds() -> None:
     slow = Params(targets=(T1, T2), max_rtt=0.3)
     h = health.start(slow, 0.0, trusted=True)
     h, transitions = simulate(h, 0.0, 30.0, rtt=(0.35, 0.45))
-    assert [t.new for t in transitions] == [State.DOWN] and "above max_rtt 300 ms" in transitions[0].reason
+    assert [t.new for t in transitions] == [HealthState.DOWN] and "above max_rtt 300 ms" in transitions[
+        0
+    ].reason
     h, transitions = simulate(h, 30.0, 30.0, rtt=(0.01, 0.02))  # fast again: back after the hold-down
-    assert h.state is State.UP
+    assert h.state is HealthState.UP
     lossy = Params(targets=(T1, T2), max_loss=0.3)
     h = health.start(lossy, 0.0, trusted=True)
     h, transitions = simulate(h, 0.0, 120.0, loss=0.1)
     assert transitions == []  # 10 % is below the threshold
     h, transitions = simulate(h, 120.0, 30.0, loss=0.5, seed=2)
-    assert [t.new for t in transitions][:1] == [State.DOWN]
+    assert [t.new for t in transitions][:1] == [HealthState.DOWN]
     assert "echoes lost over 10 s, above max_loss 30 %" in transitions[0].reason
     loss = health.window_loss(h, 150.0)
     assert loss is not None and 0.4 < loss[0] < 0.6

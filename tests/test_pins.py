@@ -10,11 +10,14 @@ from fakes import lab_config, lab_kernel
 
 from wanhooks import constants as c
 from wanhooks.config import ConfigError, parse_config, to_yaml
-from wanhooks.model import Config, HealthVerdicts, Overrides, Pin, Rule
+from wanhooks.model import Config, Overrides, Pin, Rule
 from wanhooks.plan import connections_to_end, plan
 from wanhooks.reconcile import reconcile
+from wanhooks.verdicts import HealthDown, HealthState, HealthVerdicts
 
 HEAD = "links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - {interface: w2, gateway: 100.64.2.1}\npins:\n"
+
+DOWN = HealthDown(HealthState.DOWN, "lost")
 
 
 def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -118,7 +121,7 @@ def test_a_link_pin_points_at_its_links_table_in_config_order() -> None:
 
 def test_a_pin_falls_back_or_fails_closed_when_its_link_is_down() -> None:
     pin = Pin(to=(net("198.51.100.0/24"),), link="w2")
-    down = HealthVerdicts(down={("w2", 4): "3 probes lost"})
+    down = HealthVerdicts(down={("w2", 4): HealthDown(HealthState.DOWN, "3 probes lost")})
     fallback = replace(lab_config((1, 1, 1)), pins=(pin,))
     assert pin_rules(fallback, verdicts=down) == []  # no rule: the balance takes it
     desired = plan(fallback, lab_kernel().observe(), verdicts=down)
@@ -134,7 +137,7 @@ def test_a_pin_falls_back_or_fails_closed_when_its_link_is_down() -> None:
 def test_a_glob_pin_takes_the_first_usable_link() -> None:
     config = replace(lab_config((1, 1, 1)), pins=(Pin(proto=17, ports=(5060, 5060), link="w*"),))
     assert {r.table for r in pin_rules(config)} == {c.link_table(11)}
-    down = HealthVerdicts(down={("w1", 4): "lost", ("w1", 6): "lost"})
+    down = HealthVerdicts(down={("w1", 4): DOWN, ("w1", 6): DOWN})
     assert {r.table for r in pin_rules(config, verdicts=down)} == {c.link_table(12)}
 
 
@@ -186,7 +189,7 @@ def test_a_standby_link_that_a_pin_uses_keeps_its_connections(pinned: bool) -> N
     pins = (Pin(to=(net("198.51.100.0/24"),), link="w3"),) if pinned else ()
     config = replace(base, links=links, pins=pins)
     observed = lab_kernel().observe()
-    tier1_down = HealthVerdicts(down={(f"w{i}", f): "lost" for i in (1, 2) for f in (4, 6)})
+    tier1_down = HealthVerdicts(down={(f"w{i}", f): DOWN for i in (1, 2) for f in (4, 6)})
     before = plan(config, observed, verdicts=tier1_down)  # w3 carries everything
     after = plan(config, observed)  # tier 1 is back: w3 stands by
     ended = {(lp.name, family) for lp, family, _why in connections_to_end(before, after, config)}

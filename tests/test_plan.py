@@ -16,7 +16,6 @@ from wanhooks.model import (
     BalanceMode,
     Config,
     GroupKind,
-    HealthVerdicts,
     KernelFeatures,
     LinkConfig,
     MainDefault,
@@ -26,6 +25,7 @@ from wanhooks.model import (
     Rule,
 )
 from wanhooks.plan import match_entry, plan, resilient_buckets
+from wanhooks.verdicts import HealthDown, HealthState, HealthVerdicts
 
 
 def observed(*links, defaults=(), features=None) -> Observed:  # type: ignore[no-untyped-def]
@@ -93,7 +93,7 @@ def test_ineligible_links_are_left_out_with_a_reason(link, reason) -> None:  # t
     desired = plan(lab_config(), kernel.observe())
     assert balance_members(desired, 4) == {11: 1, 13: 1}
     w2 = next(lp for lp in desired.links if lp.name == "w2")
-    assert w2.reasons[4] == reason and not w2.eligible[4]
+    assert str(w2.reasons[4]) == reason and not w2.eligible[4]
 
 
 def test_failed_link_keeps_table_and_source_rule_when_carrier_is_lost() -> None:
@@ -116,7 +116,7 @@ def test_gateway_learned_from_main_defaults_ipv4_and_ipv6() -> None:
     w1 = next(lp for lp in desired.links if lp.name == "w1")
     w2 = next(lp for lp in desired.links if lp.name == "w2")
     assert str(w1.gateways[4]) == "100.64.1.1" and str(w1.gateways[6]) == "fe80::1"
-    assert w2.gateways[6] is None and "no IPv6 gateway" in w2.reasons[6]
+    assert w2.gateways[6] is None and "no IPv6 gateway" in str(w2.reasons[6])
     assert balance_members(desired, 4) == {11: 1, 12: 1}
     assert balance_members(desired, 6) == {11: 1}
 
@@ -158,7 +158,7 @@ def test_duplicate_address_excludes_the_later_link() -> None:
     kernel.set_link(clone)
     desired = plan(lab_config((1, 1)), kernel.observe())
     w2 = next(lp for lp in desired.links if lp.name == "w2")
-    assert "also on w1" in w2.reasons[4]
+    assert "also on w1" in str(w2.reasons[4])
     assert balance_members(desired, 4) == {11: 1}
     assert not any(r.table == c.link_table(12) and r.family == 4 for r in desired.rules)
 
@@ -249,7 +249,7 @@ def test_dormant_link_is_not_eligible() -> None:
     kernel.set_link(replace(wan(12, "w2", 2), oper_state="dormant"))
     desired = plan(lab_config(), kernel.observe())
     w2 = next(lp for lp in desired.links if lp.name == "w2")
-    assert w2.reasons[4] == "not operational (dormant)"
+    assert str(w2.reasons[4]) == "not operational (dormant)"
     assert balance_members(desired, 4) == {11: 1, 13: 1}
 
 
@@ -294,7 +294,7 @@ def test_legacy_ipv6_leaves_point_to_point_links_out_of_the_multipath_route() ->
     route = next(r for r in desired.routes if r.table == c.TABLE_BALANCE and r.family == 6)
     assert route.oif == 11 and not route.multipath
     t = next(lp for lp in desired.links if lp.name == "tun0")
-    assert "point-to-point" in t.reasons[6]
+    assert "point-to-point" in str(t.reasons[6])
 
 
 def test_a_wg_quick_style_policy_tunnel_withholds_balancing() -> None:
@@ -319,7 +319,7 @@ def test_a_tier_2_link_stands_by_while_a_tier_1_link_is_up() -> None:
     desired = plan(cfg, kernel.observe())
     assert balance_members(desired, 4) == {11: 1, 12: 2}
     w3 = next(lp for lp in desired.links if lp.name == "w3")
-    assert w3.tier == 2 and w3.reasons[4].startswith("standby (tier 2)")
+    assert w3.tier == 2 and str(w3.reasons[4]).startswith("standby (tier 2)")
     assert any(r.table == c.link_table(13) for r in desired.rules)  # it still answers
     kernel.set_link(wan(11, "w1", 1, carrier=False))
     kernel.set_link(wan(12, "w2", 2, carrier=False))
@@ -340,7 +340,7 @@ def test_a_captive_portal_carries_no_balanced_traffic_until_full() -> None:
     desired = plan(lab_config(), portal)
     assert balance_members(desired, 4) == {11: 1, 13: 1}
     w2 = next(lp for lp in desired.links if lp.name == "w2")
-    assert "captive portal" in w2.reasons[4]
+    assert "captive portal" in str(w2.reasons[4])
     assert any(r.table == c.link_table(12) for r in desired.rules)  # the login page can go through it
     full = replace(kernel.observe(), manager=(nm_device("w2", connectivity4="full"),))
     assert balance_members(plan(lab_config(), full), 4) == {11: 1, 12: 2, 13: 1}
@@ -361,14 +361,16 @@ def test_limited_counts_only_when_networkmanager_really_checks() -> None:
 
 def test_health_verdicts_take_links_out_but_not_all_of_them() -> None:
     kernel = lab_kernel()
-    one = HealthVerdicts(down={("w2", 4): "down: no reply from 203.0.113.10 for 0.7 s"})
+    one = HealthVerdicts(
+        down={("w2", 4): HealthDown(HealthState.DOWN, "no reply from 203.0.113.10 for 0.7 s")}
+    )
     desired = plan(lab_config(), kernel.observe(), verdicts=one)
     assert balance_members(desired, 4) == {11: 1, 13: 1} and balance_members(desired, 6) == {
         11: 1,
         12: 2,
         13: 1,
     }
-    every = HealthVerdicts(down={(f"w{i}", 4): "down" for i in (1, 2, 3)})
+    every = HealthVerdicts(down={(f"w{i}", 4): HealthDown(HealthState.DOWN) for i in (1, 2, 3)})
     desired = plan(lab_config(), kernel.observe(), verdicts=every)
     assert balance_members(desired, 4) == {11: 1, 12: 2, 13: 1}
     assert any("likelier fault" in n for n in desired.notes)

@@ -7,18 +7,20 @@ from typing import Any
 
 import pytest
 
+from wanhooks import verdicts
 from wanhooks.model import LinkCounters, LinkPlan
 from wanhooks.status import link_state, render_status, why_not
 from wanhooks.traffic_share import Sample, TrafficWindow
+from wanhooks.verdicts import Exclusion, HealthDown, HealthState, Out
 
 
-def plan_of(reasons: dict[int, str], tier: int = 1) -> LinkPlan:
+def plan_of(reasons: dict[int, Exclusion | None], tier: int = 1) -> LinkPlan:
     return LinkPlan(
         name="w1",
         index=3,
         weight=1,
         table=2000000003,
-        eligible={f: not r for f, r in reasons.items()},
+        eligible={f: r is None for f, r in reasons.items()},
         gateways={4: None, 6: None},
         addresses={4: (), 6: ()},
         reasons=reasons,
@@ -26,32 +28,54 @@ def plan_of(reasons: dict[int, str], tier: int = 1) -> LinkPlan:
     )
 
 
+def health(state: HealthState, why: str = "") -> Exclusion:
+    return Exclusion(Out.HEALTH, 4, health=HealthDown(state, why))
+
+
+NO_V6 = Exclusion(Out.NO_ADDRESS, 6)
+STANDBY = Exclusion(Out.STANDBY, 4, tier=2, best=1)
+
+
 @pytest.mark.parametrize(
     ("reasons", "live", "state"),
     [
-        ({4: "", 6: ""}, {4: True, 6: True}, "active"),
-        ({4: "", 6: "no IPv6 address"}, {4: True, 6: False}, "active IPv4 only"),
-        ({4: "", 6: ""}, {4: False, 6: False}, "pending"),
-        ({4: "health: down: no reply for 0.8 s", 6: "no IPv6 address"}, {}, "failed"),
-        ({4: "health: probing: waiting for replies", 6: "no IPv6 address"}, {}, "probing"),
-        ({4: "health: recovering: answering for 2.0 s", 6: "no carrier"}, {}, "recovering"),
-        ({4: "standby (tier 2): a tier-1 link is up", 6: "no IPv6 gateway"}, {}, "standby tier 2"),
-        ({4: "disabled by the admin", 6: "disabled by the admin"}, {}, "disabled"),
-        ({4: "draining: no new connections", 6: "draining: no new connections"}, {}, "draining"),
-        ({4: "no carrier", 6: "no carrier"}, {}, "excluded"),
+        ({4: None, 6: None}, {4: True, 6: True}, "active"),
+        ({4: None, 6: NO_V6}, {4: True, 6: False}, "active IPv4 only"),
+        ({4: None, 6: None}, {4: False, 6: False}, "pending"),
+        ({4: health(HealthState.DOWN, "no reply for 0.8 s"), 6: NO_V6}, {}, "failed"),
+        ({4: health(HealthState.PROBING), 6: NO_V6}, {}, "probing"),
+        (
+            {4: health(HealthState.RECOVERING, "answering for 2.0 s"), 6: Exclusion(Out.NO_CARRIER, 6)},
+            {},
+            "recovering",
+        ),
+        ({4: STANDBY, 6: Exclusion(Out.NO_GATEWAY, 6)}, {}, "standby tier 2"),
+        ({4: Exclusion(Out.DISABLED, 4), 6: Exclusion(Out.DISABLED, 6)}, {}, "disabled"),
+        ({4: Exclusion(Out.DRAINING, 4), 6: Exclusion(Out.DRAINING, 6)}, {}, "draining"),
+        ({4: Exclusion(Out.NO_CARRIER, 4), 6: Exclusion(Out.NO_CARRIER, 6)}, {}, "excluded"),
     ],
 )
 def test_a_links_state_says_the_most_telling_thing(
-    reasons: dict[int, str], live: dict[int, bool], state: str
+    reasons: dict[int, Exclusion | None], live: dict[int, bool], state: str
 ) -> None:
-    assert link_state(plan_of(reasons, tier=2 if "standby" in reasons[4] else 1), live) == state
+    assert link_state(plan_of(reasons, tier=2 if reasons[4] == STANDBY else 1), live) == state
+
+
+def test_a_links_state_reads_no_wording(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rewording every reason changes what status prints, not what it decides."""
+    monkeypatch.setattr(verdicts, "_TEXT", dict.fromkeys(Out, "reworded {detail}"))
+    assert link_state(plan_of({4: health(HealthState.PROBING), 6: NO_V6}), {}) == "probing"
+    assert link_state(plan_of({4: STANDBY, 6: NO_V6}, tier=2), {}) == "standby tier 2"
+    assert why_not(plan_of({4: NO_V6, 6: NO_V6})) == "reworded "
 
 
 def test_why_says_a_shared_reason_once_and_different_ones_per_family() -> None:
-    assert why_not(plan_of({4: "", 6: ""})) is None
-    assert why_not(plan_of({4: "no carrier", 6: "no carrier"})) == "no carrier"
+    carrier = {4: Exclusion(Out.NO_CARRIER, 4), 6: Exclusion(Out.NO_CARRIER, 6)}
+    assert why_not(plan_of({4: None, 6: None})) is None
+    assert why_not(plan_of(carrier)) == "no carrier"
     assert (
-        why_not(plan_of({4: "health: silent", 6: "no gateway"})) == "IPv4: health: silent; IPv6: no gateway"
+        why_not(plan_of({4: health(HealthState.DOWN, "silent"), 6: Exclusion(Out.NO_GATEWAY, 6)}))
+        == "IPv4: health: down: silent; IPv6: no IPv6 gateway (none configured, none in the main table)"
     )
 
 

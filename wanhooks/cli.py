@@ -146,7 +146,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"# note: {note}")
     for link in desired.links:
         for family in (4, 6):
-            if desired.links and link.reasons[family]:
+            if desired.links and link.reasons[family] is not None:
                 print(f"# {link.name}: IPv{family} not balanced: {link.reasons[family]}")
     for line in desired_lines(desired, _names(observed)):
         print(line)

@@ -67,7 +67,6 @@ from .log_format import handler as log_handler
 from .model import (
     Config,
     Desired,
-    HealthVerdicts,
     IPAddress,
     MainDefault,
     ManagedDevice,
@@ -87,6 +86,7 @@ from .sources.rtnetlink import RtnetlinkSource, who
 from .status import link_state, status_json, why_not
 from .traffic_share import Sample, TrafficWindow
 from .transition_hooks import HookRunner
+from .verdicts import Exclusion, HealthDown, HealthVerdicts
 
 log = logging.getLogger("wanhooks")
 T = TypeVar("T")
@@ -600,9 +600,7 @@ class Daemon:
         for key, prober in self.probers.items():
             if not prober.health.carries_traffic():
                 last = prober.health.last
-                down[(key.link, key.family)] = (
-                    f"{prober.health.state.value}: {last.reason}" if last else "probing: waiting for replies"
-                )
+                down[(key.link, key.family)] = HealthDown(prober.health.state, last.reason if last else "")
         return HealthVerdicts(down=down)
 
     def _converge(self) -> tuple[Round, float]:
@@ -690,7 +688,7 @@ class Daemon:
         self._tell_systemd(status_text(line), in_sync=not self._sync_problem)
 
     async def _end_connections(
-        self, name: str, family: int, addresses: tuple[IPAddress, ...], why: str
+        self, name: str, family: int, addresses: tuple[IPAddress, ...], why: Exclusion
     ) -> None:
         # a busy router's conntrack table is dumped whole: in a thread, on a loop of its own
         ended, aborted = await asyncio.to_thread(_end_connections_blocking, addresses)

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from . import nft
 from .kernel import Kernel
-from .model import Config, Desired, HealthVerdicts, Observed, Overrides
+from .model import Config, Desired, Observed, Overrides
 from .plan import NO_OVERRIDES, NO_VERDICTS, plan
 from .reconcile import Report, reconcile
+from .verdicts import HealthVerdicts
 
 
 @dataclass(frozen=True)

@@ -44,13 +44,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .model import IPAddress
-
-
-class State(str, enum.Enum):
-    PROBING = "probing"  # a new link: no verdict yet (kept out of the group)
-    UP = "up"
-    DOWN = "down"
-    RECOVERING = "recovering"  # answering again, not yet long enough to be trusted
+from .verdicts import HealthState
 
 
 class Signal(str, enum.Enum):
@@ -63,23 +57,28 @@ class Signal(str, enum.Enum):
 
 
 # (state, signal) -> next state.  Pairs not listed leave the state as it is.
-TRANSITIONS: dict[tuple[State, Signal], State] = {
-    (State.PROBING, Signal.SILENT): State.DOWN,
-    (State.PROBING, Signal.DEGRADED): State.DOWN,
-    (State.PROBING, Signal.SETTLED): State.UP,
-    (State.PROBING, Signal.RESTORED): State.UP,
-    (State.UP, Signal.SILENT): State.DOWN,
-    (State.UP, Signal.DEGRADED): State.DOWN,
-    (State.DOWN, Signal.ALIVE): State.RECOVERING,
-    (State.DOWN, Signal.SETTLED): State.RECOVERING,
-    (State.DOWN, Signal.RESTORED): State.RECOVERING,
-    (State.RECOVERING, Signal.SILENT): State.DOWN,
-    (State.RECOVERING, Signal.DEGRADED): State.DOWN,
-    (State.RECOVERING, Signal.RESTORED): State.UP,
+TRANSITIONS: dict[tuple[HealthState, Signal], HealthState] = {
+    (HealthState.PROBING, Signal.SILENT): HealthState.DOWN,
+    (HealthState.PROBING, Signal.DEGRADED): HealthState.DOWN,
+    (HealthState.PROBING, Signal.SETTLED): HealthState.UP,
+    (HealthState.PROBING, Signal.RESTORED): HealthState.UP,
+    (HealthState.UP, Signal.SILENT): HealthState.DOWN,
+    (HealthState.UP, Signal.DEGRADED): HealthState.DOWN,
+    (HealthState.DOWN, Signal.ALIVE): HealthState.RECOVERING,
+    (HealthState.DOWN, Signal.SETTLED): HealthState.RECOVERING,
+    (HealthState.DOWN, Signal.RESTORED): HealthState.RECOVERING,
+    (HealthState.RECOVERING, Signal.SILENT): HealthState.DOWN,
+    (HealthState.RECOVERING, Signal.DEGRADED): HealthState.DOWN,
+    (HealthState.RECOVERING, Signal.RESTORED): HealthState.UP,
 }
 
 # Which states carry traffic.
-CARRIES_TRAFFIC = {State.UP: True, State.PROBING: False, State.DOWN: False, State.RECOVERING: False}
+CARRIES_TRAFFIC = {
+    HealthState.UP: True,
+    HealthState.PROBING: False,
+    HealthState.DOWN: False,
+    HealthState.RECOVERING: False,
+}
 
 
 class Kind(str, enum.Enum):
@@ -159,15 +158,15 @@ class ProbeKey:
 @dataclass(frozen=True)
 class Transition:
     at: float
-    old: State
-    new: State
+    old: HealthState
+    new: HealthState
     reason: str
 
 
 @dataclass(frozen=True)
 class Health:
     params: Params
-    state: State
+    state: HealthState
     since: float  # when the current state began
     watching_since: float  # probing (re)started: silence is counted from here at the earliest
     last_reply: dict[IPAddress, float] = field(default_factory=dict)
@@ -187,7 +186,7 @@ class Health:
 def start(params: Params, now: float, *, trusted: bool = False) -> Health:
     """A new machine.  trusted: the link is already in the kernel's group (a daemon
     restart must not take it out while the first probes are on their way)."""
-    state = State.UP if trusted else State.PROBING
+    state = HealthState.UP if trusted else HealthState.PROBING
     return Health(params=params, state=state, since=now, watching_since=now)
 
 
@@ -237,7 +236,7 @@ def replied(health: Health, target: IPAddress, rtt: float, now: float) -> Health
 
 def suspect(health: Health, now: float) -> Health:
     """The passive watch saw the link's traffic go unanswered: confirm quickly."""
-    if health.suspected_since is not None or health.state is not State.UP:
+    if health.suspected_since is not None or health.state is not HealthState.UP:
         return health
     return replace(health, suspected_since=now)
 
@@ -310,7 +309,7 @@ def signal(health: Health, now: float) -> tuple[Signal, str]:
 def heartbeat_missed(health: Health, now: float) -> bool:
     """A budgeted link's k targets missed a round: worth a burst of fast probes."""
     p = health.params
-    if not p.budgeted or health.state is not State.UP or health.suspected_since is not None:
+    if not p.budgeted or health.state is not HealthState.UP or health.suspected_since is not None:
         return False
     window = p.interval + max(0.25, 2 * (health.rtt or 0.0))
     return len(_silent_targets(health, now, health.watching_since, window)) >= p.k > 0

@@ -16,6 +16,7 @@ import ipaddress
 from dataclasses import dataclass, field, fields, replace
 
 from . import constants as c
+from .verdicts import Exclusion
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -211,16 +212,6 @@ class Overrides:
 
     disabled: frozenset[str] = frozenset()  # out of the balance group
     draining: frozenset[str] = frozenset()  # no new flows; its own connections finish on it
-
-
-@dataclass(frozen=True)
-class HealthVerdicts:
-    """What the health probes say: (link name, family) -> why it carries no traffic now.
-
-    Links that are not probed, or whose probes say "up", are not in it.
-    """
-
-    down: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -466,7 +457,7 @@ class LinkPlan:
     eligible: dict[int, bool]  # family -> carries balanced traffic
     gateways: dict[int, IPAddress | None]
     addresses: dict[int, tuple[IPAddress, ...]]
-    reasons: dict[int, str]  # family -> why not eligible ("" when eligible)
+    reasons: dict[int, Exclusion | None]  # family -> why not eligible (None when eligible)
     config_line: int = 0
     tier: int = 1
     auto_weight: bool = False  # weight: auto (the weight comes from its measured capacity)

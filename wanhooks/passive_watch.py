@@ -17,6 +17,7 @@ from . import health, passive
 from .health import ProbeKey
 from .model import LinkCounters
 from .probes import LinkProber
+from .verdicts import HealthState
 
 log = logging.getLogger("wanhooks.passive")
 
@@ -72,7 +73,7 @@ class PassiveWatcher:
             per_day = min(health.bursts_per_day(p.key.params, p.key.family) for p in budgeted)
             waiting = watch.unanswered, watch.unanswered_since
             armed = any(
-                p.health.state is health.State.UP and p.health.suspected_since is None for p in budgeted
+                p.health.state is HealthState.UP and p.health.suspected_since is None for p in budgeted
             )
             self.watches[link], fire = passive.observe(
                 watch, sample, now, rtt=rtt, bursts_per_day=per_day, armed=armed

@@ -50,7 +50,6 @@ from .model import (
     FirewallLink,
     GroupKind,
     HealthConfig,
-    HealthVerdicts,
     IPAddress,
     IPNetwork,
     LinkConfig,
@@ -70,6 +69,7 @@ from .model import (
 from .multipath import default_route
 from .names import ifname_problem
 from .pins import Candidate, plan_pins
+from .verdicts import Exclusion, HealthState, HealthVerdicts, Out
 from .weights import kernel_weights, uses_auto
 
 NO_OVERRIDES = Overrides()
@@ -107,7 +107,7 @@ class _Side:
     onlink: bool
     has_table: bool
     eligible: bool
-    reason: str
+    reason: Exclusion | None
     tier: int = 1
 
 
@@ -252,10 +252,9 @@ def _judge(
     link: ObservedLink,
     entry: LinkConfig,
     family: int,
-    clash: str,
+    clash: Exclusion | None,
     manager_gateway: IPAddress | None = None,
 ) -> _Side:
-    fam = f"IPv{family}"
     usable = link.addresses_of(family)
     addresses = tuple(a.address for a in usable)
     networks = _networks(entry, family, usable)
@@ -276,27 +275,26 @@ def _judge(
     # An IPv6 WAN may have no global address at all: its ISP delegated a prefix (used on
     # the LAN) and the link itself speaks link-local only.  It still carries traffic.
     addressed = bool(addresses) or (family == 6 and bool(entry.delegated) and link.has_link_local)
-    has_table = link.admin_up and addressed and routable and not clash
+    has_table = link.admin_up and addressed and routable and clash is None
+    reason: Exclusion | None = None
     if link.index > c.MAX_IFINDEX:
-        reason = f"interface index {link.index} is beyond wanhooks' id range"
+        reason = Exclusion(Out.BEYOND_ID_RANGE, family, detail=str(link.index))
         has_table = False
-    elif clash:
+    elif clash is not None:
         reason = clash
     elif not link.admin_up:
-        reason = "administratively down"
+        reason = Exclusion(Out.ADMIN_DOWN, family)
     elif not link.carrier:
-        reason = "no carrier"
+        reason = Exclusion(Out.NO_CARRIER, family)
     elif link.oper_state not in ("up", "unknown"):
-        reason = f"not operational ({link.oper_state})"  # e.g. wifi re-authenticating
+        reason = Exclusion(Out.NOT_OPERATIONAL, family, detail=link.oper_state)  # wifi re-authenticating
     elif not addressed:
-        reason = f"no {fam} address"
+        reason = Exclusion(Out.NO_ADDRESS, family)
     elif not addresses:
         # balanced traffic would need a source of its own here (or NAT66 to one)
-        reason = "carries its delegated prefix only (no global IPv6 address of its own)"
+        reason = Exclusion(Out.DELEGATED_ONLY, family)
     elif not routable:
-        reason = f"no {fam} gateway (none configured, none in the main table)"
-    else:
-        reason = ""
+        reason = Exclusion(Out.NO_GATEWAY, family)
     return _Side(
         link=link,
         entry=entry,
@@ -306,20 +304,21 @@ def _judge(
         gateway=gateway,
         onlink=onlink,
         has_table=has_table,
-        eligible=not reason,
+        eligible=reason is None,
         reason=reason,
     )
 
 
-def _clashes(pairs: list[tuple[ObservedLink, LinkConfig]], family: int) -> dict[int, str]:
+def _clashes(pairs: list[tuple[ObservedLink, LinkConfig]], family: int) -> dict[int, Exclusion]:
     """Links sharing an address with an earlier link: ifindex -> reason (the later one loses)."""
     owner: dict[IPAddress, ObservedLink] = {}
-    out: dict[int, str] = {}
+    out: dict[int, Exclusion] = {}
     for link, _entry in pairs:
         for addr in link.addresses_of(family):
             first = owner.setdefault(addr.address, link)
             if first is not link and link.index not in out:
-                out[link.index] = f"address {addr.address} is also on {first.name}: excluded"
+                detail = f"address {addr.address} is also on {first.name}"
+                out[link.index] = Exclusion(Out.ADDRESS_CLASH, family, detail=detail)
     return out
 
 
@@ -360,15 +359,19 @@ def _source_in(addresses: Iterable[IPAddress], network: IPNetwork) -> IPAddress 
     return None
 
 
+def _out(side: _Side, why: Exclusion) -> _Side:
+    return replace(side, eligible=False, reason=why)
+
+
 def _overridden(side: _Side, overrides: Overrides) -> _Side:
     """An admin's disable/drain takes a link out of the group; its table and source rule
     stay, so connections already using its address carry on and probes still work."""
     if not side.eligible:
         return side
     if side.link.name in overrides.disabled:
-        return replace(side, eligible=False, reason="disabled by the admin (wanhooks link enable)")
+        return _out(side, Exclusion(Out.DISABLED, side.family))
     if side.link.name in overrides.draining:
-        return replace(side, eligible=False, reason="draining: no new connections (wanhooks link enable)")
+        return _out(side, Exclusion(Out.DRAINING, side.family))
     return side
 
 
@@ -387,7 +390,7 @@ def _health_judged(
         return family_sides, ""
     # Links still waiting for their first answers (probing) have not failed: they
     # do not count as "every link fails at once" -- and stay out until they answer.
-    failed = [s for s in failing if not verdicts.down[(s.link.name, family)].startswith("probing")]
+    failed = [s for s in failing if verdicts.down[(s.link.name, family)].state is not HealthState.PROBING]
     if failed and len(failed) == len(candidates) and len(candidates) > 1:
         names = ", ".join(s.link.name for s in failed)
         return family_sides, (
@@ -398,7 +401,7 @@ def _health_judged(
     for side in family_sides:
         why = verdicts.down.get((side.link.name, family))
         if side.eligible and why is not None:
-            side = replace(side, eligible=False, reason=f"health: {why}")
+            side = _out(side, Exclusion(Out.HEALTH, family, health=why))
         out.append(side)
     return out, ""
 
@@ -411,9 +414,9 @@ def _connectivity_gated(side: _Side, device: ManagedDevice | None, config: Confi
         return side
     state = device.connectivity4 if side.family == 4 else device.connectivity6
     if state == "portal":
-        return replace(side, eligible=False, reason="behind a captive portal (NetworkManager): log in first")
+        return _out(side, Exclusion(Out.PORTAL, side.family))
     if state == "limited" and device.connectivity_checked:
-        return replace(side, eligible=False, reason="limited connectivity (NetworkManager's check)")
+        return _out(side, Exclusion(Out.LIMITED, side.family))
     return side
 
 
@@ -434,7 +437,7 @@ def _tiered(family_sides: list[_Side], devices: dict[str, ManagedDevice], config
         return sides
     best = min(tiers)
     return [
-        replace(s, eligible=False, reason=f"standby (tier {s.tier}): a tier-{best} link is up")
+        _out(s, Exclusion(Out.STANDBY, s.family, tier=s.tier, best=best))
         if s.eligible and s.tier > best
         else s
         for s in sides
@@ -451,10 +454,8 @@ def _legacy_v6_members(family_sides: list[_Side]) -> list[_Side]:
     if len(eligible) < 2:
         return family_sides
     keep = {id(s) for s in eligible if s.gateway is not None} or {id(eligible[0])}
-    why = "a point-to-point link cannot join an IPv6 legacy multipath route (no nexthop objects)"
-    return [
-        s if not s.eligible or id(s) in keep else replace(s, eligible=False, reason=why) for s in family_sides
-    ]
+    why = Exclusion(Out.LEGACY_V6_POINT_TO_POINT, 6)
+    return [s if not s.eligible or id(s) in keep else _out(s, why) for s in family_sides]
 
 
 def resolve_group_kind(config: Config, observed: Observed) -> tuple[GroupKind, str]:
@@ -594,7 +595,7 @@ def plan(
                     link,
                     entry,
                     family,
-                    clashes.get(link.index, ""),
+                    clashes.get(link.index),
                     nm_gateways.get((link.name, family)),
                 ),
                 overrides,
@@ -713,7 +714,7 @@ def _nat_gated(side: _Side, config: Config, in_place: frozenset[str]) -> _Side:
     wanted = config.nat == "masquerade" if side.family == 4 else config.nat66
     if not wanted or not side.eligible or not side.addresses or side.link.name in in_place:
         return side
-    return replace(side, eligible=False, reason="its NAT is not in place (nftables failed): kept out")
+    return _out(side, Exclusion(Out.NAT_MISSING, side.family))
 
 
 def _pin_candidates(
@@ -725,7 +726,8 @@ def _pin_candidates(
     for link, _entry in pairs:
         for family in (4, 6):
             side = sides[(link.index, family)]
-            usable = side.has_table and (side.eligible or side.reason.startswith("standby"))
+            standby = side.reason is not None and side.reason.out is Out.STANDBY
+            usable = side.has_table and (side.eligible or standby)
             out.append(
                 Candidate(
                     name=link.name,
@@ -736,7 +738,7 @@ def _pin_candidates(
                     gateway=side.gateway,
                     onlink=side.onlink,
                     usable=usable,
-                    why_not="" if usable else side.reason or "no table",
+                    why_not="" if usable else str(side.reason or "no table"),
                 )
             )
     return out
@@ -810,20 +812,14 @@ def _link_plan(
     )
 
 
-# Reasons a link stopped carrying traffic that also end its connections: they are stuck
-# on it (a dead ISP), or they should move off it (an admin's disable; a metered standby
-# link once a better tier is back).  Not a drain: its connections finish where they are.
-_FLUSH_REASONS = ("health:", "disabled by the admin")
-
-
 def connections_to_end(
     before: Desired | None, after: Desired, config: Config
-) -> list[tuple[LinkPlan, int, str]]:
-    """(link, family, why) for every link whose connections should end after this change."""
+) -> list[tuple[LinkPlan, int, Exclusion]]:
+    """(link, family, why) for every link whose connections should end after this change
+    (Exclusion.ends_connections says which reasons do)."""
     if before is None:
         return []
     was = {lp.name: lp for lp in before.links}
-    # a standby link that pins send traffic to keeps its connections: that is what pins are for
     pinned = {(r.family, r.table) for r in after.rules if c.PRIO_PIN_FIRST <= r.priority < c.PRIO_BALANCE}
     out = []
     for lp in after.links:
@@ -832,8 +828,8 @@ def connections_to_end(
             if old is None or not old.eligible[family] or lp.eligible[family] or not lp.addresses[family]:
                 continue
             reason = lp.reasons[family]
-            if reason.startswith(_FLUSH_REASONS) or (
-                config.flush_lower_tiers and reason.startswith("standby") and (family, lp.table) not in pinned
+            if reason is not None and reason.ends_connections(
+                config.flush_lower_tiers, pinned=(family, lp.table) in pinned
             ):
                 out.append((lp, family, reason))
     return out

@@ -12,6 +12,7 @@ from .model import Config, Desired, GroupKind, LinkPlan, Observed, Op, Owned, Ro
 from .names import printable_line
 from .pins import pin_families
 from .render import PROTO_NAMES, route_text
+from .verdicts import HealthState, Out
 
 SCHEMA_VERSION = 2
 
@@ -63,23 +64,25 @@ def link_state(link: LinkPlan, in_balance: dict[int, bool]) -> str:
         return f"active IPv{fams[0]} only"
     if any(link.eligible.values()):
         return "pending"
-    reasons = [link.reasons[f] for f in (4, 6)]
-    for prefix, state in (
-        ("health: probing", "probing"),
-        ("health: recovering", "recovering"),
-        ("health:", "failed"),
-        ("standby", f"standby tier {link.tier}"),
-        ("disabled", "disabled"),
-        ("draining", "draining"),
+    reasons = [r for r in (link.reasons[4], link.reasons[6]) if r is not None]
+    health = {r.health_state for r in reasons if r.out is Out.HEALTH}
+    outs = {r.out for r in reasons}
+    for found, state in (
+        (HealthState.PROBING in health, "probing"),
+        (HealthState.RECOVERING in health, "recovering"),
+        (bool(health), "failed"),
+        (Out.STANDBY in outs, f"standby tier {link.tier}"),
+        (Out.DISABLED in outs, "disabled"),
+        (Out.DRAINING in outs, "draining"),
     ):
-        if any(r.startswith(prefix) for r in reasons):
+        if found:
             return state
     return "excluded"
 
 
 def why_not(link: LinkPlan) -> str | None:
     """Why a family is not balanced, in one phrase (both families' when they differ)."""
-    reasons = {f: link.reasons[f] for f in (4, 6) if link.reasons[f]}
+    reasons = {f: str(r) for f in (4, 6) if (r := link.reasons[f]) is not None}
     if not reasons:
         return None
     if len(set(reasons.values())) == 1:
@@ -130,7 +133,7 @@ def status_json(
             gateway = link.gateways[f]
             entry[f"ipv{f}"] = {
                 "eligible": link.eligible[f],
-                "reason": link.reasons[f] or None,
+                "reason": str(reason) if (reason := link.reasons[f]) is not None else None,
                 "gateway": str(gateway) if gateway is not None else None,
                 "addresses": [str(a) for a in link.addresses[f]],
                 "in_balance": link.index in live[f],
