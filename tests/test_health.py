@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import random
 
+import pytest
+
 from wanhooks import health
 from wanhooks.health import Params
 from wanhooks.verdicts import HealthState
@@ -136,10 +138,26 @@ def test_a_new_link_is_kept_out_until_it_answers() -> None:
 
 
 def test_the_table_is_the_whole_story() -> None:
-    text = health.table_text()
+    """Every (state, signal) pair is in the table, and `wanhooks health-table` shows each."""
+    pairs = {(state, sig) for state in HealthState for sig in health.Signal}
+    assert set(health.TRANSITIONS) == pairs
+    lines = health.table_text().splitlines()
     for (state, sig), new in health.TRANSITIONS.items():
-        assert f"{state.value}" in text and sig.value in text and new.value in text
+        if new is state:
+            stays = next(line for line in lines if line.startswith(f"{state.value} stays on:"))
+            assert sig.value in stays.split(": ", 1)[1].split(", "), (state, sig)
+        else:
+            assert any(line.split() == [state.value, sig.value, new.value] for line in lines), (state, sig)
     assert set(health.CARRIES_TRAFFIC) == set(HealthState)
+
+
+def test_a_pair_missing_from_the_table_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = dict(health.TRANSITIONS)
+    del table[(HealthState.UP, health.Signal.SETTLED)]
+    monkeypatch.setattr(health, "TRANSITIONS", table)
+    h = health.start(PARAMS, 0.0, trusted=True)
+    with pytest.raises(KeyError):
+        simulate(h, 0.0, 3.0)
 
 
 def test_a_metered_link_keeps_to_its_probe_budget() -> None:

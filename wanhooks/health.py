@@ -56,20 +56,35 @@ class Signal(str, enum.Enum):
     RESTORED = "restored"  # answering for max(up_after, hold_down): a failed link may return
 
 
-# (state, signal) -> next state.  Pairs not listed leave the state as it is.
+# (state, signal) -> next state: every pair, staying ones included, so that a state or a
+# signal added without its row fails at once (evaluate() looks pairs up with [], and the
+# tests check the table is whole) instead of silently meaning "stay".
+_S, _G = HealthState, Signal
 TRANSITIONS: dict[tuple[HealthState, Signal], HealthState] = {
-    (HealthState.PROBING, Signal.SILENT): HealthState.DOWN,
-    (HealthState.PROBING, Signal.DEGRADED): HealthState.DOWN,
-    (HealthState.PROBING, Signal.SETTLED): HealthState.UP,
-    (HealthState.PROBING, Signal.RESTORED): HealthState.UP,
-    (HealthState.UP, Signal.SILENT): HealthState.DOWN,
-    (HealthState.UP, Signal.DEGRADED): HealthState.DOWN,
-    (HealthState.DOWN, Signal.ALIVE): HealthState.RECOVERING,
-    (HealthState.DOWN, Signal.SETTLED): HealthState.RECOVERING,
-    (HealthState.DOWN, Signal.RESTORED): HealthState.RECOVERING,
-    (HealthState.RECOVERING, Signal.SILENT): HealthState.DOWN,
-    (HealthState.RECOVERING, Signal.DEGRADED): HealthState.DOWN,
-    (HealthState.RECOVERING, Signal.RESTORED): HealthState.UP,
+    (_S.PROBING, _G.SILENT): _S.DOWN,
+    (_S.PROBING, _G.DEGRADED): _S.DOWN,
+    (_S.PROBING, _G.WAITING): _S.PROBING,
+    (_S.PROBING, _G.ALIVE): _S.PROBING,  # answering, not yet for up_after
+    (_S.PROBING, _G.SETTLED): _S.UP,
+    (_S.PROBING, _G.RESTORED): _S.UP,
+    (_S.UP, _G.SILENT): _S.DOWN,
+    (_S.UP, _G.DEGRADED): _S.DOWN,
+    (_S.UP, _G.WAITING): _S.UP,  # trusted at a restart, first answers on their way
+    (_S.UP, _G.ALIVE): _S.UP,
+    (_S.UP, _G.SETTLED): _S.UP,
+    (_S.UP, _G.RESTORED): _S.UP,
+    (_S.DOWN, _G.SILENT): _S.DOWN,
+    (_S.DOWN, _G.DEGRADED): _S.DOWN,
+    (_S.DOWN, _G.WAITING): _S.DOWN,
+    (_S.DOWN, _G.ALIVE): _S.RECOVERING,
+    (_S.DOWN, _G.SETTLED): _S.RECOVERING,
+    (_S.DOWN, _G.RESTORED): _S.RECOVERING,
+    (_S.RECOVERING, _G.SILENT): _S.DOWN,
+    (_S.RECOVERING, _G.DEGRADED): _S.DOWN,
+    (_S.RECOVERING, _G.WAITING): _S.RECOVERING,
+    (_S.RECOVERING, _G.ALIVE): _S.RECOVERING,
+    (_S.RECOVERING, _G.SETTLED): _S.RECOVERING,  # answering, but not yet for hold_down
+    (_S.RECOVERING, _G.RESTORED): _S.UP,
 }
 
 # Which states carry traffic.
@@ -322,8 +337,8 @@ def evaluate(health: Health, now: float) -> Health:
     sig, why = signal(health, now)
     if sig in (Signal.SILENT, Signal.DEGRADED):
         health = replace(health, alive_since=None)  # an unbroken run of good answers is over
-    new = TRANSITIONS.get((health.state, sig))
-    if new is None or new is health.state:
+    new = TRANSITIONS[(health.state, sig)]
+    if new is health.state:
         return health
     return replace(
         health, state=new, since=now, last=Transition(now, health.state, new, why), suspected_since=None
@@ -392,9 +407,13 @@ def loss(health: Health) -> float | None:
 def table_text() -> str:
     """The transition table, for `wanhooks health-table`."""
     rows = [("from", "on", "to")]
-    rows += [(s.value, sig.value, new.value) for (s, sig), new in TRANSITIONS.items()]
+    rows += [(s.value, sig.value, new.value) for (s, sig), new in TRANSITIONS.items() if new is not s]
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, width)).rstrip() for row in rows]
+    lines.append("")
+    for state in HealthState:
+        stays = [sig.value for (s, sig), new in TRANSITIONS.items() if s is state and new is state]
+        lines.append(f"{state.value} stays on: {', '.join(stays)}")
     lines.append("")
     lines.append("silent:   k of n targets unanswered for down_after")
     lines.append("          (suspected: for confirm_after + one round trip since the suspicion)")
