@@ -164,9 +164,6 @@ CAPACITY_UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 CAPACITY_MAX_BPS = 1e12
 TUNNEL_MARK_MAX = c.TUNNEL_MARK_MASK  # the sticky byte is wanhooks' own
 DELEGATED_MIN_LENGTH = 16  # shorter would capture others' traffic (::/0 would capture all)
-TIER_MIN = 1  # a link's tier: 1 carries traffic first, 5 last
-TIER_MAX = 5
-METERED_TIER_MIN = 0  # 0: NetworkManager's metered flag changes no tier
 HOOKS_DIR_MAX = 4096  # PATH_MAX
 WATCHDOG_KEYS = ("test_ips", "enabled")
 HEALTH_KEYS = (
@@ -496,7 +493,7 @@ def _whole_from_text(text: str, where: _Where, what: str, low: int, high: int) -
 
 
 def _tier_from_text(text: str, where: _Where) -> int:
-    return _whole_from_text(text, where, "tier", TIER_MIN, TIER_MAX)
+    return _whole_from_text(text, where, "tier", c.TIER_MIN, c.TIER_MAX)
 
 
 def _check_hooks_dir(text: str, where: _Where) -> str:
@@ -815,7 +812,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
         elif name == "health":
             health = _yaml_health(value, where)
         elif name == "metered_tier":
-            metered_tier = _yaml_whole(value, where, name, METERED_TIER_MIN, TIER_MAX)
+            metered_tier = _yaml_whole(value, where, name, c.METERED_TIER_MIN, c.TIER_MAX)
         elif name == "require_full_connectivity":
             require_full_connectivity = _yaml_bool(value, where)
         elif name == "hooks_dir":
@@ -1067,7 +1064,7 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
         elif name == "capacity":
             draft.capacity, draft.capacity_at = _yaml_capacity(value, value_at), value_at
         elif name == "tier":
-            draft.tier = _yaml_whole(value, value_at, name, TIER_MIN, TIER_MAX)
+            draft.tier = _yaml_whole(value, value_at, name, c.TIER_MIN, c.TIER_MAX)
         elif name == "gateway":
             texts = _yaml_texts(value, value_at, name)
             draft.gateways = [(_parse_address(text, at, "gateway"), at) for text, at in texts]
@@ -1148,7 +1145,7 @@ def _yaml_pin(node: Node, where: _Where) -> Pin:
         elif name == "link":
             pin = replace(pin, link=_check_interface(_yaml_string(value, at, name), at))
         elif name == "tier":
-            pin = replace(pin, tier=_yaml_whole(value, at, name, TIER_MIN, TIER_MAX))
+            pin = replace(pin, tier=_yaml_whole(value, at, name, c.TIER_MIN, c.TIER_MAX))
         else:
             pin = replace(pin, fail_closed=_parse_when_down(_yaml_string(value, at, name), at))
     if (pin.link is None) == (pin.tier is None):

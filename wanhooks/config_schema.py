@@ -78,7 +78,7 @@ TOP = Section(
             "The 2011 script's TESTIPS and WATCHDOG in YAML form, read as health targets. "
             "Not together with health:.",
             "{test_ips: [198.51.100.7], enabled: true}"),
-        Key("metered_tier", "whole number 0 to 5", str(Config.metered_tier),
+        Key("metered_tier", f"whole number {c.METERED_TIER_MIN} to {c.TIER_MAX}", str(Config.metered_tier),
             "The tier of a link NetworkManager calls metered (a 3G stick, a phone) and whose entry "
             "sets none; 0 ignores the metered flag.",
             "3"),
@@ -161,7 +161,7 @@ LINK = Section(
         Key("health", "mapping (see HEALTH)", "the top-level health:",
             "This link's own probe settings, over the top-level ones, key by key.",
             "{targets: [203.0.113.53], interval: 1, down_after: 5}"),
-        Key("tier", "whole number 1 to 5", "1, or metered_tier when metered",
+        Key("tier", f"whole number {c.TIER_MIN} to {c.TIER_MAX}", "1, or metered_tier when metered",
             "Only the best tier with a usable link carries traffic: a tier-2 link is a standby.",
             "2"),
         Key("delegated", "IPv6 prefix or list, /16 to /64", "none",
@@ -251,7 +251,7 @@ PIN = Section(
         Key("link", "interface name or glob", "none",
             "The first matching link able to carry traffic, in config order; a standby link may "
             "carry pinned traffic, a failed, disabled or draining one may not.", "eth0"),
-        Key("tier", "whole number 1 to 5", "none",
+        Key("tier", f"whole number {c.TIER_MIN} to {c.TIER_MAX}", "none",
             "That tier's links, weighted, through a table of their own.", "2"),
         Key("when_down", "fallback | fail", "fallback",
             "When the target cannot carry traffic. fallback: the pin's rule is withdrawn and its "

@@ -82,6 +82,26 @@ def is_owned_nexthop_id(nhid: int) -> bool:
     return NH_ID_MIN <= nhid <= NH_ID_MAX
 
 
+# --- health probing defaults (health.py has the model) -------------------------
+# Ten probes a second per target, a link failed after 0.7 s of silence: detection
+# within about a second (DESIGN.md, bench/detection.py) for 1.4 kB/s a link.
+PROBE_INTERVAL_S = 0.1
+PROBE_DOWN_AFTER_S = 0.7
+PROBE_UP_AFTER_S = 1.0  # answering this long before a new link is trusted
+PROBE_HOLD_DOWN_S = 5.0  # a failed link answers this long before it returns (no flapping)
+PROBE_BUDGET_MB_PER_DAY = 5.0  # on a metered or standby link: the interval stretches to fit
+PROBE_LOSS_WINDOW_S = 10.0
+PROBE_DNS_QUERY = "."  # dns probes ask for the root's NS: every resolver answers it
+
+# --- tiers -------------------------------------------------------------------
+TIER_MIN = 1  # a link's tier: 1 carries traffic first, TIER_MAX last
+TIER_MAX = 5
+METERED_TIER_MIN = 0  # metered_tier 0: NetworkManager's metered flag changes no tier
+
+# --- the kernel's own numbers we refer to ------------------------------------
+TABLE_MAIN = 254  # RT_TABLE_MAIN: where network managers put their default routes
+PRIO_RULE_MAIN = 32766  # the kernel's `from all lookup main` rule (and 32767, default, after it)
+
 # --- rule priorities --------------------------------------------------------
 # Below main (32766) so we are consulted first; clear of tailscale (5210-5270)
 # and of the small numbers admins and networkd configs use.  Gapped by 100 so

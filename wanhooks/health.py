@@ -42,9 +42,13 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
-from .model import IPAddress
+from . import constants as c
+from .model import HealthConfig, IPAddress
 from .verdicts import HealthState
+
+_T = TypeVar("_T")
 
 
 class Signal(str, enum.Enum):
@@ -122,17 +126,17 @@ ECHO_BYTES = {4: PROBE_BYTES[(Kind.ICMP, 4)], 6: PROBE_BYTES[(Kind.ICMP, 6)]}
 @dataclass(frozen=True)
 class Params:
     targets: tuple[IPAddress, ...]
-    interval: float = 0.1
-    down_after: float = 0.7
-    up_after: float = 1.0
-    hold_down: float = 5.0
+    interval: float = c.PROBE_INTERVAL_S
+    down_after: float = c.PROBE_DOWN_AFTER_S
+    up_after: float = c.PROBE_UP_AFTER_S
+    hold_down: float = c.PROBE_HOLD_DOWN_S
     silent_targets: int = 0  # k; 0: all targets
     kind: Kind = Kind.ICMP
     port: int = 0  # tcp / dns: the port probed (0: the kind's default)
-    query: str = "."  # dns: the name asked for (type NS)
+    query: str = c.PROBE_DNS_QUERY  # dns: the name asked for (type NS)
     max_rtt: float | None = None  # seconds of smoothed round trip beyond which the link fails
     max_loss: float | None = None  # share of echoes lost over loss_window beyond which it fails
-    loss_window: float = 10.0
+    loss_window: float = c.PROBE_LOSS_WINDOW_S
     # While suspected: the interval probed at (the configured one, before a budget
     # stretched it; None: interval) and how long silence must last.
     fast_interval: float | None = None
@@ -352,6 +356,32 @@ def evaluate(health: Health, now: float) -> Health:
 DESIGN_ECHO_LOSS = 0.19
 FALSE_FAILOVERS_PER_DAY = 0.01
 BUDGET_MAX_DOWN_AFTER = 9.9
+
+
+def params_for(settings: HealthConfig, targets: tuple[IPAddress, ...]) -> Params:
+    """A prober's parameters from resolved settings (HealthConfig.resolved: every field
+    set, the defaults in one place, model.HEALTH_DEFAULTS)."""
+
+    def given(value: _T | None) -> _T:
+        if value is None:
+            raise ValueError("health settings used before they were resolved")
+        return value
+
+    return Params(
+        targets=targets,
+        interval=float(given(settings.interval)),
+        down_after=float(given(settings.down_after)),
+        up_after=float(given(settings.up_after)),
+        hold_down=float(given(settings.hold_down)),
+        silent_targets=given(settings.silent_targets),
+        kind=Kind(given(settings.kind)),
+        port=given(settings.port),
+        query=given(settings.query),
+        max_rtt=given(settings.max_rtt) or None,  # 0: no threshold
+        max_loss=given(settings.max_loss) / 100 or None,  # percent in the config
+        loss_window=float(given(settings.loss_window)),
+        passive=given(settings.passive),
+    )
 
 
 def within_budget(params: Params, family: int, budget_mb_per_day: float) -> Params:

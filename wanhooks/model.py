@@ -88,19 +88,19 @@ class HealthConfig:
 
 HEALTH_DEFAULTS = HealthConfig(
     targets=(),
-    interval=0.1,
-    down_after=0.7,
-    up_after=1.0,
-    hold_down=5.0,
+    interval=c.PROBE_INTERVAL_S,
+    down_after=c.PROBE_DOWN_AFTER_S,
+    up_after=c.PROBE_UP_AFTER_S,
+    hold_down=c.PROBE_HOLD_DOWN_S,
     silent_targets=0,  # 0: all of the targets
     enabled=True,
-    budget_mb_per_day=5.0,
+    budget_mb_per_day=c.PROBE_BUDGET_MB_PER_DAY,
     kind="icmp",
-    port=0,
-    query=".",
-    max_rtt=0.0,
+    port=0,  # the kind's own (health.DEFAULT_PORTS)
+    query=c.PROBE_DNS_QUERY,
+    max_rtt=0.0,  # no threshold
     max_loss=0.0,
-    loss_window=10.0,
+    loss_window=c.PROBE_LOSS_WINDOW_S,
     passive=True,
 )
 

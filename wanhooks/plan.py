@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from . import constants as c
-from .health import Kind, Params, ProbeKey, within_budget
+from .health import ProbeKey, params_for, within_budget
 from .model import (
     IFF_LOOPBACK,
     Address,
@@ -628,7 +628,7 @@ def plan(
                     Rule(
                         family=family,
                         priority=c.PRIO_TUNNEL,
-                        table=254,
+                        table=c.TABLE_MAIN,
                         fwmark=side.entry.tunnel_mark,
                         fwmask=c.TUNNEL_MARK_MASK,
                     )
@@ -641,7 +641,11 @@ def plan(
         groups.update(grps)
         routes.update(balance)
         if any(s.has_table for s in family_sides) or balance:
-            rules.add(Rule(family=family, priority=c.PRIO_MAIN_SUPPRESS, table=254, suppress_prefixlength=0))
+            rules.add(
+                Rule(
+                    family=family, priority=c.PRIO_MAIN_SUPPRESS, table=c.TABLE_MAIN, suppress_prefixlength=0
+                )
+            )
         vpn = _full_tunnel(observed, family, managed_index)
         policy_vpn = [p for p in observed.policy_defaults if p.family == family]
         if balance and vpn is not None:
@@ -851,21 +855,7 @@ def probes_wanted(config: Config, observed: Observed) -> list[ProbeKey]:
             sources = link.addresses_of(family)
             if not targets or not sources:
                 continue
-            params = Params(
-                targets=targets,
-                interval=float(settings.interval or 0.1),
-                down_after=float(settings.down_after or 0.0),
-                up_after=float(settings.up_after or 0.0),
-                hold_down=float(settings.hold_down or 0.0),
-                silent_targets=int(settings.silent_targets or 0),
-                kind=Kind(settings.kind or "icmp"),
-                port=int(settings.port or 0),
-                query=settings.query or ".",
-                max_rtt=settings.max_rtt or None,  # 0: no threshold
-                max_loss=(settings.max_loss or 0.0) / 100 or None,
-                loss_window=float(settings.loss_window or 10.0),
-                passive=bool(settings.passive),
-            )
+            params = params_for(settings, targets)
             if link_tier(entry, devices.get(link.name), config) > 1 and settings.budget_mb_per_day:
                 params = within_budget(params, family, float(settings.budget_mb_per_day))
             wanted.append(ProbeKey(link.name, family, sources[0].address, params))

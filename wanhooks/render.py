@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .constants import RTPROT_WANHOOKS
+from .constants import RTPROT_WANHOOKS, TABLE_MAIN
 from .model import (
     Action,
     Desired,
@@ -46,7 +46,7 @@ def rule_text(rule: Rule) -> str:
     if rule.unreachable:
         parts.append("unreachable")
     else:
-        parts.append("lookup main" if rule.table == 254 else f"lookup {rule.table}")
+        parts.append("lookup main" if rule.table == TABLE_MAIN else f"lookup {rule.table}")
     if rule.suppress_prefixlength is not None:
         parts.append(f"suppress_prefixlength {rule.suppress_prefixlength}")
     return f"ip -{rule.family} rule add " + " ".join(parts) + f" proto {RTPROT_WANHOOKS}"

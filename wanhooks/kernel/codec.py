@@ -9,7 +9,7 @@ from typing import Any
 
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 
-from ..constants import RTPROT_WANHOOKS, USER_HZ
+from ..constants import RTPROT_WANHOOKS, TABLE_MAIN, USER_HZ
 from ..model import (
     Address,
     IPAddress,
@@ -38,7 +38,6 @@ from .wire import Message, attributes, multipath
 AF: dict[int, int] = {4: int(socket.AF_INET), 6: int(socket.AF_INET6)}
 FAMILY: dict[int, int] = {int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
 RT_TABLE_COMPAT = 252  # rtm_table when the real id (> 255) is in RTA_TABLE
-RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 ROUTE_TYPES = {6: "blackhole", 7: "unreachable", 8: "prohibit"}  # RTN_* that end a lookup
 FR_ACT_TO_TBL = 1
@@ -156,7 +155,7 @@ FRA_NARROWING = (1, 2, 3, 17, 19, 20, 22, 23, 24)
 FRA_SUPPRESSORS = (13, 14)  # suppress_ifgroup, suppress_prefixlength: dumped as -1 when unset
 NOT_SET = 0xFFFFFFFF
 FIB_RULE_INVERT = 0x2
-SPECIAL_TABLES = (0, 253, 254, 255)  # unspec, default, main, local
+SPECIAL_TABLES = (0, 253, TABLE_MAIN, 255)  # unspec, default, main, local
 
 
 def catch_all_table(msg: Message) -> tuple[int, int, int] | None:
@@ -304,7 +303,7 @@ def main_default_from_msg(msg: Message) -> MainDefault | None:
     """A main-table default route with one device, as managers install a link's gateway."""
     family_af, dst_len, _src_len, _tos, table, proto, _scope, rtype, flags = msg.fields
     family = FAMILY.get(family_af)
-    if family is None or dst_len != 0 or msg.u32(RTA_TABLE, table) != RT_TABLE_MAIN:
+    if family is None or dst_len != 0 or msg.u32(RTA_TABLE, table) != TABLE_MAIN:
         return None
     if rtype != RTN_UNICAST:
         kind = ROUTE_TYPES.get(rtype)

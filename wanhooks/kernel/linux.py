@@ -15,7 +15,14 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from .. import nft
-from ..constants import FIREWALL_TRUST_S, RTPROT_WANHOOKS, is_owned_nexthop_id, is_owned_table
+from ..constants import (
+    FIREWALL_TRUST_S,
+    PRIO_RULE_MAIN,
+    RTPROT_WANHOOKS,
+    TABLE_MAIN,
+    is_owned_nexthop_id,
+    is_owned_table,
+)
 from ..model import (
     Action,
     Address,
@@ -34,17 +41,14 @@ from ..model import (
     Rule,
 )
 from . import codec
-from .messages import nhmsg, rtmsg_nh
+from .messages import RTM_DELNEXTHOP, RTM_GETNEXTHOP, RTM_NEWNEXTHOP, nhmsg, rtmsg_nh
 from .netlink import (
-    RTM_DELNEXTHOP,
     RTM_DELROUTE,
     RTM_DELRULE,
     RTM_GETADDR,
     RTM_GETLINK,
-    RTM_GETNEXTHOP,
     RTM_GETROUTE,
     RTM_GETRULE,
-    RTM_NEWNEXTHOP,
     RTM_NEWROUTE,
     RTM_NEWRULE,
     NetlinkError,
@@ -101,7 +105,7 @@ class LinuxKernel:
         for family in (4, 6):
             request = rtmsg_nh()
             request["family"] = codec.AF[family]
-            request["table"] = codec.RT_TABLE_MAIN
+            request["table"] = TABLE_MAIN
             for msg in self._table_dump(request):
                 found = codec.main_default_from_msg(msg)
                 if found is not None:
@@ -132,7 +136,7 @@ class LinuxKernel:
                 if codec.rule_protocol(msg) == RTPROT_WANHOOKS:
                     continue
                 rule = codec.catch_all_table(msg)
-                if rule is None or is_owned_table(rule[2]) or rule[1] >= 32766:
+                if rule is None or is_owned_table(rule[2]) or rule[1] >= PRIO_RULE_MAIN:
                     continue
                 if self._has_default(family, rule[2]):
                     found.append(PolicyDefault(*rule))

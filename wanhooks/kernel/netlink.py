@@ -24,6 +24,7 @@ from pyroute2.netlink import (
 )
 
 from . import wire
+from .messages import RTM_NEWNEXTHOP
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -41,8 +42,10 @@ NLM_F_ACK_TLVS = 0x200
 NLMSGERR_ATTR_MSG = 1
 
 RTM_NEWLINK = 16
+RTM_DELLINK = 17
 RTM_GETLINK = 18
 RTM_NEWADDR = 20
+RTM_DELADDR = 21
 RTM_GETADDR = 22
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
@@ -50,11 +53,8 @@ RTM_GETROUTE = 26
 RTM_NEWRULE = 32
 RTM_DELRULE = 33
 RTM_GETRULE = 34
-RTM_NEWNEXTHOP = 104
-RTM_DELNEXTHOP = 105
-RTM_GETNEXTHOP = 106
 
-_HDR = struct.Struct("=IHHII")  # struct nlmsghdr
+_HDR = wire.NLMSGHDR
 _ERR = struct.Struct("=i")
 _NLA = struct.Struct("=HH")
 

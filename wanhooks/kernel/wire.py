@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+NLMSGHDR = struct.Struct("=IHHII")  # struct nlmsghdr: length, type, flags, seq, port id
 _NLA = struct.Struct("=HH")
 NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
 

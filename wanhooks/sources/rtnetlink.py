@@ -16,17 +16,18 @@ import socket
 import struct
 from collections.abc import Callable
 
-from ..constants import RTPROT_WANHOOKS, is_owned_table
+from ..constants import RTPROT_WANHOOKS, TABLE_MAIN, is_owned_table
 from ..events import Event, KernelChanged, Resync
-from ..kernel.messages import RTNLGRP_NEXTHOP
+from ..kernel import netlink as nl
+from ..kernel import wire
+from ..kernel.codec import FRA_PROTOCOL, RTA_TABLE
+from ..kernel.messages import RTM_DELNEXTHOP, RTM_NEWNEXTHOP, RTNLGRP_NEXTHOP
 from ..kernel.netlink import NETLINK_ADD_MEMBERSHIP, SO_RCVBUFFORCE, SOL_NETLINK
 
 log = logging.getLogger("wanhooks.rtnetlink")
 
-_HDR = struct.Struct("=IHHII")
-_RTMSG = struct.Struct("=BBBBBBBBI")
-_NHMSG = struct.Struct("=BBBBI")
-_IFINDEX = struct.Struct("=i")
+_HDR = wire.NLMSGHDR
+_IFINDEX = struct.Struct("=i")  # ifinfomsg's and ifaddrmsg's index, 4 bytes in
 
 # rtnetlink multicast groups (uapi/linux/rtnetlink.h) joined through bind()'s bitmask.
 _GROUPS = {
@@ -39,61 +40,52 @@ _GROUPS = {
     "ipv6 rule": 19,
 }
 _KINDS = {
-    16: ("link", "new"), 17: ("link", "del"),
-    20: ("address", "new"), 21: ("address", "del"),
-    24: ("route", "new"), 25: ("route", "del"),
-    32: ("rule", "new"), 33: ("rule", "del"),
-    104: ("nexthop", "new"), 105: ("nexthop", "del"),
+    nl.RTM_NEWLINK: ("link", "new"), nl.RTM_DELLINK: ("link", "del"),
+    nl.RTM_NEWADDR: ("address", "new"), nl.RTM_DELADDR: ("address", "del"),
+    nl.RTM_NEWROUTE: ("route", "new"), nl.RTM_DELROUTE: ("route", "del"),
+    nl.RTM_NEWRULE: ("rule", "new"), nl.RTM_DELRULE: ("rule", "del"),
+    RTM_NEWNEXTHOP: ("nexthop", "new"), RTM_DELNEXTHOP: ("nexthop", "del"),
 }  # fmt: skip
-_RT_TABLE_MAIN = 254
-_RTA_TABLE = 15
-_FIB_RULE_HDR_SIZE = 12  # struct fib_rule_hdr
-_FRA_PROTOCOL = 21
 ENOBUFS = errno.ENOBUFS
 
 
 def _route_matters(raw: bytes) -> bool:
     """Main-table defaults (a manager's gateway) and anything in or from wanhooks."""
-    if len(raw) < _HDR.size + _RTMSG.size:
+    if len(raw) < _HDR.size + wire.RTMSG.size:
         return False
-    _fam, dst_len, _src_len, _tos, table, proto, _scope, _type, _flags = _RTMSG.unpack_from(raw, _HDR.size)
+    _fam, dst_len, _src_len, _tos, table, proto, _scope, _type, _flags = wire.RTMSG.unpack_from(
+        raw, _HDR.size
+    )
     if proto == RTPROT_WANHOOKS:
         return True
     full_table = _table_attr(raw) or table
-    return (full_table == _RT_TABLE_MAIN and dst_len == 0) or is_owned_table(full_table)
+    return (full_table == TABLE_MAIN and dst_len == 0) or is_owned_table(full_table)
 
 
-def _attr(raw: bytes, offset: int, wanted: int) -> bytes | None:
-    """The payload of the first attribute of type `wanted` from `offset` on."""
-    while offset + 4 <= len(raw):
-        length, kind = struct.unpack_from("=HH", raw, offset)
-        if length < 4:
-            return None
-        if kind & 0x3FFF == wanted:
-            return raw[offset + 4 : offset + length]
-        offset += (length + 3) & ~3
-    return None
+def _attr(raw: bytes, fixed: struct.Struct, wanted: int) -> bytes | None:
+    """The payload of the first attribute of type `wanted` after the fixed header."""
+    return wire.attributes(raw, _HDR.size + fixed.size).get(wanted)
 
 
 def _table_attr(raw: bytes) -> int | None:
-    found = _attr(raw, _HDR.size + _RTMSG.size, _RTA_TABLE)
-    return int(struct.unpack_from("=I", found)[0]) if found is not None and len(found) >= 4 else None
+    found = _attr(raw, wire.RTMSG, RTA_TABLE)
+    return int(wire.U32.unpack_from(found)[0]) if found is not None and len(found) >= 4 else None
 
 
 def _nexthop_matters(raw: bytes) -> bool:
-    if len(raw) < _HDR.size + _NHMSG.size:
+    if len(raw) < _HDR.size + wire.NHMSG.size:
         return False
-    return bool(_NHMSG.unpack_from(raw, _HDR.size)[2] == RTPROT_WANHOOKS)
+    return bool(wire.NHMSG.unpack_from(raw, _HDR.size)[2] == RTPROT_WANHOOKS)
 
 
 def _ours(raw: bytes, what: str) -> bool:
     """A route, rule or nexthop carrying wanhooks' protocol id."""
-    if what == "route" and len(raw) >= _HDR.size + _RTMSG.size:
-        return bool(_RTMSG.unpack_from(raw, _HDR.size)[5] == RTPROT_WANHOOKS)
+    if what == "route" and len(raw) >= _HDR.size + wire.RTMSG.size:
+        return bool(wire.RTMSG.unpack_from(raw, _HDR.size)[5] == RTPROT_WANHOOKS)
     if what == "nexthop":
         return _nexthop_matters(raw)
     if what == "rule":
-        found = _attr(raw, _HDR.size + _FIB_RULE_HDR_SIZE, _FRA_PROTOCOL)
+        found = _attr(raw, wire.FIB_RULE_HDR, FRA_PROTOCOL)
         return found is not None and len(found) >= 1 and found[0] == RTPROT_WANHOOKS
     return False
 
@@ -156,7 +148,7 @@ def classify(raw: bytes, own_portid: int) -> KernelChanged | None:
     if what == "link" and len(raw) >= _HDR.size + 8:
         ifindex = _IFINDEX.unpack_from(raw, _HDR.size + 4)[0]
     elif what == "address" and len(raw) >= _HDR.size + 8:
-        ifindex = struct.unpack_from("=I", raw, _HDR.size + 4)[0]
+        ifindex = wire.U32.unpack_from(raw, _HDR.size + 4)[0]
     if change == "del" and what in ("route", "rule", "nexthop") and _ours(raw, what):
         by = "the kernel" if portid == 0 else f"netlink port {portid}"
         return KernelChanged(what, change, ifindex, detail=f"of wanhooks' by {by}", deleted_by=portid)
