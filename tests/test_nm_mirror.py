@@ -384,3 +384,104 @@ def test_a_reply_from_anyone_but_whom_we_asked_is_refused() -> None:
     src._nm_owner = None  # NetworkManager gone: nobody answers for it
     with pytest.raises(DBusError):
         get_all(NM_OWNER)
+
+
+# -- changes signalled while a fetch awaits NetworkManager are not lost ------------------------
+
+
+def signal(path: str, iface: str, changed: dict[str, Any]) -> Message:
+    body = [iface, {k: Variant("u", v) for k, v in changed.items()}, []]
+    return Message(
+        message_type=MessageType.SIGNAL, path=path, interface=nmsrc.PROPS, member="PropertiesChanged",
+        signature="sa{sv}as", body=body, sender=NM_OWNER,
+    )  # fmt: skip
+
+
+class ScriptedBus:
+    """NetworkManager's answers, and signals it sends while a given call is awaited."""
+
+    def __init__(self, src: nmsrc.NetworkManagerSource, meanwhile: dict[str, list[Message]]) -> None:
+        self.src, self.meanwhile = src, meanwhile
+        self.devices = [DEV]
+        self.state: dict[str, dict[str, Any]] = {
+            nmsrc.NM_PATH: {"ConnectivityCheckEnabled": True},
+            DEV: dict(DEVICE_PROPS),
+            IP4: {"Gateway": "100.64.11.1"},
+        }
+        self.hold = ""  # the call answered only once every other fetch is done
+        src._bus = object()  # type: ignore[assignment]
+        src._get_all = self.get_all  # type: ignore[method-assign]
+        src._call = self.call  # type: ignore[method-assign]
+
+    async def answer(self, key: str) -> None:
+        await asyncio.sleep(0)  # the call is on its way: the event loop runs other work
+        for msg in self.meanwhile.pop(key, []):
+            if msg.member == "PropertiesChanged":  # NetworkManager's state changed, then it said so
+                self.state[msg.path] = {**self.state[msg.path], **nmsrc.plain(msg.body[1])}
+            self.src._on_message(msg)
+        if key == self.hold:
+            while self.src._fetching:
+                await asyncio.sleep(0)
+
+    async def get_all(self, bus: object, path: str, iface: str) -> dict[str, Any]:
+        await self.answer(f"GetAll {path}")
+        return dict(self.state.get(path, {}))
+
+    async def call(self, bus: object, dest: str, path: str, iface: str, member: str, *args: Any) -> list[Any]:
+        await self.answer(f"{member} {path}")
+        return [self.devices] if member == "GetDevices" else [{}]
+
+
+METERED_NOW = signal(DEV, f"{nmsrc.NM}.Device", {"Metered": 1})  # yes: was guess-no
+
+
+def test_a_device_change_signalled_while_its_fetch_awaits_is_kept() -> None:
+    src, _, _ = source()
+    ScriptedBus(src, {f"GetAppliedConnection {DEV}": [METERED_NOW]})
+    asyncio.run(src._refresh_device(DEV))
+    assert src._mirror.view()[0].metered == "yes"
+    assert src._signalled == [] and src._fetches == 0  # nothing kept once no fetch runs
+
+
+async def settled(src: nmsrc.NetworkManagerSource, work: Any) -> None:
+    """Run work, then every fetch it spawned."""
+    await work
+    while src._fetching:
+        await asyncio.gather(*src._fetching)
+
+
+def test_a_change_signalled_during_a_snapshot_is_kept() -> None:
+    src, _, _ = source()
+    src._mirror = Mirror()
+    gateway = signal(IP4, f"{nmsrc.NM}.IP4Config", {})
+    gateway.body[1] = {"Gateway": Variant("s", "100.64.11.254")}
+    ScriptedBus(src, {f"GetAppliedConnection {DEV}": [METERED_NOW, gateway]})
+    asyncio.run(settled(src, src._snapshot(object())))  # type: ignore[arg-type]
+    (device,) = src._mirror.view()
+    assert device.metered == "yes" and device.gateway4 == "100.64.11.254"
+
+
+def test_a_device_fetched_during_a_snapshot_is_fetched_again_after_it() -> None:
+    """GetDevices answered before the device appeared; the device's own fetch (its
+    DeviceAdded) finished while the snapshot still ran: the snapshot does not drop it."""
+    src, _, _ = source()
+    src._mirror = Mirror()
+    bus = ScriptedBus(src, {})
+    bus.devices = []
+    fetched: list[str] = []
+    refresh = src._refresh_device
+
+    async def counted(path: str) -> None:
+        fetched.append(path)
+        await refresh(path)
+
+    src._refresh_device = counted  # type: ignore[method-assign]
+    added = Message(
+        message_type=MessageType.SIGNAL, path=nmsrc.NM_PATH, interface=nmsrc.NM, member="DeviceAdded",
+        signature="o", body=[DEV], sender=NM_OWNER,
+    )  # fmt: skip
+    bus.meanwhile[f"GetDevices {nmsrc.NM_PATH}"] = [added]
+    bus.hold = f"GetDevices {nmsrc.NM_PATH}"  # answered only once the device's fetch is done
+    asyncio.run(settled(src, src._snapshot(object())))  # type: ignore[arg-type]
+    assert fetched == [DEV, DEV]  # once while the snapshot ran, once after it
+    assert [d.name for d in src._mirror.view()] == ["nmw1"]

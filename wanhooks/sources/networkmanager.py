@@ -46,7 +46,6 @@ NM_PATH = nm_mirror.NM_PATH
 DEVICE = f"{NM}.Device"
 IP_CONFIGS = (f"{NM}.IP4Config", f"{NM}.IP6Config")
 DHCP4 = f"{NM}.DHCP4Config"
-ACTIVATED = 100
 PROPS = "org.freedesktop.DBus.Properties"
 DBUS = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
@@ -176,6 +175,15 @@ class NetworkManagerSource:
         self._nm_owner: str | None = None
         self._owner_changes = 0  # NameOwnerChanged signals for NetworkManager handled so far
         self._complain = Complaints(log)
+        # A fetch reads NetworkManager over several awaited calls; what it read is older
+        # than a change signalled meanwhile.  The signalled changes are kept (numbered)
+        # while any fetch runs and applied again over its result (_fetch_ended), so none
+        # is lost: NetworkManager signals every change, in order.
+        self._signalled: list[tuple[int, Callable[[Mirror], Mirror]]] = []
+        self._seq = 0  # signalled changes so far
+        self._fetches = 0  # fetches in flight
+        self._snapshots = 0  # snapshots in flight: a device fetched meanwhile is fetched again after
+        self._fetched_in_snapshot: set[str] = set()
 
     async def run(self) -> None:
         """Forever: connect, follow, and reconnect with backoff when the bus goes."""
@@ -260,13 +268,23 @@ class NetworkManagerSource:
         return props if isinstance(props, dict) else {}
 
     async def _snapshot(self, bus: MessageBus) -> None:
-        mirror = nm_mirror.update_manager(Mirror(), await self._get_all(bus, NM_PATH, NM))
-        answer = await self._call(bus, NM, NM_PATH, NM, "GetDevices")
-        paths = answer[0] if answer and isinstance(answer[0], list) else []
-        for path in paths:
-            if nm_mirror.nm_object_path(path):
-                mirror = await self._fetch_device(bus, mirror, path)
+        began = self._fetch_began()
+        self._snapshots += 1
+        mirror = Mirror()
+        try:
+            mirror = nm_mirror.update_manager(mirror, await self._get_all(bus, NM_PATH, NM))
+            answer = await self._call(bus, NM, NM_PATH, NM, "GetDevices")
+            paths = answer[0] if answer and isinstance(answer[0], list) else []
+            for path in paths:
+                if nm_mirror.nm_object_path(path):
+                    mirror = await self._fetch_device(bus, mirror, path)
+        finally:
+            self._snapshots -= 1
+            mirror = self._fetch_ended(began, mirror)
+        again, self._fetched_in_snapshot = self._fetched_in_snapshot, set()
         self._set(mirror, "snapshot")
+        for path in sorted(again):  # fetched meanwhile (added after GetDevices answered): again
+            self._spawn(self._refresh_device(path))
         log.info("NetworkManager: %d devices, %d activated", len(mirror.devices), len(mirror.view()))
 
     async def _fetch_device(self, bus: MessageBus, mirror: Mirror, path: str) -> Mirror:
@@ -274,7 +292,7 @@ class NetworkManagerSource:
             mirror = nm_mirror.update_device(mirror, path, await self._get_all(bus, path, DEVICE))
             for config in nm_mirror.config_paths(mirror) - set(mirror.gateways):
                 mirror = await self._fetch_config(bus, mirror, config)
-            if mirror.devices[path].state == ACTIVATED:
+            if mirror.devices[path].state == nm_mirror.NM_DEVICE_STATE_ACTIVATED:
                 applied = await self._call(bus, NM, path, DEVICE, "GetAppliedConnection", "u", [0])
                 mirror = nm_mirror.update_applied(mirror, path, plain(applied[0]) if applied else {})
         except DBusError as exc:  # the object went away meanwhile: tolerated
@@ -332,13 +350,13 @@ class NetworkManagerSource:
             else:
                 self._nm_owner = None
                 log.info("NetworkManager left the bus: forgetting its view")
-                self._set(Mirror(), "NetworkManager stopped")
+                self._signalled_change(lambda m: Mirror(), "NetworkManager stopped")
         elif member in ("DeviceAdded", "DeviceRemoved"):
             device = body[0]
             if not nm_mirror.nm_object_path(device):
                 return
             if member == "DeviceRemoved":
-                self._set(nm_mirror.remove_device(self._mirror, device), "device removed")
+                self._signalled_change(lambda m: nm_mirror.remove_device(m, device), "device removed")
             else:
                 self._spawn(self._refresh_device(device))
         elif member == "PropertiesChanged":
@@ -350,34 +368,69 @@ class NetworkManagerSource:
 
     def _properties_changed(self, path: str, iface: str, changed: dict[str, Any]) -> None:
         if iface == NM and path == NM_PATH:
-            self._set(nm_mirror.update_manager(self._mirror, changed), "NetworkManager settings")
+            self._signalled_change(lambda m: nm_mirror.update_manager(m, changed), "NetworkManager settings")
             return
         if iface == DEVICE:
             if path not in self._mirror.devices or "State" in changed:
                 # unknown object, or (de)activated: fetch it whole (applied connection too)
                 self._spawn(self._refresh_device(path))
                 return
-            mirror = nm_mirror.update_device(self._mirror, path, changed)
-            missing = nm_mirror.config_paths(mirror) - set(mirror.gateways)
-            name = mirror.devices[path].ip_iface or mirror.devices[path].iface
             known = sorted(nm_mirror.DEVICE_PROPERTIES.intersection(changed))  # never NetworkManager's text
-            self._set(mirror, f"device {', '.join(known) or 'properties'} changed", name)
-            if missing:
+            self._signalled_change(
+                lambda m: nm_mirror.update_device(m, path, changed),
+                f"device {', '.join(known) or 'properties'} changed",
+                path,
+            )
+            if nm_mirror.config_paths(self._mirror) - set(self._mirror.gateways):
                 self._spawn(self._refresh_device(path))
         elif iface in IP_CONFIGS:
             family = 4 if iface == IP_CONFIGS[0] else 6
-            self._set(nm_mirror.update_ip_config(self._mirror, path, changed, family), "gateway changed")
+            self._signalled_change(
+                lambda m: nm_mirror.update_ip_config(m, path, changed, family), "gateway changed"
+            )
         elif iface == DHCP4:
-            self._set(nm_mirror.update_dhcp4_config(self._mirror, path, changed), "DHCP lease changed")
+            self._signalled_change(
+                lambda m: nm_mirror.update_dhcp4_config(m, path, changed), "DHCP lease changed"
+            )
+
+    def _signalled_change(self, update: Callable[[Mirror], Mirror], why: str, device: str = "") -> None:
+        """Apply a change NetworkManager signalled (about `device`, a path, when it is one
+        device's); keep it while fetches run (see __init__)."""
+        self._seq += 1
+        if self._fetches:
+            self._signalled.append((self._seq, update))
+        mirror = update(self._mirror)
+        dev = mirror.devices.get(device)
+        self._set(mirror, why, (dev.ip_iface or dev.iface) if dev else "")
+
+    def _fetch_began(self) -> int:
+        self._fetches += 1
+        return self._seq
+
+    def _fetch_ended(self, began: int, result: Mirror) -> Mirror:
+        """result with every change signalled since the fetch began applied over it."""
+        for seq, update in self._signalled:
+            if seq > began:
+                result = update(result)
+        self._fetches -= 1
+        if not self._fetches:
+            self._signalled.clear()
+        return result
 
     async def _refresh_device(self, path: str) -> None:
         bus = self._bus
         if bus is None:
             return
-        fetched = await self._fetch_device(bus, self._mirror, path)
-        # other fetches (another device's) may have finished meanwhile: add this device's
-        # part to the mirror as it is now, not to the one this fetch started from
-        mirror = nm_mirror.merge_device(self._mirror, fetched, path)
+        began = self._fetch_began()
+        fetched = self._mirror
+        try:
+            fetched = await self._fetch_device(bus, self._mirror, path)
+        finally:
+            # other fetches (another device's) may have finished meanwhile: add this
+            # device's part to the mirror as it is now, not to the one this fetch began from
+            mirror = self._fetch_ended(began, nm_mirror.merge_device(self._mirror, fetched, path))
+        if self._snapshots:
+            self._fetched_in_snapshot.add(path)
         dev = mirror.devices.get(path)
         self._set(mirror, "device state", (dev.ip_iface or dev.iface) if dev else "")
 
