@@ -420,7 +420,7 @@ class ScriptedBus:
                 self.state[msg.path] = {**self.state[msg.path], **nmsrc.plain(msg.body[1])}
             self.src._on_message(msg)
         if key == self.hold:
-            while self.src._fetching:
+            while self.src._tasks:
                 await asyncio.sleep(0)
 
     async def get_all(self, bus: object, path: str, iface: str) -> dict[str, Any]:
@@ -446,8 +446,8 @@ def test_a_device_change_signalled_while_its_fetch_awaits_is_kept() -> None:
 async def settled(src: nmsrc.NetworkManagerSource, work: Any) -> None:
     """Run work, then every fetch it spawned."""
     await work
-    while src._fetching:
-        await asyncio.gather(*src._fetching)
+    while src._tasks:
+        await asyncio.gather(*src._tasks)
 
 
 def test_a_change_signalled_during_a_snapshot_is_kept() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from wanhooks import passive
-from wanhooks.passive import Sample
+from wanhooks.passive import Packets
 
 PER_DAY = 1000.0
 
 
-def feed(watch: passive.Watch, samples: list[tuple[float, Sample]]) -> tuple[passive.Watch, list[float]]:
+def feed(
+    watch: passive.TrafficWatch, samples: list[tuple[float, Packets]]
+) -> tuple[passive.TrafficWatch, list[float]]:
     fired = []
     for now, sample in samples:
         watch, fire = passive.observe(watch, sample, now, rtt=0.02, bursts_per_day=PER_DAY)
@@ -18,45 +20,45 @@ def feed(watch: passive.Watch, samples: list[tuple[float, Sample]]) -> tuple[pas
 
 
 def test_traffic_that_goes_unanswered_is_suspected_after_the_wait() -> None:
-    watch = passive.start(Sample(100, 100, 0, 0), 0.0)
+    watch = passive.start(Packets(100, 100, 0, 0), 0.0)
     # 10 packets out every 50 ms, nothing back
-    samples = [(0.05 * i, Sample(100 + 10 * i, 100, 0, 0)) for i in range(1, 12)]
+    samples = [(0.05 * i, Packets(100 + 10 * i, 100, 0, 0)) for i in range(1, 12)]
     watch, fired = feed(watch, samples)
     assert fired == [samples[5][0]]  # first packet at 0.05 s, suspected 0.25 s later
     assert watch.suspicions == 1 and 0.99 < passive.BUCKET_BURSTS - watch.tokens <= 1
 
 
 def test_traffic_both_ways_is_never_suspected() -> None:
-    watch = passive.start(Sample(0, 0, 0, 0), 0.0)
-    samples = [(0.05 * i, Sample(10 * i, 8 * i, 0, 0)) for i in range(1, 200)]
+    watch = passive.start(Packets(0, 0, 0, 0), 0.0)
+    samples = [(0.05 * i, Packets(10 * i, 8 * i, 0, 0)) for i in range(1, 200)]
     _, fired = feed(watch, samples)
     assert fired == []
 
 
 def test_our_own_probes_are_not_traffic() -> None:
     """Probes out and no answer (a lost echo) is the probes' business, not the watch's."""
-    watch = passive.start(Sample(0, 0, 0, 0), 0.0)
-    samples = [(0.05 * i, Sample(2 * i, 0, 2 * i, 0)) for i in range(1, 40)]
+    watch = passive.start(Packets(0, 0, 0, 0), 0.0)
+    samples = [(0.05 * i, Packets(2 * i, 0, 2 * i, 0)) for i in range(1, 40)]
     _, fired = feed(watch, samples)
     assert fired == []
 
 
 def test_one_packet_or_a_lagging_counter_is_no_reason() -> None:
-    watch = passive.start(Sample(0, 0, 0, 0), 0.0)
+    watch = passive.start(Packets(0, 0, 0, 0), 0.0)
     # our probe counted before the NIC's transmit completion: -1, then +1
-    samples = [(0.05, Sample(0, 0, 1, 0)), (0.10, Sample(1, 0, 1, 0))]
-    samples += [(0.05 * i, Sample(1, 0, 1, 0)) for i in range(3, 30)]
+    samples = [(0.05, Packets(0, 0, 1, 0)), (0.10, Packets(1, 0, 1, 0))]
+    samples += [(0.05 * i, Packets(1, 0, 1, 0)) for i in range(3, 30)]
     _, fired = feed(watch, samples)
     assert fired == []
 
 
 def test_a_one_way_stream_spends_only_the_burst_budget() -> None:
-    watch = passive.start(Sample(0, 0, 0, 0), 0.0)
+    watch = passive.start(Packets(0, 0, 0, 0), 0.0)
     steps = int(3600 / 0.05)  # an hour of a send-only stream
     fired = 0
     for i in range(1, steps):
         watch, fire = passive.observe(
-            watch, Sample(5 * i, 0, 0, 0), 0.05 * i, rtt=0.02, bursts_per_day=PER_DAY
+            watch, Packets(5 * i, 0, 0, 0), 0.05 * i, rtt=0.02, bursts_per_day=PER_DAY
         )
         fired += fire
     # the bucket's initial bursts plus an hour's refill, no more
@@ -64,8 +66,8 @@ def test_a_one_way_stream_spends_only_the_burst_budget() -> None:
 
 
 def test_the_wait_grows_with_the_round_trip() -> None:
-    watch = passive.start(Sample(0, 0, 0, 0), 0.0)
-    samples = [(0.05 * i, Sample(5 * i, 0, 0, 0)) for i in range(1, 40)]
+    watch = passive.start(Packets(0, 0, 0, 0), 0.0)
+    samples = [(0.05 * i, Packets(5 * i, 0, 0, 0)) for i in range(1, 40)]
     fired = []
     for now, sample in samples:
         watch, fire = passive.observe(watch, sample, now, rtt=0.6, bursts_per_day=PER_DAY)
@@ -75,10 +77,10 @@ def test_the_wait_grows_with_the_round_trip() -> None:
 
 
 def test_a_link_already_failed_or_being_checked_spends_nothing() -> None:
-    watch = passive.start(Sample(0, 0, 0, 0), 0.0)
+    watch = passive.start(Packets(0, 0, 0, 0), 0.0)
     for i in range(1, 200):  # ten seconds of unanswered traffic on a failed link
         watch, fire = passive.observe(
-            watch, Sample(5 * i, 0, 0, 0), 0.05 * i, rtt=0.02, bursts_per_day=PER_DAY, armed=False
+            watch, Packets(5 * i, 0, 0, 0), 0.05 * i, rtt=0.02, bursts_per_day=PER_DAY, armed=False
         )
         assert not fire
     assert watch.tokens == passive.BUCKET_BURSTS and watch.unanswered == 0

@@ -13,7 +13,7 @@ from wanhooks import constants as c
 from wanhooks.kernel.fake import FakeKernel
 from wanhooks.model import Action, GroupKind, Nexthop, Route, Rule
 from wanhooks.plan import plan
-from wanhooks.reconcile import cleanup, diff, reconcile
+from wanhooks.reconcile import Report, cleanup, diff, reconcile
 
 
 def converge(kernel: FakeKernel, cfg, run_dir: Path):  # type: ignore[no-untyped-def]
@@ -261,3 +261,17 @@ def test_a_small_weight_edit_keeps_the_buckets_and_moves_no_flow(tmp_path: Path)
     assert all(getattr(op.obj, "id", None) != c.NH_GROUP_V4_SPARE for op in kernel.executed)
     _, again = converge(kernel, lab_config((1, 3, 1)), tmp_path)
     assert not again.changed
+
+
+def test_a_retry_keeps_what_the_earlier_attempt_wrote_and_noted() -> None:
+    """converge() retries, and re-plans when NAT failed: the round's report is all of it."""
+    kernel = lab_kernel()
+    first = reconcile(plan(lab_config(), kernel.observe()), kernel, "/nonexistent")
+    first.notes.append("a note of the first attempt")
+    first.firewall_changed = True
+    again = reconcile(plan(lab_config(), kernel.observe()), kernel, "/nonexistent")
+    both = again.after(first)
+    assert first.done and again.done == [] and both.done == first.done  # nothing left to write
+    assert both.notes.count("a note of the first attempt") == 1 and both.firewall_changed
+    assert both.after(first).notes == both.notes  # a note both attempts make is said once
+    assert Report().after(Report(failed=first.done)).failed == []  # failures are judged again

@@ -10,7 +10,7 @@ import pytest
 from wanhooks import verdicts
 from wanhooks.model import LinkCounters, LinkPlan
 from wanhooks.status import link_state, render_status, why_not
-from wanhooks.traffic_share import Sample, TrafficWindow
+from wanhooks.traffic_share import CounterSnapshot, TrafficWindow
 from wanhooks.verdicts import Exclusion, HealthDown, HealthState, Out
 
 
@@ -85,9 +85,9 @@ def counters(rx: int, tx: int, index: int = 3) -> LinkCounters:
 
 def test_shares_are_each_links_part_of_the_bytes_over_the_window() -> None:
     window = TrafficWindow(span_s=60, every_s=5)
-    window.add(Sample(0.0, {"w1": counters(1000, 1000), "w2": counters(0, 0, index=4)}))
+    window.add(CounterSnapshot(0.0, {"w1": counters(1000, 1000), "w2": counters(0, 0, index=4)}))
     rates = window.rates(
-        Sample(10.0, {"w1": counters(1000 + 2500, 1000 + 2500), "w2": counters(0, 15000, 4)})
+        CounterSnapshot(10.0, {"w1": counters(1000 + 2500, 1000 + 2500), "w2": counters(0, 15000, 4)})
     )
     assert rates["w1"].share == pytest.approx(0.25) and rates["w2"].share == pytest.approx(0.75)
     assert rates["w1"].rx_bps == pytest.approx(8 * 2500 / 10) and rates["w2"].tx_bps == pytest.approx(12000)
@@ -97,8 +97,8 @@ def test_shares_are_each_links_part_of_the_bytes_over_the_window() -> None:
 def test_the_window_keeps_a_minute_and_samples_no_faster_than_asked() -> None:
     window = TrafficWindow(span_s=60, every_s=5)
     for t in range(0, 200):  # a sample offered every second: one in five is kept
-        window.add(Sample(float(t), {"w1": counters(1000 * t, 0)}))
-    rates = window.rates(Sample(200.0, {"w1": counters(200_000, 0)}))
+        window.add(CounterSnapshot(float(t), {"w1": counters(1000 * t, 0)}))
+    rates = window.rates(CounterSnapshot(200.0, {"w1": counters(200_000, 0)}))
     # the oldest kept sample still reaches back a minute, and no further than one step more
     assert 60 <= rates["w1"].window_s <= 65
     assert rates["w1"].rx_bps == pytest.approx(8 * 1000)
@@ -106,16 +106,16 @@ def test_the_window_keeps_a_minute_and_samples_no_faster_than_asked() -> None:
 
 def test_a_renamed_link_keeps_its_history_and_each_counter_resets_on_its_own() -> None:
     window = TrafficWindow(span_s=60, every_s=5)
-    window.add(Sample(0.0, {"eth1": counters(9_000_000, 5_000_000, index=3)}))
+    window.add(CounterSnapshot(0.0, {"eth1": counters(9_000_000, 5_000_000, index=3)}))
     # renamed (same ifindex), and its rx counter went back to zero while tx did not
-    rates = window.rates(Sample(10.0, {"wan1": counters(1000, 5_000_000 + 3000, index=3)}))
+    rates = window.rates(CounterSnapshot(10.0, {"wan1": counters(1000, 5_000_000 + 3000, index=3)}))
     assert rates["wan1"].rx_bps == pytest.approx(800) and rates["wan1"].tx_bps == pytest.approx(2400)
 
 
 def test_a_recreated_link_counts_from_zero_and_a_new_one_counts_everything() -> None:
     window = TrafficWindow(span_s=60, every_s=5)
-    window.add(Sample(0.0, {"w1": counters(9_000_000, 0, index=3)}))
-    later = Sample(10.0, {"w1": counters(1000, 0, index=7), "w9": counters(3000, 0, index=9)})
+    window.add(CounterSnapshot(0.0, {"w1": counters(9_000_000, 0, index=3)}))
+    later = CounterSnapshot(10.0, {"w1": counters(1000, 0, index=7), "w9": counters(3000, 0, index=9)})
     rates = window.rates(later)
     assert rates["w1"].rx_bps == pytest.approx(800) and rates["w9"].rx_bps == pytest.approx(2400)
     assert rates["w1"].share == pytest.approx(0.25)
@@ -123,9 +123,9 @@ def test_a_recreated_link_counts_from_zero_and_a_new_one_counts_everything() -> 
 
 def test_no_bytes_no_share_and_no_samples_no_rates() -> None:
     window = TrafficWindow(span_s=60, every_s=5)
-    assert window.rates(Sample(1.0, {"w1": counters(0, 0)})) == {}
-    window.add(Sample(0.0, {"w1": counters(5, 5)}))
-    assert window.rates(Sample(1.0, {"w1": counters(5, 5)}))["w1"].share is None
+    assert window.rates(CounterSnapshot(1.0, {"w1": counters(0, 0)})) == {}
+    window.add(CounterSnapshot(0.0, {"w1": counters(5, 5)}))
+    assert window.rates(CounterSnapshot(1.0, {"w1": counters(5, 5)}))["w1"].share is None
 
 
 def test_an_older_daemons_document_still_renders_and_says_so() -> None:

@@ -84,7 +84,8 @@ from .sd_notify import Notifier, status_text
 from .sources.networkmanager import NetworkManagerSource
 from .sources.rtnetlink import RtnetlinkSource, who
 from .status import link_state, status_json, why_not
-from .traffic_share import Sample, TrafficWindow
+from .tasks import Background
+from .traffic_share import CounterSnapshot, TrafficWindow
 from .transition_hooks import HookRunner
 from .verdicts import Exclusion, HealthDown, HealthVerdicts
 
@@ -159,7 +160,7 @@ class Daemon:
         self.probers: dict[ProbeKey, LinkProber] = {}
         self.watcher = PassiveWatcher(lambda: self.probers, self._counters_kernel.link_counters)
         self._last_desired: Desired | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background(self._task_failed)  # connection flushes, restorer lookups
         self._trusted: set[tuple[str, int]] = set()
         self.rounds = 0
         self._pending: list[Event] = []
@@ -632,7 +633,7 @@ class Daemon:
                 prober.release()
             self._held_probers = []
         self.rounds += 1
-        self._main_has_default = any(d.usable for d in result.observed.main_defaults)
+        self._main_has_default = any(d.live for d in result.observed.main_defaults)
         self.figures.rounds += 1
         self.figures.round_seconds += elapsed_ms / 1000
         for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
@@ -703,9 +704,11 @@ class Daemon:
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
+
+    @staticmethod
+    def _task_failed(exc: BaseException) -> None:
+        log.error("a background task failed: %s", exc, exc_info=exc)
 
     def _schedule_hold_expiry(self) -> None:
         if self._hold_timer is not None:
@@ -731,7 +734,7 @@ class Daemon:
             await asyncio.sleep(c.TRAFFIC_SAMPLE_S)
 
     def _sample(self) -> None:
-        self.traffic.add(Sample(time.monotonic(), self.kernel.link_counters()))
+        self.traffic.add(CounterSnapshot(time.monotonic(), self.kernel.link_counters()))
 
     async def _watch_capacity(self) -> None:
         """weight: auto: every link's counters and probe round trips once a second into its
@@ -908,7 +911,9 @@ class Daemon:
         now = time.monotonic()
         managed = {link["name"] for link in doc["links"]}  # shares of the WAN traffic, not the LAN's
         every = self.kernel.link_counters()
-        rates = self.traffic.rates(Sample(now, {name: n for name, n in every.items() if name in managed}))
+        rates = self.traffic.rates(
+            CounterSnapshot(now, {name: n for name, n in every.items() if name in managed})
+        )
         for link in doc["links"]:
             for family in (4, 6):
                 link[f"ipv{family}"]["health"] = given.health.get((link["name"], family))

@@ -53,20 +53,12 @@ def converge(
             break
         observed = adjust(kernel.observe())
         desired = plan(config, observed, overrides, verdicts(), capacities=capacities)
-        retry = reconcile(desired, kernel, run_dir)
-        retry.done[:0] = report.done
-        retry.sysctls[:0] = report.sysctls
-        retry.notes[:0] = report.notes
-        retry.firewall_changed |= report.firewall_changed
-        report = retry
+        report = reconcile(desired, kernel, run_dir).after(report)
     if report.firewall_errors and (config.nat == "masquerade" or config.nat66):
         # NAT is not as planned: take the links whose NAT is missing out of the balance
         nat_in_place = _nat_in_place(kernel)
         desired = plan(config, observed, overrides, verdicts(), nat_in_place, capacities)
-        gated = reconcile(desired, kernel, run_dir)
-        gated.done[:0] = report.done
-        gated.sysctls[:0] = report.sysctls
-        report = gated
+        report = reconcile(desired, kernel, run_dir).after(report)
     return Round(observed, desired, report)
 
 

@@ -27,16 +27,6 @@ class Holds:
         return min((until for _d, until in self.held.values()), default=None)
 
 
-def _gateways(observed: Observed, managed: set[int]) -> dict[Key, MainDefault]:
-    best: dict[Key, MainDefault] = {}
-    for d in observed.main_defaults:
-        if d.oif in managed and d.gateway is not None and d.usable:
-            key = (d.oif, d.family)
-            if key not in best or d.metric < best[key].metric:
-                best[key] = d
-    return best
-
-
 def _still_up(observed: Observed, key: Key) -> bool:
     link = observed.link(key[0])
     return link is not None and link.admin_up and link.carrier and bool(link.addresses_of(key[1]))
@@ -46,7 +36,7 @@ def hold_gateways(
     observed: Observed, holds: Holds, managed: set[int], now: float, hold_s: float
 ) -> tuple[Observed, Holds]:
     """observed with held gateways added back, and the holds for next time."""
-    current = _gateways(observed, managed)
+    current = {key: d for key, d in observed.main_gateways(live_only=True).items() if key[0] in managed}
     held: dict[Key, tuple[MainDefault, float]] = {}
     for key, (default, until) in holds.held.items():
         if key not in current and until > now and _still_up(observed, key):

@@ -241,7 +241,7 @@ class Address:
         return _network_of(self.address, self.prefixlen)
 
     @property
-    def usable(self) -> bool:
+    def can_source(self) -> bool:
         """Global, settled address a link can source traffic from."""
         return self.scope == "global" and not self.tentative
 
@@ -299,7 +299,7 @@ class ObservedLink:
         return any(a.family == 6 and a.scope == "link" and not a.tentative for a in self.addresses)
 
     def addresses_of(self, family: int) -> tuple[Address, ...]:
-        return tuple(a for a in self.addresses if a.family == family and a.usable)
+        return tuple(a for a in self.addresses if a.family == family and a.can_source)
 
 
 @dataclass(frozen=True)
@@ -316,7 +316,8 @@ class MainDefault:
     dead: bool = False  # the kernel flags its nexthop dead or linkdown
 
     @property
-    def usable(self) -> bool:
+    def live(self) -> bool:
+        """A unicast route the kernel does not flag dead (linkdown)."""
         return self.kind == "unicast" and not self.dead
 
 
@@ -368,6 +369,18 @@ class Observed:
             if link.index == index:
                 return link
         return None
+
+    def main_gateways(self, *, live_only: bool = False) -> dict[tuple[int, int], MainDefault]:
+        """(ifindex, family) -> its unicast default in main with a gateway and the lowest
+        metric: the gateway its manager gave it.  live_only: not flagged dead (linkdown)."""
+        best: dict[tuple[int, int], MainDefault] = {}
+        for d in self.main_defaults:
+            if d.gateway is None or d.kind != "unicast" or (live_only and d.dead):
+                continue
+            key = (d.oif, d.family)
+            if key not in best or d.metric < best[key].metric:
+                best[key] = d
+        return best
 
 
 # --------------------------------------------------------------------------

@@ -33,7 +33,7 @@ BUCKET_BURSTS = 10.0  # bursts the bucket can hold (a short outage burns a few)
 
 
 @dataclass(frozen=True)
-class Sample:
+class Packets:
     """A link's counters at one moment, and the prober's own share of them."""
 
     tx: int
@@ -51,8 +51,8 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Watch:
-    last: Sample
+class TrafficWatch:
+    last: Packets
     unanswered: int = 0  # others' packets sent since the last packet received
     unanswered_since: float | None = None
     tokens: float = BUCKET_BURSTS
@@ -60,19 +60,19 @@ class Watch:
     suspicions: int = 0
 
 
-def start(sample: Sample, now: float) -> Watch:
-    return Watch(last=sample, refilled_at=now)
+def start(sample: Packets, now: float) -> TrafficWatch:
+    return TrafficWatch(last=sample, refilled_at=now)
 
 
 def observe(
-    watch: Watch,
-    sample: Sample,
+    watch: TrafficWatch,
+    sample: Packets,
     now: float,
     *,
     rtt: float | None,
     bursts_per_day: float,
     armed: bool = True,
-) -> tuple[Watch, bool]:
+) -> tuple[TrafficWatch, bool]:
     """The watch after a new sample, and whether to suspect the link now.
 
     armed: the link is up and not being checked already -- otherwise (failed,

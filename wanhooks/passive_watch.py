@@ -30,7 +30,7 @@ class PassiveWatcher:
     ) -> None:
         self._probers = probers
         self._counters = counters
-        self.watches: dict[str, passive.Watch] = {}
+        self.watches: dict[str, passive.TrafficWatch] = {}
 
     async def run(self) -> None:
         while True:
@@ -58,7 +58,7 @@ class PassiveWatcher:
             seen = counters.get(link)
             if seen is None:
                 continue
-            sample = passive.Sample(
+            sample = passive.Packets(
                 tx=seen.tx_packets,
                 rx=seen.rx_packets,
                 own_tx=sum(p.own_tx for p in probers),

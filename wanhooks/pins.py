@@ -45,8 +45,8 @@ class Candidate:
     weight: int
     gateway: IPAddress | None
     onlink: bool
-    usable: bool  # may carry pinned traffic now
-    why_not: str = ""  # when not usable
+    may_carry: bool  # may carry pinned traffic now
+    why_not: str = ""  # when it may not
 
 
 def pin_families(pin: Pin) -> tuple[int, ...]:
@@ -89,19 +89,19 @@ def plan_pins(
         priority = c.PRIO_PIN_FIRST + position
         for family in pin_families(pin):
             targets = _targets(pin, (x for x in candidates if x.family == family))
-            usable = [x for x in targets if x.usable]
+            carriers = [x for x in targets if x.may_carry]
             what = f"pin {position + 1} (line {pin.line}), IPv{family}"
-            if not usable:
+            if not carriers:
                 why = "; ".join(f"{x.name}: {x.why_not}" for x in targets) or "no such link is up"
                 if pin.fail_closed:
                     notes.append(f"{what}: nowhere to go ({why}): its traffic is refused (when_down: fail)")
                 else:
                     notes.append(f"{what}: nowhere to go ({why}): its traffic takes the balance")
-            if usable and pin.link is not None:
-                table = c.link_table(usable[0].index)
-            elif usable and pin.tier is not None:
+            if carriers and pin.link is not None:
+                table = c.link_table(carriers[0].index)
+            elif carriers and pin.tier is not None:
                 table = c.tier_table(pin.tier)
-                tiers_used[(pin.tier, family)] = usable
+                tiers_used[(pin.tier, family)] = carriers
             elif pin.fail_closed:
                 table = 0
             else:

@@ -153,18 +153,6 @@ def _refused_names(config: Config, observed: Observed) -> list[str]:
     return notes
 
 
-def _learned_gateways(observed: Observed) -> dict[tuple[int, int], MainDefault]:
-    """(ifindex, family) -> the main-table default with a gateway and the lowest metric."""
-    best: dict[tuple[int, int], MainDefault] = {}
-    for d in observed.main_defaults:
-        if d.gateway is None or d.kind != "unicast":
-            continue
-        key = (d.oif, d.family)
-        if key not in best or d.metric < best[key].metric:
-            best[key] = d
-    return best
-
-
 def _manager_gateways(observed: Observed) -> dict[tuple[str, int], IPAddress]:
     out: dict[tuple[str, int], IPAddress] = {}
     for dev in observed.manager:
@@ -201,7 +189,7 @@ def _unlisted_uplinks(observed: Observed, family: int, managed: set[int]) -> lis
 def _unmanaged_defaults(observed: Observed, family: int, managed: set[int]) -> list[ObservedLink]:
     out = []
     for d in observed.main_defaults:
-        if d.family != family or not d.usable or d.oif in managed:
+        if d.family != family or not d.live or d.oif in managed:
             continue
         link = observed.link(d.oif)
         if link is not None and link.admin_up and link.carrier and link not in out:
@@ -218,18 +206,18 @@ def _blocking_default(observed: Observed, family: int) -> MainDefault | None:
     return None if best.kind == "unicast" else best
 
 
-def _networks(entry: LinkConfig, family: int, usable: tuple[Address, ...]) -> tuple[IPNetwork, ...]:
+def _networks(entry: LinkConfig, family: int, sources: tuple[Address, ...]) -> tuple[IPNetwork, ...]:
     configured = entry.network(family)
     if configured is not None:
         return (configured,)
     found = []
-    for addr in usable:
+    for addr in sources:
         if addr.prefixlen < _FULL_PREFIX[family] and addr.network not in found:
             found.append(addr.network)
     return tuple(found)
 
 
-def _needs_onlink(gateway: IPAddress | None, family: int, usable: tuple[Address, ...]) -> bool:
+def _needs_onlink(gateway: IPAddress | None, family: int, sources: tuple[Address, ...]) -> bool:
     """Whether the gateway's nexthop must say `onlink`.
 
     The kernel checks a nexthop's gateway against the *main* table.  A
@@ -244,7 +232,7 @@ def _needs_onlink(gateway: IPAddress | None, family: int, usable: tuple[Address,
         return False
     if family == 4:
         return True
-    return not gateway.is_link_local and not any(gateway in a.network for a in usable)
+    return not gateway.is_link_local and not any(gateway in a.network for a in sources)
 
 
 def _judge(
@@ -255,9 +243,9 @@ def _judge(
     clash: Exclusion | None,
     manager_gateway: IPAddress | None = None,
 ) -> _Side:
-    usable = link.addresses_of(family)
-    addresses = tuple(a.address for a in usable)
-    networks = _networks(entry, family, usable)
+    sources = link.addresses_of(family)
+    addresses = tuple(a.address for a in sources)
+    networks = _networks(entry, family, sources)
     gateway: IPAddress | None = entry.gateway(family)
     learned_onlink = False
     if link.point_to_point:
@@ -270,7 +258,7 @@ def _judge(
             # NetworkManager knows a gateway it did not put in main (a profile
             # with a route table of its own, a never-default DHCP lease).
             gateway = manager_gateway
-    onlink = learned_onlink or _needs_onlink(gateway, family, usable)
+    onlink = learned_onlink or _needs_onlink(gateway, family, sources)
     routable = link.point_to_point or gateway is not None
     # An IPv6 WAN may have no global address at all: its ISP delegated a prefix (used on
     # the LAN) and the link itself speaks link-local only.  It still carries traffic.
@@ -574,7 +562,7 @@ def plan(
     weights = {link.index: named[link.name] for link, _ in pairs}
     managed_index = {link.index for link, _ in pairs}
     kind, kind_note = resolve_group_kind(config, observed)
-    learned = _learned_gateways(observed)
+    learned = observed.main_gateways()
     nm_gateways = _manager_gateways(observed)
     buckets = resilient_buckets(config)
     notes: list[str] = ([kind_note] if kind_note else []) + _refused_names(config, observed)
@@ -731,7 +719,7 @@ def _pin_candidates(
         for family in (4, 6):
             side = sides[(link.index, family)]
             standby = side.reason is not None and side.reason.out is Out.STANDBY
-            usable = side.has_table and (side.eligible or standby)
+            may_carry = side.has_table and (side.eligible or standby)
             out.append(
                 Candidate(
                     name=link.name,
@@ -741,8 +729,8 @@ def _pin_candidates(
                     weight=weights[link.index],
                     gateway=side.gateway,
                     onlink=side.onlink,
-                    usable=usable,
-                    why_not="" if usable else str(side.reason or "no table"),
+                    may_carry=may_carry,
+                    why_not="" if may_carry else str(side.reason or "no table"),
                 )
             )
     return out

@@ -76,6 +76,17 @@ class Report:
     def ok(self) -> bool:
         return not (self.failed or self.conflicts or self.sysctl_errors or self.firewall_errors)
 
+    def after(self, earlier: Report) -> Report:
+        """This attempt's report with what an earlier attempt of the same round did first:
+        its writes and notes stand; its failures are this attempt's to judge again."""
+        return replace(
+            self,
+            done=[*earlier.done, *self.done],
+            sysctls=[*earlier.sysctls, *self.sysctls],
+            notes=list(dict.fromkeys([*earlier.notes, *self.notes])),
+            firewall_changed=earlier.firewall_changed or self.firewall_changed,
+        )
+
 
 def _by_id(objs: Iterable[Nexthop | NexthopGroup]) -> dict[int, Nexthop | NexthopGroup]:
     return {o.id: o for o in objs}
@@ -86,7 +97,7 @@ def _group_compatible(a: NexthopGroup, b: NexthopGroup) -> bool:
     return a.resilient == b.resilient and (not a.resilient or a.buckets == b.buckets)
 
 
-def usable(desired: Desired, owned: Owned) -> tuple[Desired, list[str]]:
+def fit_to_kernel(desired: Desired, owned: Owned) -> tuple[Desired, list[str]]:
     """Desired, adjusted to what the kernel already holds.
 
     * A nexthop id in our range that another program holds is neither
@@ -236,7 +247,7 @@ def diff(desired: Desired, owned: Owned) -> list[Op]:
     The real apply re-reads the kernel between the phases; this is the
     answer when every step succeeds.
     """
-    desired, _conflicts = usable(desired, owned)
+    desired, _conflicts = fit_to_kernel(desired, owned)
     ops = upserts(desired, owned)
     for group in rebuilds(desired, owned):
         ops.extend(rebuild_steps(group, desired, owned))
@@ -350,7 +361,7 @@ def apply_desired(desired: Desired, kernel: Kernel, *, passes: int = 2) -> Repor
     for _attempt in range(passes):
         report.failed.clear()  # only the last pass's failures stand
         owned = kernel.dump_owned()
-        wanted, conflicts = usable(desired, owned)
+        wanted, conflicts = fit_to_kernel(desired, owned)
         for text in conflicts:
             if text not in report.conflicts:
                 report.conflicts.append(text)

@@ -19,14 +19,7 @@ SCHEMA_VERSION = 2
 
 def _balance_members(owned: Owned, family: int) -> dict[int, int]:
     """ifindex -> weight of the links the kernel's balance route really uses now."""
-    route = next(
-        (
-            r
-            for r in owned.routes
-            if r.family == family and r.table == c.TABLE_BALANCE and r.dst.prefixlen == 0
-        ),
-        None,
-    )
+    route = _balance_route(owned, family)
     if route is None:
         return {}
     if route.multipath:

@@ -18,7 +18,7 @@ from .model import LinkCounters
 
 
 @dataclass(frozen=True)
-class Sample:
+class CounterSnapshot:
     at: float  # time.monotonic()
     counters: dict[str, LinkCounters]  # by link name
 
@@ -35,9 +35,9 @@ class TrafficWindow:
     def __init__(self, span_s: float, every_s: float) -> None:
         self.span_s = span_s
         self.every_s = every_s
-        self._samples: deque[Sample] = deque()
+        self._samples: deque[CounterSnapshot] = deque()
 
-    def add(self, sample: Sample) -> None:
+    def add(self, sample: CounterSnapshot) -> None:
         """Keep `sample` if the newest kept one is at least `every_s` old; drop what is older
         than the span, except the one sample that still reaches back to the span's start."""
         if self._samples and sample.at - self._samples[-1].at < self.every_s:
@@ -46,7 +46,7 @@ class TrafficWindow:
         while len(self._samples) > 1 and sample.at - self._samples[1].at >= self.span_s:
             self._samples.popleft()
 
-    def rates(self, now: Sample) -> dict[str, Rate]:
+    def rates(self, now: CounterSnapshot) -> dict[str, Rate]:
         """Per link in `now`: its rates and share between the oldest kept sample and `now`."""
         if not self._samples or now.at - self._samples[0].at <= 0:
             return {}

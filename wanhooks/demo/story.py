@@ -31,7 +31,7 @@ from .. import constants as c
 from ..lab import SERVER4, Lab
 from . import chart
 from .view import View
-from .watch import Timeline, Watch
+from .watch import Recorder, Timeline
 
 SPEEDS = {"w1": 10.0, "w2": 20.0, "w3": 10.0, "w4": 5.0}  # Mbit/s each line is shaped to
 LABELS = {"w1": "ADSL", "w2": "fibre", "w3": "cable", "w4": "3G"}
@@ -91,7 +91,7 @@ class Story:
         self.log_path = workdir / "daemon.log"
         self.speeds = dict(SPEEDS)  # each line's Mbit/s now (the fibre slows down late on)
         self.timeline = Timeline(tuple(SPEEDS))
-        self.watch = Watch(lab, self.timeline)
+        self.watch = Recorder(lab, self.timeline)
         self.view = View(self.timeline, self.speeds, LABELS, self.log_tail, out)
         self.phases: list[Phase] = []
         self.figures: dict[str, float | None] = {}

@@ -66,7 +66,7 @@ class Timeline:
         return {name: sum(r.get(name, 0.0) for r in window) / len(window) for name in self.links}
 
 
-class Watch:
+class Recorder:
     """Two threads filling a Timeline until stop(): a counter sampler and a group monitor."""
 
     def __init__(self, lab: Lab, timeline: Timeline) -> None:

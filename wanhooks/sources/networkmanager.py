@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from dbus_next.signature import Variant
 
 from ..events import Event, ManagerChanged
 from ..model import ManagedDevice
+from ..tasks import Background
 from . import nm_mirror
 from .nm_mirror import Mirror
 
@@ -170,7 +171,7 @@ class NetworkManagerSource:
         self._publish = publish
         self._mirror = Mirror()
         self._bus: MessageBus | None = None
-        self._fetching: set[asyncio.Future[Any]] = set()
+        self._tasks = Background(self._fetch_failed)  # fetches started by signals
         # NetworkManager's unique name (":1.5") while it runs: the only sender we believe
         self._nm_owner: str | None = None
         self._owner_changes = 0  # NameOwnerChanged signals for NetworkManager handled so far
@@ -441,18 +442,11 @@ class NetworkManagerSource:
             except DBusError as exc:
                 log.warning("NetworkManager snapshot failed: %s", exc)
 
-    def _spawn(self, coro: Any) -> None:
-        # keep a reference: the event loop holds tasks only weakly
-        task = asyncio.ensure_future(coro)
-        self._fetching.add(task)
-        task.add_done_callback(self._fetched)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.spawn(coro)
 
-    def _fetched(self, task: asyncio.Future[Any]) -> None:
-        """A fetch ended: an error is logged (rate-limited) here, not as asyncio's traceback."""
-        self._fetching.discard(task)
-        if task.cancelled() or task.exception() is None:
-            return
-        exc = task.exception()
+    def _fetch_failed(self, exc: BaseException) -> None:
+        """Logged rate-limited here, not as asyncio's traceback."""
         self._complain(
             logging.WARNING, f"a NetworkManager fetch failed ({type(exc).__name__})", repr(str(exc)[:120])
         )
