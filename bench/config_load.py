@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # after PYTHONPATH: --compare by it
 
-from wanhooks.config import parse_config
+from wanhooks.config.load import parse_config
 
 
 def config_text(links: int, per_link: int) -> str:

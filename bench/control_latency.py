@@ -37,8 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wanhooks import control  # noqa: E402
 from wanhooks.lab import Lab  # noqa: E402
+from wanhooks.service import control  # noqa: E402
 
 PING_TIMEOUT_S = 5.0
 PING_EVERY_S = 0.01

@@ -5,7 +5,7 @@
 Simulated time (seconds of CPU for days of probing), one model per
 monitor, each following its documented algorithm at its shipped defaults:
 
-  wanhooks   this project's health machine itself (wanhooks/health.py), fed by
+  wanhooks   this project's health machine itself (wanhooks/health/machine.py), fed by
              a simulated prober: 2 targets, an echo to each every 0.1 s
   seed       generic-balancer.sh (2011): every 30 s one ping per target,
              `ping -W 3`; down when every target fails
@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wanhooks import health
+from wanhooks.health import machine as health
 
 T = [ipaddress.ip_address("203.0.113.10"), ipaddress.ip_address("203.0.113.11")]
 ECHO_LOSS = 1 - 0.9**2
@@ -289,8 +289,8 @@ def lab_metered(trials: int) -> tuple[list[float], list[float]]:
     import tempfile
     import time
 
-    from wanhooks import control
     from wanhooks.lab import Lab
+    from wanhooks.service import control
 
     def state(run_dir: str) -> str:
         doc = control.request(run_dir, {"op": "status"})["status"]

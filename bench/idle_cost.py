@@ -61,7 +61,7 @@ COMPUTED = (
     ("dpinger defaults (0.5 s, no payload; one per target)", len(TARGETS) / 0.5, 20 + 8),
     ("mwan3track defaults (10 s, 56-byte payload, first target answers)", 1 / 10, 20 + 8 + 56),
 )
-IMPORTS = "import wanhooks.cli, wanhooks.daemon"
+IMPORTS = "import wanhooks.cli, wanhooks.service.daemon"
 
 
 @dataclass(frozen=True)

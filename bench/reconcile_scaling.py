@@ -51,12 +51,12 @@ def inner(n: int, rounds: int) -> dict[str, list[float]]:
     import ipaddress
     from dataclasses import replace
 
-    from wanhooks.engine import converge
     from wanhooks.kernel.linux import LinuxKernel
     from wanhooks.model import Config, LinkConfig
-    from wanhooks.plan import plan
-    from wanhooks.reconcile import cleanup, diff
-    from wanhooks.render import op_text
+    from wanhooks.plan.planner import plan
+    from wanhooks.reconcile.diff import cleanup, diff
+    from wanhooks.reconcile.render import op_text
+    from wanhooks.reconcile.round import converge
 
     run_dir = f"/tmp/wh-bench-{os.getpid()}"
     cfg = Config(

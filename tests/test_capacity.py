@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from wanhooks.capacity import (
+from wanhooks.health.capacity import (
     LOWER_AFTER,
     AutoWeights,
     DirectionEstimate,

@@ -1,12 +1,12 @@
-"""capacity_watch.py: the daemon's side of weight: auto, fed synthetic seconds (no root)."""
+"""health/capacity_watch.py: the daemon's side of weight: auto, fed synthetic seconds (no root)."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from wanhooks.capacity_watch import CapacityWatch
+from wanhooks.health.capacity_watch import CapacityWatch
+from wanhooks.health.probes import RoundTrip
 from wanhooks.model import Config, LinkConfig, LinkCounters
-from wanhooks.probes import RoundTrip
 
 MBIT = 1e6
 NEAR, FAR = ipaddress.ip_address("203.0.113.10"), ipaddress.ip_address("203.0.113.11")
@@ -49,7 +49,7 @@ def test_two_targets_at_different_distances_are_not_read_as_queueing() -> None:
     assert status is not None
     assert status["baseline_rtt_ms"] == 10.0 and status["delay_ms"] == 0.0 and not status["saturated"]
     assert status["down"]["evidence"] == "carried" and not status["measured"]
-    assert world.watch.capacities() == {}  # nothing measured yet: weights.py weighs them alike
+    assert world.watch.capacities() == {}  # nothing measured yet: plan/weights.py weighs them alike
     assert world.watch.status("c", world.t) is None  # a fixed link is not weighed
 
 

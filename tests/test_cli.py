@@ -10,9 +10,9 @@ import pytest
 from fakes import lab_config, lab_kernel, wan
 
 from wanhooks.cli import main
-from wanhooks.plan import plan, resolve_group_kind
-from wanhooks.reconcile import diff, reconcile
-from wanhooks.status import status_json, status_text
+from wanhooks.observe.status import status_json, status_text
+from wanhooks.plan.planner import plan, resolve_group_kind
+from wanhooks.reconcile.diff import diff, reconcile
 
 SEED = 'WANIFACE="w1 w2"\nGATEWAYS="100.64.1.1 100.64.2.1"\nWEIGHTS="1 3"\n'
 
@@ -161,7 +161,7 @@ def test_every_command_says_what_it_does_its_arguments_and_exit_codes() -> None:
 def test_the_run_dir_may_be_entered_by_others_but_never_written(tmp_path: Path) -> None:
     import os
 
-    from wanhooks.lock import RunDirError, trusted_run_dir
+    from wanhooks.service.lock import RunDirError, trusted_run_dir
 
     run_dir = tmp_path / "run"
     trusted_run_dir(str(run_dir))  # made 0755 at most (the umask may take more)
@@ -177,7 +177,7 @@ def test_the_run_dir_may_be_entered_by_others_but_never_written(tmp_path: Path) 
 
 def daemon_lock_held(run_dir: Path) -> int:
     """Hold the daemon's lifelong lock, as a running daemon does (this process's pid in it)."""
-    from wanhooks.lock import hold_daemon_lock
+    from wanhooks.service.lock import hold_daemon_lock
 
     fd = hold_daemon_lock(str(run_dir))
     assert fd is not None
@@ -261,6 +261,6 @@ def test_convert_says_the_column_file_balances_per_destination(
         "# route kept each destination on one link); per-connection spreads the load better.",
     ]
     assert "mode:" not in out  # the default is not written
-    from wanhooks.config import load_config, parse_config
+    from wanhooks.config.load import load_config, parse_config
 
     assert parse_config(out, "x").balance.value == load_config(str(seed)).balance.value == "per-destination"

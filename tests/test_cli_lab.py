@@ -19,7 +19,7 @@ import pytest
 from conftest import DaemonProc, Router, wait_for
 from conftest import group_members as members
 
-from wanhooks import control
+from wanhooks.service import control
 
 pytestmark = pytest.mark.kernel
 Start = Callable[..., DaemonProc]
@@ -115,7 +115,7 @@ def test_any_user_reads_the_daemons_status_and_only_root_steers_it(
         assert as_nobody(router, "reload").returncode == 1
         notify = subprocess.run(  # the socket itself, as nobody: nothing but ping and status
             ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c",
-             "import json,sys; from wanhooks import control; "
+             "import json,sys; from wanhooks.service import control; "
              f"print(json.dumps(control.request({str(router.run_dir)!r}, {{'op': 'notify'}})))"],
             capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent),
         )  # fmt: skip

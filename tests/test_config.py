@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wanhooks.config import ConfigError, load_config, parse_config, to_yaml
+from wanhooks.config.load import ConfigError, load_config, parse_config, to_yaml
 from wanhooks.model import (
     HEALTH_DEFAULTS,
     BalanceMode,
@@ -1444,7 +1444,7 @@ def test_permission_denied(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_args: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("wanhooks.config.open", refuse, raising=False)
+    monkeypatch.setattr("wanhooks.config.load.open", refuse, raising=False)
     with pytest.raises(ConfigError) as caught:
         load_config("/etc/wanhooks/wanhooks.yaml")
     assert str(caught.value) == "/etc/wanhooks/wanhooks.yaml:0: : permission denied"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from wanhooks.control import MAX_UNPRIVILEGED, ControlError, ControlServer, request
+from wanhooks.service.control import MAX_UNPRIVILEGED, ControlError, ControlServer, request
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 

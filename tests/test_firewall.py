@@ -8,12 +8,12 @@ from dataclasses import replace
 from fakes import lab_config, lab_kernel, wan
 
 from wanhooks import constants as c
-from wanhooks import nft
-from wanhooks.engine import converge
 from wanhooks.kernel.fake import FakeKernel
 from wanhooks.model import Firewall, FirewallLink, KernelFeatures, NexthopGroup, Rule
-from wanhooks.plan import plan
-from wanhooks.reconcile import reconcile
+from wanhooks.plan.planner import plan
+from wanhooks.reconcile.diff import reconcile
+from wanhooks.reconcile.round import converge
+from wanhooks.router import nft
 
 
 def test_every_link_with_a_table_gets_a_mark_and_its_rules() -> None:

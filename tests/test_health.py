@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from wanhooks import health
-from wanhooks.health import Params
-from wanhooks.verdicts import HealthState
+from wanhooks.health import machine as health
+from wanhooks.health.machine import Params
+from wanhooks.plan.verdicts import HealthState
 
 T1 = ipaddress.ip_address("203.0.113.10")
 T2 = ipaddress.ip_address("203.0.113.11")

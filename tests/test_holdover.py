@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from fakes import lab_kernel, main_default, wan
 
-from wanhooks.holdover import Holds, hold_gateways
+from wanhooks.plan.holdover import Holds, hold_gateways
 
 
 def gateways(observed):  # type: ignore[no-untyped-def]

@@ -4,7 +4,7 @@ mode: daemon (the default): the hooks only nudge a running daemon; with none, an
 changes nothing.  mode: hooks-only: each event starts a detached one-shot apply, its
 output in the journal, a burst of events coalesced.
 
-The first tests need no root: notify.py with a journal, syslog or neither, a stand-in
+The first tests need no root: sources/notify.py with a journal, syslog or neither, a stand-in
 apply of the test's own, and the hook scripts themselves.  The rest run the real
 NetworkManager, and systemd-networkd with networkd-dispatcher, in lab namespaces
 (managers.py), with the hooks `wanhooks install` places, a stand-in journald in each
@@ -42,11 +42,11 @@ from managers import (
 )
 
 from wanhooks import constants as c
-from wanhooks import notify as nt
 from wanhooks.cli import main
+from wanhooks.sources import notify as nt
 
 # --------------------------------------------------------------------------
-# notify.py on its own
+# sources/notify.py on its own
 # --------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import Router
 from test_config import FRAGMENTS
 
-from wanhooks.config import ConfigError, parse_config
+from wanhooks.config.load import ConfigError, parse_config
 
 pytestmark = pytest.mark.kernel
 

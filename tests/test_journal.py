@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from conftest import Router, wait_for
 
-from wanhooks import journal
-from wanhooks.journal import JournalHandler, encode, stderr_is_journal
-from wanhooks.log_format import JsonLines, about, handler, link_context
+from wanhooks.observe import journal
+from wanhooks.observe.journal import JournalHandler, encode, stderr_is_journal
+from wanhooks.observe.log_format import JsonLines, about, handler, link_context
 
 Fields = list[tuple[str, bytes]]
 
@@ -188,7 +188,7 @@ def test_json_lines_gain_link_and_family() -> None:
 # is declared the journal stream, as systemd declares the stream it connects.
 AS_UNDER_SYSTEMD = """\
 import os, sys
-from wanhooks import journal
+from wanhooks.observe import journal
 journal.SOCKET_PATH = sys.argv[1]
 st = os.fstat(2)
 os.environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
@@ -231,7 +231,9 @@ def test_the_daemons_link_events_reach_the_journal_with_their_fields(router: Rou
         wait_for(lambda: any(m.startswith("link w3: active") for m in messages()), 5, "w3's state change")
         event = next(e for e in entries if one(e, "MESSAGE").startswith("link w3: active"))
         assert one(event, "WANHOOKS_LINK") == "w3" and one(event, "PRIORITY") == "6"
-        assert one(event, "SYSLOG_IDENTIFIER") == "wanhooks" and one(event, "CODE_FILE").endswith("daemon.py")
+        assert one(event, "SYSLOG_IDENTIFIER") == "wanhooks" and one(event, "CODE_FILE").endswith(
+            "service/daemon.py"
+        )
         started = next(e for e in entries if one(e, "MESSAGE").startswith("started:"))
         assert one(started, "PRIORITY") == "6" and "WANHOOKS_LINK" not in dict(started)
     finally:

@@ -1,6 +1,6 @@
 """The manual pages and completions, and the config schema they are made from.
 
-The schema must say exactly what config.py accepts: every key config.py takes is
+The schema must say exactly what config/load.py accepts: every key config/load.py takes is
 in it, and every key in it is taken (with its example value).  The generated
 files need argparse-manpage and shtab (build-time tools): those tests are
 skipped without them.
@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from wanhooks import config, config_schema
 from wanhooks.cli import build_parser
-from wanhooks.config import parse_config
-from wanhooks.config_schema import Section
+from wanhooks.config import load as config
+from wanhooks.config import schema as config_schema
+from wanhooks.config.load import parse_config
+from wanhooks.config.schema import Section
 from wanhooks.manual import EXAMPLE, _commands, roff
 
 ACCEPTED = {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from wanhooks import passive
-from wanhooks.passive import Packets
+from wanhooks.health import passive
+from wanhooks.health.passive import Packets
 
 PER_DAY = 1000.0
 

@@ -9,11 +9,11 @@ import pytest
 from fakes import lab_config, lab_kernel
 
 from wanhooks import constants as c
-from wanhooks.config import ConfigError, parse_config, to_yaml
+from wanhooks.config.load import ConfigError, parse_config, to_yaml
 from wanhooks.model import Config, Overrides, Pin, Rule
-from wanhooks.plan import connections_to_end, plan
-from wanhooks.reconcile import reconcile
-from wanhooks.verdicts import HealthDown, HealthState, HealthVerdicts
+from wanhooks.plan.planner import connections_to_end, plan
+from wanhooks.plan.verdicts import HealthDown, HealthState, HealthVerdicts
+from wanhooks.reconcile.diff import reconcile
 
 HEAD = "links:\n  - {interface: w1, gateway: 100.64.1.1}\n  - {interface: w2, gateway: 100.64.2.1}\npins:\n"
 

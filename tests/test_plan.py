@@ -24,8 +24,8 @@ from wanhooks.model import (
     PolicyDefault,
     Rule,
 )
-from wanhooks.plan import match_entry, plan, resilient_buckets
-from wanhooks.verdicts import HealthDown, HealthState, HealthVerdicts
+from wanhooks.plan.planner import match_entry, plan, resilient_buckets
+from wanhooks.plan.verdicts import HealthDown, HealthState, HealthVerdicts
 
 
 def observed(*links, defaults=(), features=None) -> Observed:  # type: ignore[no-untyped-def]
@@ -39,7 +39,7 @@ def balance_members(desired, family):  # type: ignore[no-untyped-def]
 
 
 def test_plan_imports_no_io() -> None:
-    source = Path(__file__).parent.parent / "wanhooks" / "plan.py"
+    source = Path(__file__).parent.parent / "wanhooks" / "plan" / "planner.py"
     imported = set()
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
@@ -378,7 +378,7 @@ def test_health_verdicts_take_links_out_but_not_all_of_them() -> None:
 
 def test_probes_wanted_per_link_and_family_with_the_budget_on_standby_links() -> None:
     from wanhooks.model import HealthConfig
-    from wanhooks.plan import probes_wanted
+    from wanhooks.plan.planner import probes_wanted
 
     kernel = lab_kernel()
     targets = (ipaddress.ip_address("203.0.113.10"), ipaddress.ip_address("fd00:ffff::10"))

@@ -12,8 +12,8 @@ from fakes import lab_config, lab_kernel, wan
 from wanhooks import constants as c
 from wanhooks.kernel.fake import FakeKernel
 from wanhooks.model import Action, GroupKind, Nexthop, Route, Rule
-from wanhooks.plan import plan
-from wanhooks.reconcile import Report, cleanup, diff, reconcile
+from wanhooks.plan.planner import plan
+from wanhooks.reconcile.diff import Report, cleanup, diff, reconcile
 
 
 def converge(kernel: FakeKernel, cfg, run_dir: Path):  # type: ignore[no-untyped-def]

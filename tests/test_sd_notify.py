@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wanhooks import sd_notify
-from wanhooks.sd_notify import Notifier, socket_address, status_text, watchdog_usec
+from wanhooks.service import sd_notify
+from wanhooks.service.sd_notify import Notifier, socket_address, status_text, watchdog_usec
 
 
 @pytest.fixture

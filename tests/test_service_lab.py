@@ -24,9 +24,9 @@ import pytest
 from conftest import DaemonProc, Router, wait_for
 from conftest import group_members as members
 
-from wanhooks import control
-from wanhooks.lock import run_lock
-from wanhooks.service_client import reload_daemon
+from wanhooks.service import control
+from wanhooks.service.client import reload_daemon
+from wanhooks.service.lock import run_lock
 
 pytestmark = pytest.mark.kernel
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from wanhooks import verdicts
 from wanhooks.model import LinkCounters, LinkPlan
-from wanhooks.status import link_state, render_status, why_not
-from wanhooks.traffic_share import CounterSnapshot, TrafficWindow
-from wanhooks.verdicts import Exclusion, HealthDown, HealthState, Out
+from wanhooks.observe.status import link_state, render_status, why_not
+from wanhooks.observe.traffic_share import CounterSnapshot, TrafficWindow
+from wanhooks.plan import verdicts
+from wanhooks.plan.verdicts import Exclusion, HealthDown, HealthState, Out
 
 
 def plan_of(reasons: dict[int, Exclusion | None], tier: int = 1) -> LinkPlan:
@@ -162,9 +162,9 @@ def out_of_sync_doc(mode: str = "daemon", **extra: Any) -> dict[str, Any]:
     from fakes import lab_config, lab_kernel, wan
 
     from wanhooks.model import RunMode
-    from wanhooks.plan import plan, resolve_group_kind
-    from wanhooks.reconcile import diff, reconcile
-    from wanhooks.status import status_json
+    from wanhooks.observe.status import status_json
+    from wanhooks.plan.planner import plan, resolve_group_kind
+    from wanhooks.reconcile.diff import diff, reconcile
 
     kernel = lab_kernel()
     config = replace(lab_config(), mode=RunMode(mode))

@@ -11,11 +11,11 @@ import pytest
 from fakes import lab_config, lab_kernel
 
 from wanhooks import constants as c
-from wanhooks import sysctls
 from wanhooks.kernel.fake import FakeKernel
 from wanhooks.model import BalanceMode, Desired, KernelFeatures, Sysctl
-from wanhooks.plan import plan
-from wanhooks.reconcile import cleanup, reconcile
+from wanhooks.plan.planner import plan
+from wanhooks.reconcile.diff import cleanup, reconcile
+from wanhooks.router import sysctls
 
 # Entries a tampered record might carry, and why each must never be written
 HOSTILE = {

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from wanhooks import transition_hooks as th
-from wanhooks.transition_hooks import HookRunner, run_hooks, runnable_hooks
+from wanhooks.service import transition_hooks as th
+from wanhooks.service.transition_hooks import HookRunner, run_hooks, runnable_hooks
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="hooks run only when root owns them")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fakes import lab_config, lab_kernel
 
-from wanhooks import verdicts
 from wanhooks.model import Desired, Overrides
-from wanhooks.plan import connections_to_end, plan
-from wanhooks.verdicts import Exclusion, HealthDown, HealthState, HealthVerdicts, Out
+from wanhooks.plan import verdicts
+from wanhooks.plan.planner import connections_to_end, plan
+from wanhooks.plan.verdicts import Exclusion, HealthDown, HealthState, HealthVerdicts, Out
 
 ENDS = {Out.HEALTH, Out.DISABLED}  # and STANDBY when flush_lower_tiers and no pin uses it
 

@@ -1,9 +1,9 @@
-"""weights.py: the kernel's weights from configured and measured ones (pure)."""
+"""plan/weights.py: the kernel's weights from configured and measured ones (pure)."""
 
 from __future__ import annotations
 
 from wanhooks.model import Capacity, LinkConfig
-from wanhooks.weights import KERNEL_WEIGHT_MAX, kernel_weights, values
+from wanhooks.plan.weights import KERNEL_WEIGHT_MAX, kernel_weights, values
 
 MBIT = 1e6
 

@@ -20,18 +20,20 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from . import __version__, control, nft
+from . import __version__
 from . import constants as c
-from .config import ConfigError, load_config, to_yaml, unknown_link
-from .engine import converge
+from .config.load import ConfigError, load_config, to_yaml, unknown_link
 from .kernel import Kernel
-from .lock import RunDirError, daemon_pid, daemon_present, run_lock, trusted_run_dir
 from .model import Config, Observed, Owned
-from .names import ifname_problem, shown
-from .plan import plan, resolve_group_kind
-from .reconcile import Report, cleanup, diff
-from .render import desired_lines, op_text
-from .status import render_status, status_json
+from .observe.status import render_status, status_json
+from .plan.names import ifname_problem, shown
+from .plan.planner import plan, resolve_group_kind
+from .reconcile.diff import Report, cleanup, diff
+from .reconcile.render import desired_lines, op_text
+from .reconcile.round import converge
+from .router import nft
+from .service import control
+from .service.lock import RunDirError, daemon_pid, daemon_present, run_lock, trusted_run_dir
 
 CAP_NET_ADMIN = 12
 
@@ -233,7 +235,7 @@ def _status_once(args: argparse.Namespace) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _need_admin("run")
-    from .daemon import run_daemon  # asyncio and the sources only when running as the daemon
+    from .service.daemon import run_daemon  # asyncio and the sources only when running as the daemon
 
     return run_daemon(
         _config_path(args),
@@ -247,14 +249,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_notify(args: argparse.Namespace) -> int:
     """Forward a hook's event to the daemon; with none running, what the config's mode says
-    (notify.py): nothing (daemon), or a detached one-shot apply (hooks-only)."""
-    from .notify import notify
+    (sources/notify.py): nothing (daemon), or a detached one-shot apply (hooks-only)."""
+    from .sources.notify import notify
 
     return notify(_config_path(args), _run_dir(args), args.source, args.action, args.iface)
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from .service_client import reload_daemon  # the unit's ExecReload= runs this command
+    from .service.client import reload_daemon  # the unit's ExecReload= runs this command
 
     return reload_daemon(_run_dir(args))
 
@@ -321,7 +323,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_health_table(args: argparse.Namespace) -> int:
-    from .health import table_text
+    from .health.machine import table_text
 
     print(table_text())
     return 0

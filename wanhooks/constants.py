@@ -35,7 +35,7 @@ def link_table(ifindex: int) -> int:
     return TABLE_BASE + ifindex
 
 
-# Tables of pinned tiers (pins.py): one per tier, just above the per-link block.
+# Tables of pinned tiers (router/pins.py): one per tier, just above the per-link block.
 TABLE_TIER_BASE = TABLE_BASE + TABLE_SPAN
 TIER_COUNT = 5  # tiers are 1..5 (config.TIER_MAX)
 
@@ -82,7 +82,7 @@ def is_owned_nexthop_id(nhid: int) -> bool:
     return NH_ID_MIN <= nhid <= NH_ID_MAX
 
 
-# --- health probing defaults (health.py has the model) -------------------------
+# --- health probing defaults (health/machine.py has the model) -------------------------
 # Ten probes a second per target, a link failed after 0.7 s of silence: detection
 # within about a second (DESIGN.md, bench/detection.py) for 1.4 kB/s a link.
 PROBE_INTERVAL_S = 0.1
@@ -167,7 +167,7 @@ class ResilientTimers(NamedTuple):
 RES_BUCKETS_PER_WEIGHT = 32
 RES_BUCKETS_MIN = 128
 RES_BUCKETS_MAX = 32768
-# With `weight: auto` the weights follow measurements, up to 256:1 (weights.py),
+# With `weight: auto` the weights follow measurements, up to 256:1 (plan/weights.py),
 # and the count cannot change without a rebuild: a fixed 1024 keeps every share
 # within 0.1 % and gives a 1/256 link 4 buckets.
 RES_BUCKETS_AUTO = 1024

@@ -57,7 +57,7 @@ class ManagerChanged:
 
 @dataclass(frozen=True)
 class HealthChanged:
-    """A link's health machine changed state (probes.py -> health.py)."""
+    """A link's health machine changed state (health/probes.py -> health/machine.py)."""
 
     iface: str
     family: int

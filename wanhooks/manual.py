@@ -6,7 +6,7 @@ writes OUTDIR/wanhooks.8, OUTDIR/wanhooks.yaml.5, OUTDIR/wanhooks.bash and
 OUTDIR/_wanhooks (zsh).  Each comes from what the program itself uses, so none
 can drift from it: wanhooks(8) and the completions from the command's parser
 (cli.build_parser, which --help prints), wanhooks.yaml(5) from the config
-schema (config_schema.py, which a test holds to config.py).
+schema (config/schema.py, which a test holds to config/load.py).
 
 A build-time tool: argparse-manpage renders the parser as roff and shtab writes
 the completions; wanhooks never imports either at run time (they are imported
@@ -26,9 +26,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from . import config_schema
 from .cli import build_parser, version
-from .config_schema import Key, Section
+from .config import schema as config_schema
+from .config.schema import Key, Section
 
 OUTPUTS = ("wanhooks.8", "wanhooks.yaml.5", "wanhooks.bash", "_wanhooks")
 

@@ -1,8 +1,8 @@
 """The data that flows through wanhooks, as frozen dataclasses.
 
-    Config    what the user asked for            (config.py builds it)
+    Config    what the user asked for            (config/load.py builds it)
     Observed  what the kernel holds right now     (kernel/ builds it)
-    Desired   what wanhooks wants the kernel to hold (plan.py builds it)
+    Desired   what wanhooks wants the kernel to hold (plan/planner.py builds it)
 
 Families are the integers 4 and 6 everywhere above the kernel seam; only the
 netlink code speaks AF_INET/AF_INET6.
@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import dataclass, field, fields, replace
 
 from . import constants as c
-from .verdicts import Exclusion
+from .plan.verdicts import Exclusion
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -50,7 +50,7 @@ class RunMode(str, enum.Enum):
 
 @dataclass(frozen=True)
 class HealthConfig:
-    """How a link's health is probed and judged (health.py explains the model).
+    """How a link's health is probed and judged (health/machine.py explains the model).
 
     Every field is optional in the YAML; None means "take the top-level
     health section's value, else the default" (see resolved()).
@@ -150,7 +150,7 @@ class SeedWatchdog:
 
 @dataclass(frozen=True)
 class Pin:
-    """Traffic sent to a chosen link or tier (pins.py).  Empty selectors match anything."""
+    """Traffic sent to a chosen link or tier (router/pins.py).  Empty selectors match anything."""
 
     line: int = 0  # where the pin starts in its file, for messages
     to: tuple[IPNetwork, ...] = ()  # destination prefixes
@@ -489,7 +489,7 @@ class FirewallLink:
 
 @dataclass(frozen=True)
 class Firewall:
-    """wanhooks' nftables table (nft.py renders it); empty links: no table."""
+    """wanhooks' nftables table (router/nft.py renders it); empty links: no table."""
 
     links: tuple[FirewallLink, ...] = ()
     sticky: bool = False

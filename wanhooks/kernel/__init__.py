@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..model import KernelObject, Observed, Op, OpResult, Owned
-from ..nft import TableState
+from ..router.nft import TableState
 
 
 class Kernel(Protocol):

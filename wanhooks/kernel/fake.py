@@ -13,7 +13,6 @@ import errno
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from .. import nft
 from ..constants import RTPROT_WANHOOKS, is_owned_nexthop_id
 from ..model import (
     IFF_LOWER_UP,
@@ -33,6 +32,7 @@ from ..model import (
     Route,
     Rule,
 )
+from ..router import nft
 
 
 @dataclass

@@ -14,7 +14,6 @@ from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from .. import nft
 from ..constants import (
     FIREWALL_TRUST_S,
     PRIO_RULE_MAIN,
@@ -40,6 +39,7 @@ from ..model import (
     Route,
     Rule,
 )
+from ..router import nft
 from . import codec
 from .messages import RTM_DELNEXTHOP, RTM_GETNEXTHOP, RTM_NEWNEXTHOP, nhmsg, rtmsg_nh
 from .netlink import (

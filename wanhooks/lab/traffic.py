@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from wanhooks.probes import checksum
+from wanhooks.health.probes import checksum
 
 ICMP4_ECHO_REQUEST = 8
 ICMP4_ECHO_REPLY = 0

@@ -36,7 +36,7 @@ from dbus_next.signature import Variant
 
 from ..events import Event, ManagerChanged
 from ..model import ManagedDevice
-from ..tasks import Background
+from ..service.tasks import Background
 from . import nm_mirror
 from .nm_mirror import Mirror
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..model import ManagedDevice
-from ..names import ifname_problem
+from ..plan.names import ifname_problem
 
 NM_DEVICE_STATE_ACTIVATED = 100
 # NMConnectivityState

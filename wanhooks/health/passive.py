@@ -1,0 +1,99 @@
+"""The passive watch: a link whose traffic goes out and nothing comes back is suspect.
+
+Sans-IO, like health/machine.py: the daemon samples each budgeted link's packet
+counters (every PASSIVE_PERIOD) and the prober's own packet counts, and this
+module says when to suspect the link -- which makes its prober probe at the
+fast interval and judge within confirm_after (health/machine.py).  A metered link
+that probes every few seconds thus notices a dead ISP within a second once
+traffic is affected, and spends its budget only when something looks wrong.
+
+Why only budgeted links: an unmetered link is probed 10 times a second
+anyway, and counters cannot tell an ISP's answer from a modem's own ICMP
+errors or ARP, so they never stand in for probes -- traffic both ways does
+not make a dead upstream look alive; traffic one way only hastens a check.
+
+The rule: packets the link sent that are not our probes, with no packet
+received (not our probes' answers) since the first of them, for `wait`
+seconds -- at least 2 packets, so one lost datagram or a counter that lags
+by one (transmit completions on real NICs) is no reason.  `wait` is
+max(0.25 s, 2 round trips): an ordinary request has had its answer by then.
+Bursts are paid from a token bucket holding BURST_SHARE of the link's probe
+budget (health.burst_bytes each), so a one-way stream (a UDP upload, a
+send-only video call) costs at most that share a day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+PASSIVE_PERIOD = 0.05  # seconds between counter samples
+MIN_UNANSWERED = 2  # packets out, none in, before the watch suspects a link
+WAIT_MIN = 0.25  # seconds
+BUCKET_BURSTS = 10.0  # bursts the bucket can hold (a short outage burns a few)
+
+
+@dataclass(frozen=True)
+class Packets:
+    """A link's counters at one moment, and the prober's own share of them."""
+
+    tx: int
+    rx: int
+    own_tx: int
+    own_rx: int
+
+    @property
+    def other_tx(self) -> int:
+        return self.tx - self.own_tx
+
+    @property
+    def other_rx(self) -> int:
+        return self.rx - self.own_rx
+
+
+@dataclass(frozen=True)
+class TrafficWatch:
+    last: Packets
+    unanswered: int = 0  # others' packets sent since the last packet received
+    unanswered_since: float | None = None
+    tokens: float = BUCKET_BURSTS
+    refilled_at: float = 0.0
+    suspicions: int = 0
+
+
+def start(sample: Packets, now: float) -> TrafficWatch:
+    return TrafficWatch(last=sample, refilled_at=now)
+
+
+def observe(
+    watch: TrafficWatch,
+    sample: Packets,
+    now: float,
+    *,
+    rtt: float | None,
+    bursts_per_day: float,
+    armed: bool = True,
+) -> tuple[TrafficWatch, bool]:
+    """The watch after a new sample, and whether to suspect the link now.
+
+    armed: the link is up and not being checked already -- otherwise (failed,
+    probing, a burst under way) suspicion would change nothing and spend a burst.
+    """
+    sent = sample.other_tx - watch.last.other_tx
+    received = sample.other_rx - watch.last.other_rx
+    tokens = min(BUCKET_BURSTS, watch.tokens + (now - watch.refilled_at) * bursts_per_day / 86400)
+    watch = replace(watch, last=sample, tokens=tokens, refilled_at=now)
+    if received > 0 or not armed:  # something came back: whatever was waiting has its answer
+        return replace(watch, unanswered=0, unanswered_since=None), False
+    if sent > 0:  # (negative: a counter lagging our own count)
+        first = watch.unanswered_since if watch.unanswered_since is not None else now
+        watch = replace(watch, unanswered=watch.unanswered + sent, unanswered_since=first)
+    since = watch.unanswered_since
+    if since is None:
+        return watch, False
+    wait = max(WAIT_MIN, 2 * (rtt or 0.0))
+    if watch.unanswered < MIN_UNANSWERED or now - since < wait or watch.tokens < 1:
+        return watch, False
+    fired = replace(
+        watch, unanswered=0, unanswered_since=None, tokens=watch.tokens - 1, suspicions=watch.suspicions + 1
+    )
+    return fired, True

@@ -1,0 +1,1168 @@
+"""`wanhooks run`: the event-driven daemon.
+
+Theory of operation
+-------------------
+Sources (rtnetlink, the control socket fed by dispatcher hooks, NetworkManager
+over D-Bus) post small events.  An event carries no truth of its own: it only
+marks the state dirty.  One task waits for dirt, debounces for a few
+milliseconds (a carrier loss arrives as a burst: link, nexthops, routes),
+then runs one round -- a fresh snapshot of the kernel, plan, and a diff
+against a fresh dump of what wanhooks owns -- exactly what `wanhooks apply`
+does.  Level-triggered: whatever the kernel or another program deleted
+(nexthops on carrier loss, rules removed by a manager) comes back on the
+next round, and a lost notification (ENOBUFS) costs one full round.
+
+Two threads.  The event loop only listens (sources, probes, the control
+socket) and decides; everything that waits on the kernel or the disk -- the
+run lock, netlink dumps and writes, `nft`, sysctls, conntrack flushes, the
+status document, config parsing -- runs in one worker thread (the kernel
+worker: one at a time, in order, so the netlink socket has one user).  A
+round's few questions for the loop's own state (held gateways, probers,
+verdicts) are asked on the loop.  So a control ping is answered at once
+whatever a round, an `nft` or a metrics scrape is doing.
+
+The only memory between rounds: gateways held over a DHCP rebind
+(plan/holdover.py), the admin's link overrides, and the last decision (to log
+changes, not repetitions).  SIGTERM leaves routing in place (a restart must
+not drop traffic); SIGHUP, or the control op `reload`, re-reads the config and
+keeps the old one if the new one is bad.
+
+Under systemd (Type=notify, service/sd_notify.py): READY=1 once a round has made the
+kernel match the plan (or after READY_DEADLINE_S anyway, saying what failed),
+a one-line STATUS= whenever a round changes it, WATCHDOG=1 from the event loop
+itself (a stuck loop is restarted), RELOADING=1 ... READY=1 around a reload,
+STOPPING=1 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import json
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from .. import constants as c
+from ..config.load import ConfigError, load_config
+from ..events import Event, HealthChanged, HookNotified, KernelChanged, LinkCommand, Resync, describe
+from ..health import capacity_watch
+from ..health import machine as health_module
+from ..health.capacity_watch import CapacityWatch
+from ..health.machine import ProbeKey
+from ..health.passive_watch import PassiveWatcher
+from ..health.probes import LinkProber, RoundTrip
+from ..kernel.linux import LinuxKernel
+from ..model import Config, Desired, IPAddress, MainDefault, ManagedDevice, Observed, Overrides, RunMode
+from ..observe import metrics
+from ..observe.log_format import about, link_context
+from ..observe.log_format import handler as log_handler
+from ..observe.status import link_state, status_json, why_not
+from ..observe.traffic_share import CounterSnapshot, TrafficWindow
+from ..plan.holdover import Holds, hold_gateways
+from ..plan.names import ifname_problem, shown
+from ..plan.planner import connections_to_end, managed_links, plan, probes_wanted, resolve_group_kind
+from ..plan.verdicts import Exclusion, HealthDown, HealthVerdicts
+from ..reconcile.diff import Report, cleanup, diff
+from ..reconcile.render import op_text
+from ..reconcile.round import Round, converge
+from ..router import nft
+from ..router.flush import destroy_sockets, flush_connections
+from ..sources.networkmanager import NetworkManagerSource
+from ..sources.rtnetlink import RtnetlinkSource, who
+from .control import ControlServer, daemon_running
+from .lock import RunDirError, hold_daemon_lock, run_lock, write_private
+from .sd_notify import Notifier, status_text
+from .tasks import Background
+from .transition_hooks import HookRunner
+
+log = logging.getLogger("wanhooks")
+T = TypeVar("T")
+
+OVERRIDES_FILE = "overrides.json"
+DEFAULT_DEBOUNCE_S = 0.005
+FIREWALL_RETRY_S = 5.0  # after nft failed: often enough to heal, rarely enough not to spin
+# Another program deleting wanhooks' objects: restored at once up to FIGHT_LIMIT times in
+# FIGHT_WINDOW_S (a manager's one sweep, an admin's mistake), then with a doubling delay.
+FIGHT_LIMIT = 5
+FIGHT_WINDOW_S = 10.0
+FIGHT_BACKOFF_MIN_S = 1.0
+FIGHT_BACKOFF_MAX_S = 30.0
+FIGHT_QUIET_S = 60.0  # this long without a deletion ends the fight (longer than any wait)
+HOOK_ACTIONS = frozenset(
+    {
+        # NetworkManager dispatcher
+        "up", "down", "dhcp4-change", "dhcp6-change", "connectivity-change", "reapply",
+        # networkd-dispatcher states
+        "routable", "degraded", "carrier", "no-carrier", "off", "configured", "configuring",
+        # anyone
+        "changed",
+    }
+)  # fmt: skip
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: str,
+        run_dir: str,
+        *,
+        cleanup_on_exit: bool = False,
+        debounce_s: float = DEFAULT_DEBOUNCE_S,
+        dry_run: bool = False,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.dry_run = dry_run
+        self._last_would: list[str] | None = None
+        self.run_dir = run_dir
+        self.cleanup_on_exit = cleanup_on_exit
+        self.debounce_s = debounce_s
+        self.config: Config = _daemon_config(load_config(config_path))  # a bad one stops us before anything
+        # systemd's notify socket (a no-op without one): readiness, status, watchdog, reloads
+        self.notifier = notifier if notifier is not None else Notifier(None)
+        self._ready = False  # READY=1 sent
+        self._last_status = ""  # the last STATUS= sent
+        self._sync_problem = "no round has finished yet"  # why the kernel does not match the plan
+        self._round_waiters: list[asyncio.Future[None]] = []  # resolved when the next round is done
+        self._reload_lock = asyncio.Lock()  # one reload at a time: RELOADING=1 ... READY=1 pairs
+        # the kernel worker's own: used by that thread alone (see the theory of operation)
+        self.kernel = LinuxKernel()
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wanhooks-kernel")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # the passive watch's counters, every 50 ms on the loop: its own socket (one link dump,
+        # ~0.1 ms) so it never waits behind a round
+        self._counters_kernel = LinuxKernel()
+        self._main_has_default = True  # as the last round saw main (restore, don't fight)
+        self._held_probers: list[LinkProber] = []  # started by this round, probing after it
+        self._daemon_lock: int | None = None
+        # a scrape's status document: (when, generation, document); any event or round makes a
+        # new generation, so the cache only spares rebuilding what cannot have changed
+        self._metrics_cache: tuple[float, int, dict[str, Any]] | None = None
+        self._generation = 0
+        self.overrides = self._load_overrides()
+        self.hooks = HookRunner(self.config.hooks_dir)  # coalesced per link and family, capped
+        self.holds = Holds()
+        self.manager: tuple[ManagedDevice, ...] = ()
+        self.probers: dict[ProbeKey, LinkProber] = {}
+        self.watcher = PassiveWatcher(lambda: self.probers, self._counters_kernel.link_counters)
+        self._last_desired: Desired | None = None
+        self._tasks = Background(self._task_failed)  # connection flushes, restorer lookups
+        self._trusted: set[tuple[str, int]] = set()
+        self.rounds = 0
+        self._pending: list[Event] = []
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._last_decision = ""
+        self._last_notes: list[str] = []
+        self._firewall_retry = False  # a retry of a failed nftables write is scheduled
+        self.events = 0  # every event posted since start (status: leaks show against it)
+        self.figures = metrics.Figures()
+        # others deleting wanhooks' objects (_fighting)
+        self._fight_times: list[float] = []  # immediate restores, within FIGHT_WINDOW_S
+        self._fight_mode = False  # restores are being delayed
+        self._fight_timer: asyncio.TimerHandle | None = None
+        self._fight_backoff = FIGHT_BACKOFF_MIN_S
+        self._last_foreign = -FIGHT_QUIET_S  # the last deletion by another program
+        self._named: set[int] = set()  # netlink ports whose process was named in the log
+        self._hold_timer: asyncio.TimerHandle | None = None
+        # status: each link's bytes over the last minute, and since when it is in its state
+        self.traffic = TrafficWindow(c.TRAFFIC_WINDOW_S, c.TRAFFIC_SAMPLE_S)
+        # name -> (state, since: monotonic, seen so at our first round: it may be older)
+        self.link_states: dict[str, tuple[str, float, bool]] = {}
+        self.capacity = CapacityWatch()  # weight: auto (on the loop)
+
+    # --- events --------------------------------------------------------------
+
+    def post(self, event: Event) -> None:
+        self.events += 1
+        self._generation += 1
+        source = _source_of(event)
+        self.figures.events[source] = self.figures.events.get(source, 0) + 1
+        if isinstance(event, HealthChanged):
+            key = (event.iface, event.family)
+            self.figures.transitions[key] = self.figures.transitions.get(key, 0) + 1
+        self._pending.append(event)
+        if self._fighting(event):
+            return  # restored by the scheduled round, not at once: restore, don't fight
+        self._dirty.set()
+
+    def _fighting(self, event: Event) -> bool:
+        """Another program deleting wanhooks' objects over and over (systemd-networkd with
+        ManageForeignRoutingPolicyRules=yes sweeps at every reconfigure).  The first
+        FIGHT_LIMIT sweeps in FIGHT_WINDOW_S are restored at once (a sweep of many objects
+        counts once: its deletions arrive before the restoring round).  After that,
+        restoring waits, the wait doubling to FIGHT_BACKOFF_MAX_S, until FIGHT_QUIET_S pass
+        with no deletion.  Never when main has no default: a host is not left without a
+        route to make a point."""
+        if not isinstance(event, KernelChanged) or not event.deleted_by:
+            return False  # not a deletion of wanhooks' objects, or the kernel's (a link went)
+        now = time.monotonic()
+        if now - self._last_foreign > FIGHT_QUIET_S:
+            self._fight_mode, self._fight_times, self._named = False, [], set()
+            self._fight_backoff = FIGHT_BACKOFF_MIN_S
+        self._last_foreign = now
+        if self._fight_timer is not None:
+            return True  # a delayed restore is scheduled already
+        if self._dirty.is_set():
+            return False  # the same sweep: its restore is on its way
+        self._name_deleter(event.deleted_by)
+        if not self._fight_mode:
+            self._fight_times = [t for t in self._fight_times if now - t < FIGHT_WINDOW_S] + [now]
+            if len(self._fight_times) <= FIGHT_LIMIT:
+                return False
+            self._fight_mode = True
+        if not self._main_has_default:
+            return False
+        log.warning(
+            "netlink port %d keeps deleting wanhooks' routing: restoring in %.0f s, not at once "
+            "(for systemd-networkd, `wanhooks install` adds ManageForeignRoutingPolicyRules=no)",
+            event.deleted_by, self._fight_backoff,
+        )  # fmt: skip
+
+        def restore() -> None:
+            self._fight_timer = None
+            self.post(Resync("restore after repeated deletions by another program"))
+
+        self._fight_timer = asyncio.get_running_loop().call_later(self._fight_backoff, restore)
+        self._fight_backoff = min(self._fight_backoff * 2, FIGHT_BACKOFF_MAX_S)
+        return True
+
+    def _name_deleter(self, portid: int) -> None:
+        """Log which process deleted wanhooks' routing, once per port while it goes on.
+        Finding it walks /proc: in a thread, off the event loop."""
+        if portid in self._named:
+            return
+        self._named.add(portid)
+
+        async def name() -> None:
+            log.warning("wanhooks' routing deleted by %s: restoring it", await asyncio.to_thread(who, portid))
+
+        self._spawn(name())
+
+    # --- life cycle ------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            self._daemon_lock = hold_daemon_lock(self.run_dir)
+        except RunDirError as err:
+            log.error("wanhooks: %s", err)
+            return 1
+        if self._daemon_lock is None or daemon_running(self.run_dir):  # (an older one has no lock)
+            log.error("another wanhooks daemon runs on %s: not starting a second one", self.run_dir)
+            if self._daemon_lock is not None:
+                os.close(self._daemon_lock)
+            return 1
+        try:
+            return await self._run(loop)
+        finally:
+            os.close(self._daemon_lock)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
+        for sig, handler in (
+            (signal.SIGTERM, self._stopping),
+            (signal.SIGINT, self._stopping),
+            (signal.SIGHUP, self._reload),
+        ):
+            loop.add_signal_handler(sig, handler)
+        source = RtnetlinkSource(self.post, self.kernel.portid)
+        source.start(loop)
+        server = ControlServer(self.run_dir, self._handle)
+        await server.start()
+        manager = asyncio.create_task(NetworkManagerSource(self.post, self._manager_view).run())
+        log.info(
+            "started: config %s, %d link entries, run dir %s, pid %d",
+            self.config.path, len(self.config.links), self.run_dir, os.getpid(),
+        )  # fmt: skip
+        if self.config.metrics is not None:
+            metrics.serve(self.config.metrics, lambda: self._metrics_doc(loop), self.figures)
+        self._trusted = await self._in_worker(self._kernel_group_members)
+        self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
+        worker = asyncio.create_task(self._reconciler())
+        watcher = asyncio.create_task(self.watcher.run())
+        sampler = asyncio.create_task(self._sample_traffic())
+        verifier = asyncio.create_task(self._verify_firewall())
+        weigher = asyncio.create_task(self._watch_capacity())
+        tasks = [worker, watcher, sampler, verifier, manager, weigher]
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+            tasks.append(asyncio.create_task(self._feed_watchdog(interval)))
+        ready_deadline = loop.call_later(c.READY_DEADLINE_S, self._ready_anyway)
+        await self._stop.wait()
+        ready_deadline.cancel()
+        for task in tasks:
+            task.cancel()
+        # a round in the worker finishes (a half-made round is what kill -9 is for)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._in_worker(lambda: None)  # whatever the worker had in hand is done
+        for prober in self.probers.values():
+            prober.stop()
+        source.stop(loop)
+        await server.stop()
+        await self.hooks.close()
+        if self.cleanup_on_exit:
+            report = await self._in_worker(self._cleanup)
+            log.info(
+                "stopped: removed wanhooks' routing (%d changes)", len(report.done) + len(report.sysctls)
+            )
+        else:
+            log.info("stopped: routing left in place (wanhooks cleanup removes it)")
+        await self._in_worker(self.kernel.close)
+        self._worker.shutdown()
+        self._counters_kernel.close()
+        return 0
+
+    def _stopping(self) -> None:
+        if not self._stop.is_set():
+            self.notifier.notify("STOPPING=1", "STATUS=stopping")
+        self._stop.set()
+
+    # --- systemd: readiness, status, watchdog ----------------------------------------
+
+    async def _feed_watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 every interval, sent by the event loop itself: a loop that is stuck (or a
+        process that is stopped) sends none, and systemd restarts the service."""
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def _tell_systemd(self, status: str, in_sync: bool) -> None:
+        """After a round: READY=1 the first time the kernel matches the plan; STATUS= when it
+        changed."""
+        lines = []
+        if in_sync and not self._ready:
+            self._ready = True
+            lines.append("READY=1")
+            log.info("ready: the kernel matches the plan (%s)", status)
+        if status != self._last_status:
+            self._last_status = status
+            lines.append(f"STATUS={status}")
+        if lines:
+            self.notifier.notify(*lines)
+
+    def _ready_anyway(self) -> None:
+        """READY_DEADLINE_S after start-up and still not in sync: ready all the same (the
+        daemon keeps retrying, answers and follows the links), saying what failed."""
+        if self._ready:
+            return
+        log.warning(
+            "not in sync with the plan %g s after start-up: %s; telling systemd the service is up "
+            "anyway, rounds keep retrying", c.READY_DEADLINE_S, self._sync_problem,
+        )  # fmt: skip
+        self._ready = True
+        self._last_status = status_text(f"up, not in sync: {self._sync_problem}; retrying")
+        self.notifier.notify("READY=1", f"STATUS={self._last_status}")
+
+    def _cleanup(self) -> Any:
+        with run_lock(self.run_dir):
+            return cleanup(self.kernel, self.run_dir)
+
+    # --- the kernel worker ---------------------------------------------------------
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in the kernel worker; the loop goes on meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
+
+    def _on_loop(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """For the worker: fn run on the event loop (the owner of what it reads), waited for.
+        The loop never waits for the worker but through `await`, so this cannot deadlock."""
+        loop = self._loop
+        assert loop is not None
+
+        def call(*args: Any) -> T:
+            done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+            def run() -> None:
+                try:
+                    done.set_result(fn(*args))
+                except BaseException as exc:  # handed to the worker, which raises it
+                    done.set_exception(exc)
+
+            loop.call_soon_threadsafe(run)
+            return done.result()
+
+        return call
+
+    def _kernel_group_members(self) -> set[tuple[str, int]]:
+        """(link, family) pairs the kernel's balance groups hold now: trusted at start-up,
+        so a daemon restart takes no link out while its first probes are on their way."""
+        names = {link.index: link.name for link in self.kernel.observe().links}
+        owned = self.kernel.dump_owned()
+        nexthops = {n.id: n for n in owned.nexthops}
+        out = set()
+        for group in owned.groups:
+            for nhid, _weight in group.members:
+                nh = nexthops.get(nhid)
+                if nh is not None and nh.oif in names:
+                    out.add((names[nh.oif], nh.family))
+        for route in owned.routes:  # a legacy multipath route
+            if route.table == c.TABLE_BALANCE:
+                for hop in route.multipath or ():
+                    out.add((names.get(hop.oif, ""), route.family))
+                if route.oif in names:
+                    out.add((names[route.oif], route.family))
+        return out
+
+    def _reload(self) -> None:  # SIGHUP
+        async def reload() -> None:
+            await self.reload()
+
+        self._spawn(reload())
+
+    async def reload(self) -> dict[str, Any]:
+        """SIGHUP and the control op `reload`: re-read the config, and answer once the first
+        round with it has run (or RELOAD_ROUND_WAIT_S passed).  A bad config is refused and the
+        running one stays.  systemd hears RELOADING=1 before and READY=1 after."""
+        async with self._reload_lock:
+            ready = self._ready  # before READY=1, systemd has no running service to reload
+            if ready:
+                now_usec = time.monotonic_ns() // 1000  # systemd >= 253 wants it with RELOADING=1
+                self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={now_usec}", "STATUS=reloading")
+            try:
+                return await self._reload_config()
+            finally:
+                if ready:
+                    self.notifier.notify("READY=1", f"STATUS={self._last_status}")
+
+    async def _reload_config(self) -> dict[str, Any]:
+        try:  # parsing a large config is not the loop's work
+            config = _daemon_config(await asyncio.to_thread(load_config, self.config_path))
+        except ConfigError as err:
+            log.error("reload refused, keeping the running config: %s", err)
+            self._last_status = status_text(f"reload refused, the running config stays: {err}")
+            return {"ok": False, "error": str(err), "refused": True}
+        self.config = config
+        self.hooks.directory = config.hooks_dir
+        log.info("reloaded %s: %d link entries", config.path, len(config.links))
+        await self._round_done(Resync("config reloaded"), c.RELOAD_ROUND_WAIT_S)
+        return {"ok": True, "config": config.path, "links": len(config.links)}
+
+    async def _round_done(self, event: Event, timeout: float) -> bool:
+        """Post event and wait for the round that takes it in; False when none ended in time."""
+        done = asyncio.get_running_loop().create_future()
+        self._round_waiters.append(done)
+        self.post(event)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except asyncio.TimeoutError:
+            log.warning("no round finished within %g s of %s", timeout, describe(event))
+            return False
+        return True
+
+    # --- the one task that changes the kernel ----------------------------------
+
+    async def _reconciler(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.debounce_s)
+            self._dirty.clear()
+            triggers, self._pending = self._pending, []
+            waiters, self._round_waiters = self._round_waiters, []
+            try:
+                await self._round(triggers)
+            except (OSError, RunDirError) as exc:  # netlink trouble: log, look again shortly
+                log.error("round failed: %s; retrying", exc)
+                self._round_failed(f"round failed: {exc}")
+                asyncio.get_running_loop().call_later(0.5, self.post, Resync("retry after an error"))
+            except Exception as exc:  # a bug must not end the only task that changes the kernel
+                log.exception("round failed; retrying in 2 s")
+                self._round_failed(f"round failed: {type(exc).__name__}")
+                asyncio.get_running_loop().call_later(2.0, self.post, Resync("retry after an error"))
+            finally:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    def _round_failed(self, problem: str) -> None:
+        self._sync_problem = problem
+        self._tell_systemd(status_text(f"{problem}; retrying"), in_sync=False)
+
+    def _dry_round(self, triggers: list[Event]) -> None:
+        """--dry-run: everything a round decides, logged as what it would do; nothing written
+        (no routes, rules, nexthops, sysctls, nftables; no connection ended).  In the worker."""
+        observed = self._on_loop(self._adjust)(self.kernel.observe())
+        desired = plan(
+            self.config,
+            observed,
+            self.overrides,
+            self._on_loop(self.verdicts)(),
+            capacities=self._on_loop(self.capacity.capacities)(),
+        )
+        names = {link.index: link.name for link in observed.links}
+        would = [op_text(op, names) for op in diff(desired, self.kernel.dump_owned())]
+        would += [
+            f"~ sysctl {knob.path.replace('/', '.')} = {knob.value}"
+            for knob in sorted(desired.sysctls, key=lambda k: k.path)
+            if self.kernel.read_sysctl(knob.path) != knob.value
+        ]
+        try:
+            if nft.digest_of(nft.render(desired.firewall)) != self.kernel.read_firewall().digest:
+                would.append(f"~ nftables table {c.NFT_FAMILY} {c.NFT_TABLE}")
+        except nft.NftError as exc:
+            would.append(f"~ nftables table {c.NFT_FAMILY} {c.NFT_TABLE} (cannot read it: {exc})")
+        self.rounds += 1
+        if would != self._last_would:
+            log.info("trigger: %s", _summarize(triggers))
+            log.info("decision: %s", _decision(desired))
+            for line in would:
+                log.info("dry run, would: %s", line)
+            log.info("round %d: dry run, would make %d changes, made none", self.rounds, len(would))
+            self._last_would = would
+
+    def _manager_view(self, devices: tuple[ManagedDevice, ...]) -> None:
+        self.manager = devices
+
+    def _adjust(self, observed: Observed) -> Observed:
+        """The kernel's view plus what only the daemon knows: NetworkManager's, held gateways.
+
+        Also the moment to start and stop probers: before planning, so a new
+        link's prober exists (and keeps it out until it answers) from its first round.
+        """
+        observed = replace(observed, manager=self.manager)
+        self._sync_probers(observed)
+        managed = {link.index for link, _entry in managed_links(self.config, observed)}
+        before = self.holds
+        adjusted, self.holds = hold_gateways(
+            observed, self.holds, managed, time.monotonic(), self.config.gateway_hold
+        )
+        _log_gateways(observed, before, self.holds, self.config.gateway_hold)
+        return adjusted
+
+    # --- health probes ------------------------------------------------------------
+
+    def _sync_probers(self, observed: Observed) -> None:
+        wanted = set(probes_wanted(self.config, observed))
+        carried = {(k.link, k.family) for k, p in self.probers.items() if p.health.carries_traffic()}
+        for key in [k for k in self.probers if k not in wanted]:
+            self.probers.pop(key).stop()
+        loop = asyncio.get_running_loop()
+        for key in wanted:
+            if key in self.probers:
+                continue
+            # trusted: in the kernel's group when the daemon started, or judged up by the
+            # prober this one replaces (a reload, a new address): no needless exit
+            trusted = (key.link, key.family) in carried or (key.link, key.family) in self._trusted
+            prober = LinkProber(key, self._health_changed, trusted=trusted, clock=time.monotonic)
+            try:
+                # held: the round that planned it (in the worker) is still writing the link's
+                # table and rule; released when that round is done.  Its task logs as the link's.
+                with link_context(key.link, key.family):
+                    prober.start(loop, held=True)
+                self._held_probers.append(prober)
+            except OSError as exc:
+                log.warning(
+                    "health: cannot probe %s IPv%d: %s", key.link, key.family, exc.strerror or exc,
+                    extra=about(key.link, key.family),
+                )  # fmt: skip
+                continue
+            self.probers[key] = prober
+            log.info(
+                "health: probing %s IPv%d from %s: %s every %g s (%s)",
+                key.link, key.family, key.source, ", ".join(str(t) for t in key.params.targets),
+                key.params.interval, "trusted" if trusted else "kept out until it answers",
+                extra=about(key.link, key.family),
+            )  # fmt: skip
+        self._trusted = set()  # only the first round trusts the kernel's group
+
+    def _health_changed(self, prober: LinkProber) -> None:
+        last = prober.health.last
+        reason = last.reason if last else ""
+        old = last.old.value if last else "?"
+        event = HealthChanged(prober.key.link, prober.key.family, old, prober.health.state.value, reason)
+        log.info("%s", describe(event), extra=about(event.iface, event.family))
+        self.post(event)
+        env = {
+            "WANHOOKS_EVENT": "health",
+            "WANHOOKS_LINK": event.iface,
+            "WANHOOKS_FAMILY": str(event.family),
+            "WANHOOKS_OLD_STATE": event.old,
+            "WANHOOKS_NEW_STATE": event.new,
+            "WANHOOKS_REASON": event.reason,
+        }
+        with link_context(event.iface, event.family):  # the hooks' own log lines say whose they are
+            self.hooks.transition(f"{event.iface}/{event.family}", env)
+
+    def verdicts(self) -> HealthVerdicts:
+        down = {}
+        for key, prober in self.probers.items():
+            if not prober.health.carries_traffic():
+                last = prober.health.last
+                down[(key.link, key.family)] = HealthDown(prober.health.state, last.reason if last else "")
+        return HealthVerdicts(down=down)
+
+    def _converge(self) -> tuple[Round, float]:
+        """One round, in the worker: the run lock, the kernel, nft, sysctls."""
+        self._generation += 1  # before its first write: a scrape that sees one sees a new document
+        started = time.perf_counter()
+        with run_lock(self.run_dir):
+            result = converge(
+                self.config,
+                self.kernel,
+                self.run_dir,
+                overrides=self.overrides,
+                adjust=self._on_loop(self._adjust),
+                verdicts=self._on_loop(self.verdicts),
+                capacities=self._on_loop(self.capacity.capacities)(),
+            )
+        return result, (time.perf_counter() - started) * 1000
+
+    async def _round(self, triggers: list[Event]) -> None:
+        try:
+            if self.dry_run:
+                await self._in_worker(self._dry_round, triggers)
+                would = len(self._last_would or [])
+                self._tell_systemd(f"dry run, changing nothing: the plan needs {would} changes", True)
+                return
+            result, elapsed_ms = await self._in_worker(self._converge)
+        finally:
+            for prober in self._held_probers:
+                prober.release()
+            self._held_probers = []
+        self.rounds += 1
+        self._main_has_default = any(d.live for d in result.observed.main_defaults)
+        self.figures.rounds += 1
+        self.figures.round_seconds += elapsed_ms / 1000
+        for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
+            self._spawn(self._end_connections(link.name, family, link.addresses[family], why))
+        self._last_desired = result.desired
+        self._schedule_hold_expiry()
+        report = result.report
+        decision = _decision(result.desired)
+        notes = list(result.desired.notes)
+        if report.changed or decision != self._last_decision or notes != self._last_notes:
+            names = {link.index: link.name for link in result.observed.links}
+            log.info("trigger: %s", _summarize(triggers))
+            if decision != self._last_decision:
+                log.info("decision: %s", decision)
+            for note in notes:
+                if note not in self._last_notes:
+                    log.info("note: %s", note)
+            for change in report.sysctls:
+                log.info(
+                    "kernel: ~ sysctl %s %s -> %s", change.path.replace("/", "."), change.old, change.new
+                )
+            for done in report.done:
+                log.info("kernel: %s", op_text(done.op, names))
+            if report.firewall_changed:
+                log.info("kernel: ~ nftables table %s %s", c.NFT_FAMILY, c.NFT_TABLE)
+            log.info("round %d: %d changes in %.1f ms", self.rounds, len(report.done), elapsed_ms)
+        self._last_notes = notes
+        for failed in report.failed:
+            log.warning("kernel refused: %s: %s", failed.op.obj, failed.message or os.strerror(failed.error))
+        for text in report.conflicts:
+            log.warning("conflict: %s", text)
+        for text in report.sysctl_errors:
+            log.warning("sysctl: %s", text)
+        for text in report.firewall_errors:
+            log.warning("%s", text)
+        if report.firewall_errors and not self._firewall_retry:
+            # nothing in the kernel will change to wake us: try again on our own
+            def retry() -> None:
+                self._firewall_retry = False
+                self.post(Resync("retry nftables"))
+
+            self._firewall_retry = True
+            asyncio.get_running_loop().call_later(FIREWALL_RETRY_S, retry)
+        self._last_decision = decision
+        self._track_states(result.desired, refused=bool(report.failed))
+        pending = 0
+        if report.ok and not self._ready:  # the first time: check that the kernel holds the plan
+            pending = len(await self._in_worker(lambda: diff(result.desired, self.kernel.dump_owned())))
+        self._sync_problem = _sync_problem(report, pending)
+        line = _status_line(result.desired)
+        if self._sync_problem:
+            line += f" -- not in sync: {self._sync_problem}; retrying"
+        self._tell_systemd(status_text(line), in_sync=not self._sync_problem)
+
+    async def _end_connections(
+        self, name: str, family: int, addresses: tuple[IPAddress, ...], why: Exclusion
+    ) -> None:
+        # a busy router's conntrack table is dumped whole: in a thread, on a loop of its own
+        ended, aborted = await asyncio.to_thread(_end_connections_blocking, addresses)
+        log.info(
+            "flush: ended %d connection(s) and %d local socket(s) of %s IPv%d (%s)",
+            ended,
+            aborted,
+            name,
+            family,
+            why,
+            extra=about(name, family),
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.spawn(coro)
+
+    @staticmethod
+    def _task_failed(exc: BaseException) -> None:
+        log.error("a background task failed: %s", exc, exc_info=exc)
+
+    def _schedule_hold_expiry(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        deadline = self.holds.deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic()) + 0.01
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                delay, self.post, Resync("a held gateway's time ran out")
+            )
+
+    # --- status: traffic shares and states over time ----------------------------
+
+    async def _sample_traffic(self) -> None:
+        """Every link's byte counters, every TRAFFIC_SAMPLE_S, for the last minute's shares
+        (the window is the worker's: status reads it there)."""
+        while True:
+            try:
+                await self._in_worker(self._sample)
+            except OSError as exc:  # a netlink hiccup costs one sample, not the window
+                log.debug("traffic sample: %s", exc)
+            await asyncio.sleep(c.TRAFFIC_SAMPLE_S)
+
+    def _sample(self) -> None:
+        self.traffic.add(CounterSnapshot(time.monotonic(), self.kernel.link_counters()))
+
+    async def _watch_capacity(self) -> None:
+        """weight: auto: every link's counters and probe round trips once a second into its
+        capacity estimate (health/capacity_watch.py); a change of the applied weights gets a round."""
+        while True:
+            await asyncio.sleep(capacity_watch.SAMPLE_S)
+            if not any(entry.auto_weight for entry in self.config.links):
+                continue
+            try:
+                counters = self._counters_kernel.link_counters()  # one dump, ~0.1 ms: on the loop
+            except OSError as exc:
+                log.debug("capacity sample: %s", exc)
+                continue
+            decision = self.capacity.tick(
+                time.monotonic(), self.config, counters, self._probe_replies, self._carries_traffic
+            )
+            if decision is not None:
+                log.info("weights: %s", decision.reason)
+                self.post(Resync(f"weights measured: {decision.reason}"))
+
+    def _probe_replies(self, link: str) -> list[RoundTrip]:
+        """The link's recent probe replies, both families' (each target is measured against its
+        own lowest round trip, so an IPv6 target's path is not read as queueing on IPv4's)."""
+        replies = [r for key, prober in self.probers.items() if key.link == link for r in prober.replies]
+        return sorted(replies, key=lambda r: r[0])
+
+    def _carries_traffic(self, link: str) -> bool:
+        """Whether the link's probes say it is up (or it is not probed at all)."""
+        probed = [p for k, p in self.probers.items() if k.link == link]
+        return not probed or any(p.health.carries_traffic() for p in probed)
+
+    async def _verify_firewall(self) -> None:
+        """Re-read wanhooks' nftables table every FIREWALL_VERIFY_S: rounds trust their last
+        read for a while, and no event comes when another program (a firewall reload, `nft
+        flush ruleset`) changes or removes it.  Such a change gets a round, which restores it."""
+        while True:
+            await asyncio.sleep(c.FIREWALL_VERIFY_S)
+            if self.dry_run or not nft.available():
+                continue
+            try:
+                same = await self._in_worker(self.kernel.verify_firewall)
+            except nft.NftError as exc:
+                log.debug("nftables: cannot re-read the table: %s", exc)
+                continue
+            if not same:
+                log.warning("nftables: table %s %s was changed by another program", c.NFT_FAMILY, c.NFT_TABLE)
+                self.post(Resync("wanhooks' nftables table changed behind its back"))
+
+    def _track_states(self, desired: Desired, refused: bool) -> None:
+        """Note when each link's state changes, and log it after the round's own lines (its
+        cause).  The state is the plan's: what the round made, unless the kernel refused."""
+        now = time.monotonic()
+        first = not self.link_states
+        present = {lp.name for lp in desired.links}
+        for gone in set(self.link_states) - present:
+            del self.link_states[gone]
+        for lp in desired.links:
+            state = link_state(lp, lp.eligible)
+            old = self.link_states.get(lp.name)
+            if old is None or old[0] != state:
+                self.link_states[lp.name] = (state, now, first)
+                if old is not None:
+                    why = why_not(lp)
+                    log.info(
+                        "link %s: %s -> %s%s%s", lp.name, old[0], state, f" ({why})" if why else "",
+                        " -- wanted; the kernel refused part of the change" if refused else "",
+                        extra=about(lp.name),
+                    )  # fmt: skip
+
+    # --- control socket --------------------------------------------------------
+
+    def _metrics_doc(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+        """For the metrics thread: the status document plus byte counters.  Built by the
+        worker, at most once per METRICS_CACHE_S however often scrapers come, unless something
+        happened meanwhile."""
+        cached, generation = self._metrics_cache, self._generation
+        fresh = cached is not None and time.monotonic() - cached[0] < c.METRICS_CACHE_S
+        if cached is not None and fresh and cached[1] == generation:
+            return cached[2]
+        doc = asyncio.run_coroutine_threadsafe(self.status_doc(with_counters=True), loop).result(timeout=10)
+        self._metrics_cache = (time.monotonic(), generation, doc)
+        return doc
+
+    async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "status":
+            return {"ok": True, "status": await self.status_doc()}
+        if op == "notify":
+            return self._notify(request)
+        if op == "link":
+            return await self._link_command(request)
+        if op == "reload":
+            return await self.reload()
+        return {"ok": False, "error": f"unknown op {str(op)[:40]!r}"}
+
+    def _notify(self, request: dict[str, Any]) -> dict[str, Any]:
+        source, iface, action = (str(request.get(k, ""))[:64] for k in ("source", "iface", "action"))
+        if source and not _SOURCE_NAME.fullmatch(source):
+            log.warning("notify refused: source %r is not a name", shown(source))
+            return {"ok": False, "error": "the source must be 1-32 of a-z, 0-9 and -"}
+        if iface and ifname_problem(iface):
+            log.warning("notify from %s refused: %s", source or "?", ifname_problem(iface))
+            return {"ok": False, "error": ifname_problem(iface)}
+        if action and action not in HOOK_ACTIONS:
+            log.warning("notify from %s refused: unknown action %r", source or "?", shown(action))
+            return {"ok": False, "error": f"unknown action {shown(action)!r}"}
+        event = HookNotified(source=source or "unknown", iface=iface, action=action or "changed")
+        log.info("heard: %s", describe(event), extra=about(iface) if iface else None)
+        self.post(event)
+        return {"ok": True}
+
+    async def _link_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        action, name = str(request.get("action", "")), str(request.get("name", ""))
+        problem = ifname_problem(name)
+        if problem:
+            return {"ok": False, "error": problem}
+        from ..config.load import unknown_link  # enable may clear an override of a link no longer configured
+
+        problem = unknown_link(self.config, name) if action in ("disable", "drain") else None
+        if problem:
+            return {"ok": False, "error": problem}
+        disabled, draining = set(self.overrides.disabled), set(self.overrides.draining)
+        disabled.discard(name)
+        draining.discard(name)
+        if action == "disable":
+            disabled.add(name)
+        elif action == "drain":
+            draining.add(name)
+        elif action != "enable":
+            return {"ok": False, "error": f"unknown link action {action[:20]!r}: disable, drain or enable"}
+        self.overrides = Overrides(disabled=frozenset(disabled), draining=frozenset(draining))
+        await self._in_worker(self._save_overrides, self.overrides)  # fsync: not on the loop
+        log.info("admin: link %s %s", action, name)
+        self.post(LinkCommand(action=action, name=name))
+        return {"ok": True}
+
+    async def status_doc(self, *, with_counters: bool = False) -> dict[str, Any]:
+        """The status document: the loop's own state copied here, the rest read by the worker."""
+        return await self._in_worker(self._status_build, self._status_inputs(), with_counters)
+
+    def _status_inputs(self) -> _StatusInputs:
+        """On the loop: what only the loop may read (probers, overrides, held gateways)."""
+        health = {(key.link, key.family): self._health_doc(prober) for key, prober in self.probers.items()}
+        return _StatusInputs(
+            config=self.config,
+            overrides=self.overrides,
+            verdicts=self.verdicts(),
+            manager=self.manager,
+            held=tuple(d for d, _until in self.holds.held.values()),
+            held_doc=[
+                {"ifindex": k[0], "family": k[1], "gateway": str(d.gateway)}
+                for k, (d, _until) in sorted(self.holds.held.items())
+            ],
+            health=health,
+            link_states=dict(self.link_states),
+            capacities=self.capacity.capacities(),
+            weighing={name: self.capacity.status(name, time.monotonic()) for name in self.capacity.links},
+            weight_changes=list(self.capacity.changes),
+            rounds=self.rounds,
+            events=self.events,
+            tasks=len(asyncio.all_tasks()),
+        )
+
+    def _status_build(self, given: _StatusInputs, with_counters: bool) -> dict[str, Any]:
+        """In the worker: the kernel's part, plan and document."""
+        observed = self.kernel.observe()
+        observed = replace(observed, main_defaults=observed.main_defaults + given.held, manager=given.manager)
+        desired = plan(given.config, observed, given.overrides, given.verdicts, capacities=given.capacities)
+        owned = self.kernel.dump_owned()
+        kind, _note = resolve_group_kind(given.config, observed)
+        doc = status_json(given.config, observed, desired, owned, kind, diff(desired, owned))
+        now = time.monotonic()
+        managed = {link["name"] for link in doc["links"]}  # shares of the WAN traffic, not the LAN's
+        every = self.kernel.link_counters()
+        rates = self.traffic.rates(
+            CounterSnapshot(now, {name: n for name, n in every.items() if name in managed})
+        )
+        for link in doc["links"]:
+            for family in (4, 6):
+                link[f"ipv{family}"]["health"] = given.health.get((link["name"], family))
+            state, since, at_start = given.link_states.get(link["name"], ("", now, False))
+            if state == link["state"]:
+                link["since_s"], link["since_start"] = round(now - since, 1), at_start
+            rate = rates.get(link["name"])
+            if rate is not None:
+                link["traffic"] = {
+                    "share": round(rate.share, 4) if rate.share is not None else None,
+                    "rx_bps": round(rate.rx_bps),
+                    "tx_bps": round(rate.tx_bps),
+                    "window_s": round(rate.window_s, 1),
+                }
+            weighing = given.weighing.get(link["name"])
+            if weighing is not None:
+                link["capacity"] = weighing
+            found = every.get(link["name"]) if with_counters else None
+            if found is not None:  # the metrics' byte counters, from the same dump
+                link["rx_bytes"], link["tx_bytes"] = found.rx_bytes, found.tx_bytes
+        doc["daemon"] = {
+            "pid": os.getpid(),
+            "rounds": given.rounds,
+            "events": given.events,
+            "rss_kib": _rss_kib(),
+            "open_fds": len(os.listdir("/proc/self/fd")),
+            "tasks": given.tasks,
+            "disabled": sorted(given.overrides.disabled),
+            "draining": sorted(given.overrides.draining),
+            "held_gateways": given.held_doc,
+            "weight_changes": [{"ago_s": round(now - at, 1), "why": why} for at, why in given.weight_changes],
+        }
+        return doc
+
+    def _health_doc(self, prober: LinkProber) -> dict[str, Any]:
+        h, params, now = prober.health, prober.key.params, time.monotonic()
+        measured = health_module.window_loss(h, now)
+        watch = self.watcher.watches.get(prober.key.link)
+        return {
+            "state": h.state.value,
+            "since_s": round(now - h.since, 1),
+            "rtt_ms": round(h.rtt * 1000, 1) if h.rtt is not None else None,
+            "loss": round(measured[0], 3) if measured is not None else None,
+            "loss_window_s": params.loss_window,
+            "kind": params.kind.value,
+            "targets": [str(t) for t in params.targets],
+            "interval_s": round(
+                params.burst_interval if h.suspected_since is not None else params.interval, 3
+            ),
+            "suspected": h.suspected_since is not None,
+            "passive_suspicions": watch.suspicions if watch is not None else None,
+            "last_change": h.last.reason if h.last else None,
+        }
+
+    # --- overrides survive a daemon restart (not a reboot: the run dir is tmpfs) ----
+
+    def _load_overrides(self) -> Overrides:
+        try:
+            path = os.path.join(self.run_dir, OVERRIDES_FILE)
+            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), encoding="utf-8") as f:
+                data = json.load(f)
+            return Overrides(
+                disabled=frozenset(n for n in data.get("disabled", []) if not ifname_problem(n)),
+                draining=frozenset(n for n in data.get("draining", []) if not ifname_problem(n)),
+            )
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+            return Overrides()
+
+    def _save_overrides(self, overrides: Overrides) -> None:
+        doc = {"disabled": sorted(overrides.disabled), "draining": sorted(overrides.draining)}
+        write_private(os.path.join(self.run_dir, OVERRIDES_FILE), json.dumps(doc))
+
+
+@dataclass(frozen=True)
+class _StatusInputs:
+    """The loop's state a status document needs, copied on the loop for the worker."""
+
+    config: Config
+    overrides: Overrides
+    verdicts: HealthVerdicts
+    manager: tuple[ManagedDevice, ...]
+    held: tuple[MainDefault, ...]
+    held_doc: list[dict[str, Any]]
+    health: dict[tuple[str, int], dict[str, Any]]
+    link_states: dict[str, tuple[str, float, bool]]
+    capacities: dict[str, float]  # weight: auto's applied values
+    weighing: dict[str, dict[str, Any] | None]  # each auto link's estimate, for status
+    weight_changes: list[tuple[float, str]]
+    rounds: int
+    events: int
+    tasks: int
+
+
+_SOURCE_NAME = re.compile(r"[a-z0-9-]{1,32}")
+KNOWN_SOURCES = frozenset({"nm-dispatcher", "networkd-dispatcher", "manual"})
+
+
+def _end_connections_blocking(addresses: tuple[IPAddress, ...]) -> tuple[int, int]:
+    return asyncio.run(flush_connections(addresses)), destroy_sockets(addresses)
+
+
+def _decision(desired: Desired) -> str:
+    """Which links carry balanced traffic, per family, and why the others do not."""
+    parts = []
+    for family in (4, 6):
+        members = [f"{lp.name} x{lp.weight}" for lp in desired.links if lp.eligible[family]]
+        out = [f"{lp.name}: {lp.reasons[family]}" for lp in desired.links if not lp.eligible[family]]
+        text = f"IPv{family} balance {', '.join(members) if members else 'none (main table default)'}"
+        parts.append(text + (f" ({'; '.join(out)})" if out else ""))
+    return " | ".join(parts)
+
+
+def _log_gateways(observed: Observed, before: Holds, after: Holds, hold_s: float) -> None:
+    """Each link's learned gateway changing, held over a rebind, back or let go: one line each."""
+
+    def name(ifindex: int) -> str:
+        link = observed.link(ifindex)
+        return link.name if link is not None else f"if{ifindex}"
+
+    for key in sorted(after.held.keys() - before.held.keys()):
+        gateway = after.held[key][0].gateway
+        log.info(
+            "link %s IPv%d: gateway %s gone while carrier and address stay: held for %g s",
+            name(key[0]), key[1], gateway, hold_s, extra=about(name(key[0]), key[1]),
+        )  # fmt: skip
+    for key in sorted(before.held.keys() - after.held.keys()):
+        back = key in after.last_seen
+        log.info(
+            "link %s IPv%d: %s", name(key[0]), key[1],
+            "gateway back, hold ended" if back else f"held gateway {before.held[key][0].gateway} let go",
+            extra=about(name(key[0]), key[1]),
+        )  # fmt: skip
+    for key, default in sorted(after.last_seen.items()):
+        old = before.last_seen.get(key)
+        if old is not None and old.gateway != default.gateway:
+            log.info(
+                "link %s IPv%d: gateway %s -> %s", name(key[0]), key[1], old.gateway, default.gateway,
+                extra=about(name(key[0]), key[1]),
+            )  # fmt: skip
+
+
+def _status_line(desired: Desired) -> str:
+    """systemd's STATUS=: which links carry balanced traffic, and why the others do not."""
+    if not desired.links:
+        return "no managed link: traffic takes the main table's default"
+    balanced = [lp for lp in desired.links if any(lp.eligible.values())]
+    text = f"{len(balanced)} of {len(desired.links)} links balanced"
+    if balanced:
+        text += ": " + " ".join(shown(lp.name, 16) for lp in balanced)
+    out = []
+    for lp in desired.links:
+        if not any(lp.eligible.values()):
+            why = why_not(lp)
+            state = link_state(lp, lp.eligible)
+            out.append(f"{shown(lp.name, 16)} {state}" + (f" ({shown(why, 48)})" if why else ""))
+    return text + ("; " + ", ".join(out) if out else "")
+
+
+def _sync_problem(report: Report, pending: int) -> str:
+    """Why the kernel does not match the plan after a round ("" when it does)."""
+    if report.failed:
+        return f"the kernel refused {len(report.failed)} change(s)"
+    if report.conflicts:
+        return f"{len(report.conflicts)} conflict(s) with another program: {report.conflicts[0]}"
+    if report.firewall_errors:
+        return report.firewall_errors[0]
+    if report.sysctl_errors:
+        return f"sysctl: {report.sysctl_errors[0]}"
+    if pending:
+        return f"{pending} change(s) still to make"
+    return ""
+
+
+def _mode_line(path: str) -> int:
+    """The line of a YAML config's top-level `mode:` key (0 when not found)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, text in enumerate(f, 1):
+                if re.match(r"mode\s*:", text):
+                    return number
+    except OSError:
+        pass
+    return 0
+
+
+def _daemon_config(config: Config) -> Config:
+    """config, if the daemon may run with it: `mode: hooks-only` says no daemon runs."""
+    if config.mode is RunMode.HOOKS_ONLY:
+        raise ConfigError(
+            config.path, _mode_line(config.path), "mode",
+            "hooks-only: this config wants no daemon (each hook applies the change itself), so "
+            "`wanhooks run` does not start; set `mode: daemon`, or disable the service "
+            "(systemctl disable --now wanhooks)",
+        )  # fmt: skip
+    return config
+
+
+def _source_of(event: Event) -> str:
+    if isinstance(event, KernelChanged):
+        return "rtnetlink"
+    if isinstance(event, HookNotified):  # counted by name only for the sources we ship
+        return event.source if event.source in KNOWN_SOURCES else "other-hook"
+    if isinstance(event, HealthChanged):
+        return "health"
+    if isinstance(event, LinkCommand):
+        return "control"
+    if isinstance(event, Resync):
+        return "resync"
+    return "networkmanager"
+
+
+def _rss_kib() -> int:
+    """Resident memory, from /proc/self/status (0 where there is none)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _summarize(triggers: list[Event]) -> str:
+    if not triggers:
+        return "timer"
+    shown = [describe(e) for e in triggers[:4]]
+    more = f" (+{len(triggers) - 4} more)" if len(triggers) > 4 else ""
+    return ", ".join(shown) + more
+
+
+def run_daemon(
+    config_path: str,
+    run_dir: str,
+    *,
+    cleanup_on_exit: bool,
+    debounce_ms: float,
+    dry_run: bool = False,
+    log_format: str = "text",
+) -> int:
+    # the journal's own protocol when stderr is systemd's journal stream, else lines on stderr
+    logging.basicConfig(level=logging.INFO, handlers=[log_handler(log_format)])
+    notifier = Notifier.from_environment()  # read, and kept from every child process
+    if dry_run:
+        log.info("dry run: wanhooks decides and logs, and changes nothing in the kernel")
+    try:
+        daemon = Daemon(
+            config_path,
+            run_dir,
+            cleanup_on_exit=cleanup_on_exit and not dry_run,
+            debounce_s=debounce_ms / 1000,
+            dry_run=dry_run,
+            notifier=notifier,
+        )
+    except ConfigError as err:
+        log.error("wanhooks: %s", err)
+        notifier.notify(f"STATUS={status_text(f'config refused: {err}')}")
+        return 2
+    return asyncio.run(daemon.run())
