@@ -37,7 +37,7 @@ from wanhooks.lab import Lab
 pytestmark = pytest.mark.kernel
 Start = Callable[..., DaemonProc]
 
-EVENTS = int(os.environ.get("WANHOOKS_CHAOS_EVENTS", "40"))
+EVENTS = int(os.environ.get("WANHOOKS_CHAOS_EVENTS", "30"))
 SETTLE_S = 8.0  # detection (~0.7 s) + up_after + hold_down, with room for a loaded machine
 GRACE_S = 2.0  # a link healthy this long must be usable: no moment without a route then
 W3_GATEWAYS = ("100.64.3.1", "100.64.3.254")

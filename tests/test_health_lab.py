@@ -339,8 +339,12 @@ def test_a_metered_link_with_traffic_is_judged_within_a_second(router: Router, d
     t0 = time.monotonic()
     wait_for(lambda: health_of(router, "w3").get("state") == "down", 5, "w3 judged down")
     with_traffic = time.monotonic() - t0
-    # logged by the passive watch's sampler thread, which may trail the verdict under load
-    wait_for(lambda: "w3 suspected" in daemon.text(), 2, "the passive watch's suspicion in the log")
+    # suspected first by the passive watch (its sampler may trail the verdict under load) or,
+    # when the blackhole fell just before a heartbeat round, by the missed heartbeat: either
+    # way the link was checked fast, and the log says which
+    wait_for(
+        lambda: "w3 suspected" in daemon.text() or "w3 IPv4 suspected" in daemon.text(), 5, "a suspicion"
+    )
     hold.wait(timeout=20)
     lab.blackhole(3, False)
     wait_for(lambda: health_of(router, "w3").get("state") == "up", 10, "w3 back")

@@ -310,7 +310,13 @@ class LinkProber:
             tick = self.key.params.burst_interval / 2
             if await self._sleep(max(0.0, min(tick, next_round - self._clock()))):
                 next_round = self._clock()  # suspected: a fast round now
-            self._update(health.evaluate(self.health, self._clock()))
+            new = health.evaluate(self.health, self._clock())
+            if new.suspected_since is not None and self.health.suspected_since is None:
+                log.info(
+                    "health: %s IPv%d suspected: its targets missed a heartbeat round; probing fast",
+                    self.key.link, self.key.family,
+                )  # fmt: skip
+            self._update(new)
 
     async def _sleep(self, delay: float) -> bool:
         """Sleep for delay; True when a suspicion cut it short.  A bare future and a timer:

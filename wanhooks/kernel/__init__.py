@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..model import KernelObject, Observed, Op, OpResult, Owned
+from ..model import KernelObject, LinkCounters, Observed, Op, OpResult, Owned
 from ..router.nft import TableState
 
 
@@ -22,6 +22,10 @@ class Kernel(Protocol):
 
     def dump_owned(self) -> Owned:
         """Every rule, route and nexthop carrying wanhooks' protocol id."""
+        ...
+
+    def link_counters(self) -> dict[str, LinkCounters]:
+        """Every link's packet and byte counters, by name."""
         ...
 
     def execute(self, ops: Sequence[Op]) -> list[OpResult]:

@@ -21,6 +21,7 @@ from ..model import (
     IPNetwork,
     KernelFeatures,
     KernelObject,
+    LinkCounters,
     MainDefault,
     Nexthop,
     NexthopGroup,
@@ -48,6 +49,7 @@ class FakeKernel:
     firewall: str = ""  # wanhooks' nftables table as rendered text
     firewall_writes: list[str] = field(default_factory=list)
     firewall_error: str = ""  # set: every write fails with it (nft missing, a hang)
+    counters: dict[str, LinkCounters] = field(default_factory=dict)  # set by tests; else zeros
 
     # --- the seam ------------------------------------------------------------
 
@@ -55,6 +57,10 @@ class FakeKernel:
         return Observed(
             links=tuple(self.links), main_defaults=tuple(self.main_defaults), features=self.features
         )
+
+    def link_counters(self) -> dict[str, LinkCounters]:
+        zero = {link.name: LinkCounters(0, 0, 0, 0, index=link.index) for link in self.links}
+        return {**zero, **self.counters}
 
     def read_firewall(self) -> nft.TableState:
         return nft.parse_table(self.firewall)

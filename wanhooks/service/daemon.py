@@ -39,62 +39,56 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import json
 import logging
 import os
 import re
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from .. import constants as c
-from ..config.load import ConfigError, load_config
+from ..config.load import ConfigError, load_config, unknown_link
 from ..events import Event, HealthChanged, HookNotified, KernelChanged, LinkCommand, Resync, describe
 from ..health import capacity_watch
-from ..health import machine as health_module
 from ..health.capacity_watch import CapacityWatch
-from ..health.machine import ProbeKey
 from ..health.passive_watch import PassiveWatcher
-from ..health.probes import LinkProber, RoundTrip
+from ..health.probers import Probers
+from ..health.probes import LinkProber
 from ..kernel.linux import LinuxKernel
-from ..model import Config, Desired, IPAddress, MainDefault, ManagedDevice, Observed, Overrides, RunMode
+from ..model import Config, Desired, IPAddress, ManagedDevice, Observed, RunMode
 from ..observe import metrics
 from ..observe.log_format import about, link_context
 from ..observe.log_format import handler as log_handler
-from ..observe.status import link_state, status_json, why_not
+from ..observe.status import link_state, why_not
+from ..observe.status_doc import StatusInputs, build_status
 from ..observe.traffic_share import CounterSnapshot, TrafficWindow
 from ..plan.holdover import Holds, hold_gateways
 from ..plan.names import ifname_problem, shown
-from ..plan.planner import connections_to_end, managed_links, plan, probes_wanted, resolve_group_kind
-from ..plan.verdicts import Exclusion, HealthDown, HealthVerdicts
-from ..reconcile.diff import Report, cleanup, diff
+from ..plan.planner import connections_to_end, managed_links, plan
+from ..plan.verdicts import Exclusion
+from ..reconcile.diff import cleanup, diff
 from ..reconcile.render import op_text
 from ..reconcile.round import Round, converge
 from ..router import nft
 from ..router.flush import destroy_sockets, flush_connections
 from ..sources.networkmanager import NetworkManagerSource
 from ..sources.rtnetlink import RtnetlinkSource, who
+from . import overrides, round_log
 from .control import ControlServer, daemon_running
-from .lock import RunDirError, hold_daemon_lock, run_lock, write_private
+from .lock import RunDirError, hold_daemon_lock, run_lock
+from .restore import Restore, RestorePolicy
 from .sd_notify import Notifier, status_text
+from .startup import group_members
 from .tasks import Background
 from .transition_hooks import HookRunner
 
 log = logging.getLogger("wanhooks")
 T = TypeVar("T")
 
-OVERRIDES_FILE = "overrides.json"
 DEFAULT_DEBOUNCE_S = 0.005
 FIREWALL_RETRY_S = 5.0  # after nft failed: often enough to heal, rarely enough not to spin
-# Another program deleting wanhooks' objects: restored at once up to FIGHT_LIMIT times in
-# FIGHT_WINDOW_S (a manager's one sweep, an admin's mistake), then with a doubling delay.
-FIGHT_LIMIT = 5
-FIGHT_WINDOW_S = 10.0
-FIGHT_BACKOFF_MIN_S = 1.0
-FIGHT_BACKOFF_MAX_S = 30.0
-FIGHT_QUIET_S = 60.0  # this long without a deletion ends the fight (longer than any wait)
 HOOK_ACTIONS = frozenset(
     {
         # NetworkManager dispatcher
@@ -140,37 +134,30 @@ class Daemon:
         # ~0.1 ms) so it never waits behind a round
         self._counters_kernel = LinuxKernel()
         self._main_has_default = True  # as the last round saw main (restore, don't fight)
-        self._held_probers: list[LinkProber] = []  # started by this round, probing after it
         self._daemon_lock: int | None = None
         # a scrape's status document: (when, generation, document); any event or round makes a
         # new generation, so the cache only spares rebuilding what cannot have changed
         self._metrics_cache: tuple[float, int, dict[str, Any]] | None = None
         self._generation = 0
-        self.overrides = self._load_overrides()
+        self.overrides = overrides.load(run_dir)
         self.hooks = HookRunner(self.config.hooks_dir)  # coalesced per link and family, capped
         self.holds = Holds()
         self.manager: tuple[ManagedDevice, ...] = ()
-        self.probers: dict[ProbeKey, LinkProber] = {}
-        self.watcher = PassiveWatcher(lambda: self.probers, self._counters_kernel.link_counters)
+        self.probers = Probers(self._health_changed)
+        self.watcher = PassiveWatcher(lambda: self.probers.by_key, self._counters_kernel.link_counters)
         self._last_desired: Desired | None = None
         self._tasks = Background(self._task_failed)  # connection flushes, restorer lookups
-        self._trusted: set[tuple[str, int]] = set()
         self.rounds = 0
         self._pending: list[Event] = []
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
-        self._last_decision = ""
-        self._last_notes: list[str] = []
+        self._round_log = round_log.RoundLog()  # what the last round said: changes are logged, not repeats
         self._firewall_retry = False  # a retry of a failed nftables write is scheduled
         self.events = 0  # every event posted since start (status: leaks show against it)
         self.figures = metrics.Figures()
-        # others deleting wanhooks' objects (_fighting)
-        self._fight_times: list[float] = []  # immediate restores, within FIGHT_WINDOW_S
-        self._fight_mode = False  # restores are being delayed
-        self._fight_timer: asyncio.TimerHandle | None = None
-        self._fight_backoff = FIGHT_BACKOFF_MIN_S
-        self._last_foreign = -FIGHT_QUIET_S  # the last deletion by another program
-        self._named: set[int] = set()  # netlink ports whose process was named in the log
+        # others deleting wanhooks' objects: restore, don't fight (restore.py)
+        self._restore = RestorePolicy()
+        self._restore_timer: asyncio.TimerHandle | None = None
         self._hold_timer: asyncio.TimerHandle | None = None
         # status: each link's bytes over the last minute, and since when it is in its state
         self.traffic = TrafficWindow(c.TRAFFIC_WINDOW_S, c.TRAFFIC_SAMPLE_S)
@@ -194,52 +181,37 @@ class Daemon:
         self._dirty.set()
 
     def _fighting(self, event: Event) -> bool:
-        """Another program deleting wanhooks' objects over and over (systemd-networkd with
-        ManageForeignRoutingPolicyRules=yes sweeps at every reconfigure).  The first
-        FIGHT_LIMIT sweeps in FIGHT_WINDOW_S are restored at once (a sweep of many objects
-        counts once: its deletions arrive before the restoring round).  After that,
-        restoring waits, the wait doubling to FIGHT_BACKOFF_MAX_S, until FIGHT_QUIET_S pass
-        with no deletion.  Never when main has no default: a host is not left without a
-        route to make a point."""
+        """Whether a deletion of wanhooks' objects by another program waits for a delayed
+        restore instead of the next round (restore.py decides)."""
         if not isinstance(event, KernelChanged) or not event.deleted_by:
             return False  # not a deletion of wanhooks' objects, or the kernel's (a link went)
-        now = time.monotonic()
-        if now - self._last_foreign > FIGHT_QUIET_S:
-            self._fight_mode, self._fight_times, self._named = False, [], set()
-            self._fight_backoff = FIGHT_BACKOFF_MIN_S
-        self._last_foreign = now
-        if self._fight_timer is not None:
-            return True  # a delayed restore is scheduled already
-        if self._dirty.is_set():
-            return False  # the same sweep: its restore is on its way
-        self._name_deleter(event.deleted_by)
-        if not self._fight_mode:
-            self._fight_times = [t for t in self._fight_times if now - t < FIGHT_WINDOW_S] + [now]
-            if len(self._fight_times) <= FIGHT_LIMIT:
-                return False
-            self._fight_mode = True
-        if not self._main_has_default:
-            return False
+        decision = self._restore.deleted(
+            time.monotonic(),
+            event.deleted_by,
+            scheduled=self._restore_timer is not None,
+            round_pending=self._dirty.is_set(),
+            main_has_default=self._main_has_default,
+        )
+        if decision.name_deleter:
+            self._name_deleter(event.deleted_by)
+        if decision.restore is not Restore.LATER:
+            return decision.restore is Restore.SCHEDULED
         log.warning(
             "netlink port %d keeps deleting wanhooks' routing: restoring in %.0f s, not at once "
             "(for systemd-networkd, `wanhooks install` adds ManageForeignRoutingPolicyRules=no)",
-            event.deleted_by, self._fight_backoff,
+            event.deleted_by, decision.delay_s,
         )  # fmt: skip
 
         def restore() -> None:
-            self._fight_timer = None
+            self._restore_timer = None
             self.post(Resync("restore after repeated deletions by another program"))
 
-        self._fight_timer = asyncio.get_running_loop().call_later(self._fight_backoff, restore)
-        self._fight_backoff = min(self._fight_backoff * 2, FIGHT_BACKOFF_MAX_S)
+        self._restore_timer = asyncio.get_running_loop().call_later(decision.delay_s, restore)
         return True
 
     def _name_deleter(self, portid: int) -> None:
-        """Log which process deleted wanhooks' routing, once per port while it goes on.
-        Finding it walks /proc: in a thread, off the event loop."""
-        if portid in self._named:
-            return
-        self._named.add(portid)
+        """Log which process deleted wanhooks' routing.  Finding it walks /proc: in a
+        thread, off the event loop."""
 
         async def name() -> None:
             log.warning("wanhooks' routing deleted by %s: restoring it", await asyncio.to_thread(who, portid))
@@ -283,7 +255,7 @@ class Daemon:
         )  # fmt: skip
         if self.config.metrics is not None:
             metrics.serve(self.config.metrics, lambda: self._metrics_doc(loop), self.figures)
-        self._trusted = await self._in_worker(self._kernel_group_members)
+        self.probers.trusted = await self._in_worker(self._kernel_group_members)
         self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
         worker = asyncio.create_task(self._reconciler())
         watcher = asyncio.create_task(self.watcher.run())
@@ -302,8 +274,7 @@ class Daemon:
         # a round in the worker finishes (a half-made round is what kill -9 is for)
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._in_worker(lambda: None)  # whatever the worker had in hand is done
-        for prober in self.probers.values():
-            prober.stop()
+        self.probers.stop()
         source.stop(loop)
         await server.stop()
         await self.hooks.close()
@@ -391,24 +362,8 @@ class Daemon:
         return call
 
     def _kernel_group_members(self) -> set[tuple[str, int]]:
-        """(link, family) pairs the kernel's balance groups hold now: trusted at start-up,
-        so a daemon restart takes no link out while its first probes are on their way."""
-        names = {link.index: link.name for link in self.kernel.observe().links}
-        owned = self.kernel.dump_owned()
-        nexthops = {n.id: n for n in owned.nexthops}
-        out = set()
-        for group in owned.groups:
-            for nhid, _weight in group.members:
-                nh = nexthops.get(nhid)
-                if nh is not None and nh.oif in names:
-                    out.add((names[nh.oif], nh.family))
-        for route in owned.routes:  # a legacy multipath route
-            if route.table == c.TABLE_BALANCE:
-                for hop in route.multipath or ():
-                    out.add((names.get(hop.oif, ""), route.family))
-                if route.oif in names:
-                    out.add((names[route.oif], route.family))
-        return out
+        """In the worker: the links trusted at start-up (startup.py)."""
+        return group_members(self.kernel.observe(), self.kernel.dump_owned())
 
     def _reload(self) -> None:  # SIGHUP
         async def reload() -> None:
@@ -492,7 +447,7 @@ class Daemon:
             self.config,
             observed,
             self.overrides,
-            self._on_loop(self.verdicts)(),
+            self._on_loop(self.probers.verdicts)(),
             capacities=self._on_loop(self.capacity.capacities)(),
         )
         names = {link.index: link.name for link in observed.links}
@@ -509,8 +464,8 @@ class Daemon:
             would.append(f"~ nftables table {c.NFT_FAMILY} {c.NFT_TABLE} (cannot read it: {exc})")
         self.rounds += 1
         if would != self._last_would:
-            log.info("trigger: %s", _summarize(triggers))
-            log.info("decision: %s", _decision(desired))
+            log.info("trigger: %s", round_log.summarize(triggers))
+            log.info("decision: %s", round_log.decision(desired))
             for line in would:
                 log.info("dry run, would: %s", line)
             log.info("round %d: dry run, would make %d changes, made none", self.rounds, len(would))
@@ -526,50 +481,16 @@ class Daemon:
         link's prober exists (and keeps it out until it answers) from its first round.
         """
         observed = replace(observed, manager=self.manager)
-        self._sync_probers(observed)
+        self.probers.sync(self.config, observed)
         managed = {link.index for link, _entry in managed_links(self.config, observed)}
         before = self.holds
         adjusted, self.holds = hold_gateways(
             observed, self.holds, managed, time.monotonic(), self.config.gateway_hold
         )
-        _log_gateways(observed, before, self.holds, self.config.gateway_hold)
+        round_log.log_gateways(observed, before, self.holds, self.config.gateway_hold)
         return adjusted
 
     # --- health probes ------------------------------------------------------------
-
-    def _sync_probers(self, observed: Observed) -> None:
-        wanted = set(probes_wanted(self.config, observed))
-        carried = {(k.link, k.family) for k, p in self.probers.items() if p.health.carries_traffic()}
-        for key in [k for k in self.probers if k not in wanted]:
-            self.probers.pop(key).stop()
-        loop = asyncio.get_running_loop()
-        for key in wanted:
-            if key in self.probers:
-                continue
-            # trusted: in the kernel's group when the daemon started, or judged up by the
-            # prober this one replaces (a reload, a new address): no needless exit
-            trusted = (key.link, key.family) in carried or (key.link, key.family) in self._trusted
-            prober = LinkProber(key, self._health_changed, trusted=trusted, clock=time.monotonic)
-            try:
-                # held: the round that planned it (in the worker) is still writing the link's
-                # table and rule; released when that round is done.  Its task logs as the link's.
-                with link_context(key.link, key.family):
-                    prober.start(loop, held=True)
-                self._held_probers.append(prober)
-            except OSError as exc:
-                log.warning(
-                    "health: cannot probe %s IPv%d: %s", key.link, key.family, exc.strerror or exc,
-                    extra=about(key.link, key.family),
-                )  # fmt: skip
-                continue
-            self.probers[key] = prober
-            log.info(
-                "health: probing %s IPv%d from %s: %s every %g s (%s)",
-                key.link, key.family, key.source, ", ".join(str(t) for t in key.params.targets),
-                key.params.interval, "trusted" if trusted else "kept out until it answers",
-                extra=about(key.link, key.family),
-            )  # fmt: skip
-        self._trusted = set()  # only the first round trusts the kernel's group
 
     def _health_changed(self, prober: LinkProber) -> None:
         last = prober.health.last
@@ -589,14 +510,6 @@ class Daemon:
         with link_context(event.iface, event.family):  # the hooks' own log lines say whose they are
             self.hooks.transition(f"{event.iface}/{event.family}", env)
 
-    def verdicts(self) -> HealthVerdicts:
-        down = {}
-        for key, prober in self.probers.items():
-            if not prober.health.carries_traffic():
-                last = prober.health.last
-                down[(key.link, key.family)] = HealthDown(prober.health.state, last.reason if last else "")
-        return HealthVerdicts(down=down)
-
     def _converge(self) -> tuple[Round, float]:
         """One round, in the worker: the run lock, the kernel, nft, sysctls."""
         self._generation += 1  # before its first write: a scrape that sees one sees a new document
@@ -608,7 +521,7 @@ class Daemon:
                 self.run_dir,
                 overrides=self.overrides,
                 adjust=self._on_loop(self._adjust),
-                verdicts=self._on_loop(self.verdicts),
+                verdicts=self._on_loop(self.probers.verdicts),
                 capacities=self._on_loop(self.capacity.capacities)(),
             )
         return result, (time.perf_counter() - started) * 1000
@@ -622,9 +535,7 @@ class Daemon:
                 return
             result, elapsed_ms = await self._in_worker(self._converge)
         finally:
-            for prober in self._held_probers:
-                prober.release()
-            self._held_probers = []
+            self.probers.release()
         self.rounds += 1
         self._main_has_default = any(d.live for d in result.observed.main_defaults)
         self.figures.rounds += 1
@@ -634,34 +545,7 @@ class Daemon:
         self._last_desired = result.desired
         self._schedule_hold_expiry()
         report = result.report
-        decision = _decision(result.desired)
-        notes = list(result.desired.notes)
-        if report.changed or decision != self._last_decision or notes != self._last_notes:
-            names = {link.index: link.name for link in result.observed.links}
-            log.info("trigger: %s", _summarize(triggers))
-            if decision != self._last_decision:
-                log.info("decision: %s", decision)
-            for note in notes:
-                if note not in self._last_notes:
-                    log.info("note: %s", note)
-            for change in report.sysctls:
-                log.info(
-                    "kernel: ~ sysctl %s %s -> %s", change.path.replace("/", "."), change.old, change.new
-                )
-            for done in report.done:
-                log.info("kernel: %s", op_text(done.op, names))
-            if report.firewall_changed:
-                log.info("kernel: ~ nftables table %s %s", c.NFT_FAMILY, c.NFT_TABLE)
-            log.info("round %d: %d changes in %.1f ms", self.rounds, len(report.done), elapsed_ms)
-        self._last_notes = notes
-        for failed in report.failed:
-            log.warning("kernel refused: %s: %s", failed.op.obj, failed.message or os.strerror(failed.error))
-        for text in report.conflicts:
-            log.warning("conflict: %s", text)
-        for text in report.sysctl_errors:
-            log.warning("sysctl: %s", text)
-        for text in report.firewall_errors:
-            log.warning("%s", text)
+        self._round_log.after(self.rounds, triggers, result, elapsed_ms)
         if report.firewall_errors and not self._firewall_retry:
             # nothing in the kernel will change to wake us: try again on our own
             def retry() -> None:
@@ -670,13 +554,12 @@ class Daemon:
 
             self._firewall_retry = True
             asyncio.get_running_loop().call_later(FIREWALL_RETRY_S, retry)
-        self._last_decision = decision
         self._track_states(result.desired, refused=bool(report.failed))
         pending = 0
         if report.ok and not self._ready:  # the first time: check that the kernel holds the plan
             pending = len(await self._in_worker(lambda: diff(result.desired, self.kernel.dump_owned())))
-        self._sync_problem = _sync_problem(report, pending)
-        line = _status_line(result.desired)
+        self._sync_problem = round_log.sync_problem(report, pending)
+        line = round_log.status_line(result.desired)
         if self._sync_problem:
             line += f" -- not in sync: {self._sync_problem}; retrying"
         self._tell_systemd(status_text(line), in_sync=not self._sync_problem)
@@ -742,22 +625,11 @@ class Daemon:
                 log.debug("capacity sample: %s", exc)
                 continue
             decision = self.capacity.tick(
-                time.monotonic(), self.config, counters, self._probe_replies, self._carries_traffic
+                time.monotonic(), self.config, counters, self.probers.replies, self.probers.carries_traffic
             )
             if decision is not None:
                 log.info("weights: %s", decision.reason)
                 self.post(Resync(f"weights measured: {decision.reason}"))
-
-    def _probe_replies(self, link: str) -> list[RoundTrip]:
-        """The link's recent probe replies, both families' (each target is measured against its
-        own lowest round trip, so an IPv6 target's path is not read as queueing on IPv4's)."""
-        replies = [r for key, prober in self.probers.items() if key.link == link for r in prober.replies]
-        return sorted(replies, key=lambda r: r[0])
-
-    def _carries_traffic(self, link: str) -> bool:
-        """Whether the link's probes say it is up (or it is not probed at all)."""
-        probed = [p for k, p in self.probers.items() if k.link == link]
-        return not probed or any(p.health.carries_traffic() for p in probed)
 
     async def _verify_firewall(self) -> None:
         """Re-read wanhooks' nftables table every FIREWALL_VERIFY_S: rounds trust their last
@@ -846,37 +718,38 @@ class Daemon:
         problem = ifname_problem(name)
         if problem:
             return {"ok": False, "error": problem}
-        from ..config.load import unknown_link  # enable may clear an override of a link no longer configured
-
+        # enable may clear an override of a link no longer configured
         problem = unknown_link(self.config, name) if action in ("disable", "drain") else None
         if problem:
             return {"ok": False, "error": problem}
-        disabled, draining = set(self.overrides.disabled), set(self.overrides.draining)
-        disabled.discard(name)
-        draining.discard(name)
-        if action == "disable":
-            disabled.add(name)
-        elif action == "drain":
-            draining.add(name)
-        elif action != "enable":
-            return {"ok": False, "error": f"unknown link action {action[:20]!r}: disable, drain or enable"}
-        self.overrides = Overrides(disabled=frozenset(disabled), draining=frozenset(draining))
-        await self._in_worker(self._save_overrides, self.overrides)  # fsync: not on the loop
+        try:
+            self.overrides = overrides.applied(self.overrides, action, name)
+        except ValueError as err:
+            return {"ok": False, "error": str(err)}
+        await self._in_worker(overrides.save, self.run_dir, self.overrides)  # fsync: not on the loop
         log.info("admin: link %s %s", action, name)
         self.post(LinkCommand(action=action, name=name))
         return {"ok": True}
 
     async def status_doc(self, *, with_counters: bool = False) -> dict[str, Any]:
         """The status document: the loop's own state copied here, the rest read by the worker."""
-        return await self._in_worker(self._status_build, self._status_inputs(), with_counters)
+        return await self._in_worker(
+            build_status, self.kernel, self.traffic, self._status_inputs(), with_counters
+        )
 
-    def _status_inputs(self) -> _StatusInputs:
+    def _status_inputs(self) -> StatusInputs:
         """On the loop: what only the loop may read (probers, overrides, held gateways)."""
-        health = {(key.link, key.family): self._health_doc(prober) for key, prober in self.probers.items()}
-        return _StatusInputs(
+        watches = self.watcher.watches
+
+        def suspicions(link: str) -> int | None:
+            watch = watches.get(link)
+            return watch.suspicions if watch is not None else None
+
+        health = self.probers.status(suspicions)
+        return StatusInputs(
             config=self.config,
             overrides=self.overrides,
-            verdicts=self.verdicts(),
+            verdicts=self.probers.verdicts(),
             manager=self.manager,
             held=tuple(d for d, _until in self.holds.held.values()),
             held_doc=[
@@ -893,112 +766,6 @@ class Daemon:
             tasks=len(asyncio.all_tasks()),
         )
 
-    def _status_build(self, given: _StatusInputs, with_counters: bool) -> dict[str, Any]:
-        """In the worker: the kernel's part, plan and document."""
-        observed = self.kernel.observe()
-        observed = replace(observed, main_defaults=observed.main_defaults + given.held, manager=given.manager)
-        desired = plan(given.config, observed, given.overrides, given.verdicts, capacities=given.capacities)
-        owned = self.kernel.dump_owned()
-        kind, _note = resolve_group_kind(given.config, observed)
-        doc = status_json(given.config, observed, desired, owned, kind, diff(desired, owned))
-        now = time.monotonic()
-        managed = {link["name"] for link in doc["links"]}  # shares of the WAN traffic, not the LAN's
-        every = self.kernel.link_counters()
-        rates = self.traffic.rates(
-            CounterSnapshot(now, {name: n for name, n in every.items() if name in managed})
-        )
-        for link in doc["links"]:
-            for family in (4, 6):
-                link[f"ipv{family}"]["health"] = given.health.get((link["name"], family))
-            state, since, at_start = given.link_states.get(link["name"], ("", now, False))
-            if state == link["state"]:
-                link["since_s"], link["since_start"] = round(now - since, 1), at_start
-            rate = rates.get(link["name"])
-            if rate is not None:
-                link["traffic"] = {
-                    "share": round(rate.share, 4) if rate.share is not None else None,
-                    "rx_bps": round(rate.rx_bps),
-                    "tx_bps": round(rate.tx_bps),
-                    "window_s": round(rate.window_s, 1),
-                }
-            weighing = given.weighing.get(link["name"])
-            if weighing is not None:
-                link["capacity"] = weighing
-            found = every.get(link["name"]) if with_counters else None
-            if found is not None:  # the metrics' byte counters, from the same dump
-                link["rx_bytes"], link["tx_bytes"] = found.rx_bytes, found.tx_bytes
-        doc["daemon"] = {
-            "pid": os.getpid(),
-            "rounds": given.rounds,
-            "events": given.events,
-            "rss_kib": _rss_kib(),
-            "open_fds": len(os.listdir("/proc/self/fd")),
-            "tasks": given.tasks,
-            "disabled": sorted(given.overrides.disabled),
-            "draining": sorted(given.overrides.draining),
-            "held_gateways": given.held_doc,
-            "weight_changes": [{"ago_s": round(now - at, 1), "why": why} for at, why in given.weight_changes],
-        }
-        return doc
-
-    def _health_doc(self, prober: LinkProber) -> dict[str, Any]:
-        h, params, now = prober.health, prober.key.params, time.monotonic()
-        measured = health_module.window_loss(h, now)
-        watch = self.watcher.watches.get(prober.key.link)
-        return {
-            "state": h.state.value,
-            "since_s": round(now - h.since, 1),
-            "rtt_ms": round(h.rtt * 1000, 1) if h.rtt is not None else None,
-            "loss": round(measured[0], 3) if measured is not None else None,
-            "loss_window_s": params.loss_window,
-            "kind": params.kind.value,
-            "targets": [str(t) for t in params.targets],
-            "interval_s": round(
-                params.burst_interval if h.suspected_since is not None else params.interval, 3
-            ),
-            "suspected": h.suspected_since is not None,
-            "passive_suspicions": watch.suspicions if watch is not None else None,
-            "last_change": h.last.reason if h.last else None,
-        }
-
-    # --- overrides survive a daemon restart (not a reboot: the run dir is tmpfs) ----
-
-    def _load_overrides(self) -> Overrides:
-        try:
-            path = os.path.join(self.run_dir, OVERRIDES_FILE)
-            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), encoding="utf-8") as f:
-                data = json.load(f)
-            return Overrides(
-                disabled=frozenset(n for n in data.get("disabled", []) if not ifname_problem(n)),
-                draining=frozenset(n for n in data.get("draining", []) if not ifname_problem(n)),
-            )
-        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
-            return Overrides()
-
-    def _save_overrides(self, overrides: Overrides) -> None:
-        doc = {"disabled": sorted(overrides.disabled), "draining": sorted(overrides.draining)}
-        write_private(os.path.join(self.run_dir, OVERRIDES_FILE), json.dumps(doc))
-
-
-@dataclass(frozen=True)
-class _StatusInputs:
-    """The loop's state a status document needs, copied on the loop for the worker."""
-
-    config: Config
-    overrides: Overrides
-    verdicts: HealthVerdicts
-    manager: tuple[ManagedDevice, ...]
-    held: tuple[MainDefault, ...]
-    held_doc: list[dict[str, Any]]
-    health: dict[tuple[str, int], dict[str, Any]]
-    link_states: dict[str, tuple[str, float, bool]]
-    capacities: dict[str, float]  # weight: auto's applied values
-    weighing: dict[str, dict[str, Any] | None]  # each auto link's estimate, for status
-    weight_changes: list[tuple[float, str]]
-    rounds: int
-    events: int
-    tasks: int
-
 
 _SOURCE_NAME = re.compile(r"[a-z0-9-]{1,32}")
 KNOWN_SOURCES = frozenset({"nm-dispatcher", "networkd-dispatcher", "manual"})
@@ -1006,78 +773,6 @@ KNOWN_SOURCES = frozenset({"nm-dispatcher", "networkd-dispatcher", "manual"})
 
 def _end_connections_blocking(addresses: tuple[IPAddress, ...]) -> tuple[int, int]:
     return asyncio.run(flush_connections(addresses)), destroy_sockets(addresses)
-
-
-def _decision(desired: Desired) -> str:
-    """Which links carry balanced traffic, per family, and why the others do not."""
-    parts = []
-    for family in (4, 6):
-        members = [f"{lp.name} x{lp.weight}" for lp in desired.links if lp.eligible[family]]
-        out = [f"{lp.name}: {lp.reasons[family]}" for lp in desired.links if not lp.eligible[family]]
-        text = f"IPv{family} balance {', '.join(members) if members else 'none (main table default)'}"
-        parts.append(text + (f" ({'; '.join(out)})" if out else ""))
-    return " | ".join(parts)
-
-
-def _log_gateways(observed: Observed, before: Holds, after: Holds, hold_s: float) -> None:
-    """Each link's learned gateway changing, held over a rebind, back or let go: one line each."""
-
-    def name(ifindex: int) -> str:
-        link = observed.link(ifindex)
-        return link.name if link is not None else f"if{ifindex}"
-
-    for key in sorted(after.held.keys() - before.held.keys()):
-        gateway = after.held[key][0].gateway
-        log.info(
-            "link %s IPv%d: gateway %s gone while carrier and address stay: held for %g s",
-            name(key[0]), key[1], gateway, hold_s, extra=about(name(key[0]), key[1]),
-        )  # fmt: skip
-    for key in sorted(before.held.keys() - after.held.keys()):
-        back = key in after.last_seen
-        log.info(
-            "link %s IPv%d: %s", name(key[0]), key[1],
-            "gateway back, hold ended" if back else f"held gateway {before.held[key][0].gateway} let go",
-            extra=about(name(key[0]), key[1]),
-        )  # fmt: skip
-    for key, default in sorted(after.last_seen.items()):
-        old = before.last_seen.get(key)
-        if old is not None and old.gateway != default.gateway:
-            log.info(
-                "link %s IPv%d: gateway %s -> %s", name(key[0]), key[1], old.gateway, default.gateway,
-                extra=about(name(key[0]), key[1]),
-            )  # fmt: skip
-
-
-def _status_line(desired: Desired) -> str:
-    """systemd's STATUS=: which links carry balanced traffic, and why the others do not."""
-    if not desired.links:
-        return "no managed link: traffic takes the main table's default"
-    balanced = [lp for lp in desired.links if any(lp.eligible.values())]
-    text = f"{len(balanced)} of {len(desired.links)} links balanced"
-    if balanced:
-        text += ": " + " ".join(shown(lp.name, 16) for lp in balanced)
-    out = []
-    for lp in desired.links:
-        if not any(lp.eligible.values()):
-            why = why_not(lp)
-            state = link_state(lp, lp.eligible)
-            out.append(f"{shown(lp.name, 16)} {state}" + (f" ({shown(why, 48)})" if why else ""))
-    return text + ("; " + ", ".join(out) if out else "")
-
-
-def _sync_problem(report: Report, pending: int) -> str:
-    """Why the kernel does not match the plan after a round ("" when it does)."""
-    if report.failed:
-        return f"the kernel refused {len(report.failed)} change(s)"
-    if report.conflicts:
-        return f"{len(report.conflicts)} conflict(s) with another program: {report.conflicts[0]}"
-    if report.firewall_errors:
-        return report.firewall_errors[0]
-    if report.sysctl_errors:
-        return f"sysctl: {report.sysctl_errors[0]}"
-    if pending:
-        return f"{pending} change(s) still to make"
-    return ""
 
 
 def _mode_line(path: str) -> int:
@@ -1116,26 +811,6 @@ def _source_of(event: Event) -> str:
     if isinstance(event, Resync):
         return "resync"
     return "networkmanager"
-
-
-def _rss_kib() -> int:
-    """Resident memory, from /proc/self/status (0 where there is none)."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _summarize(triggers: list[Event]) -> str:
-    if not triggers:
-        return "timer"
-    shown = [describe(e) for e in triggers[:4]]
-    more = f" (+{len(triggers) - 4} more)" if len(triggers) > 4 else ""
-    return ", ".join(shown) + more
 
 
 def run_daemon(
