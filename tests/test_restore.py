@@ -3,14 +3,8 @@ simulated time (no root)."""
 
 from __future__ import annotations
 
-from wanhooks.service.restore import (
-    FIGHT_BACKOFF_MAX_S,
-    FIGHT_LIMIT,
-    FIGHT_QUIET_S,
-    Decision,
-    Restore,
-    RestorePolicy,
-)
+from wanhooks.constants import FIGHT_BACKOFF_MAX_S, FIGHT_LIMIT, FIGHT_QUIET_S
+from wanhooks.service.restore import Decision, Restore, RestorePolicy
 
 PORT = 4242
 

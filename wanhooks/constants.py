@@ -251,3 +251,12 @@ READY_DEADLINE_S = 20.0
 # `systemctl reload` up); the client waits RELOAD_CLIENT_TIMEOUT_S for the answer.
 RELOAD_ROUND_WAIT_S = 10.0
 RELOAD_CLIENT_TIMEOUT_S = 30.0
+
+# --- restore, don't fight (service/restore.py) ----------------------------------
+# Another program deleting wanhooks' objects: restored at once up to FIGHT_LIMIT times in
+# FIGHT_WINDOW_S (a manager's one sweep, an admin's mistake), then with a doubling delay.
+FIGHT_LIMIT = 5
+FIGHT_WINDOW_S = 10.0
+FIGHT_BACKOFF_MIN_S = 1.0
+FIGHT_BACKOFF_MAX_S = 30.0
+FIGHT_QUIET_S = 60.0  # this long without a deletion ends the fight (longer than any wait)

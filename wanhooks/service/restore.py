@@ -15,11 +15,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-FIGHT_LIMIT = 5
-FIGHT_WINDOW_S = 10.0
-FIGHT_BACKOFF_MIN_S = 1.0
-FIGHT_BACKOFF_MAX_S = 30.0
-FIGHT_QUIET_S = 60.0  # this long without a deletion ends the fight (longer than any wait)
+from ..constants import FIGHT_BACKOFF_MAX_S, FIGHT_BACKOFF_MIN_S, FIGHT_LIMIT, FIGHT_QUIET_S, FIGHT_WINDOW_S
 
 
 class Restore(enum.Enum):
