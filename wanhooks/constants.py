@@ -37,7 +37,6 @@ def link_table(ifindex: int) -> int:
 
 # Tables of pinned tiers (router/pins.py): one per tier, just above the per-link block.
 TABLE_TIER_BASE = TABLE_BASE + TABLE_SPAN
-TIER_COUNT = 5  # tiers are 1..5 (config.TIER_MAX)
 
 
 def tier_table(tier: int) -> int:
@@ -96,6 +95,11 @@ PROBE_DNS_QUERY = "."  # dns probes ask for the root's NS: every resolver answer
 # --- tiers -------------------------------------------------------------------
 TIER_MIN = 1  # a link's tier: 1 carries traffic first, TIER_MAX last
 TIER_MAX = 5
+TIER_COUNT = TIER_MAX - TIER_MIN + 1
+
+# --- weights -----------------------------------------------------------------
+WEIGHT_MIN = 1
+WEIGHT_MAX = 256  # a nexthop group member's weight is a u8 holding weight - 1
 METERED_TIER_MIN = 0  # metered_tier 0: NetworkManager's metered flag changes no tier
 
 # --- the kernel's own numbers we refer to ------------------------------------

@@ -5,48 +5,13 @@ Two formats are accepted, told apart by their content, never by file name.
 YAML, the native format (/etc/wanhooks/wanhooks.yaml)::
 
     links:
-      - interface: eth1          # a name, or a glob such as "wl*"
-        weight: 2                # 1..256, default 1
-        gateway: 198.51.100.1    # optional; a list may hold one IPv4 and one IPv6
-        network: 198.51.100.0/24 # optional; same rule
-        tier: 1                  # optional, 1..5: a link carries traffic only while no link of
-                                 # a lower tier can (default 1, or metered_tier when metered)
+      - {interface: eth1, weight: 2, gateway: 198.51.100.1}
       - interface: "wl*"
-        health:                  # optional: this link's own probe settings (same keys as below)
-          targets: [203.0.113.53]
-          silent_targets: 1
-    balance: per-connection      # per-connection | per-destination | per-client
-    group: auto                  # auto | resilient | hash-threshold | legacy
-    mode: daemon                 # daemon: `wanhooks run` follows the links, the hooks nudge it;
-                                 # hooks-only: no resident daemon, each hook applies by itself
-    metered_tier: 2              # 0..5: the tier of a link NetworkManager calls metered
-                                 # and whose entry sets none; 0 ignores the metered flag
-    require_full_connectivity: true  # a captive portal or limited connectivity keeps a link out
-    hooks_dir: /etc/wanhooks/hooks.d # absolute; its executables run on each health change
-    flush_lower_tiers: true      # a returning tier-1 link ends the flows on lower tiers
-    nat: none                    # none | masquerade: NAT what leaves by every managed link
-    sticky: true                 # a connection stays on the link it started on (nftables)
-    resilient:                   # optional, whole seconds: the resilient group's timers
-      idle_timer: 1              # a bucket unused this long moves to a link short of its share
-      unbalanced_timer: 1        # short of it this long: busy buckets move too (0: never)
-                                 # (default 1 and 1 with sticky connections, 5 and 30 without)
-    mss_clamp: false             # clamp forwarded TCP SYNs' MSS to the route MTU (PPPoE, LTE)
-    health:                      # optional: probe settings for every link; each key optional
-      targets: [198.51.100.7, 2001:db8::7]   # addresses to probe; [] probes nothing
-      interval: 0.1              # seconds between probes, more than 0 to 60
-      down_after: 0.8            # seconds of silence before the link fails, more than interval, to 600
-      up_after: 1.0              # seconds of replies before it counts as good again, 0 to 3600
-      hold_down: 5               # seconds it must stay good before it returns, 0 to 86400
-      silent_targets: 2          # how many targets must go silent (default: all of them)
-      enabled: true
-      kind: icmp                 # icmp | tcp (SYN-ACK or RST answers) | dns (any response answers)
-      port: 443                  # tcp / dns only: the port probed (default 443 / 53)
-      query: example.org         # dns only: the name asked for (type NS; default ".")
-      max_rtt: 0.5               # seconds: a smoothed round trip above it fails the link (0: off)
-      max_loss: 20               # percent of probes lost over loss_window that fails it (0: off)
-      loss_window: 10            # seconds, 1 to 3600
-      budget_mb_per_day: 5       # probe traffic a metered or standby link may spend
-      passive: true              # watch the link's counters: unanswered traffic -> fast probes
+    health: {targets: [198.51.100.7, "2001:db8::7"]}
+
+Every key -- its type, limits, default and meaning -- is in config/schema.py,
+which this module takes its key lists and limits from and the manual
+(wanhooks.yaml(5)) is made from.
 
 A link's health keys override the top-level ones, which override the
 defaults (HealthConfig.resolved).  ``watchdog: {test_ips: [...], enabled: ...}``,
@@ -108,6 +73,20 @@ from wanhooks.model import (
 )
 from wanhooks.plan.names import ifname_problem
 
+from . import schema
+from .schema import (
+    BUDGET_MAX_MB,
+    CAPACITY_KEYS,
+    DELEGATED_MIN_LENGTH,
+    GATEWAY_HOLD_MAX_S,
+    HEALTH_SECONDS,
+    NAT_MODES,
+    PIN_PROTOCOLS,
+    PORT_MAX,
+    PROBE_KINDS,
+    WHEN_DOWN,
+)
+
 __all__ = ["ConfigError", "load_config", "parse_config", "to_yaml", "unknown_link"]
 
 # A config is a few hundred bytes; the bound keeps a wrong path (a disk image,
@@ -117,85 +96,24 @@ MAX_CONFIG_BYTES = 1 << 20
 # an address).  The bound stops PyYAML's recursive composer long before
 # Python's recursion limit.
 MAX_DEPTH = 16
-WEIGHT_MIN = 1
-WEIGHT_MAX = 256  # a nexthop group weight is a u8 holding weight - 1
-
-TOP_KEYS = (
-    "links",
-    "balance",
-    "group",
-    "gateway_hold",
-    "health",
-    "watchdog",
-    "metered_tier",
-    "require_full_connectivity",
-    "hooks_dir",
-    "flush_lower_tiers",
-    "nat",
-    "sticky",
-    "mss_clamp",
-    "pins",
-    "nat66",
-    "metrics",
-    "mode",
-    "resilient",
-    "weight",
-)
-RESILIENT_KEYS = ("idle_timer", "unbalanced_timer")
-PIN_KEYS = ("to", "from", "proto", "port", "link", "tier", "when_down")
-PIN_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
+WEIGHT_MIN, WEIGHT_MAX = c.WEIGHT_MIN, c.WEIGHT_MAX
+# Each section's keys come from the schema (config/schema.py), which the manual is made from.
+TOP_KEYS = schema.TOP.names
+RESILIENT_KEYS = schema.RESILIENT.names
+PIN_KEYS = schema.PIN.names
+LINK_KEYS = schema.LINK.names
+WATCHDOG_KEYS = schema.WATCHDOG.names
+HEALTH_KEYS = schema.HEALTH.names
 PORTED_PROTOCOLS = (6, 17, 132)
-WHEN_DOWN = ("fallback", "fail")
-NAT_MODES = ("none", "masquerade")
-GATEWAY_HOLD_MAX = 60.0
-LINK_KEYS = (
-    "interface",
-    "weight",
-    "capacity",
-    "gateway",
-    "network",
-    "health",
-    "tier",
-    "delegated",
-    "tunnel_mark",
-)
-CAPACITY_KEYS = ("down", "up")
 CAPACITY_UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 CAPACITY_MAX_BPS = 1e12
 TUNNEL_MARK_MAX = c.TUNNEL_MARK_MASK  # the sticky byte is wanhooks' own
-DELEGATED_MIN_LENGTH = 16  # shorter would capture others' traffic (::/0 would capture all)
 HOOKS_DIR_MAX = 4096  # PATH_MAX
-WATCHDOG_KEYS = ("test_ips", "enabled")
-HEALTH_KEYS = (
-    "targets", "interval", "down_after", "up_after", "hold_down", "silent_targets", "enabled",
-    "budget_mb_per_day", "kind", "port", "query", "max_rtt", "max_loss", "loss_window", "passive",
-)  # fmt: skip
-PROBE_KINDS = ("icmp", "tcp", "dns")
-PORT_MAX = 65535
 DNS_NAME_MAX = 253  # RFC 1035: 255 octets on the wire
 DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-BUDGET_MAX_MB = 100_000.0
-# The durations of a health section: (most seconds, whether 0 itself is refused).
-HEALTH_SECONDS = {
-    "interval": (60.0, True),
-    "down_after": (600.0, True),
-    "up_after": (3600.0, False),
-    "hold_down": (86400.0, False),
-    "max_rtt": (60.0, False),
-    "loss_window": (3600.0, True),
-}
 # More digits than any list of targets in a 1 MiB file could need; keeps int() small.
 SILENT_TARGETS_DIGITS = 6
-SEED_VARIABLES = (
-    "WANIFACE",
-    "GATEWAYS",
-    "NETWORKS",
-    "WEIGHTS",
-    "TIERS",
-    "TESTIPS",
-    "WATCHDOG",
-    "BALANCE",
-)
+SEED_VARIABLES = schema.COLUMNS.names
 SEED_COLUMNS = ("GATEWAYS", "NETWORKS", "WEIGHTS", "TIERS")
 NOT_GIVEN = "-"  # a seed column that leaves its value out
 SWITCH_WORDS = {
@@ -808,7 +726,7 @@ def _config_from_yaml(text: str, path: str) -> Config:
         elif name == "mode":
             mode = _parse_choice(_yaml_string(value, where, name), RunMode, where, name)
         elif name == "gateway_hold":
-            gateway_hold = _yaml_seconds(value, where, GATEWAY_HOLD_MAX)
+            gateway_hold = _yaml_seconds(value, where, GATEWAY_HOLD_MAX_S)
         elif name == "health":
             health = _yaml_health(value, where)
         elif name == "metered_tier":

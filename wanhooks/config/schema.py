@@ -1,8 +1,8 @@
-"""The configuration's keys as data: each one's type, default and meaning.
+"""The configuration's keys as data: each one's type, limits, default and meaning.
 
-One source for wanhooks.yaml(5) (`python -m wanhooks.manual`); a unit test
-holds it to config/load.py both ways (every key config/load.py accepts is here, and every
-key here is accepted, with its example), so the manual cannot drift from the
+The one source for the keys config/load.py accepts (each section's `names`),
+the limits it enforces (below), and wanhooks.yaml(5) (`python -m wanhooks.manual`);
+a unit test parses every key's example, so the manual cannot drift from the
 parser.  Defaults are read from the model where the model holds them.
 """
 
@@ -12,6 +12,26 @@ from dataclasses import dataclass
 
 from .. import constants as c
 from ..model import HEALTH_DEFAULTS, BalanceMode, Config, GroupKind, RunMode
+
+# --- limits: what the parser enforces and the manual states --------------------
+GATEWAY_HOLD_MAX_S = 60.0
+# The durations of a health section: (most seconds, whether 0 itself is refused).
+HEALTH_SECONDS = {
+    "interval": (60.0, True),
+    "down_after": (600.0, True),
+    "up_after": (3600.0, False),
+    "hold_down": (86400.0, False),
+    "max_rtt": (60.0, False),
+    "loss_window": (3600.0, True),
+}
+BUDGET_MAX_MB = 100_000.0
+PORT_MAX = 65535
+PROBE_KINDS = ("icmp", "tcp", "dns")
+NAT_MODES = ("none", "masquerade")
+WHEN_DOWN = ("fallback", "fail")
+PIN_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
+CAPACITY_KEYS = ("down", "up")
+DELEGATED_MIN_LENGTH = 16  # shorter would capture others' traffic (::/0 would capture all)
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,10 @@ class Section:
     intro: str
     keys: tuple[Key, ...]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(key.name for key in self.keys)
+
 
 def _choices(kind: type[BalanceMode] | type[GroupKind] | type[RunMode]) -> str:
     return " | ".join(member.value for member in kind)
@@ -37,6 +61,21 @@ def _choices(kind: type[BalanceMode] | type[GroupKind] | type[RunMode]) -> str:
 
 def _yes(value: bool) -> str:
     return "true" if value else "false"
+
+
+def _seconds(name: str) -> str:
+    most, zero_refused = HEALTH_SECONDS[name]
+    low = "more than 0" if zero_refused else "0"
+    if name == "down_after":
+        low = "more than interval"
+    return f"seconds, {low}, at most {most:g}" if zero_refused else f"seconds, {low} to {most:g}"
+
+
+_WEIGHT = f"whole number {c.WEIGHT_MIN} to {c.WEIGHT_MAX}, or auto"
+
+
+def _one_of(choices: tuple[str, ...] | dict[str, int]) -> str:
+    return " | ".join(choices)
 
 
 TOP = Section(
@@ -66,7 +105,7 @@ TOP = Section(
             "nothing. hooks-only: no resident daemon; each dispatcher hook runs a one-shot apply "
             "itself (no health probes, no link overrides).",
             "hooks-only"),
-        Key("gateway_hold", "seconds, 0 to 60", f"{Config.gateway_hold:g}",
+        Key("gateway_hold", f"seconds, 0 to {GATEWAY_HOLD_MAX_S:g}", f"{Config.gateway_hold:g}",
             "How long a gateway that vanished while carrier and address stay (a DHCP rebind, "
             "`nmcli device reapply`) is kept before the link leaves the balance.",
             "3"),
@@ -97,7 +136,7 @@ TOP = Section(
             "When a tier-1 link returns, end the connections still on lower tiers, so they move off "
             "the metered link (pinned ones stay).",
             "false"),
-        Key("nat", "none | masquerade", Config.nat,
+        Key("nat", _one_of(NAT_MODES), Config.nat,
             "masquerade: NAT what leaves by every managed link that has an address, whatever its "
             "health, in wanhooks' own nftables table (inet wanhooks).",
             "masquerade"),
@@ -105,7 +144,7 @@ TOP = Section(
             "A connection stays on the link it started on, or arrived by: its conntrack mark (the "
             "top byte, 0xff000000) and an fwmark rule keep it there whatever the balance group does.",
             "false"),
-        Key("weight", "whole number 1 to 256, or auto", "1",
+        Key("weight", _WEIGHT, "1",
             "The weight of every link that gives none of its own.",
             "auto"),
         Key("resilient", "mapping (see RESILIENT GROUP TIMERS)", "chosen by sticky",
@@ -140,7 +179,7 @@ LINK = Section(
             "whose names are ASCII letters, digits and . _ - + @ are managed; another one a glob "
             "matches is left alone, with a note.",
             "eth1"),
-        Key("weight", "whole number 1 to 256, or auto", "the top-level weight, else 1",
+        Key("weight", _WEIGHT, "the top-level weight, else 1",
             "The link's share of new connections: weights 1, 2, 1 send half to the second link. "
             "auto: the daemon measures the link's capacity from its own traffic (the rate it "
             "carries while the probes' round trip shows a queue) and weighs it by that, a change at "
@@ -164,7 +203,7 @@ LINK = Section(
         Key("tier", f"whole number {c.TIER_MIN} to {c.TIER_MAX}", "1, or metered_tier when metered",
             "Only the best tier with a usable link carries traffic: a tier-2 link is a standby.",
             "2"),
-        Key("delegated", "IPv6 prefix or list, /16 to /64", "none",
+        Key("delegated", f"IPv6 prefix or list, /{DELEGATED_MIN_LENGTH} to /64", "none",
             "What this ISP's DHCPv6 prefix delegation gave the LAN: traffic from it leaves by this "
             "link (from <prefix> lookup <its table>). Prefixes may not overlap between links.",
             "\"2001:db8:1100::/56\""),
@@ -197,13 +236,13 @@ HEALTH = Section(
             "What to probe, bound to the link tested (its device and address); each family is "
             "judged on its own. [] probes nothing.",
             "[198.51.100.7, \"2001:db8::7\"]"),
-        Key("interval", "seconds, more than 0, at most 60", _health_default("interval"),
+        Key("interval", _seconds("interval"), _health_default("interval"),
             "Between probes to each target.", "0.5"),
-        Key("down_after", "seconds, more than interval, at most 600", _health_default("down_after"),
+        Key("down_after", _seconds("down_after"), _health_default("down_after"),
             "No reply from the targets for this long: the link fails.", "2"),
-        Key("up_after", "seconds, 0 to 3600", _health_default("up_after"),
+        Key("up_after", _seconds("up_after"), _health_default("up_after"),
             "A new link must answer this long before it takes traffic.", "2"),
-        Key("hold_down", "seconds, 0 to 86400", _health_default("hold_down"),
+        Key("hold_down", _seconds("hold_down"), _health_default("hold_down"),
             "A failed link must answer this long before it returns; one that flaps never does "
             "until it is stable.", "30"),
         Key("silent_targets", "whole number, 1 up to the number of targets", "all of them",
@@ -213,19 +252,19 @@ HEALTH = Section(
         Key("budget_mb_per_day", "megabytes, more than 0", _health_default("budget_mb_per_day"),
             "Probe traffic a day allowed on a metered or standby (tier 2 and up) link: steady "
             "heartbeats, and fast bursts when one goes unanswered.", "10"),
-        Key("kind", "icmp | tcp | dns", _health_default("kind"),
+        Key("kind", _one_of(PROBE_KINDS), _health_default("kind"),
             "icmp: an echo. tcp: a connection attempt to port (a SYN-ACK or a RST answers). dns: a "
             "query for query to port (any response with its id answers).", "tcp"),
-        Key("port", "1 to 65535 (tcp and dns only)", "443 (tcp), 53 (dns)",
+        Key("port", f"1 to {PORT_MAX} (tcp and dns only)", "443 (tcp), 53 (dns)",
             "The port probed.", "8443"),
         Key("query", "domain name (dns only)", f"\"{HEALTH_DEFAULTS.query}\" (type NS)",
             "The name asked for.", "example.org"),
-        Key("max_rtt", "seconds, 0 to 60", f"{_health_default('max_rtt')} (off)",
+        Key("max_rtt", _seconds("max_rtt"), f"{_health_default('max_rtt')} (off)",
             "A smoothed round trip above it fails the link.", "0.5"),
         Key("max_loss", "percent, 0 to 100", f"{_health_default('max_loss')} (off)",
             "The share of probes lost over loss_window that fails the link (counted once 10 or more "
             "probes are old enough to judge).", "20"),
-        Key("loss_window", "seconds, more than 0, at most 3600", _health_default("loss_window"),
+        Key("loss_window", _seconds("loss_window"), _health_default("loss_window"),
             "The window max_loss is counted over.", "30"),
         Key("passive", "true | false", _health_default("passive"),
             "On a budgeted link, watch the kernel's packet counters: traffic sent and nothing "
@@ -245,7 +284,7 @@ PIN = Section(
             "Destinations.", "[203.0.113.0/24]"),
         Key("from", "address or prefix, or a list, either family", "any",
             "Sources: LAN clients. An address pins only its own family.", "192.168.1.50"),
-        Key("proto", "tcp | udp | sctp | icmp | icmpv6", "any", "The IP protocol.", "udp"),
+        Key("proto", _one_of(PIN_PROTOCOLS), "any", "The IP protocol.", "udp"),
         Key("port", "port or range such as 5060-5061 (needs tcp, udp or sctp)", "any",
             "Destination ports.", "\"5060-5061\""),
         Key("link", "interface name or glob", "none",
@@ -253,7 +292,7 @@ PIN = Section(
             "carry pinned traffic, a failed, disabled or draining one may not.", "eth0"),
         Key("tier", f"whole number {c.TIER_MIN} to {c.TIER_MAX}", "none",
             "That tier's links, weighted, through a table of their own.", "2"),
-        Key("when_down", "fallback | fail", "fallback",
+        Key("when_down", _one_of(WHEN_DOWN), "fallback",
             "When the target cannot carry traffic. fallback: the pin's rule is withdrawn and its "
             "traffic takes the balance. fail: an unreachable rule, so clients get an error at once.",
             "fail"),
@@ -306,8 +345,10 @@ COLUMNS = Section(
         Key("WANIFACE", "interface names or globs", "(required)", "One column per link.", "\"eth0\""),
         Key("GATEWAYS", "an address per column, or -", "learned", "As a link's gateway.", "\"192.0.2.1\""),
         Key("NETWORKS", "a prefix per column, or -", "learned", "As a link's network.", "\"192.0.2.0/24\""),
-        Key("WEIGHTS", "a weight per column (1 to 256), or -", "1", "As a link's weight.", "\"2\""),
-        Key("TIERS", "a tier per column (1 to 5), or -", "1", "As a link's tier.", "\"2\""),
+        Key("WEIGHTS", f"a weight per column ({c.WEIGHT_MIN} to {c.WEIGHT_MAX}), or -", "1",
+            "As a link's weight.", "\"2\""),
+        Key("TIERS", f"a tier per column ({c.TIER_MIN} to {c.TIER_MAX}), or -", "1",
+            "As a link's tier.", "\"2\""),
         Key("TESTIPS", "addresses", "none", "The watchdog's targets: the health targets.",
             "\"198.51.100.7\""),
         Key("WATCHDOG", "yes | no (1/0, true/false, on/off)", "yes when TESTIPS are given",

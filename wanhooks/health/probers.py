@@ -16,14 +16,15 @@ from ..plan.planner import probes_wanted
 from ..plan.verdicts import HealthDown, HealthVerdicts
 from . import machine
 from .machine import ProbeKey
-from .probes import LinkProber, RoundTrip
+from .probes import TRANSPORTS, LinkProber, RoundTrip, Transports
 
 log = logging.getLogger("wanhooks")
 
 
 class Probers:
-    def __init__(self, on_change: Callable[[LinkProber], None]) -> None:
+    def __init__(self, on_change: Callable[[LinkProber], None], transports: Transports = TRANSPORTS) -> None:
         self._on_change = on_change  # a prober's health changed state
+        self._transports = transports  # sockets; a test's scripted answers
         self.by_key: dict[ProbeKey, LinkProber] = {}
         self.held: list[LinkProber] = []  # started by the round in progress: released after it
         self.trusted: set[tuple[str, int]] = set()  # start-up trust (service/startup.py), first round only
@@ -49,7 +50,9 @@ class Probers:
         self.trusted = set()  # only the first round trusts the kernel's group
 
     def _start(self, key: ProbeKey, trusted: bool) -> LinkProber | None:
-        prober = LinkProber(key, self._on_change, trusted=trusted, clock=time.monotonic)
+        prober = LinkProber(
+            key, self._on_change, trusted=trusted, clock=time.monotonic, transports=self._transports
+        )
         try:
             with link_context(key.link, key.family):  # its task logs as the link's
                 prober.start(asyncio.get_running_loop(), held=True)

@@ -25,7 +25,8 @@ import os
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from ..model import IPAddress
 from . import machine as health
@@ -233,8 +234,19 @@ def _wake_up(nap: asyncio.Future[bool]) -> None:
         nap.set_result(False)
 
 
-Transport = IcmpTransport | TcpTransport | DnsTransport
-TRANSPORTS: dict[Kind, type[Transport]] = {
+class Transport(Protocol):
+    """How a prober's echoes leave and its answers come back: a socket, or a test's script."""
+
+    extra_tx: int  # packets beyond one per probe (the passive watch counts ours)
+
+    def send(self, target: IPAddress, seq: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# kind -> the transport for it, made with (key, loop, on_reply)
+Transports = Mapping[Kind, Callable[[ProbeKey, asyncio.AbstractEventLoop, Reply], Transport]]
+TRANSPORTS: Transports = {
     Kind.ICMP: IcmpTransport,
     Kind.TCP: TcpTransport,
     Kind.DNS: DnsTransport,
@@ -249,8 +261,10 @@ class LinkProber:
         *,
         trusted: bool,
         clock: Callable[[], float],
+        transports: Transports = TRANSPORTS,
     ) -> None:
         self.key = key
+        self._transports = transports
         self._on_change = on_change
         self._clock = clock
         self.health: Health = health.start(key.params, clock(), trusted=trusted)
@@ -269,7 +283,7 @@ class LinkProber:
         """Open the transport and start probing; `held`: the first probe waits for release()
         (the daemon's round that is building this link's table and rule: a probe sent
         before them has no route, and would count as lost)."""
-        self._transport = TRANSPORTS[self.key.params.kind](self.key, loop, self._replied)
+        self._transport = self._transports[self.key.params.kind](self.key, loop, self._replied)
         self._released = loop.create_future()
         if not held:
             self._released.set_result(None)

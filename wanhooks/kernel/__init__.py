@@ -49,3 +49,15 @@ class Kernel(Protocol):
     def write_firewall(self, text: str) -> None:
         """Replace wanhooks' nftables table with text ("" removes it), atomically."""
         ...
+
+    def verify_firewall(self) -> bool:
+        """Re-read wanhooks' nftables table; False when it is not what was last read or
+        written (another program changed or removed it).  True where there is no nftables."""
+        ...
+
+    @property
+    def portid(self) -> int:
+        """Netlink port id of the writes (the daemon tells its own echoes from others')."""
+        ...
+
+    def close(self) -> None: ...

@@ -35,6 +35,8 @@ from ..model import (
 )
 from ..router import nft
 
+FAKE_PORTID = 4242  # the fake's "netlink port": deletions by any other port are someone else's
+
 
 @dataclass
 class FakeKernel:
@@ -70,6 +72,16 @@ class FakeKernel:
             raise nft.NftError(self.firewall_error)
         self.firewall = text
         self.firewall_writes.append(text)
+
+    def verify_firewall(self) -> bool:
+        return not self.firewall_writes or self.firewall == self.firewall_writes[-1]
+
+    @property
+    def portid(self) -> int:
+        return FAKE_PORTID
+
+    def close(self) -> None:
+        pass
 
     def dump_owned(self) -> Owned:
         mine = RTPROT_WANHOOKS

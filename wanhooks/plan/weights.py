@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from ..constants import WEIGHT_MAX as KERNEL_WEIGHT_MAX
 from ..model import LinkConfig
 
-KERNEL_WEIGHT_MAX = 256  # a nexthop group member's weight is a u8 holding weight - 1
 FIXED_UNIT_BPS = 1e6  # beside auto links, weight N counts as N Mbit/s
 UNKNOWN_BPS = 1e6  # no measurement, no hint, no fixed link to compare with: all alike
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from .. import constants as c
 from ..kernel import Kernel
 from ..model import Config, Desired, Observed, Overrides
 from ..plan.planner import NO_OVERRIDES, NO_VERDICTS, plan
 from ..plan.verdicts import HealthVerdicts
 from ..router import nft
-from .diff import Report, reconcile
+from .diff import Report, diff, reconcile
+from .render import op_text
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,22 @@ def _nat_in_place(kernel: Kernel) -> dict[int, frozenset[str]]:
     except (nft.NftError, OSError):
         return {4: frozenset(), 6: frozenset()}
     return {4: now.nat, 6: now.nat66}
+
+
+def would_change(desired: Desired, observed: Observed, kernel: Kernel) -> list[str]:
+    """What a round would change to make the kernel hold desired (planned from observed),
+    one line each, changing nothing (`wanhooks run --dry-run`)."""
+    names = {link.index: link.name for link in observed.links}
+    would = [op_text(op, names) for op in diff(desired, kernel.dump_owned())]
+    would += [
+        f"~ sysctl {knob.path.replace('/', '.')} = {knob.value}"
+        for knob in sorted(desired.sysctls, key=lambda k: k.path)
+        if kernel.read_sysctl(knob.path) != knob.value
+    ]
+    table = f"~ nftables table {c.NFT_FAMILY} {c.NFT_TABLE}"
+    try:
+        if nft.digest_of(nft.render(desired.firewall)) != kernel.read_firewall().digest:
+            would.append(table)
+    except nft.NftError as exc:
+        would.append(f"{table} (cannot read it: {exc})")
+    return would

@@ -14,12 +14,11 @@ next round, and a lost notification (ENOBUFS) costs one full round.
 
 Two threads.  The event loop only listens (sources, probes, the control
 socket) and decides; everything that waits on the kernel or the disk -- the
-run lock, netlink dumps and writes, `nft`, sysctls, conntrack flushes, the
-status document, config parsing -- runs in one worker thread (the kernel
-worker: one at a time, in order, so the netlink socket has one user).  A
-round's few questions for the loop's own state (held gateways, probers,
-verdicts) are asked on the loop.  So a control ping is answered at once
-whatever a round, an `nft` or a metrics scrape is doing.
+run lock, netlink dumps and writes, `nft`, sysctls, the status document --
+runs in the kernel worker (worker.py), one call at a time.  A round's few
+questions for the loop's own state (held gateways, probers, verdicts) are
+asked on the loop.  So a control ping is answered at once whatever a round,
+an `nft` or a metrics scrape is doing.
 
 The only memory between rounds: gateways held over a DHCP rebind
 (plan/holdover.py), the admin's link overrides, and the last decision (to log
@@ -27,78 +26,65 @@ changes, not repetitions).  SIGTERM leaves routing in place (a restart must
 not drop traffic); SIGHUP, or the control op `reload`, re-reads the config and
 keeps the old one if the new one is bad.
 
-Under systemd (Type=notify, service/sd_notify.py): READY=1 once a round has made the
-kernel match the plan (or after READY_DEADLINE_S anyway, saying what failed),
-a one-line STATUS= whenever a round changes it, WATCHDOG=1 from the event loop
-itself (a stuck loop is restarted), RELOADING=1 ... READY=1 around a reload,
-STOPPING=1 on SIGTERM.
+The parts, each with one idea: what the daemon talks to (surroundings.py:
+the real host, or a fake kernel and scripted sources in a test), what
+systemd hears (readiness.py), the restore policy (restore.py), start-up
+trust (startup.py), the probers (health/probers.py), the admin's overrides
+(overrides.py), what control requests mean (requests.py), the round's log
+lines (round_log.py) and the status document (observe/status_doc.py).  The
+daemon itself is the loop that joins them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import logging
 import os
 import re
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 from .. import constants as c
-from ..config.load import ConfigError, load_config, unknown_link
+from ..config.load import ConfigError, load_config
 from ..events import Event, HealthChanged, HookNotified, KernelChanged, LinkCommand, Resync, describe
 from ..health import capacity_watch
 from ..health.capacity_watch import CapacityWatch
 from ..health.passive_watch import PassiveWatcher
 from ..health.probers import Probers
 from ..health.probes import LinkProber
-from ..kernel.linux import LinuxKernel
 from ..model import Config, Desired, IPAddress, ManagedDevice, Observed, RunMode
 from ..observe import metrics
+from ..observe.link_states import LinkStates
 from ..observe.log_format import about, link_context
 from ..observe.log_format import handler as log_handler
-from ..observe.status import link_state, why_not
 from ..observe.status_doc import StatusInputs, build_status
 from ..observe.traffic_share import CounterSnapshot, TrafficWindow
 from ..plan.holdover import Holds, hold_gateways
-from ..plan.names import ifname_problem, shown
 from ..plan.planner import connections_to_end, managed_links, plan
 from ..plan.verdicts import Exclusion
 from ..reconcile.diff import cleanup, diff
-from ..reconcile.render import op_text
-from ..reconcile.round import Round, converge
-from ..router import nft
-from ..router.flush import destroy_sockets, flush_connections
-from ..sources.networkmanager import NetworkManagerSource
-from ..sources.rtnetlink import RtnetlinkSource, who
-from . import overrides, round_log
+from ..reconcile.round import Round, converge, would_change
+from ..router.nft import NftError
+from ..sources.rtnetlink import who
+from . import overrides, requests, round_log, surroundings
 from .control import ControlServer, daemon_running
 from .lock import RunDirError, hold_daemon_lock, run_lock
+from .readiness import Readiness
 from .restore import Restore, RestorePolicy
 from .sd_notify import Notifier, status_text
 from .startup import group_members
+from .surroundings import Surroundings
 from .tasks import Background
 from .transition_hooks import HookRunner
+from .worker import KernelWorker
 
 log = logging.getLogger("wanhooks")
-T = TypeVar("T")
 
 DEFAULT_DEBOUNCE_S = 0.005
 FIREWALL_RETRY_S = 5.0  # after nft failed: often enough to heal, rarely enough not to spin
-HOOK_ACTIONS = frozenset(
-    {
-        # NetworkManager dispatcher
-        "up", "down", "dhcp4-change", "dhcp6-change", "connectivity-change", "reapply",
-        # networkd-dispatcher states
-        "routable", "degraded", "carrier", "no-carrier", "off", "configured", "configuring",
-        # anyone
-        "changed",
-    }
-)  # fmt: skip
 
 
 class Daemon:
@@ -111,59 +97,47 @@ class Daemon:
         debounce_s: float = DEFAULT_DEBOUNCE_S,
         dry_run: bool = False,
         notifier: Notifier | None = None,
+        around: Surroundings | None = None,
     ) -> None:
-        self.config_path = config_path
-        self.dry_run = dry_run
-        self._last_would: list[str] | None = None
-        self.run_dir = run_dir
-        self.cleanup_on_exit = cleanup_on_exit
-        self.debounce_s = debounce_s
+        self.config_path, self.run_dir = config_path, run_dir
+        self.cleanup_on_exit, self.debounce_s, self.dry_run = cleanup_on_exit, debounce_s, dry_run
         self.config: Config = _daemon_config(load_config(config_path))  # a bad one stops us before anything
-        # systemd's notify socket (a no-op without one): readiness, status, watchdog, reloads
-        self.notifier = notifier if notifier is not None else Notifier(None)
-        self._ready = False  # READY=1 sent
-        self._last_status = ""  # the last STATUS= sent
-        self._sync_problem = "no round has finished yet"  # why the kernel does not match the plan
+        self.around = around if around is not None else surroundings.linux()
+        self.kernel = self.around.kernel  # the kernel worker's alone (see the theory of operation)
+        self.worker = KernelWorker()
+        self.systemd = Readiness(notifier if notifier is not None else Notifier(None))
+        # events in, rounds out
+        self.events = self.rounds = 0  # since start (status: leaks show against them)
+        self._pending: list[Event] = []
+        self._dirty, self._stop = asyncio.Event(), asyncio.Event()
         self._round_waiters: list[asyncio.Future[None]] = []  # resolved when the next round is done
-        self._reload_lock = asyncio.Lock()  # one reload at a time: RELOADING=1 ... READY=1 pairs
-        # the kernel worker's own: used by that thread alone (see the theory of operation)
-        self.kernel = LinuxKernel()
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wanhooks-kernel")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # the passive watch's counters, every 50 ms on the loop: its own socket (one link dump,
-        # ~0.1 ms) so it never waits behind a round
-        self._counters_kernel = LinuxKernel()
-        self._main_has_default = True  # as the last round saw main (restore, don't fight)
-        self._daemon_lock: int | None = None
+        self._tasks = Background(self._task_failed)  # connection flushes, restorer lookups, reloads
+        # the daemon's own memory between rounds
+        self.overrides = overrides.load(run_dir)
+        self.holds = Holds()
+        self.manager: tuple[ManagedDevice, ...] = ()
+        self._last_desired: Desired | None = None
+        self._last_would: list[str] | None = None  # --dry-run: what the last round would have done
+        self._round_log = round_log.RoundLog()  # what the last round said: changes are logged, not repeats
+        # others deleting wanhooks' objects: restore, don't fight (restore.py)
+        self._restore = RestorePolicy()
+        self._main_has_default = True  # as the last round saw main
+        self._restore_timer: asyncio.TimerHandle | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._firewall_retry = False  # a retry of a failed nftables write is scheduled
+        # health and weights, on the loop
+        self.probers = Probers(self._health_changed, self.around.transports)
+        self.watcher = PassiveWatcher(lambda: self.probers.by_key, self.around.counters.link_counters)
+        self.capacity = CapacityWatch()  # weight: auto
+        self.hooks = HookRunner(self.config.hooks_dir)  # coalesced per link and family, capped
+        # observability: status, metrics
+        self.traffic = TrafficWindow(c.TRAFFIC_WINDOW_S, c.TRAFFIC_SAMPLE_S)  # the worker's
+        self.link_states = LinkStates()
+        self.figures = metrics.Figures()
         # a scrape's status document: (when, generation, document); any event or round makes a
         # new generation, so the cache only spares rebuilding what cannot have changed
         self._metrics_cache: tuple[float, int, dict[str, Any]] | None = None
         self._generation = 0
-        self.overrides = overrides.load(run_dir)
-        self.hooks = HookRunner(self.config.hooks_dir)  # coalesced per link and family, capped
-        self.holds = Holds()
-        self.manager: tuple[ManagedDevice, ...] = ()
-        self.probers = Probers(self._health_changed)
-        self.watcher = PassiveWatcher(lambda: self.probers.by_key, self._counters_kernel.link_counters)
-        self._last_desired: Desired | None = None
-        self._tasks = Background(self._task_failed)  # connection flushes, restorer lookups
-        self.rounds = 0
-        self._pending: list[Event] = []
-        self._dirty = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._round_log = round_log.RoundLog()  # what the last round said: changes are logged, not repeats
-        self._firewall_retry = False  # a retry of a failed nftables write is scheduled
-        self.events = 0  # every event posted since start (status: leaks show against it)
-        self.figures = metrics.Figures()
-        # others deleting wanhooks' objects: restore, don't fight (restore.py)
-        self._restore = RestorePolicy()
-        self._restore_timer: asyncio.TimerHandle | None = None
-        self._hold_timer: asyncio.TimerHandle | None = None
-        # status: each link's bytes over the last minute, and since when it is in its state
-        self.traffic = TrafficWindow(c.TRAFFIC_WINDOW_S, c.TRAFFIC_SAMPLE_S)
-        # name -> (state, since: monotonic, seen so at our first round: it may be older)
-        self.link_states: dict[str, tuple[str, float, bool]] = {}
-        self.capacity = CapacityWatch()  # weight: auto (on the loop)
 
     # --- events --------------------------------------------------------------
 
@@ -221,183 +195,106 @@ class Daemon:
     # --- life cycle ------------------------------------------------------------
 
     async def run(self) -> int:
-        loop = self._loop = asyncio.get_running_loop()
         try:
-            self._daemon_lock = hold_daemon_lock(self.run_dir)
+            lock = hold_daemon_lock(self.run_dir)
         except RunDirError as err:
             log.error("wanhooks: %s", err)
             return 1
-        if self._daemon_lock is None or daemon_running(self.run_dir):  # (an older one has no lock)
+        if lock is None or daemon_running(self.run_dir):  # (an older one has no lock)
             log.error("another wanhooks daemon runs on %s: not starting a second one", self.run_dir)
-            if self._daemon_lock is not None:
-                os.close(self._daemon_lock)
+            if lock is not None:
+                os.close(lock)
             return 1
         try:
-            return await self._run(loop)
+            return await self._run()
         finally:
-            os.close(self._daemon_lock)
+            os.close(lock)
 
-    async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
-        for sig, handler in (
-            (signal.SIGTERM, self._stopping),
-            (signal.SIGINT, self._stopping),
-            (signal.SIGHUP, self._reload),
-        ):
+    async def _run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)):
             loop.add_signal_handler(sig, handler)
-        source = RtnetlinkSource(self.post, self.kernel.portid)
-        source.start(loop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_quietly()))
+        sources = self.around.sources(self.post, self._manager_view, self.kernel.portid)
+        tasks = [asyncio.create_task(source.run()) for source in sources]
+        await asyncio.sleep(0)  # the sources listen before the first round looks
         server = ControlServer(self.run_dir, self._handle)
         await server.start()
-        manager = asyncio.create_task(NetworkManagerSource(self.post, self._manager_view).run())
         log.info(
             "started: config %s, %d link entries, run dir %s, pid %d",
             self.config.path, len(self.config.links), self.run_dir, os.getpid(),
         )  # fmt: skip
         if self.config.metrics is not None:
             metrics.serve(self.config.metrics, lambda: self._metrics_doc(loop), self.figures)
-        self.probers.trusted = await self._in_worker(self._kernel_group_members)
+        self.probers.trusted = await self.worker.run(self._kernel_group_members)
         self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
-        worker = asyncio.create_task(self._reconciler())
-        watcher = asyncio.create_task(self.watcher.run())
-        sampler = asyncio.create_task(self._sample_traffic())
-        verifier = asyncio.create_task(self._verify_firewall())
-        weigher = asyncio.create_task(self._watch_capacity())
-        tasks = [worker, watcher, sampler, verifier, manager, weigher]
-        interval = self.notifier.watchdog_interval
+        loops = [self._reconciler(), self.watcher.run(), self._sample_traffic(), self._verify_firewall()]
+        loops.append(self._watch_capacity())
+        interval = self.systemd.notifier.watchdog_interval
         if interval is not None:
-            tasks.append(asyncio.create_task(self._feed_watchdog(interval)))
-        ready_deadline = loop.call_later(c.READY_DEADLINE_S, self._ready_anyway)
+            loops.append(self.systemd.feed_watchdog(interval))
+        tasks += [asyncio.create_task(each) for each in loops]
+        ready_deadline = loop.call_later(c.READY_DEADLINE_S, self.systemd.anyway)
         await self._stop.wait()
         ready_deadline.cancel()
+        await self._shut_down(tasks, server)
+        return 0
+
+    async def _shut_down(self, tasks: list[asyncio.Task[None]], server: ControlServer) -> None:
         for task in tasks:
             task.cancel()
         # a round in the worker finishes (a half-made round is what kill -9 is for)
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._in_worker(lambda: None)  # whatever the worker had in hand is done
+        await self.worker.run(lambda: None)  # whatever the worker had in hand is done
         self.probers.stop()
-        source.stop(loop)
         await server.stop()
         await self.hooks.close()
         if self.cleanup_on_exit:
-            report = await self._in_worker(self._cleanup)
+            report = await self.worker.run(self._cleanup)
             log.info(
                 "stopped: removed wanhooks' routing (%d changes)", len(report.done) + len(report.sysctls)
             )
         else:
             log.info("stopped: routing left in place (wanhooks cleanup removes it)")
-        await self._in_worker(self.kernel.close)
-        self._worker.shutdown()
-        self._counters_kernel.close()
-        return 0
+        await self.worker.run(self.kernel.close)
+        self.worker.close()
+        self.around.counters.close()
 
-    def _stopping(self) -> None:
+    def stop(self) -> None:
+        """SIGTERM: stop after the round in hand; routing stays."""
         if not self._stop.is_set():
-            self.notifier.notify("STOPPING=1", "STATUS=stopping")
+            self.systemd.stopping()
         self._stop.set()
-
-    # --- systemd: readiness, status, watchdog ----------------------------------------
-
-    async def _feed_watchdog(self, interval: float) -> None:
-        """WATCHDOG=1 every interval, sent by the event loop itself: a loop that is stuck (or a
-        process that is stopped) sends none, and systemd restarts the service."""
-        while True:
-            self.notifier.notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
-
-    def _tell_systemd(self, status: str, in_sync: bool) -> None:
-        """After a round: READY=1 the first time the kernel matches the plan; STATUS= when it
-        changed."""
-        lines = []
-        if in_sync and not self._ready:
-            self._ready = True
-            lines.append("READY=1")
-            log.info("ready: the kernel matches the plan (%s)", status)
-        if status != self._last_status:
-            self._last_status = status
-            lines.append(f"STATUS={status}")
-        if lines:
-            self.notifier.notify(*lines)
-
-    def _ready_anyway(self) -> None:
-        """READY_DEADLINE_S after start-up and still not in sync: ready all the same (the
-        daemon keeps retrying, answers and follows the links), saying what failed."""
-        if self._ready:
-            return
-        log.warning(
-            "not in sync with the plan %g s after start-up: %s; telling systemd the service is up "
-            "anyway, rounds keep retrying", c.READY_DEADLINE_S, self._sync_problem,
-        )  # fmt: skip
-        self._ready = True
-        self._last_status = status_text(f"up, not in sync: {self._sync_problem}; retrying")
-        self.notifier.notify("READY=1", f"STATUS={self._last_status}")
 
     def _cleanup(self) -> Any:
         with run_lock(self.run_dir):
             return cleanup(self.kernel, self.run_dir)
 
-    # --- the kernel worker ---------------------------------------------------------
-
-    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        """fn(*args) in the kernel worker; the loop goes on meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
-
-    def _on_loop(self, fn: Callable[..., T]) -> Callable[..., T]:
-        """For the worker: fn run on the event loop (the owner of what it reads), waited for.
-        The loop never waits for the worker but through `await`, so this cannot deadlock."""
-        loop = self._loop
-        assert loop is not None
-
-        def call(*args: Any) -> T:
-            done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-            def run() -> None:
-                try:
-                    done.set_result(fn(*args))
-                except BaseException as exc:  # handed to the worker, which raises it
-                    done.set_exception(exc)
-
-            loop.call_soon_threadsafe(run)
-            return done.result()
-
-        return call
-
     def _kernel_group_members(self) -> set[tuple[str, int]]:
         """In the worker: the links trusted at start-up (startup.py)."""
         return group_members(self.kernel.observe(), self.kernel.dump_owned())
 
-    def _reload(self) -> None:  # SIGHUP
-        async def reload() -> None:
-            await self.reload()
+    # --- reload ------------------------------------------------------------------
 
-        self._spawn(reload())
+    async def _reload_quietly(self) -> None:  # SIGHUP: the answer is in the log
+        await self.reload()
 
     async def reload(self) -> dict[str, Any]:
         """SIGHUP and the control op `reload`: re-read the config, and answer once the first
         round with it has run (or RELOAD_ROUND_WAIT_S passed).  A bad config is refused and the
-        running one stays.  systemd hears RELOADING=1 before and READY=1 after."""
-        async with self._reload_lock:
-            ready = self._ready  # before READY=1, systemd has no running service to reload
-            if ready:
-                now_usec = time.monotonic_ns() // 1000  # systemd >= 253 wants it with RELOADING=1
-                self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={now_usec}", "STATUS=reloading")
-            try:
-                return await self._reload_config()
-            finally:
-                if ready:
-                    self.notifier.notify("READY=1", f"STATUS={self._last_status}")
-
-    async def _reload_config(self) -> dict[str, Any]:
-        try:  # parsing a large config is not the loop's work
-            config = _daemon_config(await asyncio.to_thread(load_config, self.config_path))
-        except ConfigError as err:
-            log.error("reload refused, keeping the running config: %s", err)
-            self._last_status = status_text(f"reload refused, the running config stays: {err}")
-            return {"ok": False, "error": str(err), "refused": True}
-        self.config = config
-        self.hooks.directory = config.hooks_dir
-        log.info("reloaded %s: %d link entries", config.path, len(config.links))
-        await self._round_done(Resync("config reloaded"), c.RELOAD_ROUND_WAIT_S)
-        return {"ok": True, "config": config.path, "links": len(config.links)}
+        running one stays."""
+        async with self.systemd.reloading():
+            try:  # parsing a large config is not the loop's work
+                config = _daemon_config(await asyncio.to_thread(load_config, self.config_path))
+            except ConfigError as err:
+                log.error("reload refused, keeping the running config: %s", err)
+                self.systemd.refused(str(err))
+                return {"ok": False, "error": str(err), "refused": True}
+            self.config = config
+            self.hooks.directory = config.hooks_dir
+            log.info("reloaded %s: %d link entries", config.path, len(config.links))
+            await self._round_done(Resync("config reloaded"), c.RELOAD_ROUND_WAIT_S)
+            return {"ok": True, "config": config.path, "links": len(config.links)}
 
     async def _round_done(self, event: Event, timeout: float) -> bool:
         """Post event and wait for the round that takes it in; False when none ended in time."""
@@ -424,44 +321,76 @@ class Daemon:
                 await self._round(triggers)
             except (OSError, RunDirError) as exc:  # netlink trouble: log, look again shortly
                 log.error("round failed: %s; retrying", exc)
-                self._round_failed(f"round failed: {exc}")
-                asyncio.get_running_loop().call_later(0.5, self.post, Resync("retry after an error"))
+                self._retry(f"round failed: {exc}", 0.5)
             except Exception as exc:  # a bug must not end the only task that changes the kernel
                 log.exception("round failed; retrying in 2 s")
-                self._round_failed(f"round failed: {type(exc).__name__}")
-                asyncio.get_running_loop().call_later(2.0, self.post, Resync("retry after an error"))
+                self._retry(f"round failed: {type(exc).__name__}", 2.0)
             finally:
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
 
-    def _round_failed(self, problem: str) -> None:
-        self._sync_problem = problem
-        self._tell_systemd(status_text(f"{problem}; retrying"), in_sync=False)
+    def _retry(self, problem: str, delay: float) -> None:
+        self.systemd.round_failed(problem)
+        asyncio.get_running_loop().call_later(delay, self.post, Resync("retry after an error"))
+
+    async def _round(self, triggers: list[Event]) -> None:
+        try:
+            if self.dry_run:
+                await self.worker.run(self._dry_round, triggers)
+                self.systemd.dry_run(len(self._last_would or []))
+                return
+            result, elapsed_ms = await self.worker.run(self._converge)
+        finally:
+            self.probers.release()
+        self.rounds += 1
+        self.figures.rounds += 1
+        self.figures.round_seconds += elapsed_ms / 1000
+        self._main_has_default = any(d.live for d in result.observed.main_defaults)
+        for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
+            self._spawn(self._end_connections(link.name, family, link.addresses[family], why))
+        self._last_desired = result.desired
+        self._schedule_hold_expiry()
+        report = result.report
+        self._round_log.after(self.rounds, triggers, result, elapsed_ms)
+        if report.firewall_errors:
+            self._retry_firewall()
+        self._log_state_changes(result.desired, refused=bool(report.failed))
+        pending = 0
+        if report.ok and not self.systemd.ready:  # the first time: check that the kernel holds the plan
+            pending = len(await self.worker.run(lambda: diff(result.desired, self.kernel.dump_owned())))
+        self.systemd.round_ended(
+            round_log.status_line(result.desired), round_log.sync_problem(report, pending)
+        )
+
+    def _converge(self) -> tuple[Round, float]:
+        """One round, in the worker: the run lock, the kernel, nft, sysctls."""
+        self._generation += 1  # before its first write: a scrape that sees one sees a new document
+        started = time.perf_counter()
+        with run_lock(self.run_dir):
+            result = converge(
+                self.config,
+                self.kernel,
+                self.run_dir,
+                overrides=self.overrides,
+                adjust=self.worker.on_loop(self._adjust),
+                verdicts=self.worker.on_loop(self.probers.verdicts),
+                capacities=self.worker.on_loop(self.capacity.capacities)(),
+            )
+        return result, (time.perf_counter() - started) * 1000
 
     def _dry_round(self, triggers: list[Event]) -> None:
         """--dry-run: everything a round decides, logged as what it would do; nothing written
         (no routes, rules, nexthops, sysctls, nftables; no connection ended).  In the worker."""
-        observed = self._on_loop(self._adjust)(self.kernel.observe())
+        observed = self.worker.on_loop(self._adjust)(self.kernel.observe())
         desired = plan(
             self.config,
             observed,
             self.overrides,
-            self._on_loop(self.probers.verdicts)(),
-            capacities=self._on_loop(self.capacity.capacities)(),
+            self.worker.on_loop(self.probers.verdicts)(),
+            capacities=self.worker.on_loop(self.capacity.capacities)(),
         )
-        names = {link.index: link.name for link in observed.links}
-        would = [op_text(op, names) for op in diff(desired, self.kernel.dump_owned())]
-        would += [
-            f"~ sysctl {knob.path.replace('/', '.')} = {knob.value}"
-            for knob in sorted(desired.sysctls, key=lambda k: k.path)
-            if self.kernel.read_sysctl(knob.path) != knob.value
-        ]
-        try:
-            if nft.digest_of(nft.render(desired.firewall)) != self.kernel.read_firewall().digest:
-                would.append(f"~ nftables table {c.NFT_FAMILY} {c.NFT_TABLE}")
-        except nft.NftError as exc:
-            would.append(f"~ nftables table {c.NFT_FAMILY} {c.NFT_TABLE} (cannot read it: {exc})")
+        would = would_change(desired, observed, self.kernel)
         self.rounds += 1
         if would != self._last_would:
             log.info("trigger: %s", round_log.summarize(triggers))
@@ -490,7 +419,56 @@ class Daemon:
         round_log.log_gateways(observed, before, self.holds, self.config.gateway_hold)
         return adjusted
 
-    # --- health probes ------------------------------------------------------------
+    def _retry_firewall(self) -> None:
+        """nft failed: nothing in the kernel will change to wake us, so try again on our own."""
+        if self._firewall_retry:
+            return
+
+        def retry() -> None:
+            self._firewall_retry = False
+            self.post(Resync("retry nftables"))
+
+        self._firewall_retry = True
+        asyncio.get_running_loop().call_later(FIREWALL_RETRY_S, retry)
+
+    def _schedule_hold_expiry(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        deadline = self.holds.deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic()) + 0.01
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                delay, self.post, Resync("a held gateway's time ran out")
+            )
+
+    def _log_state_changes(self, desired: Desired, refused: bool) -> None:
+        """Each link whose state changed, after the round's own lines (its cause)."""
+        for change in self.link_states.update(desired, time.monotonic()):
+            log.info(
+                "link %s: %s -> %s%s%s", change.link, change.old, change.new,
+                f" ({change.why})" if change.why else "",
+                " -- wanted; the kernel refused part of the change" if refused else "",
+                extra=about(change.link),
+            )  # fmt: skip
+
+    async def _end_connections(
+        self, name: str, family: int, addresses: tuple[IPAddress, ...], why: Exclusion
+    ) -> None:
+        ended, aborted = await asyncio.to_thread(self.around.end_connections, addresses)
+        log.info(
+            "flush: ended %d connection(s) and %d local socket(s) of %s IPv%d (%s)",
+            ended, aborted, name, family, why, extra=about(name, family),
+        )  # fmt: skip
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.spawn(coro)
+
+    @staticmethod
+    def _task_failed(exc: BaseException) -> None:
+        log.error("a background task failed: %s", exc, exc_info=exc)
+
+    # --- health, weights, and what no event tells ---------------------------------
 
     def _health_changed(self, prober: LinkProber) -> None:
         last = prober.health.last
@@ -510,101 +488,12 @@ class Daemon:
         with link_context(event.iface, event.family):  # the hooks' own log lines say whose they are
             self.hooks.transition(f"{event.iface}/{event.family}", env)
 
-    def _converge(self) -> tuple[Round, float]:
-        """One round, in the worker: the run lock, the kernel, nft, sysctls."""
-        self._generation += 1  # before its first write: a scrape that sees one sees a new document
-        started = time.perf_counter()
-        with run_lock(self.run_dir):
-            result = converge(
-                self.config,
-                self.kernel,
-                self.run_dir,
-                overrides=self.overrides,
-                adjust=self._on_loop(self._adjust),
-                verdicts=self._on_loop(self.probers.verdicts),
-                capacities=self._on_loop(self.capacity.capacities)(),
-            )
-        return result, (time.perf_counter() - started) * 1000
-
-    async def _round(self, triggers: list[Event]) -> None:
-        try:
-            if self.dry_run:
-                await self._in_worker(self._dry_round, triggers)
-                would = len(self._last_would or [])
-                self._tell_systemd(f"dry run, changing nothing: the plan needs {would} changes", True)
-                return
-            result, elapsed_ms = await self._in_worker(self._converge)
-        finally:
-            self.probers.release()
-        self.rounds += 1
-        self._main_has_default = any(d.live for d in result.observed.main_defaults)
-        self.figures.rounds += 1
-        self.figures.round_seconds += elapsed_ms / 1000
-        for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
-            self._spawn(self._end_connections(link.name, family, link.addresses[family], why))
-        self._last_desired = result.desired
-        self._schedule_hold_expiry()
-        report = result.report
-        self._round_log.after(self.rounds, triggers, result, elapsed_ms)
-        if report.firewall_errors and not self._firewall_retry:
-            # nothing in the kernel will change to wake us: try again on our own
-            def retry() -> None:
-                self._firewall_retry = False
-                self.post(Resync("retry nftables"))
-
-            self._firewall_retry = True
-            asyncio.get_running_loop().call_later(FIREWALL_RETRY_S, retry)
-        self._track_states(result.desired, refused=bool(report.failed))
-        pending = 0
-        if report.ok and not self._ready:  # the first time: check that the kernel holds the plan
-            pending = len(await self._in_worker(lambda: diff(result.desired, self.kernel.dump_owned())))
-        self._sync_problem = round_log.sync_problem(report, pending)
-        line = round_log.status_line(result.desired)
-        if self._sync_problem:
-            line += f" -- not in sync: {self._sync_problem}; retrying"
-        self._tell_systemd(status_text(line), in_sync=not self._sync_problem)
-
-    async def _end_connections(
-        self, name: str, family: int, addresses: tuple[IPAddress, ...], why: Exclusion
-    ) -> None:
-        # a busy router's conntrack table is dumped whole: in a thread, on a loop of its own
-        ended, aborted = await asyncio.to_thread(_end_connections_blocking, addresses)
-        log.info(
-            "flush: ended %d connection(s) and %d local socket(s) of %s IPv%d (%s)",
-            ended,
-            aborted,
-            name,
-            family,
-            why,
-            extra=about(name, family),
-        )
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self._tasks.spawn(coro)
-
-    @staticmethod
-    def _task_failed(exc: BaseException) -> None:
-        log.error("a background task failed: %s", exc, exc_info=exc)
-
-    def _schedule_hold_expiry(self) -> None:
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
-        deadline = self.holds.deadline
-        if deadline is not None:
-            delay = max(0.0, deadline - time.monotonic()) + 0.01
-            self._hold_timer = asyncio.get_running_loop().call_later(
-                delay, self.post, Resync("a held gateway's time ran out")
-            )
-
-    # --- status: traffic shares and states over time ----------------------------
-
     async def _sample_traffic(self) -> None:
         """Every link's byte counters, every TRAFFIC_SAMPLE_S, for the last minute's shares
         (the window is the worker's: status reads it there)."""
         while True:
             try:
-                await self._in_worker(self._sample)
+                await self.worker.run(self._sample)
             except OSError as exc:  # a netlink hiccup costs one sample, not the window
                 log.debug("traffic sample: %s", exc)
             await asyncio.sleep(c.TRAFFIC_SAMPLE_S)
@@ -620,7 +509,7 @@ class Daemon:
             if not any(entry.auto_weight for entry in self.config.links):
                 continue
             try:
-                counters = self._counters_kernel.link_counters()  # one dump, ~0.1 ms: on the loop
+                counters = self.around.counters.link_counters()  # one dump, ~0.1 ms: on the loop
             except OSError as exc:
                 log.debug("capacity sample: %s", exc)
                 continue
@@ -637,51 +526,18 @@ class Daemon:
         flush ruleset`) changes or removes it.  Such a change gets a round, which restores it."""
         while True:
             await asyncio.sleep(c.FIREWALL_VERIFY_S)
-            if self.dry_run or not nft.available():
+            if self.dry_run:
                 continue
             try:
-                same = await self._in_worker(self.kernel.verify_firewall)
-            except nft.NftError as exc:
+                same = await self.worker.run(self.kernel.verify_firewall)
+            except NftError as exc:
                 log.debug("nftables: cannot re-read the table: %s", exc)
                 continue
             if not same:
                 log.warning("nftables: table %s %s was changed by another program", c.NFT_FAMILY, c.NFT_TABLE)
                 self.post(Resync("wanhooks' nftables table changed behind its back"))
 
-    def _track_states(self, desired: Desired, refused: bool) -> None:
-        """Note when each link's state changes, and log it after the round's own lines (its
-        cause).  The state is the plan's: what the round made, unless the kernel refused."""
-        now = time.monotonic()
-        first = not self.link_states
-        present = {lp.name for lp in desired.links}
-        for gone in set(self.link_states) - present:
-            del self.link_states[gone]
-        for lp in desired.links:
-            state = link_state(lp, lp.eligible)
-            old = self.link_states.get(lp.name)
-            if old is None or old[0] != state:
-                self.link_states[lp.name] = (state, now, first)
-                if old is not None:
-                    why = why_not(lp)
-                    log.info(
-                        "link %s: %s -> %s%s%s", lp.name, old[0], state, f" ({why})" if why else "",
-                        " -- wanted; the kernel refused part of the change" if refused else "",
-                        extra=about(lp.name),
-                    )  # fmt: skip
-
-    # --- control socket --------------------------------------------------------
-
-    def _metrics_doc(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
-        """For the metrics thread: the status document plus byte counters.  Built by the
-        worker, at most once per METRICS_CACHE_S however often scrapers come, unless something
-        happened meanwhile."""
-        cached, generation = self._metrics_cache, self._generation
-        fresh = cached is not None and time.monotonic() - cached[0] < c.METRICS_CACHE_S
-        if cached is not None and fresh and cached[1] == generation:
-            return cached[2]
-        doc = asyncio.run_coroutine_threadsafe(self.status_doc(with_counters=True), loop).result(timeout=10)
-        self._metrics_cache = (time.monotonic(), generation, doc)
-        return doc
+    # --- control socket, status, metrics -------------------------------------------
 
     async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -698,42 +554,27 @@ class Daemon:
         return {"ok": False, "error": f"unknown op {str(op)[:40]!r}"}
 
     def _notify(self, request: dict[str, Any]) -> dict[str, Any]:
-        source, iface, action = (str(request.get(k, ""))[:64] for k in ("source", "iface", "action"))
-        if source and not _SOURCE_NAME.fullmatch(source):
-            log.warning("notify refused: source %r is not a name", shown(source))
-            return {"ok": False, "error": "the source must be 1-32 of a-z, 0-9 and -"}
-        if iface and ifname_problem(iface):
-            log.warning("notify from %s refused: %s", source or "?", ifname_problem(iface))
-            return {"ok": False, "error": ifname_problem(iface)}
-        if action and action not in HOOK_ACTIONS:
-            log.warning("notify from %s refused: unknown action %r", source or "?", shown(action))
-            return {"ok": False, "error": f"unknown action {shown(action)!r}"}
-        event = HookNotified(source=source or "unknown", iface=iface, action=action or "changed")
-        log.info("heard: %s", describe(event), extra=about(iface) if iface else None)
+        event = requests.hook_notice(request)
+        if isinstance(event, requests.Refused):
+            log.warning("%s", event.logged)
+            return {"ok": False, "error": event.error}
+        log.info("heard: %s", describe(event), extra=about(event.iface) if event.iface else None)
         self.post(event)
         return {"ok": True}
 
     async def _link_command(self, request: dict[str, Any]) -> dict[str, Any]:
-        action, name = str(request.get("action", "")), str(request.get("name", ""))
-        problem = ifname_problem(name)
-        if problem:
-            return {"ok": False, "error": problem}
-        # enable may clear an override of a link no longer configured
-        problem = unknown_link(self.config, name) if action in ("disable", "drain") else None
-        if problem:
-            return {"ok": False, "error": problem}
-        try:
-            self.overrides = overrides.applied(self.overrides, action, name)
-        except ValueError as err:
-            return {"ok": False, "error": str(err)}
-        await self._in_worker(overrides.save, self.run_dir, self.overrides)  # fsync: not on the loop
-        log.info("admin: link %s %s", action, name)
-        self.post(LinkCommand(action=action, name=name))
+        outcome = requests.link_command(request, self.config, self.overrides)
+        if isinstance(outcome, str):
+            return {"ok": False, "error": outcome}
+        self.overrides, event = outcome
+        await self.worker.run(overrides.save, self.run_dir, self.overrides)  # fsync: not on the loop
+        log.info("admin: link %s %s", event.action, event.name)
+        self.post(event)
         return {"ok": True}
 
     async def status_doc(self, *, with_counters: bool = False) -> dict[str, Any]:
         """The status document: the loop's own state copied here, the rest read by the worker."""
-        return await self._in_worker(
+        return await self.worker.run(
             build_status, self.kernel, self.traffic, self._status_inputs(), with_counters
         )
 
@@ -745,7 +586,6 @@ class Daemon:
             watch = watches.get(link)
             return watch.suspicions if watch is not None else None
 
-        health = self.probers.status(suspicions)
         return StatusInputs(
             config=self.config,
             overrides=self.overrides,
@@ -756,8 +596,8 @@ class Daemon:
                 {"ifindex": k[0], "family": k[1], "gateway": str(d.gateway)}
                 for k, (d, _until) in sorted(self.holds.held.items())
             ],
-            health=health,
-            link_states=dict(self.link_states),
+            health=self.probers.status(suspicions),
+            link_states=dict(self.link_states.by_link),
             capacities=self.capacity.capacities(),
             weighing={name: self.capacity.status(name, time.monotonic()) for name in self.capacity.links},
             weight_changes=list(self.capacity.changes),
@@ -766,13 +606,17 @@ class Daemon:
             tasks=len(asyncio.all_tasks()),
         )
 
-
-_SOURCE_NAME = re.compile(r"[a-z0-9-]{1,32}")
-KNOWN_SOURCES = frozenset({"nm-dispatcher", "networkd-dispatcher", "manual"})
-
-
-def _end_connections_blocking(addresses: tuple[IPAddress, ...]) -> tuple[int, int]:
-    return asyncio.run(flush_connections(addresses)), destroy_sockets(addresses)
+    def _metrics_doc(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+        """For the metrics thread: the status document plus byte counters.  Built by the
+        worker, at most once per METRICS_CACHE_S however often scrapers come, unless something
+        happened meanwhile."""
+        cached, generation = self._metrics_cache, self._generation
+        fresh = cached is not None and time.monotonic() - cached[0] < c.METRICS_CACHE_S
+        if cached is not None and fresh and cached[1] == generation:
+            return cached[2]
+        doc = asyncio.run_coroutine_threadsafe(self.status_doc(with_counters=True), loop).result(timeout=10)
+        self._metrics_cache = (time.monotonic(), generation, doc)
+        return doc
 
 
 def _mode_line(path: str) -> int:
@@ -803,7 +647,7 @@ def _source_of(event: Event) -> str:
     if isinstance(event, KernelChanged):
         return "rtnetlink"
     if isinstance(event, HookNotified):  # counted by name only for the sources we ship
-        return event.source if event.source in KNOWN_SOURCES else "other-hook"
+        return event.source if event.source in requests.KNOWN_SOURCES else "other-hook"
     if isinstance(event, HealthChanged):
         return "health"
     if isinstance(event, LinkCommand):

@@ -163,6 +163,16 @@ class RtnetlinkSource:
         self._own = own_portid
         self._sock: socket.socket | None = None
 
+    async def run(self) -> None:
+        """Listen until cancelled.  Listening starts before the first await: a task for
+        this that has run once misses nothing."""
+        loop = asyncio.get_running_loop()
+        self.start(loop)
+        try:
+            await loop.create_future()  # forever
+        finally:
+            self.stop(loop)
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         mask = 0
         for group in _GROUPS.values():
