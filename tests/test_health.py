@@ -149,6 +149,24 @@ def test_the_table_is_the_whole_story() -> None:
         else:
             assert any(line.split() == [state.value, sig.value, new.value] for line in lines), (state, sig)
     assert set(health.CARRIES_TRAFFIC) == set(HealthState)
+    assert set(health.SUSPICION) == {(was, clue) for was in (False, True) for clue in health.Clue}
+    for (was, clue), now in health.SUSPICION.items():
+        if now != was:
+            line = next(
+                line for line in lines if line.strip().startswith("suspected" if was else "not suspected")
+            )
+            assert clue.value in line.split(" on: ", 1)[1].split(", "), (was, clue)
+
+
+def test_suspicion_follows_its_table() -> None:
+    up = health.start(PARAMS, 0.0, trusted=True)
+    suspected = health.suspect(up, 1.0)
+    assert suspected.suspected_since == 1.0
+    assert health.suspect(suspected, 2.0).suspected_since == 1.0  # keeps its moment
+    answered = health.replied(suspected, PARAMS.targets[0], 0.01, 1.05)  # sent after the suspicion
+    assert answered.suspected_since is None
+    probing = health.start(PARAMS, 0.0)
+    assert health.suspect(probing, 1.0).suspected_since is None  # only an up link is suspected
 
 
 def test_a_pair_missing_from_the_table_raises(monkeypatch: pytest.MonkeyPatch) -> None:

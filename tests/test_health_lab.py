@@ -50,8 +50,9 @@ def test_a_silently_dead_isp_leaves_within_a_second_and_returns_after_the_hold_d
     router.write_config(CONFIG.replace("HOLD", "1"))
     daemon_factory()
     wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
+    # each link twice; bench/detection.py measures the detection time over many more trials
     detect, recover = [], []
-    for trial in range(20):
+    for trial in range(6):
         link = 1 + trial % 3
         name = f"w{link}"
         lab.blackhole(link, True)
@@ -65,6 +66,7 @@ def test_a_silently_dead_isp_leaves_within_a_second_and_returns_after_the_hold_d
     print(f"\n  detection: median {statistics.median(detect):.3f} s, max {max(detect):.3f} s; "
           f"back after: median {statistics.median(recover):.3f} s, max {max(recover):.3f} s")  # fmt: skip
     assert statistics.median(detect) <= 1.0, detect
+    assert min(recover) >= 1.0, recover  # not before its hold-down (1 s)
     assert max(recover) <= 1 + 1.0 + 0.5, recover  # hold-down (1 s) + 1 s, and the polling
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import Router
 
 from wanhooks import constants as c
-from wanhooks.lab import SERVER4, SERVER6, Lab, link_addrs
+from wanhooks.lab import SERVER4, SERVER6, Lab, link_addrs, parallel_map
 
 pytestmark = pytest.mark.kernel
 
@@ -107,11 +107,16 @@ def test_per_client_keeps_each_lan_client_on_one_link(tmp_path: Path) -> None:
         r = Router(lab, tmp_path)
         r.write_config(config(balance="per-client"))
         r.wanhooks("apply")
-        links_of_client: dict[int, set[int]] = {}
-        for k in range(1, 61):
-            lab.reset_flows()
+        lab.reset_flows()
+
+        def send(k: int) -> None:  # client k's ten flows leave from its own ports: 20000 + 10 k ..
             lab.send_udp_flows(lab.lan, SERVER4, 10, bind=lab.lan_addr(k), sport_base=20000 + 10 * k)
-            links_of_client[k] = {i for i, n in lab.flows_per_link(4).items() if n}
+
+        parallel_map(send, range(1, 61))
+        links_of_client: dict[int, set[int]] = {k: set() for k in range(1, 61)}
+        for i, keys in lab.flow_keys_per_link(4).items():
+            for key in keys:
+                links_of_client[(key.sport - 20000) // 10].add(i)
         assert all(len(links) == 1 for links in links_of_client.values()), links_of_client
         clients_per_link = {i: sum(1 for s in links_of_client.values() if i in s) for i in (1, 2, 3)}
         assert all(n > 0 for n in clients_per_link.values()), clients_per_link

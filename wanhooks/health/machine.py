@@ -33,7 +33,8 @@ echoes a second to two targets is 10 lost echoes: p = 0.19**10 = 6e-8 per
 suspicion at 10 % loss each way.  That is how a metered link that probes
 every few seconds still notices within a second once traffic is affected.
 
-All that decides a transition is in TRANSITIONS below, and nowhere else.
+All that decides a transition is in TRANSITIONS below, and whether a link
+is suspected in SUSPICION, and nowhere else.
 `wanhooks health-table` prints it.
 """
 
@@ -89,6 +90,29 @@ TRANSITIONS: dict[tuple[HealthState, Signal], HealthState] = {
     (_S.RECOVERING, _G.ALIVE): _S.RECOVERING,
     (_S.RECOVERING, _G.SETTLED): _S.RECOVERING,  # answering, but not yet for hold_down
     (_S.RECOVERING, _G.RESTORED): _S.UP,
+}
+
+
+class Clue(str, enum.Enum):
+    """What moves an up link into suspicion (probed fast, judged on confirm_after) or out."""
+
+    UNANSWERED = "unanswered"  # the passive watch: the link's traffic went unanswered
+    HEARTBEAT_MISSED = "heartbeat-missed"  # a budgeted link's targets missed a round
+    ANSWERED = "answered"  # an echo sent since the suspicion came back
+    STATE_CHANGED = "state-changed"  # the link failed: suspicion has done its work
+
+
+# (suspected, clue) -> suspected, every pair.  Only a link that is up is ever suspected
+# (the others are probed at their own pace, and judged by the table above).
+SUSPICION: dict[tuple[bool, Clue], bool] = {
+    (False, Clue.UNANSWERED): True,
+    (False, Clue.HEARTBEAT_MISSED): True,
+    (False, Clue.ANSWERED): False,
+    (False, Clue.STATE_CHANGED): False,
+    (True, Clue.UNANSWERED): True,  # already suspected: it keeps its moment
+    (True, Clue.HEARTBEAT_MISSED): True,
+    (True, Clue.ANSWERED): False,
+    (True, Clue.STATE_CHANGED): False,
 }
 
 # Which states carry traffic.
@@ -237,8 +261,8 @@ def replied(health: Health, target: IPAddress, rtt: float, now: float) -> Health
     smoothed = rtt if health.rtt is None else 0.875 * health.rtt + 0.125 * rtt  # as TCP's SRTT
     alive_since = health.alive_since if health.alive_since is not None else now
     suspected = health.suspected_since
-    if suspected is not None and now - rtt >= suspected:
-        suspected = None  # an echo sent since the suspicion came back: the link answers
+    if suspected is not None and now - rtt >= suspected:  # an echo sent since the suspicion
+        suspected = _suspicion(health, Clue.ANSWERED, now).suspected_since
     return evaluate(
         replace(
             health,
@@ -255,9 +279,16 @@ def replied(health: Health, target: IPAddress, rtt: float, now: float) -> Health
 
 def suspect(health: Health, now: float) -> Health:
     """The passive watch saw the link's traffic go unanswered: confirm quickly."""
-    if health.suspected_since is not None or health.state is not HealthState.UP:
+    return _suspicion(health, Clue.UNANSWERED, now)
+
+
+def _suspicion(health: Health, clue: Clue, now: float) -> Health:
+    """The SUSPICION table applied: a link newly suspected is so from now on."""
+    was = health.suspected_since is not None
+    now_suspected = SUSPICION[(was, clue)] and health.state is HealthState.UP
+    if now_suspected == was:
         return health
-    return replace(health, suspected_since=now)
+    return replace(health, suspected_since=now if now_suspected else None)
 
 
 def window_loss(health: Health, now: float) -> tuple[float, int] | None:
@@ -337,16 +368,15 @@ def heartbeat_missed(health: Health, now: float) -> bool:
 def evaluate(health: Health, now: float) -> Health:
     """Apply the table to what the probes say at `now`."""
     if heartbeat_missed(health, now):
-        health = replace(health, suspected_since=now)
+        health = _suspicion(health, Clue.HEARTBEAT_MISSED, now)
     sig, why = signal(health, now)
     if sig in (Signal.SILENT, Signal.DEGRADED):
         health = replace(health, alive_since=None)  # an unbroken run of good answers is over
     new = TRANSITIONS[(health.state, sig)]
     if new is health.state:
         return health
-    return replace(
-        health, state=new, since=now, last=Transition(now, health.state, new, why), suspected_since=None
-    )
+    health = _suspicion(health, Clue.STATE_CHANGED, now)
+    return replace(health, state=new, since=now, last=Transition(now, health.state, new, why))
 
 
 # On a budgeted link the interval is long, so down_after is chosen by the same
@@ -451,4 +481,12 @@ def table_text() -> str:
     lines.append("waiting:  no answer yet (changes nothing)")
     lines.append("settled:  answering for up_after;  restored: answering for max(up_after, hold_down)")
     lines.append("carries traffic: " + ", ".join(s.value for s, yes in CARRIES_TRAFFIC.items() if yes))
+    lines.append("")
+    lines.append("suspicion (an up link probed fast, judged on confirm_after):")
+    for was in (False, True):
+        into = [clue.value for clue in Clue if SUSPICION[(was, clue)] != was]
+        lines.append(
+            f"  {'suspected' if was else 'not suspected'} -> {'not ' if was else ''}suspected on: "
+            + ", ".join(into)
+        )
     return "\n".join(lines)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .. import constants as c
 from ..health.machine import ProbeKey, params_for, within_budget
@@ -545,6 +545,17 @@ def _link_sysctls(link: ObservedLink) -> list[Sysctl]:
     ]
 
 
+@dataclass
+class _Parts:
+    """What plan() gathers, family by family, before it freezes them into Desired."""
+
+    rules: set[Rule] = field(default_factory=set)
+    routes: set[Route] = field(default_factory=set)
+    nexthops: set[Nexthop] = field(default_factory=set)
+    groups: set[NexthopGroup] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
 def plan(
     config: Config,
     observed: Observed,
@@ -560,108 +571,32 @@ def plan(
     pairs = managed_links(config, observed)
     named = kernel_weights([(link.name, entry) for link, entry in pairs], capacities or {})
     weights = {link.index: named[link.name] for link, _ in pairs}
-    managed_index = {link.index for link, _ in pairs}
     kind, kind_note = resolve_group_kind(config, observed)
-    learned = observed.main_gateways()
-    nm_gateways = _manager_gateways(observed)
     buckets = resilient_buckets(config)
-    notes: list[str] = ([kind_note] if kind_note else []) + _refused_names(config, observed)
-    notes += _unmeasurable(pairs, config)
-
-    rules: set[Rule] = set()
-    routes: set[Route] = set()
-    nexthops: set[Nexthop] = set()
-    groups: set[NexthopGroup] = set()
+    parts = _Parts(notes=([kind_note] if kind_note else []) + _refused_names(config, observed))
+    parts.notes += _unmeasurable(pairs, config)
     sides: dict[tuple[int, int], _Side] = {}
-
     for family in (4, 6):
-        clashes = _clashes(pairs, family)
-        family_sides = [
-            _overridden(
-                _judge(
-                    learned,
-                    link,
-                    entry,
-                    family,
-                    clashes.get(link.index),
-                    nm_gateways.get((link.name, family)),
-                ),
-                overrides,
-            )
-            for link, entry in pairs
-        ]
-        if nat_in_place is not None:
-            family_sides = [_nat_gated(s, config, nat_in_place[family]) for s in family_sides]
-        family_sides, health_note = _health_judged(family_sides, verdicts, family)
-        if health_note:
-            notes.append(health_note)
-        devices = {d.name: d for d in observed.manager}
-        family_sides = [_connectivity_gated(s, devices.get(s.link.name), config) for s in family_sides]
-        family_sides = _tiered(family_sides, devices, config)
+        family_sides = _judged(config, observed, pairs, family, overrides, verdicts, nat_in_place, parts)
         for side in family_sides:
             sides[(side.link.index, family)] = side
-            if side.has_table:
-                routes.update(_link_table_routes(side))
-                table = c.link_table(side.link.index)
-                for addr in side.addresses:
-                    src = ipaddress.ip_network(f"{addr}/{_FULL_PREFIX[family]}")
-                    rules.add(Rule(family=family, priority=c.PRIO_LINK_SOURCE, table=table, src=src))
-                if family == 6 and (not config.nat66 or not side.addresses):
-                    # BCP38: other ISPs drop sources from this one's delegated prefixes
-                    for prefix in side.entry.delegated:
-                        rules.add(Rule(family=6, priority=c.PRIO_LINK_SOURCE, table=table, src=prefix))
-            if side.entry.tunnel_mark is not None:
-                # the tunnel's own encapsulated packets never enter the balance (it could hold the tunnel)
-                rules.add(
-                    Rule(
-                        family=family,
-                        priority=c.PRIO_TUNNEL,
-                        table=c.TABLE_MAIN,
-                        fwmark=side.entry.tunnel_mark,
-                        fwmask=c.TUNNEL_MARK_MASK,
-                    )
-                )
+            _link_objects(side, family, config, parts)
         if kind is GroupKind.LEGACY and family == 6:
             family_sides = _legacy_v6_members(family_sides)
             sides.update({(side.link.index, family): side for side in family_sides})
         nhs, grps, balance = _balance(family, family_sides, kind, buckets, config.timers, weights)
-        nexthops.update(nhs)
-        groups.update(grps)
-        routes.update(balance)
+        parts.nexthops.update(nhs)
+        parts.groups.update(grps)
+        parts.routes.update(balance)
         if any(s.has_table for s in family_sides) or balance:
-            rules.add(
+            parts.rules.add(
                 Rule(
                     family=family, priority=c.PRIO_MAIN_SUPPRESS, table=c.TABLE_MAIN, suppress_prefixlength=0
                 )
             )
-        vpn = _full_tunnel(observed, family, managed_index)
-        policy_vpn = [p for p in observed.policy_defaults if p.family == family]
-        if balance and vpn is not None:
-            notes.append(
-                f"IPv{family}: default route in main via {vpn.name}, which is not a managed link "
-                "(a full-tunnel VPN?): balancing withheld so traffic keeps using it"
-            )
-        elif balance and policy_vpn:
-            notes.append(
-                f"IPv{family}: rule {policy_vpn[0].priority} sends all traffic to table "
-                f"{policy_vpn[0].table}, "
-                "which holds a default route (a full-tunnel VPN such as wg-quick?): balancing withheld "
-                "so traffic keeps using it"
-            )
-        elif balance:
-            rules.add(Rule(family=family, priority=c.PRIO_BALANCE, table=c.TABLE_BALANCE))
-            for other in _unlisted_uplinks(observed, family, managed_index):
-                notes.append(
-                    f"IPv{family}: {other.name} holds a default route in main but is not in the config: "
-                    "it is not balanced (main's default is used only when no managed link is)"
-                )
-            blocker = _blocking_default(observed, family)
-            if blocker is not None:
-                notes.append(
-                    f"IPv{family}: main's best default route is {blocker.kind} (metric {blocker.metric}); "
-                    "the kernel ends every lookup there, before wanhooks' balance rule: nothing is "
-                    "balanced until it is removed or outranked by a unicast default"
-                )
+        if balance:
+            _balance_rule(observed, family, {link.index for link, _ in pairs}, parts)
+    rules, routes, notes = parts.rules, parts.routes, parts.notes
 
     sysctls, hash_notes = _hash_sysctls(config, observed)
     notes.extend(hash_notes)
@@ -679,13 +614,107 @@ def plan(
     return Desired(
         rules=frozenset(rules),
         routes=frozenset(routes),
-        nexthops=frozenset(nexthops),
-        groups=frozenset(groups),
+        nexthops=frozenset(parts.nexthops),
+        groups=frozenset(parts.groups),
         sysctls=frozenset(sysctls),
         links=link_plans,
         notes=tuple(notes),
         firewall=firewall,
     )
+
+
+def _judged(
+    config: Config,
+    observed: Observed,
+    pairs: list[tuple[ObservedLink, LinkConfig]],
+    family: int,
+    overrides: Overrides,
+    verdicts: HealthVerdicts,
+    nat_in_place: dict[int, frozenset[str]] | None,
+    parts: _Parts,
+) -> list[_Side]:
+    """Each managed link's side of one family, judged in order: its address and gateway,
+    the admin, NAT in place, health, the manager's connectivity, tiers."""
+    clashes = _clashes(pairs, family)
+    learned = observed.main_gateways()
+    nm_gateways = _manager_gateways(observed)
+    sides = [
+        _overridden(
+            _judge(
+                learned, link, entry, family, clashes.get(link.index), nm_gateways.get((link.name, family))
+            ),
+            overrides,
+        )
+        for link, entry in pairs
+    ]
+    if nat_in_place is not None:
+        sides = [_nat_gated(s, config, nat_in_place[family]) for s in sides]
+    sides, health_note = _health_judged(sides, verdicts, family)
+    if health_note:
+        parts.notes.append(health_note)
+    devices = {d.name: d for d in observed.manager}
+    sides = [_connectivity_gated(s, devices.get(s.link.name), config) for s in sides]
+    return _tiered(sides, devices, config)
+
+
+def _link_objects(side: _Side, family: int, config: Config, parts: _Parts) -> None:
+    """A link's own table and the rules into it: its sources, its delegated prefixes, and
+    the tunnel's own packets kept out of the balance."""
+    if side.has_table:
+        parts.routes.update(_link_table_routes(side))
+        table = c.link_table(side.link.index)
+        for addr in side.addresses:
+            src = ipaddress.ip_network(f"{addr}/{_FULL_PREFIX[family]}")
+            parts.rules.add(Rule(family=family, priority=c.PRIO_LINK_SOURCE, table=table, src=src))
+        if family == 6 and (not config.nat66 or not side.addresses):
+            # BCP38: other ISPs drop sources from this one's delegated prefixes
+            for prefix in side.entry.delegated:
+                parts.rules.add(Rule(family=6, priority=c.PRIO_LINK_SOURCE, table=table, src=prefix))
+    if side.entry.tunnel_mark is not None:
+        # the tunnel's own encapsulated packets never enter the balance (it could hold the tunnel)
+        parts.rules.add(
+            Rule(
+                family=family,
+                priority=c.PRIO_TUNNEL,
+                table=c.TABLE_MAIN,
+                fwmark=side.entry.tunnel_mark,
+                fwmask=c.TUNNEL_MARK_MASK,
+            )
+        )
+
+
+def _balance_rule(observed: Observed, family: int, managed: set[int], parts: _Parts) -> None:
+    """The rule into the balance table -- withheld while a full-tunnel VPN holds the default
+    -- and what main's own defaults mean for it."""
+    vpn = _full_tunnel(observed, family, managed)
+    policy_vpn = [p for p in observed.policy_defaults if p.family == family]
+    if vpn is not None:
+        parts.notes.append(
+            f"IPv{family}: default route in main via {vpn.name}, which is not a managed link "
+            "(a full-tunnel VPN?): balancing withheld so traffic keeps using it"
+        )
+        return
+    if policy_vpn:
+        parts.notes.append(
+            f"IPv{family}: rule {policy_vpn[0].priority} sends all traffic to table "
+            f"{policy_vpn[0].table}, "
+            "which holds a default route (a full-tunnel VPN such as wg-quick?): balancing withheld "
+            "so traffic keeps using it"
+        )
+        return
+    parts.rules.add(Rule(family=family, priority=c.PRIO_BALANCE, table=c.TABLE_BALANCE))
+    for other in _unlisted_uplinks(observed, family, managed):
+        parts.notes.append(
+            f"IPv{family}: {other.name} holds a default route in main but is not in the config: "
+            "it is not balanced (main's default is used only when no managed link is)"
+        )
+    blocker = _blocking_default(observed, family)
+    if blocker is not None:
+        parts.notes.append(
+            f"IPv{family}: main's best default route is {blocker.kind} (metric {blocker.metric}); "
+            "the kernel ends every lookup there, before wanhooks' balance rule: nothing is "
+            "balanced until it is removed or outranked by a unicast default"
+        )
 
 
 def _unmeasurable(pairs: list[tuple[ObservedLink, LinkConfig]], config: Config) -> list[str]:

@@ -50,7 +50,6 @@ from typing import Any
 from .. import constants as c
 from ..config.load import ConfigError, load_config
 from ..events import Event, HealthChanged, HookNotified, KernelChanged, LinkCommand, Resync, describe
-from ..health import capacity_watch
 from ..health.capacity_watch import CapacityWatch
 from ..health.passive_watch import PassiveWatcher
 from ..health.probers import Probers
@@ -60,16 +59,15 @@ from ..observe import metrics
 from ..observe.link_states import LinkStates
 from ..observe.log_format import about, link_context
 from ..observe.log_format import handler as log_handler
-from ..observe.status_doc import StatusInputs, build_status
-from ..observe.traffic_share import CounterSnapshot, TrafficWindow
+from ..observe.traffic_share import TrafficWindow
 from ..plan.holdover import Holds, hold_gateways
 from ..plan.planner import connections_to_end, managed_links, plan
 from ..plan.verdicts import Exclusion
 from ..reconcile.diff import cleanup, diff
 from ..reconcile.round import Round, converge, would_change
-from ..router.nft import NftError
 from ..sources.rtnetlink import who
-from . import overrides, requests, round_log, surroundings
+from . import overrides, periodic, requests, round_log, surroundings
+from .answers import Answers
 from .control import ControlServer, daemon_running
 from .lock import RunDirError, hold_daemon_lock, run_lock
 from .readiness import Readiness
@@ -134,16 +132,14 @@ class Daemon:
         self.traffic = TrafficWindow(c.TRAFFIC_WINDOW_S, c.TRAFFIC_SAMPLE_S)  # the worker's
         self.link_states = LinkStates()
         self.figures = metrics.Figures()
-        # a scrape's status document: (when, generation, document); any event or round makes a
-        # new generation, so the cache only spares rebuilding what cannot have changed
-        self._metrics_cache: tuple[float, int, dict[str, Any]] | None = None
-        self._generation = 0
+        self.generation = 0  # any event or round makes a new one (the metrics' cache)
+        self.answers = Answers(self)  # control requests, status, metrics
 
     # --- events --------------------------------------------------------------
 
     def post(self, event: Event) -> None:
         self.events += 1
-        self._generation += 1
+        self.generation += 1
         source = _source_of(event)
         self.figures.events[source] = self.figures.events.get(source, 0) + 1
         if isinstance(event, HealthChanged):
@@ -218,18 +214,26 @@ class Daemon:
         sources = self.around.sources(self.post, self._manager_view, self.kernel.portid)
         tasks = [asyncio.create_task(source.run()) for source in sources]
         await asyncio.sleep(0)  # the sources listen before the first round looks
-        server = ControlServer(self.run_dir, self._handle)
+        server = ControlServer(self.run_dir, self.answers.handle)
         await server.start()
         log.info(
             "started: config %s, %d link entries, run dir %s, pid %d",
             self.config.path, len(self.config.links), self.run_dir, os.getpid(),
         )  # fmt: skip
         if self.config.metrics is not None:
-            metrics.serve(self.config.metrics, lambda: self._metrics_doc(loop), self.figures)
+            metrics.serve(self.config.metrics, lambda: self.answers.metrics_doc(loop), self.figures)
         self.probers.trusted = await self.worker.run(self._kernel_group_members)
         self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
-        loops = [self._reconciler(), self.watcher.run(), self._sample_traffic(), self._verify_firewall()]
-        loops.append(self._watch_capacity())
+        loops = [
+            self._reconciler(),
+            self.watcher.run(),
+            periodic.sample_traffic(self.worker, self.kernel, self.traffic),
+            periodic.weigh_links(
+                lambda: self.config, self.around.counters, self.capacity, self.probers, self.post
+            ),
+        ]
+        if not self.dry_run:
+            loops.append(periodic.verify_firewall(self.worker, self.kernel, self.post))
         interval = self.systemd.notifier.watchdog_interval
         if interval is not None:
             loops.append(self.systemd.feed_watchdog(interval))
@@ -365,7 +369,7 @@ class Daemon:
 
     def _converge(self) -> tuple[Round, float]:
         """One round, in the worker: the run lock, the kernel, nft, sysctls."""
-        self._generation += 1  # before its first write: a scrape that sees one sees a new document
+        self.generation += 1  # before its first write: a scrape that sees one sees a new document
         started = time.perf_counter()
         with run_lock(self.run_dir):
             result = converge(
@@ -477,146 +481,8 @@ class Daemon:
         event = HealthChanged(prober.key.link, prober.key.family, old, prober.health.state.value, reason)
         log.info("%s", describe(event), extra=about(event.iface, event.family))
         self.post(event)
-        env = {
-            "WANHOOKS_EVENT": "health",
-            "WANHOOKS_LINK": event.iface,
-            "WANHOOKS_FAMILY": str(event.family),
-            "WANHOOKS_OLD_STATE": event.old,
-            "WANHOOKS_NEW_STATE": event.new,
-            "WANHOOKS_REASON": event.reason,
-        }
         with link_context(event.iface, event.family):  # the hooks' own log lines say whose they are
-            self.hooks.transition(f"{event.iface}/{event.family}", env)
-
-    async def _sample_traffic(self) -> None:
-        """Every link's byte counters, every TRAFFIC_SAMPLE_S, for the last minute's shares
-        (the window is the worker's: status reads it there)."""
-        while True:
-            try:
-                await self.worker.run(self._sample)
-            except OSError as exc:  # a netlink hiccup costs one sample, not the window
-                log.debug("traffic sample: %s", exc)
-            await asyncio.sleep(c.TRAFFIC_SAMPLE_S)
-
-    def _sample(self) -> None:
-        self.traffic.add(CounterSnapshot(time.monotonic(), self.kernel.link_counters()))
-
-    async def _watch_capacity(self) -> None:
-        """weight: auto: every link's counters and probe round trips once a second into its
-        capacity estimate (health/capacity_watch.py); a change of the applied weights gets a round."""
-        while True:
-            await asyncio.sleep(capacity_watch.SAMPLE_S)
-            if not any(entry.auto_weight for entry in self.config.links):
-                continue
-            try:
-                counters = self.around.counters.link_counters()  # one dump, ~0.1 ms: on the loop
-            except OSError as exc:
-                log.debug("capacity sample: %s", exc)
-                continue
-            decision = self.capacity.tick(
-                time.monotonic(), self.config, counters, self.probers.replies, self.probers.carries_traffic
-            )
-            if decision is not None:
-                log.info("weights: %s", decision.reason)
-                self.post(Resync(f"weights measured: {decision.reason}"))
-
-    async def _verify_firewall(self) -> None:
-        """Re-read wanhooks' nftables table every FIREWALL_VERIFY_S: rounds trust their last
-        read for a while, and no event comes when another program (a firewall reload, `nft
-        flush ruleset`) changes or removes it.  Such a change gets a round, which restores it."""
-        while True:
-            await asyncio.sleep(c.FIREWALL_VERIFY_S)
-            if self.dry_run:
-                continue
-            try:
-                same = await self.worker.run(self.kernel.verify_firewall)
-            except NftError as exc:
-                log.debug("nftables: cannot re-read the table: %s", exc)
-                continue
-            if not same:
-                log.warning("nftables: table %s %s was changed by another program", c.NFT_FAMILY, c.NFT_TABLE)
-                self.post(Resync("wanhooks' nftables table changed behind its back"))
-
-    # --- control socket, status, metrics -------------------------------------------
-
-    async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
-        if op == "status":
-            return {"ok": True, "status": await self.status_doc()}
-        if op == "notify":
-            return self._notify(request)
-        if op == "link":
-            return await self._link_command(request)
-        if op == "reload":
-            return await self.reload()
-        return {"ok": False, "error": f"unknown op {str(op)[:40]!r}"}
-
-    def _notify(self, request: dict[str, Any]) -> dict[str, Any]:
-        event = requests.hook_notice(request)
-        if isinstance(event, requests.Refused):
-            log.warning("%s", event.logged)
-            return {"ok": False, "error": event.error}
-        log.info("heard: %s", describe(event), extra=about(event.iface) if event.iface else None)
-        self.post(event)
-        return {"ok": True}
-
-    async def _link_command(self, request: dict[str, Any]) -> dict[str, Any]:
-        outcome = requests.link_command(request, self.config, self.overrides)
-        if isinstance(outcome, str):
-            return {"ok": False, "error": outcome}
-        self.overrides, event = outcome
-        await self.worker.run(overrides.save, self.run_dir, self.overrides)  # fsync: not on the loop
-        log.info("admin: link %s %s", event.action, event.name)
-        self.post(event)
-        return {"ok": True}
-
-    async def status_doc(self, *, with_counters: bool = False) -> dict[str, Any]:
-        """The status document: the loop's own state copied here, the rest read by the worker."""
-        return await self.worker.run(
-            build_status, self.kernel, self.traffic, self._status_inputs(), with_counters
-        )
-
-    def _status_inputs(self) -> StatusInputs:
-        """On the loop: what only the loop may read (probers, overrides, held gateways)."""
-        watches = self.watcher.watches
-
-        def suspicions(link: str) -> int | None:
-            watch = watches.get(link)
-            return watch.suspicions if watch is not None else None
-
-        return StatusInputs(
-            config=self.config,
-            overrides=self.overrides,
-            verdicts=self.probers.verdicts(),
-            manager=self.manager,
-            held=tuple(d for d, _until in self.holds.held.values()),
-            held_doc=[
-                {"ifindex": k[0], "family": k[1], "gateway": str(d.gateway)}
-                for k, (d, _until) in sorted(self.holds.held.items())
-            ],
-            health=self.probers.status(suspicions),
-            link_states=dict(self.link_states.by_link),
-            capacities=self.capacity.capacities(),
-            weighing={name: self.capacity.status(name, time.monotonic()) for name in self.capacity.links},
-            weight_changes=list(self.capacity.changes),
-            rounds=self.rounds,
-            events=self.events,
-            tasks=len(asyncio.all_tasks()),
-        )
-
-    def _metrics_doc(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
-        """For the metrics thread: the status document plus byte counters.  Built by the
-        worker, at most once per METRICS_CACHE_S however often scrapers come, unless something
-        happened meanwhile."""
-        cached, generation = self._metrics_cache, self._generation
-        fresh = cached is not None and time.monotonic() - cached[0] < c.METRICS_CACHE_S
-        if cached is not None and fresh and cached[1] == generation:
-            return cached[2]
-        doc = asyncio.run_coroutine_threadsafe(self.status_doc(with_counters=True), loop).result(timeout=10)
-        self._metrics_cache = (time.monotonic(), generation, doc)
-        return doc
+            self.hooks.health_changed(event)
 
 
 def _mode_line(path: str) -> int:

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from ..events import HealthChanged
 from ..plan.names import shown
 
 log = logging.getLogger("wanhooks.hooks")
@@ -470,6 +471,20 @@ class HookRunner:
     def running(self) -> int:
         """Hook processes running now."""
         return len(self._ctx.procs)
+
+    def health_changed(self, event: HealthChanged) -> None:
+        """A link's health changed state: its hooks run with what changed in their environment."""
+        self.transition(
+            f"{event.iface}/{event.family}",
+            {
+                "WANHOOKS_EVENT": "health",
+                "WANHOOKS_LINK": event.iface,
+                "WANHOOKS_FAMILY": str(event.family),
+                "WANHOOKS_OLD_STATE": event.old,
+                "WANHOOKS_NEW_STATE": event.new,
+                "WANHOOKS_REASON": event.reason,
+            },
+        )
 
     def transition(self, link: str, env: dict[str, str]) -> None:
         """Schedule link's hooks for this transition; replaces one of link's still waiting."""

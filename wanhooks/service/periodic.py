@@ -1,0 +1,79 @@
+"""What no event tells the daemon, looked at on a timer: each link's byte counters (status'
+traffic shares), its capacity (weight: auto), and wanhooks' nftables table (another program
+may flush it without a word).  Each runs until cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from .. import constants as c
+from ..events import Event, Resync
+from ..health import capacity_watch
+from ..health.capacity_watch import CapacityWatch
+from ..health.probers import Probers
+from ..kernel import Kernel
+from ..model import Config
+from ..observe.traffic_share import CounterSnapshot, TrafficWindow
+from ..router.nft import NftError
+from .worker import KernelWorker
+
+log = logging.getLogger("wanhooks")
+
+
+async def sample_traffic(worker: KernelWorker, kernel: Kernel, traffic: TrafficWindow) -> None:
+    """Every link's byte counters, every TRAFFIC_SAMPLE_S, for the last minute's shares
+    (the window is the worker's: status reads it there)."""
+
+    def sample() -> None:
+        traffic.add(CounterSnapshot(time.monotonic(), kernel.link_counters()))
+
+    while True:
+        try:
+            await worker.run(sample)
+        except OSError as exc:  # a netlink hiccup costs one sample, not the window
+            log.debug("traffic sample: %s", exc)
+        await asyncio.sleep(c.TRAFFIC_SAMPLE_S)
+
+
+async def weigh_links(
+    config: Callable[[], Config],
+    counters: Kernel,
+    capacity: CapacityWatch,
+    probers: Probers,
+    post: Callable[[Event], None],
+) -> None:
+    """weight: auto: every link's counters and probe round trips once a second into its
+    capacity estimate (health/capacity_watch.py); a change of the applied weights gets a round.
+    counters is the loop's own kernel: one link dump, ~0.1 ms, never behind a round."""
+    while True:
+        await asyncio.sleep(capacity_watch.SAMPLE_S)
+        if not any(entry.auto_weight for entry in config().links):
+            continue
+        try:
+            sample = counters.link_counters()
+        except OSError as exc:
+            log.debug("capacity sample: %s", exc)
+            continue
+        decision = capacity.tick(time.monotonic(), config(), sample, probers.replies, probers.carries_traffic)
+        if decision is not None:
+            log.info("weights: %s", decision.reason)
+            post(Resync(f"weights measured: {decision.reason}"))
+
+
+async def verify_firewall(worker: KernelWorker, kernel: Kernel, post: Callable[[Event], None]) -> None:
+    """Re-read wanhooks' nftables table every FIREWALL_VERIFY_S: rounds trust their last
+    read for a while, and no event comes when another program (a firewall reload, `nft
+    flush ruleset`) changes or removes it.  Such a change gets a round, which restores it."""
+    while True:
+        await asyncio.sleep(c.FIREWALL_VERIFY_S)
+        try:
+            same = await worker.run(kernel.verify_firewall)
+        except NftError as exc:
+            log.debug("nftables: cannot re-read the table: %s", exc)
+            continue
+        if not same:
+            log.warning("nftables: table %s %s was changed by another program", c.NFT_FAMILY, c.NFT_TABLE)
+            post(Resync("wanhooks' nftables table changed behind its back"))
