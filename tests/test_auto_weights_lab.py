@@ -14,7 +14,7 @@ from conftest import DaemonProc, Router, wait_for
 from wanhooks import constants as c
 from wanhooks.lab import SERVER4
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.serial]  # timings measured: run alone
 Start = Callable[..., DaemonProc]
 
 RATES = {"w1": 5.0, "w2": 20.0, "w3": 10.0}

@@ -34,7 +34,7 @@ from conftest import group_members as members
 from wanhooks import constants as c
 from wanhooks.lab import Lab
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.serial]  # timings measured: run alone
 Start = Callable[..., DaemonProc]
 
 EVENTS = int(os.environ.get("WANHOOKS_CHAOS_EVENTS", "30"))

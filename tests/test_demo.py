@@ -19,7 +19,7 @@ import pytest
 
 from wanhooks.lab import netns_names
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.serial]  # timings measured: run alone
 
 PR_SET_CHILD_SUBREAPER = 36
 

@@ -14,7 +14,7 @@ from conftest import group_members as members
 
 from wanhooks.lab import Lab
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.serial]  # timings measured: run alone
 Start = Callable[..., DaemonProc]
 
 CONFIG = """\

@@ -15,7 +15,7 @@ from conftest import DaemonProc, Router, group_members, wait_for
 
 from wanhooks.lab import SERVER6, Lab
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.serial]  # timings measured: run alone
 Start = Callable[..., DaemonProc]
 
 
