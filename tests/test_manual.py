@@ -18,10 +18,15 @@ from pathlib import Path
 import pytest
 
 from wanhooks.cli import build_parser
+from wanhooks.config import load
 from wanhooks.config import schema as config_schema
 from wanhooks.config.load import parse_config
 from wanhooks.config.schema import Section
 from wanhooks.manual import EXAMPLE, _commands, roff
+
+
+def test_every_top_level_key_of_the_schema_has_its_reader() -> None:
+    assert set(load._TOP_PARSERS) == set(config_schema.TOP.names)
 
 
 def test_every_key_of_the_schema_is_documented_once() -> None:

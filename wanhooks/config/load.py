@@ -47,9 +47,9 @@ import fnmatch
 import ipaddress
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from yaml.error import MarkedYAMLError, YAMLError
@@ -684,31 +684,12 @@ def _config_from_yaml(text: str, path: str) -> Config:
         raise ConfigError(
             path, _line(root), "", f"the top level must be a mapping with 'links', not {kind}: {FORMAT_HINT}"
         )
-    drafts: list[tuple[LinkConfig, _Draft]] | None = None
-    default_weight: int | None = None
-    default_auto = False
-    balance = BalanceMode.PER_CONNECTION
-    group = GroupKind.AUTO
-    mode = Config.mode
-    watchdog: SeedWatchdog | None = None
-    health: HealthConfig | None = None
-    gateway_hold = Config.gateway_hold
-    metered_tier = Config.metered_tier
-    require_full_connectivity = Config.require_full_connectivity
-    hooks_dir = Config.hooks_dir
-    flush_lower_tiers = Config.flush_lower_tiers
-    nat = Config.nat
-    pins: tuple[Pin, ...] = ()
-    metrics_listen: tuple[str, int] | None = None
-    flags = {"sticky": Config.sticky, "mss_clamp": Config.mss_clamp, "nat66": Config.nat66}
-    timers: dict[str, int] = {}
     # Keys are scalars by the time they are looked up here (_items checks first).
     key_lines = {str(key.value): _line(key) for key, _ in root.value if isinstance(key, ScalarNode)}
-    done: set[str] = set()
+    given: dict[str, Any] = {}
     for name, value in _items(root, "", TOP_KEYS, path):
-        where = _Where(path, _line(value), name)
         other = {"health": "watchdog", "watchdog": "health"}.get(name, "")
-        if other in done:
+        if other in given:
             raise ConfigError(
                 path,
                 key_lines[name],
@@ -716,78 +697,65 @@ def _config_from_yaml(text: str, path: str) -> Config:
                 f"{other}: is already given at line {key_lines[other]}: "
                 "give health:, watchdog: is the 2011 script's form",
             )
-        done.add(name)
-        if name == "links":
-            drafts = _yaml_links(value, where)
-        elif name == "balance":
-            balance = _parse_choice(_yaml_string(value, where, name), BalanceMode, where, name)
-        elif name == "group":
-            group = _parse_choice(_yaml_string(value, where, name), GroupKind, where, name)
-        elif name == "mode":
-            mode = _parse_choice(_yaml_string(value, where, name), RunMode, where, name)
-        elif name == "gateway_hold":
-            gateway_hold = _yaml_seconds(value, where, GATEWAY_HOLD_MAX_S)
-        elif name == "health":
-            health = _yaml_health(value, where)
-        elif name == "metered_tier":
-            metered_tier = _yaml_whole(value, where, name, c.METERED_TIER_MIN, c.TIER_MAX)
-        elif name == "require_full_connectivity":
-            require_full_connectivity = _yaml_bool(value, where)
-        elif name == "hooks_dir":
-            hooks_dir = _check_hooks_dir(_yaml_string(value, where, name), where)
-        elif name == "flush_lower_tiers":
-            flush_lower_tiers = _yaml_bool(value, where)
-        elif name == "nat":
-            nat = _yaml_string(value, where, name)
-            if nat not in NAT_MODES:
-                raise where.error(f"unknown nat mode {_show(nat)}: choose {', '.join(NAT_MODES)}")
-        elif name in flags:
-            flags[name] = _yaml_bool(value, where)
-        elif name == "pins":
-            pins = _yaml_pins(value, where)
-        elif name == "metrics":
-            metrics_listen = _yaml_listen(value, where)
-        elif name == "resilient":
-            timers = _yaml_timers(value, where, path)
-        elif name == "weight":
-            default_auto = _is_auto(value)
-            default_weight = None if default_auto else _yaml_weight(value, where)
-        else:
-            watchdog = _yaml_watchdog(value, where)
-    if drafts is None:
+        given[name] = _TOP_PARSERS[name](value, _Where(path, _line(value), name))
+    if "links" not in given:
         raise ConfigError(
             path, _line(root), "links", "links is required: list the uplinks, as '- interface: eth1'"
         )
-    links = _with_weights(drafts, default_weight, default_auto)
+    default_auto, default_weight = given.get("weight", (False, None))
+    links = _with_weights(given["links"], default_weight, default_auto)
+    watchdog: SeedWatchdog | None = given.get("watchdog")
     if watchdog is not None:
         health, top = _health_of_watchdog(watchdog), "watchdog"
     else:
-        health, top = health if health is not None else HealthConfig(), "health"
+        health, top = given.get("health", HealthConfig()), "health"
         watchdog = _watchdog_of_health(health)
+    pins: tuple[Pin, ...] = given.get("pins", ())
     _check_links_health(links, health, top, path)
     _check_delegated(links, path)
     _check_pin_targets(pins, links, path)
+    sticky = given.get("sticky", Config.sticky)
     return Config(
         links=links,
-        balance=balance,
-        group=group,
+        balance=given.get("balance", BalanceMode.PER_CONNECTION),
+        group=given.get("group", GroupKind.AUTO),
         path=path,
         seed_watchdog=watchdog,
-        gateway_hold=gateway_hold,
+        gateway_hold=given.get("gateway_hold", Config.gateway_hold),
         health=health,
-        metered_tier=metered_tier,
-        require_full_connectivity=require_full_connectivity,
-        hooks_dir=hooks_dir,
-        flush_lower_tiers=flush_lower_tiers,
-        nat=nat,
-        sticky=flags["sticky"],
-        mss_clamp=flags["mss_clamp"],
-        nat66=flags["nat66"],
+        metered_tier=given.get("metered_tier", Config.metered_tier),
+        require_full_connectivity=given.get("require_full_connectivity", Config.require_full_connectivity),
+        hooks_dir=given.get("hooks_dir", Config.hooks_dir),
+        flush_lower_tiers=given.get("flush_lower_tiers", Config.flush_lower_tiers),
+        nat=given.get("nat", Config.nat),
+        sticky=sticky,
+        mss_clamp=given.get("mss_clamp", Config.mss_clamp),
+        nat66=given.get("nat66", Config.nat66),
         pins=pins,
-        metrics=metrics_listen,
-        mode=mode,
-        resilient_timers=_resolved_timers(timers, flags["sticky"]),
+        metrics=given.get("metrics"),
+        mode=given.get("mode", Config.mode),
+        resilient_timers=_resolved_timers(given.get("resilient", {}), sticky),
     )
+
+
+def _yaml_nat(node: Node, where: _Where) -> str:
+    nat = _yaml_string(node, where, "nat")
+    if nat not in NAT_MODES:
+        raise where.error(f"unknown nat mode {_show(nat)}: choose {', '.join(NAT_MODES)}")
+    return nat
+
+
+def _yaml_top_weight(node: Node, where: _Where) -> tuple[bool, int | None]:
+    """The weight of links that give none: (auto, the number when not auto)."""
+    auto = _is_auto(node)
+    return auto, None if auto else _yaml_weight(node, where)
+
+
+def _choice_of(kind: type[_Choice]) -> Callable[[Node, _Where], _Choice]:
+    def parse(node: Node, where: _Where) -> _Choice:
+        return _parse_choice(_yaml_string(node, where, where.key), kind, where, where.key)
+
+    return parse
 
 
 def _yaml_timers(node: Node, where: _Where, path: str) -> dict[str, int]:
@@ -1729,3 +1697,30 @@ def _yaml_scalar(text: str) -> str:
     # A JSON string is a valid YAML double-quoted scalar; DEL, the one character JSON leaves
     # raw that YAML will not read unescaped, is escaped too.
     return json.dumps(text).replace("\x7f", "\\u007f")
+
+
+# Each top-level key (config/schema.py's TOP) and what reads its value.  Here, at the end:
+# the readers are defined above.
+_TOP_PARSERS: dict[str, Callable[[Node, _Where], Any]] = {
+    "links": _yaml_links,
+    "balance": _choice_of(BalanceMode),
+    "group": _choice_of(GroupKind),
+    "mode": _choice_of(RunMode),
+    "gateway_hold": lambda node, where: _yaml_seconds(node, where, GATEWAY_HOLD_MAX_S),
+    "health": _yaml_health,
+    "watchdog": _yaml_watchdog,
+    "metered_tier": lambda node, where: _yaml_whole(
+        node, where, "metered_tier", c.METERED_TIER_MIN, c.TIER_MAX
+    ),
+    "require_full_connectivity": _yaml_bool,
+    "hooks_dir": lambda node, where: _check_hooks_dir(_yaml_string(node, where, "hooks_dir"), where),
+    "flush_lower_tiers": _yaml_bool,
+    "nat": _yaml_nat,
+    "sticky": _yaml_bool,
+    "weight": _yaml_top_weight,
+    "resilient": lambda node, where: _yaml_timers(node, where, where.path),
+    "mss_clamp": _yaml_bool,
+    "pins": _yaml_pins,
+    "nat66": _yaml_bool,
+    "metrics": _yaml_listen,
+}
