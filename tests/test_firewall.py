@@ -85,7 +85,7 @@ def test_nat66_only_when_opted_in_and_never_for_the_links_own_prefix() -> None:
     links = tuple(replace(e, delegated=(pd,)) if e.interface == "w1" else e for e in base.links)
     config = replace(base, links=links, nat="masquerade")
     text = nft.render(plan(config, lab_kernel().observe()).firewall)
-    assert "nfproto ipv6" not in text  # IPv6 is not translated unless asked
+    assert "ipv6 masquerade" not in text and "masquerade" in text  # IPv6 is not translated unless asked
     text66 = nft.render(plan(replace(config, nat66=True), lab_kernel().observe()).firewall)
     assert 'oifname "w1" meta nfproto ipv6 ip6 saddr != { fd00:1:100::/56 } masquerade' in text66
     assert 'oifname "w2" meta nfproto ipv6 masquerade comment "nat66 w2"' in text66
@@ -171,3 +171,32 @@ def test_without_nft_sticky_is_off_with_a_note_and_apply_succeeds() -> None:
     assert result.report.ok and kernel.firewall == ""
     assert any("no nft command" in note for note in result.desired.notes)
     assert not any(r.priority == c.PRIO_MARK for r in result.desired.rules)
+
+
+def test_every_link_counts_its_evidence_of_life_from_beyond_its_near_side() -> None:
+    """Per link and family, packets of established connections arriving from beyond the
+    link's own prefix (and IPv6's link-local), and packets sent beyond it: named counters."""
+    config = replace(lab_config((1, 1, 1)), sticky=False)  # no NAT, no marks: evidence alone
+    text = nft.render(plan(config, lab_kernel().observe()).firewall)
+    rx4, tx6 = nft.counter_name("rx", 4, "w1"), nft.counter_name("tx", 6, "w1")
+    assert f"counter {rx4} {{ }}" in text and f"counter {tx6} {{ }}" in text
+    assert (
+        'iifname "w1" meta nfproto ipv4 ct state established ip saddr != { 100.64.1.0/24 } '
+        f"counter name {rx4}"
+    ) in text
+    assert (
+        f'oifname "w1" meta nfproto ipv6 ip6 daddr != {{ fd00:1::/64, fe80::/10 }} counter name {tx6}' in text
+    )
+    no_nft = replace(lab_kernel().observe(), features=KernelFeatures(nftables=False))
+    assert nft.render(plan(config, no_nft).firewall) == ""  # no nft: nothing to count with
+
+
+def test_evidence_counters_read_back_by_link_and_family() -> None:
+    counters = {
+        nft.counter_name("rx", 4, "wwan0@x"): (120, 9000),
+        nft.counter_name("tx", 4, "wwan0@x"): (80, 6000),
+        nft.counter_name("rx", 6, "w2"): (5, 400),
+        "someone_elses": (1, 1),
+        "rx4_zz": (1, 1),  # not hex: not ours
+    }
+    assert nft.evidence_of(counters) == {("wwan0@x", 4): (120, 80), ("w2", 6): (5, 0)}

@@ -485,6 +485,10 @@ class FirewallLink:
     nat: bool  # masquerade IPv4 that leaves by it
     nat66: bool = False  # masquerade IPv6 that leaves by it (but not its own delegated prefixes)
     delegated: tuple[IPNetwork, ...] = ()
+    # Evidence of life (router/nft.py): packets of established connections arriving from
+    # beyond the link's near side -- its own prefixes (the gateway, a modem) and IPv6's
+    # link-local -- and packets sent beyond it.  Empty: no evidence counted for the link.
+    near: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)

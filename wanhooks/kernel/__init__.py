@@ -50,6 +50,11 @@ class Kernel(Protocol):
         """Replace wanhooks' nftables table with text ("" removes it), atomically."""
         ...
 
+    def evidence(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Evidence of life (router/nft.py), by (link, family): packets heard from beyond the
+        link on established connections, packets sent beyond it.  {} without the table."""
+        ...
+
     def verify_firewall(self) -> bool:
         """Re-read wanhooks' nftables table; False when it is not what was last read or
         written (another program changed or removed it).  True where there is no nftables."""

@@ -52,6 +52,7 @@ class FakeKernel:
     firewall_writes: list[str] = field(default_factory=list)
     firewall_error: str = ""  # set: every write fails with it (nft missing, a hang)
     counters: dict[str, LinkCounters] = field(default_factory=dict)  # set by tests; else zeros
+    heard: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # evidence, set by tests
 
     # --- the seam ------------------------------------------------------------
 
@@ -72,6 +73,9 @@ class FakeKernel:
             raise nft.NftError(self.firewall_error)
         self.firewall = text
         self.firewall_writes.append(text)
+
+    def evidence(self) -> dict[tuple[str, int], tuple[int, int]]:
+        return dict(self.heard)
 
     def verify_firewall(self) -> bool:
         return not self.firewall_writes or self.firewall == self.firewall_writes[-1]

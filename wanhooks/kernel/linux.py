@@ -54,6 +54,7 @@ from .netlink import (
     NetlinkError,
     NetlinkSocket,
 )
+from .nft_counters import NftCounters
 from .wire import Message
 
 PROC_SYS = "/proc/sys"
@@ -80,9 +81,17 @@ class LinuxKernel:
         self._round_rules: dict[int, list[Message]] = {}
         # wanhooks' nftables table as this object last read or wrote it, and when (read_firewall)
         self._firewall: tuple[float, nft.TableState] | None = None
+        self._counters: NftCounters | None = None  # opened at the first evidence() read
 
     def close(self) -> None:
         self._nl.close()
+        if self._counters is not None:
+            self._counters.close()
+
+    def evidence(self) -> dict[tuple[str, int], tuple[int, int]]:
+        if self._counters is None:
+            self._counters = NftCounters()
+        return nft.evidence_of(self._counters.read())
 
     @property
     def portid(self) -> int:

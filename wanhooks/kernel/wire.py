@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 NLMSGHDR = struct.Struct("=IHHII")  # struct nlmsghdr: length, type, flags, seq, port id
 _NLA = struct.Struct("=HH")
+NLA_HEADER = _NLA.size  # struct nlattr: length, type
 NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 # The fixed part after struct nlmsghdr, per message type (uapi/linux/rtnetlink.h etc.).

@@ -77,6 +77,7 @@ NO_VERDICTS = HealthVerdicts()
 _DEFAULT_DST = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
 _METRIC = {4: c.METRIC_V4, 6: c.METRIC_V6}
 _FULL_PREFIX = {4: 32, 6: 128}
+LINK_LOCAL6 = ipaddress.ip_network("fe80::/10")
 _HASH_FIELDS = {
     BalanceMode.PER_CONNECTION: c.HASH_SRC_IP
     | c.HASH_DST_IP
@@ -806,11 +807,22 @@ def _firewall(
         nat66 = config.nat66 and bool(link.addresses_of(6))
         if config.nat66 and not nat66 and sides[(link.index, 6)].has_table:
             notes.append(f"{link.name}: no NAT66: it has no global IPv6 address to masquerade to")
-        if mark or nat or nat66:
-            links.append(FirewallLink(link.name, mark, nat, nat66, entry.delegated))
+        near = _near_side(link) if observed_nft else ()
+        if mark or nat or nat66 or near:
+            links.append(FirewallLink(link.name, mark, nat, nat66, entry.delegated, near))
     if config.sticky and not observed_nft and pairs:
         notes.append("no nft command: sticky connections are off (install nftables)")
     return Firewall(links=tuple(links), sticky=sticky, mss_clamp=config.mss_clamp), rules, notes
+
+
+def _near_side(link: ObservedLink) -> tuple[IPNetwork, ...]:
+    """The link's near side, whose packets are no evidence that the internet answers: its
+    own prefixes (the gateway, the modem), and IPv6's link-local ones.  () without an
+    address: nothing to count."""
+    near = sorted({a.network for a in link.addresses if a.can_source}, key=str)
+    if any(n.version == 6 for n in near):
+        near.append(LINK_LOCAL6)
+    return tuple(near)
 
 
 def _link_plan(

@@ -1,4 +1,4 @@
-"""wanhooks' nftables table: NAT, sticky-connection marks, MSS clamping.
+"""wanhooks' nftables table: NAT, sticky-connection marks, MSS clamping, evidence of life.
 
 One table, `inet wanhooks`, and no other is ever read or written.  It is
 written with the `nft` command as one atomic transaction (the whole table
@@ -43,6 +43,9 @@ def render(fw: Firewall) -> str:
     mark_in: list[str] = []
     restore: list[str] = []
     restore_local: list[str] = []
+    counters: list[str] = []
+    heard: list[str] = []
+    sent: list[str] = []
     for link in fw.links:
         # nft strings have no escapes: a '"' in a name would end the string and what follows
         # would be nft syntax.  The planner manages only names of SAFE_CHARS (plan/names.py);
@@ -80,7 +83,21 @@ def render(fw: Firewall) -> str:
                 f"meta mark 0 ct mark and {mask} == {mark} meta mark set {mark} "
                 f'comment "restore-local {link.name}"'
             )
-    chains = []
+        for family in (4, 6):
+            near = ", ".join(str(n) for n in link.near if n.version == family)
+            if not near:
+                continue
+            rx, tx = counter_name("rx", family, link.name), counter_name("tx", family, link.name)
+            counters += [f"  counter {rx} {{ }}", f"  counter {tx} {{ }}"]
+            ip, nfproto = ("ip", "ipv4") if family == 4 else ("ip6", "ipv6")
+            # only the far side of the ISP answers on an established connection: not ARP or
+            # ND, not the modem's or gateway's own packets, not ICMP errors (ct state related)
+            heard.append(
+                f"iifname {name} meta nfproto {nfproto} ct state established {ip} saddr != {{ {near} }} "
+                f"counter name {rx}"
+            )
+            sent.append(f"oifname {name} meta nfproto {nfproto} {ip} daddr != {{ {near} }} counter name {tx}")
+    chains = ["\n".join(counters) + "\n"] if counters else []
     if nat:
         chains.append(_chain("nat", "type nat hook postrouting priority srcnat", nat))
     if mark_out:
@@ -90,11 +107,43 @@ def render(fw: Firewall) -> str:
         # prerouting, the host's own in output (a route chain: the mark re-routes them)
         chains.append(_chain("restore_fwd", "type filter hook prerouting priority mangle + 1", restore))
         chains.append(_chain("restore_local", "type route hook output priority mangle", restore_local))
+    if heard:
+        chains.append(_chain("evidence_in", "type filter hook prerouting priority filter", heard))
+        chains.append(_chain("evidence_out", "type filter hook postrouting priority filter", sent))
     if fw.mss_clamp:
         clamp = ['tcp flags syn tcp option maxseg size set rt mtu comment "mss clamp"']
         chains.append(_chain("mss", "type filter hook forward priority mangle", clamp))
     body = "\n".join(chains)
     return f"table {c.NFT_FAMILY} {c.NFT_TABLE} {{\n  comment {json.dumps(_digest(body))}\n{body}}}\n"
+
+
+EVIDENCE_KINDS = ("rx", "tx")
+
+
+def counter_name(kind: str, family: int, link: str) -> str:
+    """An evidence counter's name: nft object names are bare words, so the link's name
+    (which may hold - + @) is spelled in hex: rx4_7731 is w1's IPv4 evidence heard."""
+    return f"{kind}{family}_{link.encode().hex()}"
+
+
+def evidence_of(counters: dict[str, tuple[int, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+    """Counters read back (kernel/nft_counters.py) -> (link, family) -> (packets heard from
+    beyond on established connections, packets sent beyond)."""
+    found: dict[tuple[str, int, str], int] = {}
+    for name, (packets, _bytes) in counters.items():
+        kind, _, spelled = name.partition("_")
+        if len(kind) != 3 or kind[:2] not in EVIDENCE_KINDS or kind[2] not in "46":
+            continue
+        try:
+            link = bytes.fromhex(spelled).decode()
+        except ValueError:
+            continue
+        found[(link, int(kind[2]), kind[:2])] = packets
+    return {
+        (link, family): (found[(link, family, "rx")], found.get((link, family, "tx"), 0))
+        for (link, family, kind) in found
+        if kind == "rx"
+    }
 
 
 def _chain(name: str, hook: str, rules: list[str]) -> str:
