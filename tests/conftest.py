@@ -85,7 +85,7 @@ class Router:
         sysctls = self.lab.r(
             ["sysctl", "-a", "--pattern", "fib_multipath_hash|rp_filter|ignore_routes_with_linkdown"]
         )
-        nft = self.lab.r(["nft", "list", "ruleset"])
+        nft = self.lab.r(["nft", "-s", "list", "ruleset"])  # the rules, not what the counters counted
         return "\n".join(parts) + sysctls.stdout + nft.stdout
 
 

@@ -445,6 +445,11 @@ def test_the_metrics_endpoint_tells_what_the_kernel_and_the_probes_say(
     assert [value(first, "wanhooks_link_weight", link=f"w{i}") for i in (1, 2, 3)] == [1, 2, 3]
     assert 0 < value(first, "wanhooks_link_rtt_seconds", link="w2", family="4") < 0.5
     assert value(first, "wanhooks_link_sent_bytes_total", link="w2") > 0  # its probes at least
+    # the probes' answers come from beyond the ISP: evidence of life, as much heard as sent, give
+    # or take the echoes in flight
+    heard = value(first, "wanhooks_link_evidence_heard_packets_total", link="w2", family="4")
+    sent = value(first, "wanhooks_link_evidence_sent_packets_total", link="w2", family="4")
+    assert heard > 0 and sent - 5 <= heard <= sent, (heard, sent)
     assert value(first, "wanhooks_rounds_total") >= 1 and value(first, "wanhooks_in_sync") == 1
     assert value(first, "wanhooks_events_total", source="resync") >= 1  # the start-up sweep
     lab.blackhole(2, True)
@@ -456,3 +461,9 @@ def test_the_metrics_endpoint_tells_what_the_kernel_and_the_probes_say(
         first, "wanhooks_link_health_transitions_total", link="w2", family="4"
     )
     assert value(after, "wanhooks_events_total", source="health") >= 2
+    # blackholed: w2 goes on sending probes, and hears nothing back
+    def evidence(doc: dict[tuple[str, tuple[tuple[str, str], ...]], float], kind: str) -> float:
+        return value(doc, f"wanhooks_link_evidence_{kind}_packets_total", link="w2", family="4")
+
+    wait_for(lambda: evidence(scrape(), "sent") >= evidence(after, "sent") + 10, 5, "w2's probes, still sent")
+    assert evidence(scrape(), "heard") == evidence(after, "heard")

@@ -50,3 +50,16 @@ def test_a_failed_links_state_comes_from_the_daemons_verdict() -> None:
     w2 = next(link for link in doc["links"] if link["name"] == "w2")
     assert w2["ipv4"]["eligible"] is False and w2["ipv4"]["reason"] == "health: down: no reply for 0.7 s"
     assert "rx_bytes" not in w2  # counters only when the metrics ask
+
+
+def test_each_links_evidence_of_life_is_in_the_document() -> None:
+    kernel = lab_kernel()
+    converge(lab_config(), kernel, "/nonexistent")
+    kernel.heard = {("w1", 4): (120, 80), ("w1", 6): (3, 4)}
+    doc = build_status(kernel, TrafficWindow(60, 5), inputs(), False)
+    w1, w2 = (next(link for link in doc["links"] if link["name"] == n) for n in ("w1", "w2"))
+    assert w1["ipv4"]["evidence"] == {"heard": 120, "sent": 80} and w1["ipv6"]["evidence"] == {
+        "heard": 3,
+        "sent": 4,
+    }
+    assert "evidence" not in w2["ipv4"]  # not counted (no table yet, or no nft): not shown as zero

@@ -103,6 +103,12 @@ class _Collector:
         loss = Gauge("wanhooks_link_loss_ratio", "probes lost over the loss window", labels=lf)
         rx = Counter("wanhooks_link_received_bytes", "bytes received (kernel counters)", labels=["link"])
         tx = Counter("wanhooks_link_sent_bytes", "bytes sent (kernel counters)", labels=["link"])
+        heard = Counter(
+            "wanhooks_link_evidence_heard_packets",
+            "packets of established connections from beyond the link: only the internet sends them",
+            labels=lf,
+        )
+        sent = Counter("wanhooks_link_evidence_sent_packets", "packets sent beyond the link", labels=lf)
         for link in doc["links"]:
             name = link["name"]
             weight.add_metric([name], link["weight"])
@@ -120,6 +126,10 @@ class _Collector:
                 labels = [name, str(family)]
                 in_balance.add_metric(labels, 1 if side["in_balance"] else 0)
                 share.add_metric(labels, (link.get("weight_share") or {}).get(f"ipv{family}", 0.0))
+                evidence = side.get("evidence")
+                if evidence:
+                    heard.add_metric(labels, evidence["heard"])
+                    sent.add_metric(labels, evidence["sent"])
                 health = side.get("health")
                 if health:
                     healthy.add_metric(labels, 1 if health["state"] == "up" else 0)
@@ -140,5 +150,5 @@ class _Collector:
         seconds.add_metric([], figures.round_seconds)
         in_sync = Gauge("wanhooks_in_sync", "1 when the kernel holds exactly the plan")
         in_sync.add_metric([], 1 if doc["in_sync"] else 0)
-        yield from (in_balance, weight, share, capacity, age, healthy, rtt, loss, rx, tx)
+        yield from (in_balance, weight, share, capacity, age, healthy, rtt, loss, rx, tx, heard, sent)
         yield from (transitions, events, rounds, seconds, in_sync)

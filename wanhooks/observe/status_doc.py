@@ -51,10 +51,17 @@ def build_status(
     now = time.monotonic()
     managed = {link["name"] for link in doc["links"]}  # shares of the WAN traffic, not the LAN's
     every = kernel.link_counters()
+    try:
+        heard = kernel.evidence()
+    except OSError:  # no nf_tables in this kernel, or no right to read it: no evidence shown
+        heard = {}
     rates = traffic.rates(CounterSnapshot(now, {name: n for name, n in every.items() if name in managed}))
     for link in doc["links"]:
         for family in (4, 6):
             link[f"ipv{family}"]["health"] = given.health.get((link["name"], family))
+            evidence = heard.get((link["name"], family))
+            if evidence is not None:  # packets heard from beyond on established connections, sent beyond
+                link[f"ipv{family}"]["evidence"] = {"heard": evidence[0], "sent": evidence[1]}
         state, since, at_start = given.link_states.get(link["name"], ("", now, False))
         if state == link["state"]:
             link["since_s"], link["since_start"] = round(now - since, 1), at_start
