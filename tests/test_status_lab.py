@@ -323,6 +323,13 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
 
             hk = f"{fk}.health"
             up = state in ("active", "standby tier 2", "disabled")
+            ek = f"{fk}.evidence"  # packets of established connections from beyond, packets sent beyond
+            f.that(f"{ek}.sent", lambda n: n > 0, "more than 0 (its probes at least)")
+            f.that(
+                f"{ek}.heard",
+                lambda n, u=up, sent=f.leaves[f"{ek}.sent"]: n > 0 if u else 0 < n < sent,
+                "more than 0 (its probes' answers); fewer than sent once its ISP went silent",
+            )
             f.eq(f"{hk}.state", "up" if up else "down")
             f.eq(f"{hk}.kind", "icmp")
             f.eq(f"{hk}.targets", [TARGETS[fam]])
