@@ -180,13 +180,12 @@ def test_every_link_counts_its_evidence_of_life_from_beyond_its_near_side() -> N
     text = nft.render(plan(config, lab_kernel().observe()).firewall)
     rx4, tx6 = nft.counter_name("rx", 4, "w1"), nft.counter_name("tx", 6, "w1")
     assert f"counter {rx4} {{ }}" in text and f"counter {tx6} {{ }}" in text
-    assert (
-        'iifname "w1" meta nfproto ipv4 ct state established ip saddr != { 100.64.1.0/24 } '
-        f"counter name {rx4}"
-    ) in text
-    assert (
-        f'oifname "w1" meta nfproto ipv6 ip6 daddr != {{ fd00:1::/64, fe80::/10 }} counter name {tx6}' in text
-    )
+    spelled = b"w1".hex()
+    assert f'ct state established iifname vmap {{ "w1" : jump heard_{spelled}, "w2"' in text
+    assert f'oifname vmap {{ "w1" : jump sent_{spelled},' in text
+    heard, sent = chain(text, f"heard_{spelled}"), chain(text, f"sent_{spelled}")
+    assert f"meta nfproto ipv4 ip saddr != {{ 100.64.1.0/24 }} counter name {rx4}" in heard
+    assert f"meta nfproto ipv6 ip6 daddr != {{ fd00:1::/64, fe80::/10 }} counter name {tx6}" in sent
     no_nft = replace(lab_kernel().observe(), features=KernelFeatures(nftables=False))
     assert nft.render(plan(config, no_nft).firewall) == ""  # no nft: nothing to count with
 
@@ -200,3 +199,9 @@ def test_evidence_counters_read_back_by_link_and_family() -> None:
         "rx4_zz": (1, 1),  # not hex: not ours
     }
     assert nft.evidence_of(counters) == {("wwan0@x", 4): (120, 80), ("w2", 6): (5, 0)}
+
+
+def chain(text: str, name: str) -> str:
+    """One chain of a rendered table, up to its closing brace."""
+    start = text.index(f"chain {name} {{")
+    return text[start : text.index("\n  }", start)]

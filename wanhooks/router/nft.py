@@ -18,6 +18,7 @@ back (reconcile/diff.py keeps a leaving link's NAT until its routes are gone).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -32,8 +33,11 @@ from ..plan.names import ifname_problem
 NFT_TIMEOUT = 10.0  # seconds; nft answers in milliseconds
 
 
+@functools.lru_cache(maxsize=8)
 def render(fw: Firewall) -> str:
-    """The table's body as `nft -f` text; "" when wanhooks needs no table."""
+    """The table's body as `nft -f` text; "" when wanhooks needs no table.  Kept for the last
+    few tables: a round asks twice, and every round of a steady state asks for the same one
+    (64 links' table is ~65 kB of text, some 3 ms to make, most of it addresses as text)."""
     if not fw.links:
         return ""
     keep = f"{~c.STICKY_MARK_MASK & 0xFFFFFFFF:#010x}"
@@ -44,8 +48,9 @@ def render(fw: Firewall) -> str:
     restore: list[str] = []
     restore_local: list[str] = []
     counters: list[str] = []
-    heard: list[str] = []
+    heard: list[str] = []  # vmap elements: a link's name -> its own chain (one lookup per packet)
     sent: list[str] = []
+    link_chains: list[tuple[str, list[str]]] = []
     for link in fw.links:
         # nft strings have no escapes: a '"' in a name would end the string and what follows
         # would be nft syntax.  The planner manages only names of SAFE_CHARS (plan/names.py);
@@ -83,6 +88,7 @@ def render(fw: Firewall) -> str:
                 f"meta mark 0 ct mark and {mask} == {mark} meta mark set {mark} "
                 f'comment "restore-local {link.name}"'
             )
+        heard_rules, sent_rules = [], []
         for family in (4, 6):
             near = ", ".join(str(n) for n in link.near if n.version == family)
             if not near:
@@ -90,13 +96,13 @@ def render(fw: Firewall) -> str:
             rx, tx = counter_name("rx", family, link.name), counter_name("tx", family, link.name)
             counters += [f"  counter {rx} {{ }}", f"  counter {tx} {{ }}"]
             ip, nfproto = ("ip", "ipv4") if family == 4 else ("ip6", "ipv6")
-            # only the far side of the ISP answers on an established connection: not ARP or
-            # ND, not the modem's or gateway's own packets, not ICMP errors (ct state related)
-            heard.append(
-                f"iifname {name} meta nfproto {nfproto} ct state established {ip} saddr != {{ {near} }} "
-                f"counter name {rx}"
-            )
-            sent.append(f"oifname {name} meta nfproto {nfproto} {ip} daddr != {{ {near} }} counter name {tx}")
+            heard_rules.append(f"meta nfproto {nfproto} {ip} saddr != {{ {near} }} counter name {rx}")
+            sent_rules.append(f"meta nfproto {nfproto} {ip} daddr != {{ {near} }} counter name {tx}")
+        if heard_rules:
+            spelled = link.name.encode().hex()
+            heard.append(f"{name} : jump heard_{spelled}")
+            sent.append(f"{name} : jump sent_{spelled}")
+            link_chains += [(f"heard_{spelled}", heard_rules), (f"sent_{spelled}", sent_rules)]
     chains = ["\n".join(counters) + "\n"] if counters else []
     if nat:
         chains.append(_chain("nat", "type nat hook postrouting priority srcnat", nat))
@@ -108,8 +114,19 @@ def render(fw: Firewall) -> str:
         chains.append(_chain("restore_fwd", "type filter hook prerouting priority mangle + 1", restore))
         chains.append(_chain("restore_local", "type route hook output priority mangle", restore_local))
     if heard:
-        chains.append(_chain("evidence_in", "type filter hook prerouting priority filter", heard))
-        chains.append(_chain("evidence_out", "type filter hook postrouting priority filter", sent))
+        # Evidence of life: only the far side of the ISP answers on an established connection
+        # -- not ARP or ND, not the modem's or gateway's own packets (the near side), not
+        # ICMP errors (ct state related).  A map from the interface to its link's chain: one
+        # hash lookup per packet however many links.
+        hook_in, hook_out = (
+            "type filter hook prerouting priority filter",
+            "type filter hook postrouting priority filter",
+        )
+        chains.append(
+            _chain("evidence_in", hook_in, [f"ct state established iifname vmap {{ {', '.join(heard)} }}"])
+        )
+        chains.append(_chain("evidence_out", hook_out, [f"oifname vmap {{ {', '.join(sent)} }}"]))
+        chains += [_chain(chain, None, rules) for chain, rules in link_chains]
     if fw.mss_clamp:
         clamp = ['tcp flags syn tcp option maxseg size set rt mtu comment "mss clamp"']
         chains.append(_chain("mss", "type filter hook forward priority mangle", clamp))
@@ -146,8 +163,9 @@ def evidence_of(counters: dict[str, tuple[int, int]]) -> dict[tuple[str, int], t
     }
 
 
-def _chain(name: str, hook: str, rules: list[str]) -> str:
-    lines = [f"  chain {name} {{", f"    {hook}; policy accept;"]
+def _chain(name: str, hook: str | None, rules: list[str]) -> str:
+    """A chain; hook None: a regular chain, entered by a jump."""
+    lines = [f"  chain {name} {{"] + ([f"    {hook}; policy accept;"] if hook else [])
     lines += [f"    {rule}" for rule in rules]
     return "\n".join(lines) + "\n  }\n"
 
@@ -156,9 +174,13 @@ def _digest(body: str) -> str:
     return "wanhooks " + hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=8)
 def digest_of(text: str) -> str | None:
-    """The digest a rendered table carries, None for no table."""
-    return parse_table(text).digest
+    """The digest a rendered table carries (its comment, the line after the table's), None
+    for no table.  Not parse_table: that reads every line, and a round asks twice."""
+    head = text.split("\n", 2)[:2]
+    found = _COMMENT.search(head[1]) if len(head) == 2 and head[1].strip().startswith("comment ") else None
+    return found.group(1) if found is not None else None
 
 
 @dataclass(frozen=True)
