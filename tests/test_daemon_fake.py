@@ -228,3 +228,20 @@ def test_a_firewall_changed_behind_its_back_is_rewritten(
         await until(lambda: kernel.firewall == written, "the table written again")
 
     drive(run_dir, script, scenario)
+
+
+def test_a_failed_event_source_stops_the_daemon_rather_than_leave_it_deaf(run_dir: str) -> None:
+    class Broken:
+        async def run(self) -> None:
+            await asyncio.sleep(0.05)
+            raise OSError(105, "No buffer space available")  # e.g. a netlink socket gone bad
+
+    config = Path(run_dir) / "wanhooks.yaml"
+    config.write_text(CONFIG)
+    around = dataclasses.replace(Script(lab_kernel(2)).surroundings(), sources=lambda *_: [Broken()])
+    daemon = Daemon(str(config), run_dir, around=around)
+
+    async def main() -> int:
+        return await asyncio.wait_for(daemon.run(), DEADLINE_S)
+
+    assert asyncio.run(main()) == 1

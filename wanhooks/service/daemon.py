@@ -31,8 +31,9 @@ the real host, or a fake kernel and scripted sources in a test), what
 systemd hears (readiness.py), the restore policy (restore.py), start-up
 trust (startup.py), the probers (health/probers.py), the admin's overrides
 (overrides.py), what control requests mean (requests.py), the round's log
-lines (round_log.py) and the status document (observe/status_doc.py).  The
-daemon itself is the loop that joins them.
+lines (round_log.py), its answers on the control socket and to metrics
+(answers.py), what no event tells (periodic.py), and the kernel worker
+(worker.py).  The daemon itself is the loop that joins them.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class Daemon:
         self._restore_timer: asyncio.TimerHandle | None = None
         self._hold_timer: asyncio.TimerHandle | None = None
         self._firewall_retry = False  # a retry of a failed nftables write is scheduled
+        self._failed = False  # an event source failed: stop, exit 1
         # health and weights, on the loop
         self.probers = Probers(self._health_changed, self.around.transports)
         self.watcher = PassiveWatcher(lambda: self.probers.by_key, self.around.counters.link_counters)
@@ -213,7 +215,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_quietly()))
         sources = self.around.sources(self.post, self._manager_view, self.kernel.portid)
         tasks = [asyncio.create_task(source.run()) for source in sources]
+        for task in tasks:
+            task.add_done_callback(self._source_ended)
         await asyncio.sleep(0)  # the sources listen before the first round looks
+        if self._failed:
+            return await self._shut_down(tasks, None)
         server = ControlServer(self.run_dir, self.answers.handle)
         await server.start()
         log.info(
@@ -241,17 +247,27 @@ class Daemon:
         ready_deadline = loop.call_later(c.READY_DEADLINE_S, self.systemd.anyway)
         await self._stop.wait()
         ready_deadline.cancel()
-        await self._shut_down(tasks, server)
-        return 0
+        return await self._shut_down(tasks, server)
 
-    async def _shut_down(self, tasks: list[asyncio.Task[None]], server: ControlServer) -> None:
+    def _source_ended(self, task: asyncio.Task[None]) -> None:
+        """A source ends only when cancelled; one that failed leaves the daemon deaf to what
+        it reported, so the daemon stops (exit 1: systemd restarts it) rather than run so."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("an event source failed: %s; stopping", task.exception(), exc_info=task.exception())
+        self._failed = True
+        self.stop()
+
+    async def _shut_down(self, tasks: list[asyncio.Task[None]], server: ControlServer | None) -> int:
+        """End everything started; the exit code."""
         for task in tasks:
             task.cancel()
         # a round in the worker finishes (a half-made round is what kill -9 is for)
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.worker.run(lambda: None)  # whatever the worker had in hand is done
         self.probers.stop()
-        await server.stop()
+        if server is not None:
+            await server.stop()
         await self.hooks.close()
         if self.cleanup_on_exit:
             report = await self.worker.run(self._cleanup)
@@ -263,6 +279,7 @@ class Daemon:
         await self.worker.run(self.kernel.close)
         self.worker.close()
         self.around.counters.close()
+        return 1 if self._failed else 0
 
     def stop(self) -> None:
         """SIGTERM: stop after the round in hand; routing stays."""
