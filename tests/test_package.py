@@ -21,7 +21,6 @@ import wanhooks
 
 pytestmark = [
     pytest.mark.kernel,
-    pytest.mark.serial,  # heavy (it builds and boots a Debian): beside it, other tests' deadlines slip
     pytest.mark.skipif(bool(missing_tools()), reason=missing_tools() or "-"),
 ]
 
