@@ -196,9 +196,9 @@ def daemon_factory(router: Router) -> Iterator[Callable[..., DaemonProc]]:
     def start(*extra: str) -> DaemonProc:
         proc = DaemonProc(router, *extra)
         started.append(proc)
-        # liveness, not a measurement: under 1 s alone, 2.5 s with both CPUs busy; two tests
-        # at a time on a slow machine have taken over 5
-        proc.wait_log("round 1:", timeout=15.0)
+        # liveness, not a measurement: under 1 s alone, 2.5 s with both CPUs busy, and some
+        # 10 s beside the package test's Debian build (its imports wait on the disk)
+        proc.wait_log("round 1:", timeout=30.0)
         return proc
 
     yield start

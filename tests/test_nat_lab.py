@@ -15,7 +15,7 @@ from conftest import DaemonProc, Router, group_members, wait_for
 
 from wanhooks.lab import SERVER6, Lab
 
-pytestmark = [pytest.mark.kernel, pytest.mark.serial]  # timings measured: run alone
+pytestmark = pytest.mark.kernel
 Start = Callable[..., DaemonProc]
 
 
@@ -115,6 +115,7 @@ def test_sticky_connections_survive_group_changes(router: Router, daemon_factory
     assert "mark=" in marked and "mark=0 " not in marked  # every connection carries its link's mark
 
 
+@pytest.mark.serial  # rates measured: run alone
 def test_a_returning_link_gets_its_share_of_new_connections_on_a_busy_router(
     router: Router, daemon_factory: Start
 ) -> None:
