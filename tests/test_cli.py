@@ -175,6 +175,16 @@ def test_the_run_dir_may_be_entered_by_others_but_never_written(tmp_path: Path) 
             trusted_run_dir(str(run_dir))
 
 
+def test_a_run_dir_too_long_for_its_control_socket_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    from wanhooks.service.lock import RunDirError, trusted_run_dir
+
+    deep = tmp_path / ("d" * (107 - len(f"{tmp_path}/") - len("/control") + 1))  # one byte too many
+    with pytest.raises(RunDirError, match="too long a path for its control socket"):
+        trusted_run_dir(str(deep))
+    assert not deep.exists()
+    trusted_run_dir(str(deep)[:-1])  # one byte shorter: taken
+
+
 def daemon_lock_held(run_dir: Path) -> int:
     """Hold the daemon's lifelong lock, as a running daemon does (this process's pid in it)."""
     from wanhooks.service.lock import hold_daemon_lock

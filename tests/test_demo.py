@@ -19,7 +19,7 @@ import pytest
 
 from wanhooks.lab import netns_names
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.serial]  # measured, and paths short enough: alone
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -87,7 +87,6 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-@pytest.mark.serial  # throughput and weights measured: run alone
 def test_the_demo_tells_the_whole_story_draws_it_and_leaves_nothing(tmp_path: Path) -> None:
     chart = tmp_path / "demo.png"
     with subreaper():

@@ -39,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .lock import trusted_run_dir
+from .lock import CONTROL_SOCKET, trusted_run_dir
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST = 64 * 1024
@@ -47,7 +47,7 @@ READ_ONLY_OPS = ("ping", "status")  # what a peer that is not root may ask
 MAX_UNPRIVILEGED = 8  # connections of peers that are not root served at once; more are turned away
 UNPRIVILEGED_STATUS_S = 1.0  # they share one status answer this old at most: the worker builds it
 REFUSALS_LOGGED_EVERY_S = 60.0  # a refused peer that is not root: one log line a minute, counted
-SOCKET_NAME = "control"
+SOCKET_NAME = CONTROL_SOCKET
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 log = logging.getLogger("wanhooks.control")

@@ -33,9 +33,19 @@ class RunDirError(Exception):
     """The run directory is not one root can trust."""
 
 
+CONTROL_SOCKET = "control"  # the daemon's control socket, in the run directory (control.py)
+SUN_PATH_MAX = 107  # bytes of a Unix socket's path: sockaddr_un.sun_path is 108 with its NUL
+
+
 def trusted_run_dir(run_dir: str) -> None:
     """Create run_dir (0755) if missing; refuse it unless it is a real directory, this
     user's (root's), and writable by no one else (group and others may only enter it)."""
+    socket = os.fsencode(os.path.join(run_dir, CONTROL_SOCKET))
+    if len(socket) > SUN_PATH_MAX:
+        raise RunDirError(
+            f"run directory {run_dir} is too long a path for its control socket ({len(socket)} bytes "
+            f"with /{CONTROL_SOCKET}; a Unix socket's path has at most {SUN_PATH_MAX}): choose a shorter one"
+        )
     try:
         os.makedirs(os.path.dirname(run_dir) or "/", mode=0o755, exist_ok=True)
         os.mkdir(run_dir, 0o755)
