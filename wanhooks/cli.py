@@ -572,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--debounce-ms",
         type=float,
-        default=5.0,
+        default=c.DEBOUNCE_S * 1000,
         help="wait this long after an event for the rest of its burst",
     )
     run.add_argument("--dry-run", action="store_true", help="log what it would change; change nothing")

@@ -241,6 +241,12 @@ TRAFFIC_SAMPLE_S = 5.0
 # rtnetlink event tells of it, and a round only comes with one).
 FIREWALL_TRUST_S = 10.0
 FIREWALL_VERIFY_S = 10.0
+FIREWALL_RETRY_S = 5.0  # after nft failed: often enough to heal, rarely enough not to spin
+
+# --- the daemon's rounds ------------------------------------------------------------
+# After an event, wait this long for the rest of its burst (a carrier loss arrives as the
+# link, its nexthops and its routes) before the round: `wanhooks run --debounce-ms`.
+DEBOUNCE_S = 0.005
 
 # --- systemd (Type=notify) ------------------------------------------------------
 # READY=1 goes out once a round has made the kernel match the plan.  If none has within

@@ -82,8 +82,6 @@ from .worker import KernelWorker
 
 log = logging.getLogger("wanhooks")
 
-DEFAULT_DEBOUNCE_S = 0.005
-FIREWALL_RETRY_S = 5.0  # after nft failed: often enough to heal, rarely enough not to spin
 
 
 class Daemon:
@@ -93,7 +91,7 @@ class Daemon:
         run_dir: str,
         *,
         cleanup_on_exit: bool = False,
-        debounce_s: float = DEFAULT_DEBOUNCE_S,
+        debounce_s: float = c.DEBOUNCE_S,
         dry_run: bool = False,
         notifier: Notifier | None = None,
         around: Surroundings | None = None,
@@ -450,7 +448,7 @@ class Daemon:
             self.post(Resync("retry nftables"))
 
         self._firewall_retry = True
-        asyncio.get_running_loop().call_later(FIREWALL_RETRY_S, retry)
+        asyncio.get_running_loop().call_later(c.FIREWALL_RETRY_S, retry)
 
     def _schedule_hold_expiry(self) -> None:
         if self._hold_timer is not None:
