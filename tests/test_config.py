@@ -193,7 +193,9 @@ def test_health_both_levels() -> None:
 
 
 # Keys health.yaml leaves out: every link gets the defaults.
-UNSET = ("budget_mb_per_day", "kind", "port", "query", "max_rtt", "max_loss", "loss_window", "passive")
+UNSET = (
+    "heartbeat", "budget_mb_per_day", "kind", "port", "query", "max_rtt", "max_loss", "loss_window", "passive"
+)
 DEFAULTED = {name: getattr(HEALTH_DEFAULTS, name) for name in UNSET}
 
 

@@ -453,7 +453,7 @@ def test_the_metrics_endpoint_tells_what_the_kernel_and_the_probes_say(
     assert value(first, "wanhooks_rounds_total") >= 1 and value(first, "wanhooks_in_sync") == 1
     assert value(first, "wanhooks_events_total", source="resync") >= 1  # the start-up sweep
     lab.blackhole(2, True)
-    wait_for(lambda: "w2" not in members(lab), 3, "w2 out")
+    wait_for(lambda: "w2" not in members(lab), 4, "w2 out")  # idle: the next heartbeat finds it
     after = scrape()
     assert value(after, "wanhooks_link_in_balance", link="w2", family="4") == 0
     assert value(after, "wanhooks_link_healthy", link="w2", family="4") == 0
@@ -465,5 +465,5 @@ def test_the_metrics_endpoint_tells_what_the_kernel_and_the_probes_say(
     def evidence(doc: dict[tuple[str, tuple[tuple[str, str], ...]], float], kind: str) -> float:
         return value(doc, f"wanhooks_link_evidence_{kind}_packets_total", link="w2", family="4")
 
-    wait_for(lambda: evidence(scrape(), "sent") >= evidence(after, "sent") + 10, 5, "w2's probes, still sent")
+    wait_for(lambda: evidence(scrape(), "sent") >= evidence(after, "sent") + 2, 5, "w2's probes, still sent")
     assert evidence(scrape(), "heard") == evidence(after, "heard")

@@ -4,64 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import statistics
 
 import pytest
 
 from wanhooks.health import machine as health
 from wanhooks.health.machine import Params
+from wanhooks.health.simulation import Address, simulate
 from wanhooks.plan.verdicts import HealthState
 
 T1 = ipaddress.ip_address("203.0.113.10")
 T2 = ipaddress.ip_address("203.0.113.11")
-PARAMS = Params(targets=(T1, T2))
-
-
-def simulate(
-    h: health.Health,
-    start: float,
-    seconds: float,
-    *,
-    loss: float = 0.0,
-    dead_after: float | None = None,
-    dead_windows: list[tuple[float, float]] | None = None,
-    rtt: tuple[float, float] = (0.02, 0.05),
-    seed: int = 1,
-) -> tuple[health.Health, list[health.Transition]]:
-    """Probe every interval; each echo is lost with `loss` (request or reply), or always when dead."""
-    rng = random.Random(seed)
-    transitions: list[health.Transition] = []
-    pending: list[tuple[float, ipaddress.IPv4Address | ipaddress.IPv6Address, float]] = []
-    t = start
-    while t < start + seconds:
-        # the prober's cadence: the fast interval while the link is suspected
-        step = h.params.burst_interval if h.suspected_since is not None else h.params.interval
-        dead = (dead_after is not None and t >= dead_after) or any(a <= t < b for a, b in dead_windows or [])
-        for target in h.params.targets:
-            h = health.sent(h, t)
-            if not dead and rng.random() >= loss:
-                r = rng.uniform(*rtt)
-                pending.append((t + r, target, r))
-        # deliver replies due before the next step, in order; the prober evaluates every
-        # half fast interval (a budgeted link's heartbeat is checked between its rounds)
-        tick = h.params.burst_interval / 2
-        ticks = [t + tick * i for i in range(1, round(step / tick) + 1)]
-        pending.sort(key=lambda x: x[0])
-        for now in ticks:
-            while pending and pending[0][0] < now:
-                at, target, r = pending.pop(0)
-                before = h.last
-                h = health.replied(h, target, r, at)
-                if h.last is not before and h.last is not None:
-                    transitions.append(h.last)
-            before = h.last
-            h = health.evaluate(h, now)
-            if h.last is not before and h.last is not None:
-                transitions.append(h.last)
-            if h.suspected_since is not None and step > h.params.burst_interval:
-                step = now - t  # suspected mid-round: the prober sends a fast round at once
-                break
-        t += step
-    return h, transitions
+T3 = ipaddress.ip_address("203.0.113.12")
+PARAMS = Params(targets=(T1, T2), heartbeat=0)  # steady: every target every interval
+ADAPTIVE = Params(targets=(T1, T2))  # the defaults: probes only where traffic proves nothing
 
 
 def test_a_silent_failure_is_declared_within_a_second() -> None:
@@ -116,7 +72,7 @@ def test_a_flapping_link_stays_out_until_stable() -> None:
 
 
 def test_k_of_n() -> None:
-    one_is_enough = Params(targets=(T1, T2), silent_targets=1)
+    one_is_enough = Params(targets=(T1, T2), silent_targets=1, heartbeat=0)
     h = health.start(one_is_enough, 0.0, trusted=True)
     for t in [x / 10 for x in range(1, 20)]:
         h = health.replied(h, T2, 0.02, t)  # only T2 answers
@@ -219,7 +175,7 @@ def test_a_suspected_link_is_confirmed_dead_within_a_second() -> None:
 
 
 def test_latency_and_loss_thresholds() -> None:
-    slow = Params(targets=(T1, T2), max_rtt=0.3)
+    slow = Params(targets=(T1, T2), max_rtt=0.3, heartbeat=0)
     h = health.start(slow, 0.0, trusted=True)
     h, transitions = simulate(h, 0.0, 30.0, rtt=(0.35, 0.45))
     assert [t.new for t in transitions] == [HealthState.DOWN] and "above max_rtt 300 ms" in transitions[
@@ -236,3 +192,109 @@ def test_latency_and_loss_thresholds() -> None:
     assert "echoes lost over 10 s, above max_loss 30 %" in transitions[0].reason
     loss = health.window_loss(h, 150.0)
     assert loss is not None and 0.4 < loss[0] < 0.6
+
+
+# --- adaptive probing: probes only where traffic proves nothing ----------------------------
+
+
+def bytes_per_day(h: health.Health, seconds: float, family: int = 4) -> float:
+    return (h.sent + h.received) * health.PROBE_BYTES[(health.Kind.ICMP, family)] / 2 * 86400 / seconds
+
+
+def test_an_idle_link_sends_a_heartbeat_to_each_target_in_turn() -> None:
+    asked: list[Address] = []
+    h = health.start(ADAPTIVE, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, 600.0, answers=lambda t: asked.append(t) is None)
+    assert transitions == [] and health.pace(h) is health.Pace.HEARTBEAT
+    assert 295 <= h.sent <= 305  # one echo every 2 s
+    assert asked[:6] == [T1, T2, T1, T2, T1, T2]
+    assert bytes_per_day(h, 600.0) < 3.2e6 and bytes_per_day(h, 600.0, 6) < 5e6  # README's arithmetic
+
+
+def test_a_link_whose_traffic_is_heard_sends_no_probes() -> None:
+    h = health.start(ADAPTIVE, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, 600.0, traffic=0.02)
+    assert transitions == [] and h.last_heard is not None
+    # one heartbeat at the start, then one each PROBE_BUSY_HEARTBEAT_S (traffic proves the way in only)
+    assert 600 / 30 <= h.sent <= 600 / 30 + 2, h.sent
+
+
+def detections(params: Params, *, traffic: float | None, trials: int = 20) -> list[float]:
+    found = []
+    for seed in range(trials):
+        h = health.start(params, 0.0, trusted=True)
+        fail_at = 30.0 + random.Random(seed).uniform(0, params.heartbeat)
+        h, transitions = simulate(h, 0.0, 36.0, dead_after=fail_at, seed=seed, traffic=traffic)
+        assert [t.new for t in transitions] == [HealthState.DOWN], (seed, transitions)
+        found.append(transitions[0].at - fail_at)
+    return sorted(found)
+
+
+def test_a_silent_failure_under_traffic_is_found_within_a_second() -> None:
+    """Traffic sent, nothing heard for 0.25 s: suspected, probed fast, failed 0.5 s later."""
+    found = detections(ADAPTIVE, traffic=0.02)
+    assert statistics.median(found) <= 1.0 and max(found) < 1.1, found
+
+
+def test_a_silent_failure_of_an_idle_link_is_found_within_three_seconds() -> None:
+    """The next heartbeat goes unanswered: suspected, probed fast, failed 0.5 s later."""
+    found = detections(ADAPTIVE, traffic=None)
+    assert statistics.median(found) <= 3.0 and max(found) < ADAPTIVE.heartbeat + 1.0, found
+
+
+@pytest.mark.parametrize("traffic", [None, 0.1], ids=["idle", "busy"])
+def test_no_false_failover_in_a_day_at_10_percent_loss_each_way(traffic: float | None) -> None:
+    """24 simulated hours idle (every lost heartbeat is a suspicion: ~8,000 of them), and
+    busy (traffic every 0.1 s, lost like the echoes): nothing fails, and the probes stay
+    within 10 MB a day, bursts included."""
+    hours = 24 if traffic is None else 2  # busy costs ~20 samples a simulated second
+    h = health.start(ADAPTIVE, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, hours * 3600, loss=1 - 0.9**2, seed=11, traffic=traffic)
+    assert transitions == [] and h.state is HealthState.UP
+    assert bytes_per_day(h, hours * 3600) < 10e6
+
+
+def test_a_rate_limiting_target_is_set_aside_not_blamed() -> None:
+    """T1 answers one echo in five; T2 answers all: the link never fails, T1 is set aside
+    (no heartbeats) for a minute at a time, and while it is, T2 alone decides."""
+    counts = {T1: 0, T2: 0}
+
+    def answers(target: Address) -> bool:
+        counts[target] += 1
+        return target != T1 or counts[target] % 5 == 0
+
+    h = health.start(ADAPTIVE, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, 600.0, answers=answers)
+    assert transitions == [] and h.state is HealthState.UP
+    assert counts[T2] > 2 * counts[T1]  # T1 mostly set aside: heartbeats went to T2
+    h, _ = simulate(h, 600.0, 10.0, answers=answers)
+    assert T1 in h.set_aside or h.misses.get(T1)  # still rate-limited: aside, or on its way there
+    # fast probing reaches T1 too: its rare answers prove the link alive when T2 dies
+    h, transitions = simulate(h, 610.0, 60.0, answers=lambda t: t == T1 and answers(t))
+    assert transitions == [] and h.state is HealthState.UP
+
+
+def test_a_heartbeat_answer_or_traffic_heard_clears_a_suspicion() -> None:
+    up = health.start(ADAPTIVE, 0.0, trusted=True)
+    h, _ = simulate(up, 0.0, 10.0)
+    suspected = health.suspect(h, 10.0)
+    assert health.pace(suspected) is health.Pace.FAST and health.next_round(suspected) == 10.0
+    cleared = health.heard(suspected, 10.1)
+    assert cleared.suspected_since is None and health.pace(cleared) is health.Pace.HEARTBEAT
+    # a failed link rests: every target every heartbeat, at once when traffic is heard on it
+    down, transitions = simulate(up, 0.0, 10.0, dead_after=5.0)
+    assert down.state is HealthState.DOWN and health.pace(down) is health.Pace.RESTING
+    assert down.last_round is not None and health.next_round(down) == down.last_round + ADAPTIVE.heartbeat
+    assert health.next_round(health.heard(down, 10.0)) == down.last_round + ADAPTIVE.interval
+    # and comes back after its hold-down once it answers
+    _, transitions = simulate(down, 10.0, 12.0)
+    assert [t.new for t in transitions] == [HealthState.RECOVERING, HealthState.UP]
+    assert transitions[1].at - 10.0 < ADAPTIVE.heartbeat + ADAPTIVE.hold_down + 0.5
+
+
+def test_an_adaptive_link_keeps_to_its_budget_by_its_heartbeat() -> None:
+    assert health.within_budget(ADAPTIVE, 4, 5.0).heartbeat == ADAPTIVE.heartbeat  # 3.1 MB fits 4
+    six = health.within_budget(ADAPTIVE, 6, 5.0)  # 112-byte echoes: 4.8 MB at 2 s does not
+    assert 2.4 <= six.heartbeat < 2.5 and six.interval == ADAPTIVE.interval
+    assert not Params(targets=(T1,), max_loss=0.2).adaptive  # loss needs a steady stream
+    assert not Params(targets=(T1,), passive=False).adaptive

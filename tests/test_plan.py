@@ -387,7 +387,13 @@ def test_probes_wanted_per_link_and_family_with_the_budget_on_standby_links() ->
     keys = {(k.link, k.family): k for k in probes_wanted(cfg, kernel.observe())}
     assert set(keys) == {(f"w{i}", f) for i in (1, 2, 3) for f in (4, 6)}
     assert str(keys[("w1", 4)].source) == "100.64.1.2" and keys[("w1", 4)].params.interval == 0.1
-    assert keys[("w3", 4)].params.interval > 1  # a standby link keeps to its budget
+    # a standby link keeps to its budget: its heartbeat stretches where it must (IPv6's
+    # bigger echoes), a steady one's interval
+    assert keys[("w3", 4)].params.budget_mb_per_day == 5 and keys[("w1", 4)].params.budget_mb_per_day == 0
+    assert keys[("w3", 6)].params.heartbeat > keys[("w1", 6)].params.heartbeat == 2
+    steady = replace(cfg, health=HealthConfig(targets=targets, heartbeat=0))
+    keys = {(k.link, k.family): k for k in probes_wanted(steady, kernel.observe())}
+    assert keys[("w3", 4)].params.interval > 1 and keys[("w1", 4)].params.interval == 0.1
     off = replace(cfg, health=HealthConfig(targets=targets, enabled=False))
     assert probes_wanted(off, kernel.observe()) == []
 

@@ -154,7 +154,8 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
     # 20,000 new connections of 1,400 bytes each: 28 MB against a few kB/s of probes
     lab.send_udp_flows(lab.lan, None, 20000, size=1400)
     # loss counts whole seconds once their echoes' grace is over: let the silence show in it
-    time.sleep(max(0.0, faulted + 3.0 - time.monotonic()))
+    # (idle, w3 is found by its next heartbeat: up to ~3 s)
+    time.sleep(max(0.0, faulted + 5.0 - time.monotonic()))
     logged = [int(n) for n in re.findall(r"^round (\d+):", daemon.text(), re.M)]
     asked = time.monotonic()
     doc = json.loads(router.wanhooks("status", "--json").stdout)
@@ -346,16 +347,34 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
                 f.that(f"{hk}.loss", lambda x: 0 < x <= 1, "some loss")
                 f.that(
                     f"{hk}.last_change",
-                    lambda t, target=TARGETS[fam]: t.startswith(f"no reply from {target}"),
-                    "silent target",
+                    lambda t, target=TARGETS[fam]: t.startswith(f"no reply from {target} for 0.5 s of fast"),
+                    "idle, a heartbeat unanswered: its target silent for 0.5 s of fast probing",
                 )
                 f.that(f"{hk}.since_s", lambda s: 0 <= s <= answered - faulted, "down since the fault")
-            if name == "w5":  # a standby link keeps to its budget: slower probes, a passive watch
-                f.that(f"{hk}.interval_s", lambda s: s > 0.1, "slower than 0.1 s (budgeted)")
-                f.that(f"{hk}.passive_suspicions", lambda n: n == 0, "0 (watched, nothing unanswered)")
-            else:
-                f.eq(f"{hk}.interval_s", 0.1)
-                f.eq(f"{hk}.passive_suspicions", None)
+            # every link is probed only where its traffic proves nothing: up, a heartbeat every 2 s
+            # (w5, on its 5 MB budget, IPv6's bigger echoes less often); failed, resting as often
+            f.eq(f"{hk}.pace", "heartbeat" if up else "resting")
+            f.that(
+                f"{hk}.interval_s",
+                lambda s, budgeted=name == "w5" and fam == 6: s > 2.0 if budgeted else s == 2.0,
+                "the heartbeat: 2 s (w5's IPv6 on its budget: more)",
+            )
+            f.eq(f"{hk}.alive_by", "probe")  # the LAN's datagrams had no answer to be heard
+            f.eq(f"{hk}.set_aside", [])
+            f.that(f"{hk}.probes_sent", lambda n: n > 0, "more than 0")
+            f.that(
+                f"{hk}.probe_bytes",
+                lambda n, sent=f.leaves[f"{hk}.probes_sent"]: sent * 36 <= n <= sent * 2 * 56,
+                "an echo (and its answer) per probe sent",
+            )
+            f.that(f"{hk}.probe_bytes_per_day", lambda n: n > 0, "more than 0")
+            # the LAN's 20,000 datagrams went out by w1 and w2 and nothing answered them
+            unanswered = name in ("w1", "w2")
+            f.that(
+                f"{hk}.passive_suspicions",
+                lambda n, u=unanswered: n >= 1 if u else n == 0,
+                "suspected for the LAN's unanswered datagrams (w1, w2), else 0",
+            )
 
     assert f.unchecked() == []
 

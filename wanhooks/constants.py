@@ -82,13 +82,29 @@ def is_owned_nexthop_id(nhid: int) -> bool:
 
 
 # --- health probing defaults (health/machine.py has the model) -------------------------
-# Ten probes a second per target, a link failed after 0.7 s of silence: detection
-# within about a second (DESIGN.md, bench/detection.py) for 1.4 kB/s a link.
-PROBE_INTERVAL_S = 0.1
+# Probes fill in where traffic proves nothing: an up link that carries traffic heard
+# from beyond sends none; an idle one an echo to one target in turn every heartbeat;
+# a link whose traffic or heartbeat goes unanswered is probed ten times a second and
+# judged within CONFIRM: about a second busy, two idle, some 3 MB a day (README).
+PROBE_INTERVAL_S = 0.1  # the fast pace: a new, recovering or suspected link; every target
+PROBE_HEARTBEAT_S = 2.0  # an idle up link: one echo, to the next target in turn
+# A link carrying traffic still sends a heartbeat this often: traffic heard proves the
+# way in, and a way out that died alone (rare) is found by this at the latest.
+PROBE_BUSY_HEARTBEAT_S = 30.0
+PROBE_CONFIRM_S = 0.5  # a suspected link's targets silent this long (+ a round trip): it fails
+PROBE_WAIT_MIN_S = 0.25  # an answer is overdue after max(this, 2 round trips)
+# A target whose heartbeats went unanswered this many more times than answered, while
+# another target answered, is set aside (a rate-limiting reflector, not the link) for
+# SET_ASIDE_S.
+PROBE_SET_ASIDE_AFTER = 3
+PROBE_SET_ASIDE_S = 60.0
+# Bursts of fast probing a tier-1 link may spend a day when its traffic goes unanswered
+# (a metered link pays them from its budget: machine.BURST_SHARE).
+PROBE_BURST_MB_PER_DAY = 2.0
 PROBE_DOWN_AFTER_S = 0.7
 PROBE_UP_AFTER_S = 1.0  # answering this long before a new link is trusted
 PROBE_HOLD_DOWN_S = 5.0  # a failed link answers this long before it returns (no flapping)
-PROBE_BUDGET_MB_PER_DAY = 5.0  # on a metered or standby link: the interval stretches to fit
+PROBE_BUDGET_MB_PER_DAY = 5.0  # on a metered or standby link: the heartbeat stretches to fit
 PROBE_LOSS_WINDOW_S = 10.0
 PROBE_DNS_QUERY = "."  # dns probes ask for the root's NS: every resolver answers it
 

@@ -57,7 +57,8 @@ class HealthConfig:
     """
 
     targets: tuple[IPAddress, ...] | None = None  # probe targets, either family
-    interval: float | None = None  # seconds between probes to each target
+    interval: float | None = None  # seconds between probes to each target (the fast pace)
+    heartbeat: float | None = None  # seconds between an idle link's echoes; 0: every interval
     down_after: float | None = None  # seconds without replies before the link fails
     up_after: float | None = None  # seconds of replies before a failed link counts as good
     hold_down: float | None = None  # seconds a failed link must stay good before it returns
@@ -72,7 +73,7 @@ class HealthConfig:
     max_rtt: float | None = None  # seconds; 0: no threshold
     max_loss: float | None = None  # percent of probes lost over loss_window; 0: no threshold
     loss_window: float | None = None  # seconds
-    passive: bool | None = None  # watch the link's counters for unanswered traffic
+    passive: bool | None = None  # traffic heard stands in for probes; unanswered hastens them
 
     def resolved(self, base: HealthConfig) -> HealthConfig:
         """This link's settings over the top-level ones over the defaults: every field set."""
@@ -89,6 +90,7 @@ class HealthConfig:
 HEALTH_DEFAULTS = HealthConfig(
     targets=(),
     interval=c.PROBE_INTERVAL_S,
+    heartbeat=c.PROBE_HEARTBEAT_S,
     down_after=c.PROBE_DOWN_AFTER_S,
     up_after=c.PROBE_UP_AFTER_S,
     hold_down=c.PROBE_HOLD_DOWN_S,

@@ -1299,6 +1299,7 @@ def _yaml_health(node: Node, where: _Where) -> HealthConfig:
     return HealthConfig(
         targets=targets,
         interval=interval,
+        heartbeat=seconds.get("heartbeat"),
         down_after=down_after,
         up_after=seconds.get("up_after"),
         hold_down=seconds.get("hold_down"),
@@ -1634,6 +1635,7 @@ def _health_yaml(health: HealthConfig, indent: str) -> list[str]:
         body.append(f"targets: {_yaml_list([str(a) for a in health.targets])}")
     numbers = {
         "interval": health.interval,
+        "heartbeat": health.heartbeat,
         "down_after": health.down_after,
         "up_after": health.up_after,
         "hold_down": health.hold_down,

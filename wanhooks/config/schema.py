@@ -18,6 +18,7 @@ GATEWAY_HOLD_MAX_S = 60.0
 # The durations of a health section: (most seconds, whether 0 itself is refused).
 HEALTH_SECONDS = {
     "interval": (60.0, True),
+    "heartbeat": (3600.0, False),
     "down_after": (600.0, True),
     "up_after": (3600.0, False),
     "hold_down": (86400.0, False),
@@ -237,7 +238,11 @@ HEALTH = Section(
             "judged on its own. [] probes nothing.",
             "[198.51.100.7, \"2001:db8::7\"]"),
         Key("interval", _seconds("interval"), _health_default("interval"),
-            "Between probes to each target.", "0.5"),
+            "Between probes to each target while a link is checked: new, recovering, or "
+            "suspected (its traffic or heartbeat went unanswered).", "0.5"),
+        Key("heartbeat", _seconds("heartbeat"), _health_default("heartbeat"),
+            "Between an idle up link's echoes, one target in turn; a link whose traffic is "
+            "heard from beyond sends none. 0: every target every interval, always.", "5"),
         Key("down_after", _seconds("down_after"), _health_default("down_after"),
             "No reply from the targets for this long: the link fails.", "2"),
         Key("up_after", _seconds("up_after"), _health_default("up_after"),
@@ -263,12 +268,14 @@ HEALTH = Section(
             "A smoothed round trip above it fails the link.", "0.5"),
         Key("max_loss", "percent, 0 to 100", f"{_health_default('max_loss')} (off)",
             "The share of probes lost over loss_window that fails the link (counted once 10 or more "
-            "probes are old enough to judge).", "20"),
+            "probes are old enough to judge). Loss needs a steady stream of echoes: such a link is "
+            "probed every interval, as with heartbeat: 0.", "20"),
         Key("loss_window", _seconds("loss_window"), _health_default("loss_window"),
             "The window max_loss is counted over.", "30"),
         Key("passive", "true | false", _health_default("passive"),
-            "On a budgeted link, watch the kernel's packet counters: traffic sent and nothing "
-            "received for 0.25 s makes the probes hurry.", "false"),
+            "Traffic heard from beyond the link (replies on established connections, counted in "
+            "wanhooks' nftables table) proves it alive, and traffic sent with nothing heard for "
+            "0.25 s makes the probes hurry. false: probes alone, every interval.", "false"),
     ),
 )  # fmt: skip
 

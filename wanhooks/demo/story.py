@@ -3,7 +3,7 @@
 A router with three uplinks shaped to 10/20/10 Mbit/s runs `wanhooks run`
 as its service would, every link `weight: auto`.  A LAN client keeps opening
 bulk uploads, and the weights set themselves from what the links carry.
-Then: one ISP goes silent (its modem stays up: only the probes can tell), it
+Then: one ISP goes silent (its modem stays up: no carrier change), it
 comes back, a 3G stick is plugged in, and the fibre slows down to 5 Mbit/s.
 The live view shows each link's traffic and weight; the summary gives the
 measured failover, rejoin and join times, how soon the weights settled and
@@ -56,7 +56,7 @@ links:
   - interface: w4          # 5 Mbit/s 3G stick, plugged in later: its gateway comes from DHCP
 balance: per-connection
 nat: masquerade
-health:                    # two addresses per family beyond the ISPs, probed ten times a second
+health:                    # two addresses per family beyond the ISPs, probed where traffic is not heard
   targets: [203.0.113.10, 203.0.113.11, "fd00:ffff::10", "fd00:ffff::11"]
   hold_down: HOLD          # seconds a recovered link must keep answering before it carries traffic
 """
@@ -267,7 +267,7 @@ class Story:
         self.begin_phase("three links", self.timeline.now() + 1.0, three)
         time.sleep(pace.dwell)
 
-        self.step("w2's ISP goes silent (the modem stays up: no carrier change, only probes can tell)")
+        self.step("w2's ISP goes silent (the modem stays up: no carrier change; replies stop)")
         self.end_phase()
         lab.blackhole(2, True)
         silent = self.timeline.mark("w2's ISP silent")

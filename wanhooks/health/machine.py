@@ -2,9 +2,32 @@
 
 Theory of operation
 -------------------
-The prober sends an echo to every target of a link every `interval` and
-reports what comes back; this module only judges, and knows no sockets and
-no clock: time is an argument.  A target is *silent* once no reply from it
+This module decides what to probe when (the *pace*) and judges what comes
+back; the prober (health/probes.py) only sends and listens, and the passive
+watch (health/passive.py) reports the link's own traffic.  It knows no
+sockets and no clock: time is an argument.
+
+Probes fill in where evidence is missing (the default, `Params.adaptive`):
+  heartbeat  an up link: while traffic is heard from beyond it (replies on
+             established connections, counted by wanhooks' nftables table),
+             nothing is sent -- only the internet can send those; otherwise
+             one echo every `heartbeat` to the next of its targets in turn.
+             An echo unanswered for max(0.25 s, 2 round trips), with nothing
+             heard since it left, makes the link suspected (below), and so does
+             traffic sent that nothing answers (the passive watch).
+  fast       a new or recovering link, or a suspected one: every target every
+             `interval` (0.1 s), judged as below.
+  resting    a failed link: every target every heartbeat, at once when traffic
+             is heard on it; an answer makes it recovering (fast).
+A target that left PROBE_SET_ASIDE_AFTER heartbeats unanswered in a row
+while another answered is *set aside* (a reflector rate-limiting ICMP, not
+the link): no heartbeats, not counted among the silent, for
+PROBE_SET_ASIDE_S; its answers still count as life.
+
+A link that is not adaptive (heartbeat 0, passive false, or max_loss set:
+loss needs a steady stream) is probed *steadily*: every target every
+`interval`.  The rest of this text is the steady judgement, which the fast
+pace uses too.  A target is *silent* once no reply from it
 has arrived for `down_after` seconds of probing; the link is SILENT when
 `k` of its `n` targets are (default: all of them).  The judgement does not
 depend on round trip times -- probes are pipelined, so a 600 ms cellular
@@ -97,8 +120,9 @@ class Clue(str, enum.Enum):
     """What moves an up link into suspicion (probed fast, judged on confirm_after) or out."""
 
     UNANSWERED = "unanswered"  # the passive watch: the link's traffic went unanswered
-    HEARTBEAT_MISSED = "heartbeat-missed"  # a budgeted link's targets missed a round
+    HEARTBEAT_MISSED = "heartbeat-missed"  # a heartbeat (or a budgeted link's round) went unanswered
     ANSWERED = "answered"  # an echo sent since the suspicion came back
+    HEARD = "heard"  # traffic heard from beyond the link since the suspicion
     STATE_CHANGED = "state-changed"  # the link failed: suspicion has done its work
 
 
@@ -108,10 +132,12 @@ SUSPICION: dict[tuple[bool, Clue], bool] = {
     (False, Clue.UNANSWERED): True,
     (False, Clue.HEARTBEAT_MISSED): True,
     (False, Clue.ANSWERED): False,
+    (False, Clue.HEARD): False,
     (False, Clue.STATE_CHANGED): False,
     (True, Clue.UNANSWERED): True,  # already suspected: it keeps its moment
     (True, Clue.HEARTBEAT_MISSED): True,
     (True, Clue.ANSWERED): False,
+    (True, Clue.HEARD): False,
     (True, Clue.STATE_CHANGED): False,
 }
 
@@ -122,6 +148,15 @@ CARRIES_TRAFFIC = {
     HealthState.DOWN: False,
     HealthState.RECOVERING: False,
 }
+
+
+class Pace(str, enum.Enum):
+    """How a link is probed now (the module's text has the rules)."""
+
+    STEADY = "steady"  # every target every interval: not adaptive
+    FAST = "fast"  # every target every interval: new, recovering or suspected
+    HEARTBEAT = "heartbeat"  # up: one target in turn every heartbeat, none while traffic is heard
+    RESTING = "resting"  # failed: every target every heartbeat, at once when traffic is heard
 
 
 class Kind(str, enum.Enum):
@@ -151,6 +186,7 @@ ECHO_BYTES = {4: PROBE_BYTES[(Kind.ICMP, 4)], 6: PROBE_BYTES[(Kind.ICMP, 6)]}
 class Params:
     targets: tuple[IPAddress, ...]
     interval: float = c.PROBE_INTERVAL_S
+    heartbeat: float = c.PROBE_HEARTBEAT_S  # 0: steady probing
     down_after: float = c.PROBE_DOWN_AFTER_S
     up_after: float = c.PROBE_UP_AFTER_S
     hold_down: float = c.PROBE_HOLD_DOWN_S
@@ -164,9 +200,14 @@ class Params:
     # While suspected: the interval probed at (the configured one, before a budget
     # stretched it; None: interval) and how long silence must last.
     fast_interval: float | None = None
-    confirm_after: float = 0.5
-    passive: bool = True  # the daemon's passive watch may suspect the link (health/passive.py)
+    confirm_after: float = c.PROBE_CONFIRM_S
+    passive: bool = True  # traffic heard stands in for probes, unanswered traffic suspects the link
     budget_mb_per_day: float = 0.0  # set by within_budget: what the link may spend
+
+    @property
+    def adaptive(self) -> bool:
+        """Probes only where traffic proves nothing (the module's text); else steady."""
+        return self.heartbeat > 0 and self.passive and self.max_loss is None
 
     @property
     def burst_interval(self) -> float:
@@ -221,6 +262,12 @@ class Health:
     # (second, sent, answered) for the loss window: echoes counted by the second they left
     buckets: tuple[tuple[int, int, int], ...] = ()
     suspected_since: float | None = None  # the passive watch saw traffic go unanswered
+    last_heard: float | None = None  # traffic last heard from beyond the link (the passive watch)
+    last_round: float | None = None  # when probes last left
+    turn: int = 0  # heartbeats sent: whose turn it is
+    awaiting: dict[IPAddress, float] = field(default_factory=dict)  # heartbeats unanswered: sent at
+    misses: dict[IPAddress, int] = field(default_factory=dict)  # heartbeats unanswered in a row
+    set_aside: dict[IPAddress, float] = field(default_factory=dict)  # until when
 
     def carries_traffic(self) -> bool:
         return CARRIES_TRAFFIC[self.state]
@@ -252,8 +299,60 @@ def _count(health: Health, at: float, sent: int, answered: int) -> tuple[tuple[i
     return tuple(kept)
 
 
-def sent(health: Health, now: float) -> Health:
-    return replace(health, sent=health.sent + 1, buckets=_count(health, now, 1, 0))
+def pace(health: Health) -> Pace:
+    if not health.params.adaptive:
+        return Pace.STEADY
+    if health.state is HealthState.UP:
+        return Pace.HEARTBEAT if health.suspected_since is None else Pace.FAST
+    return Pace.RESTING if health.state is HealthState.DOWN else Pace.FAST
+
+
+def next_round(health: Health) -> float:
+    """When the next round of probes is due (-inf: now)."""
+    last, p = health.last_round, health.params
+    if last is None:
+        return -math.inf
+    now_pace = pace(health)
+    if health.suspected_since is not None and health.suspected_since > last:
+        return health.suspected_since  # suspected since the last round: a fast one at once
+    heard = health.last_heard if health.last_heard is not None and health.last_heard > last else None
+    if now_pace is Pace.HEARTBEAT:
+        if heard is None:
+            return last + p.heartbeat
+        # traffic heard postpones the heartbeat -- up to the busy heartbeat
+        return min(heard, last + max(0.0, c.PROBE_BUSY_HEARTBEAT_S - p.heartbeat)) + p.heartbeat
+    if now_pace is Pace.RESTING:
+        return last + (p.heartbeat if heard is None else p.interval)  # traffic on it: look now
+    return last + (p.burst_interval if health.suspected_since is not None else p.interval)
+
+
+def _judged(health: Health, now: float) -> tuple[IPAddress, ...]:
+    """The targets whose silence counts: all but those set aside (all, if every one is)."""
+    kept = tuple(t for t in health.params.targets if health.set_aside.get(t, -math.inf) <= now)
+    return kept or health.params.targets
+
+
+def send_round(health: Health, now: float) -> tuple[Health, tuple[IPAddress, ...]]:
+    """A round of probes leaves now: to whom, and the machine after it (each counts as sent
+    whether or not the socket took it: an echo that could not leave is a lost one)."""
+    heartbeat = pace(health) is Pace.HEARTBEAT
+    if heartbeat:
+        judged = _judged(health, now)
+        targets: tuple[IPAddress, ...] = (judged[health.turn % len(judged)],)
+        awaiting = {**health.awaiting, **{t: health.awaiting.get(t, now) for t in targets}}
+    else:
+        targets, awaiting = health.params.targets, health.awaiting
+    return (
+        replace(
+            health,
+            sent=health.sent + len(targets),
+            buckets=_count(health, now, len(targets), 0),
+            last_round=now,
+            turn=health.turn + heartbeat,
+            awaiting=awaiting,
+        ),
+        targets,
+    )
 
 
 def replied(health: Health, target: IPAddress, rtt: float, now: float) -> Health:
@@ -263,6 +362,20 @@ def replied(health: Health, target: IPAddress, rtt: float, now: float) -> Health
     suspected = health.suspected_since
     if suspected is not None and now - rtt >= suspected:  # an echo sent since the suspicion
         suspected = _suspicion(health, Clue.ANSWERED, now).suspected_since
+    # another target answers: one whose heartbeats mostly go unanswered is set aside.  Each
+    # missed heartbeat counts one up, each answered one one down (a fast round's answers do
+    # not count: a reflector that answers one echo in five answers some of those): a healthy
+    # target at 19 % echo loss climbs to 3 about once in 80 excursions, one that answers a
+    # third of its heartbeats climbs there steadily
+    misses = dict(health.misses)
+    if target in health.awaiting and target in misses:
+        misses[target] -= 1
+        if misses[target] <= 0:
+            del misses[target]
+    set_aside = dict(health.set_aside)
+    for other in [t for t, n in misses.items() if n >= c.PROBE_SET_ASIDE_AFTER and t != target]:
+        set_aside[other] = now + c.PROBE_SET_ASIDE_S
+        del misses[other]
     return evaluate(
         replace(
             health,
@@ -272,9 +385,55 @@ def replied(health: Health, target: IPAddress, rtt: float, now: float) -> Health
             received=health.received + 1,
             buckets=_count(health, now - rtt, 0, 1),
             suspected_since=suspected,
+            awaiting={t: at for t, at in health.awaiting.items() if t != target},
+            misses=misses,
+            set_aside=set_aside,
         ),
         now,
     )
+
+
+def heard(health: Health, now: float) -> Health:
+    """Traffic from beyond the link arrived (the passive watch): it is alive now."""
+    health = replace(health, last_heard=now)
+    return _suspicion(health, Clue.HEARD, now)
+
+
+def answer_wait(health: Health) -> float:
+    """How long an answer may take before it is overdue."""
+    return max(c.PROBE_WAIT_MIN_S, 2 * (health.rtt or 0.0))
+
+
+def _judge_heartbeats(health: Health, now: float) -> Health:
+    """Heartbeats overdue: each a miss for its target; one with nothing heard since it left
+    makes an up link suspected."""
+    wait = answer_wait(health)
+    overdue = {t: at for t, at in health.awaiting.items() if now - at >= wait}
+    if not overdue:
+        return health
+    misses = dict(health.misses)
+    for target in overdue:
+        misses[target] = misses.get(target, 0) + 1
+    health = replace(
+        health,
+        awaiting={t: at for t, at in health.awaiting.items() if t not in overdue},
+        misses=misses,
+    )
+    unheard = health.last_heard is None or health.last_heard < min(overdue.values())
+    if unheard and health.state is HealthState.UP:
+        health = _suspicion(health, Clue.HEARTBEAT_MISSED, now)
+    return health
+
+
+def next_look(health: Health, now: float) -> float:
+    """When the prober should next evaluate: the next round, an answer falling due, or (fast
+    and steady paces) every half fast interval."""
+    due = next_round(health)
+    if health.awaiting:
+        due = min(due, min(health.awaiting.values()) + answer_wait(health))
+    if pace(health) in (Pace.FAST, Pace.STEADY):
+        due = min(due, now + health.params.burst_interval / 2)
+    return due
 
 
 def suspect(health: Health, now: float) -> Health:
@@ -313,7 +472,7 @@ LOSS_MIN_ECHOES = 10
 
 def _silent_targets(health: Health, now: float, since: float, window: float) -> list[IPAddress]:
     horizon = now - window
-    return [t for t in health.params.targets if max(health.last_reply.get(t, since), since) <= horizon]
+    return [t for t in _judged(health, now) if max(health.last_reply.get(t, since), since) <= horizon]
 
 
 def _degraded(health: Health, now: float) -> str | None:
@@ -333,16 +492,19 @@ def _degraded(health: Health, now: float) -> str | None:
 def signal(health: Health, now: float) -> tuple[Signal, str]:
     """What the probes say now, and why (for the log)."""
     p = health.params
-    silent = _silent_targets(health, now, health.watching_since, p.down_after)
-    if len(silent) >= p.k > 0:
-        shown = ", ".join(str(t) for t in silent)
-        return Signal.SILENT, f"no reply from {shown} for {p.down_after:g} s"
+    k = min(p.k, len(_judged(health, now)))
+    # an adaptive up link's targets are not probed all the time: only a suspicion judges it
+    if not (p.adaptive and health.state is HealthState.UP):
+        silent = _silent_targets(health, now, health.watching_since, p.down_after)
+        if len(silent) >= k > 0:
+            shown = ", ".join(str(t) for t in silent)
+            return Signal.SILENT, f"no reply from {shown} for {p.down_after:g} s"
     if health.suspected_since is not None:
         confirm = p.confirm_after + (health.rtt or 0.0)
         silent = _silent_targets(health, now, health.suspected_since, confirm)
-        if len(silent) >= p.k > 0:
+        if len(silent) >= k > 0:
             shown = ", ".join(str(t) for t in silent)
-            return Signal.SILENT, f"suspected, then no reply from {shown} for {confirm:.2g} s of fast probing"
+            return Signal.SILENT, f"no reply from {shown} for {confirm:.2g} s of fast probing"
     degraded = _degraded(health, now)
     if degraded is not None:
         return Signal.DEGRADED, degraded
@@ -367,6 +529,9 @@ def heartbeat_missed(health: Health, now: float) -> bool:
 
 def evaluate(health: Health, now: float) -> Health:
     """Apply the table to what the probes say at `now`."""
+    if any(until <= now for until in health.set_aside.values()):  # back in turn
+        health = replace(health, set_aside={t: u for t, u in health.set_aside.items() if u > now})
+    health = _judge_heartbeats(health, now)
     if heartbeat_missed(health, now):
         health = _suspicion(health, Clue.HEARTBEAT_MISSED, now)
     sig, why = signal(health, now)
@@ -376,7 +541,9 @@ def evaluate(health: Health, now: float) -> Health:
     if new is health.state:
         return health
     health = _suspicion(health, Clue.STATE_CHANGED, now)
-    return replace(health, state=new, since=now, last=Transition(now, health.state, new, why))
+    return replace(
+        health, state=new, since=now, last=Transition(now, health.state, new, why), awaiting={}, misses={}
+    )
 
 
 # On a budgeted link the interval is long, so down_after is chosen by the same
@@ -411,13 +578,18 @@ def params_for(settings: HealthConfig, targets: tuple[IPAddress, ...]) -> Params
         max_loss=given(settings.max_loss) / 100 or None,  # percent in the config
         loss_window=float(given(settings.loss_window)),
         passive=given(settings.passive),
+        heartbeat=float(given(settings.heartbeat)),
     )
 
 
 def within_budget(params: Params, family: int, budget_mb_per_day: float) -> Params:
     """Params stretched to spend at most budget_mb_per_day on probes (metered, standby links).
 
-    Four fifths of the budget pay for the steady rounds, the rest for bursts
+    Adaptive: four fifths of the budget pay for the heartbeats (one echo each:
+    at 5 MB a day, IPv4, every 2 s fits; IPv6 every 2.4 s), the rest for
+    bursts; nothing else changes.
+
+    Steady: four fifths of the budget pay for the steady rounds, the rest for bursts
     (BURST_SHARE).  At the default 5 MB a day and two IPv4 targets: an echo to
     each every 3.1 s.  Each round is a heartbeat: when k targets miss one
     (interval + 2 round trips, 0.25 s at least) the link is suspected and a
@@ -430,6 +602,9 @@ def within_budget(params: Params, family: int, budget_mb_per_day: float) -> Para
     """
     per_round = len(params.targets) * PROBE_BYTES[(params.kind, family)]
     steady = budget_mb_per_day * 1e6 * (1 - BURST_SHARE)
+    if params.adaptive:
+        beat = max(params.heartbeat, PROBE_BYTES[(params.kind, family)] * 86400 / steady)
+        return replace(params, heartbeat=beat, budget_mb_per_day=budget_mb_per_day)
     interval = max(params.interval, per_round * 86400 / steady)
     if interval == params.interval:
         return params
@@ -452,11 +627,17 @@ BURST_SHARE = 0.2
 
 
 def bursts_per_day(params: Params, family: int) -> float:
-    """How many bursts of fast probing (confirm_after at the fast interval) the share of
-    the budget kept for them pays for."""
-    rounds = math.ceil(params.confirm_after / params.burst_interval) + 1
-    cost = rounds * len(params.targets) * PROBE_BYTES[(params.kind, family)]
-    return params.budget_mb_per_day * 1e6 * BURST_SHARE / cost
+    """How many bursts of fast probing the share of the budget kept for them pays for (a
+    tier-1 adaptive link: PROBE_BURST_MB_PER_DAY).  A steady link's burst lasts
+    confirm_after at the fast interval; an adaptive link's ends at the first answer, so
+    two rounds are counted (one that confirms a failure costs more, and ends the bursts)."""
+    if params.adaptive:
+        rounds = 2
+        allowance = params.budget_mb_per_day * BURST_SHARE or c.PROBE_BURST_MB_PER_DAY
+    else:
+        rounds = math.ceil(params.confirm_after / params.burst_interval) + 1
+        allowance = params.budget_mb_per_day * BURST_SHARE
+    return allowance * 1e6 / (rounds * len(params.targets) * PROBE_BYTES[(params.kind, family)])
 
 
 def loss(health: Health) -> float | None:

@@ -1,16 +1,20 @@
 """The passive watch: a link whose traffic goes out and nothing comes back is suspect.
 
-Sans-IO, like health/machine.py: the daemon samples each budgeted link's packet
-counters (every PASSIVE_PERIOD) and the prober's own packet counts, and this
-module says when to suspect the link -- which makes its prober probe at the
-fast interval and judge within confirm_after (health/machine.py).  A metered link
-that probes every few seconds thus notices a dead ISP within a second once
-traffic is affected, and spends its budget only when something looks wrong.
+Sans-IO, like health/machine.py: the daemon samples a link's packet counts
+(every PASSIVE_PERIOD) and the prober's own, and this module says when the
+link was heard from and when to suspect it -- which makes its prober probe at
+the fast interval and judge within confirm_after (health/machine.py).
 
-Why only budgeted links: an unmetered link is probed 10 times a second
-anyway, and counters cannot tell an ISP's answer from a modem's own ICMP
-errors or ARP, so they never stand in for probes -- traffic both ways does
-not make a dead upstream look alive; traffic one way only hastens a check.
+Two kinds of counts (health/passive_watch.py reads them):
+  evidence  per link and family, wanhooks' nftables table counts packets sent
+            beyond the link's near side (its own prefixes, its gateway, link-local)
+            and packets heard from beyond it on established connections: only
+            the internet can send those, not the modem (its ARP, its ICMP
+            errors, its DNS proxy) -- so what is heard stands in for probes.
+  raw       per link, the kernel's packet counters: where nftables cannot count
+            (no nf_tables), and for steady budgeted links.  They cannot tell an
+            ISP's answer from a modem's own packets, so they never stand in for
+            probes: traffic one way only hastens a check.
 
 The rule: packets the link sent that are not our probes, with no packet
 received (not our probes' answers) since the first of them, for `wait`
@@ -58,6 +62,7 @@ class TrafficWatch:
     tokens: float = BUCKET_BURSTS
     refilled_at: float = 0.0
     suspicions: int = 0
+    last_heard: float | None = None  # the last sample in which others' packets came in
 
 
 def start(sample: Packets, now: float) -> TrafficWatch:
@@ -82,6 +87,8 @@ def observe(
     received = sample.other_rx - watch.last.other_rx
     tokens = min(BUCKET_BURSTS, watch.tokens + (now - watch.refilled_at) * bursts_per_day / 86400)
     watch = replace(watch, last=sample, tokens=tokens, refilled_at=now)
+    if received > 0:
+        watch = replace(watch, last_heard=now)
     if received > 0 or not armed:  # something came back: whatever was waiting has its answer
         return replace(watch, unanswered=0, unanswered_since=None), False
     if sent > 0:  # (negative: a counter lagging our own count)

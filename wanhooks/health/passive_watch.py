@@ -1,9 +1,14 @@
-"""Drives the passive watch (health/passive.py): samples counters, tells probers to hurry.
+"""Drives the passive watch (health/passive.py): samples counts, tells probers what it saw.
 
-Every PASSIVE_PERIOD it dumps the links' counters (one netlink dump, ~0.1 ms)
-when some prober is budgeted and watched -- only then -- and suspects a link
-whose traffic goes unanswered: every budgeted prober of that link (both
-families: counters cannot tell them apart) probes fast and judges at once.
+Every PASSIVE_PERIOD, when some prober listens:
+  adaptive probers  their link and family's evidence counts (one netlink dump of
+                    wanhooks' nftables counters, tens of microseconds): traffic
+                    heard from beyond tells the prober the link is alive (no
+                    heartbeat needed), traffic sent and unanswered suspects it;
+  the rest          the links' raw packet counters (one rtnetlink dump, ~0.1 ms),
+                    for steady budgeted probers and adaptive ones without evidence
+                    (no nf_tables): unanswered traffic suspects every such prober
+                    of the link (both families: raw counters cannot tell them apart).
 """
 
 from __future__ import annotations
@@ -22,16 +27,21 @@ from .probes import LinkProber
 
 log = logging.getLogger("wanhooks.passive")
 
+Evidence = dict[tuple[str, int], tuple[int, int]]  # (link, family) -> (packets heard, sent)
+RAW = 0  # the family of a watch on raw counters: both families at once
+
 
 class PassiveWatcher:
     def __init__(
         self,
         probers: Callable[[], Mapping[ProbeKey, LinkProber]],
         counters: Callable[[], dict[str, LinkCounters]],
+        evidence: Callable[[], Evidence],
     ) -> None:
         self._probers = probers
         self._counters = counters
-        self.watches: dict[str, passive.TrafficWatch] = {}
+        self._evidence = evidence
+        self.watches: dict[tuple[str, int], passive.TrafficWatch] = {}  # (link, family or RAW)
 
     async def run(self) -> None:
         while True:
@@ -41,48 +51,82 @@ class PassiveWatcher:
             except OSError as exc:  # netlink trouble: the probes still judge on their own
                 log.debug("passive watch: %s", exc)
 
+    def suspicions(self, link: str) -> int | None:
+        """How many times the watch has suspected the link (None: not watched)."""
+        counts = [w.suspicions for (name, _family), w in self.watches.items() if name == link]
+        return sum(counts) if counts else None
+
     def step(self, now: float) -> None:
-        by_link: dict[str, list[LinkProber]] = {}
-        for key, prober in self._probers().items():
-            by_link.setdefault(key.link, []).append(prober)
-        watched = {
-            link: probers
-            for link, probers in by_link.items()
-            if any(p.key.params.budgeted and p.key.params.passive for p in probers)
-        }
-        for gone in set(self.watches) - set(watched):
-            del self.watches[gone]
-        if not watched:
-            return
-        counters = self._counters()
-        for link, probers in watched.items():
-            seen = counters.get(link)
+        probers = list(self._probers().values())
+        adaptive = [p for p in probers if p.key.params.adaptive]
+        evidence = self._read_evidence() if adaptive else {}
+        watched: set[tuple[str, int]] = set()
+        raw: dict[str, list[LinkProber]] = {}
+        for prober in adaptive:
+            link, family = prober.key.link, prober.key.family
+            seen = evidence.get((link, family))
             if seen is None:
+                raw.setdefault(link, []).append(prober)
                 continue
-            sample = passive.Packets(
-                tx=seen.tx_packets,
-                rx=seen.rx_packets,
-                own_tx=sum(p.own_tx for p in probers),
-                own_rx=sum(p.own_rx for p in probers),
-            )
-            watch = self.watches.get(link)
-            if watch is None:
-                self.watches[link] = passive.start(sample, now)
-                continue
-            budgeted = [p for p in probers if p.key.params.budgeted and p.key.params.passive]
-            rtt = max((p.health.rtt or 0.0) for p in budgeted)
-            per_day = min(health.bursts_per_day(p.key.params, p.key.family) for p in budgeted)
-            waiting = watch.unanswered, watch.unanswered_since
-            armed = any(
-                p.health.state is HealthState.UP and p.health.suspected_since is None for p in budgeted
-            )
-            self.watches[link], fire = passive.observe(
-                watch, sample, now, rtt=rtt, bursts_per_day=per_day, armed=armed
-            )
-            if fire:
-                log.info(
-                    "health: %s suspected: %d packets sent, none received for %.2f s; probing fast",
-                    link, waiting[0] + (sample.other_tx - watch.last.other_tx), now - (waiting[1] or now),
-                )  # fmt: skip
-                for prober in budgeted:
-                    prober.suspect()
+            watched.add((link, family))
+            heard, sent = seen
+            sample = passive.Packets(tx=sent, rx=heard, own_tx=prober.own_tx, own_rx=prober.own_rx)
+            self._observe((link, family), [prober], sample, now, evidence=True)
+        for prober in probers:
+            if not prober.key.params.adaptive and prober.key.params.budgeted and prober.key.params.passive:
+                raw.setdefault(prober.key.link, []).append(prober)
+        if raw:
+            counters = self._counters()
+            for link, listening in raw.items():
+                seen_raw = counters.get(link)
+                if seen_raw is None:
+                    continue
+                watched.add((link, RAW))
+                sample = passive.Packets(
+                    tx=seen_raw.tx_packets,
+                    rx=seen_raw.rx_packets,
+                    own_tx=sum(p.own_tx for p in listening),
+                    own_rx=sum(p.own_rx for p in listening),
+                )
+                self._observe((link, RAW), listening, sample, now, evidence=False)
+        for gone in set(self.watches) - watched:
+            del self.watches[gone]
+
+    def _read_evidence(self) -> Evidence:
+        try:
+            return self._evidence()
+        except OSError as exc:  # no nf_tables, or the table is being rewritten: raw counters
+            log.debug("passive watch: no evidence counts: %s", exc)
+            return {}
+
+    def _observe(
+        self,
+        key: tuple[str, int],
+        listening: list[LinkProber],
+        sample: passive.Packets,
+        now: float,
+        *,
+        evidence: bool,
+    ) -> None:
+        watch = self.watches.get(key)
+        if watch is None:
+            self.watches[key] = passive.start(sample, now)
+            return
+        rtt = max((p.health.rtt or 0.0) for p in listening)
+        per_day = min(health.bursts_per_day(p.key.params, p.key.family) for p in listening)
+        waiting = watch.unanswered, watch.unanswered_since
+        armed = any(p.health.state is HealthState.UP and p.health.suspected_since is None for p in listening)
+        new, fire = passive.observe(watch, sample, now, rtt=rtt, bursts_per_day=per_day, armed=armed)
+        self.watches[key] = new
+        if evidence and new.last_heard == now:
+            for prober in listening:
+                prober.heard()
+        if fire:
+            family = "" if key[1] == RAW else f" IPv{key[1]}"
+            log.info(
+                "health: %s%s suspected: %d packets sent, none %s for %.2f s; probing fast",
+                key[0], family, waiting[0] + (sample.other_tx - watch.last.other_tx),
+                "heard from beyond" if evidence else "received", now - (waiting[1] or now),
+            )  # fmt: skip
+            for prober in listening:
+                prober.suspect()

@@ -110,6 +110,17 @@ class Probers:
 def _doc(prober: LinkProber, passive_suspicions: Callable[[str], int | None]) -> dict[str, Any]:
     h, params, now = prober.health, prober.key.params, time.monotonic()
     measured = machine.window_loss(h, now)
+    pace = machine.pace(h)
+    every = {
+        machine.Pace.HEARTBEAT: params.heartbeat,
+        machine.Pace.RESTING: params.heartbeat,
+        machine.Pace.FAST: params.burst_interval,
+        machine.Pace.STEADY: params.burst_interval if h.suspected_since is not None else params.interval,
+    }[pace]
+    # what proved the link alive last: traffic heard from beyond it within a heartbeat, or probes
+    heard = h.last_heard is not None and now - h.last_heard <= max(params.heartbeat, 1.0)
+    spent = (h.sent + h.received) * machine.PROBE_BYTES[(params.kind, prober.key.family)] // 2
+    elapsed = max(now - prober.started, 1.0)
     return {
         "state": h.state.value,
         "since_s": round(now - h.since, 1),
@@ -118,7 +129,13 @@ def _doc(prober: LinkProber, passive_suspicions: Callable[[str], int | None]) ->
         "loss_window_s": params.loss_window,
         "kind": params.kind.value,
         "targets": [str(t) for t in params.targets],
-        "interval_s": round(params.burst_interval if h.suspected_since is not None else params.interval, 3),
+        "interval_s": round(every, 3),
+        "pace": pace.value,
+        "alive_by": "passive" if heard else ("probe" if h.last_reply else None),
+        "probes_sent": h.sent,
+        "probe_bytes": spent,
+        "probe_bytes_per_day": round(spent * 86400 / elapsed),
+        "set_aside": sorted(str(t) for t, until in h.set_aside.items() if until > now),
         "suspected": h.suspected_since is not None,
         "passive_suspicions": passive_suspicions(prober.key.link),
         "last_change": h.last.reason if h.last else None,

@@ -4,8 +4,9 @@ Every socket a prober opens is bound to its device (SO_BINDTODEVICE) and to
 the link's own source address: the probe leaves by that link whatever the
 balance route says, uses the link's table through wanhooks' `from <address>`
 rule, and keeps working while the link is failed or standby.  A prober sends
-one probe to every target each interval (the fast interval while the link is
-suspected) and feeds answers and the passing time to the link's machine.
+the rounds its machine asks for, when it asks (health/machine.py's pace: a
+heartbeat to one target, or every target every interval), feeds answers and
+the passing time to the machine, and sleeps in between.
 
 Three kinds, one per transport below:
   icmp  an echo request on a raw socket; the matching echo reply answers.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 import socket
 import struct
@@ -28,7 +30,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from .. import constants as c
 from ..model import IPAddress
+from ..observe.log_format import about
 from . import machine as health
 from .machine import Health, Kind, ProbeKey
 
@@ -267,7 +271,8 @@ class LinkProber:
         self._transports = transports
         self._on_change = on_change
         self._clock = clock
-        self.health: Health = health.start(key.params, clock(), trusted=trusted)
+        self.started = clock()
+        self.health: Health = health.start(key.params, self.started, trusted=trusted)
         self._seq = 0
         self._sent_at: dict[tuple[IPAddress, int], float] = {}
         self._sent_ok = 0  # probes that left (for the passive watch: our own packets)
@@ -276,7 +281,8 @@ class LinkProber:
         self.replies: deque[RoundTrip] = deque(maxlen=REPLIES_KEPT)
         self._transport: Transport | None = None
         self._task: asyncio.Task[None] | None = None
-        self._nap: asyncio.Future[bool] | None = None  # the loop's wait; a suspicion ends it early
+        self._nap: asyncio.Future[bool] | None = None  # the loop's wait; a round due earlier ends it
+        self._nap_until = math.inf  # when the current wait ends
         self._released: asyncio.Future[None] | None = None  # start(held=True) until release()
 
     def start(self, loop: asyncio.AbstractEventLoop, *, held: bool = False) -> None:
@@ -309,54 +315,54 @@ class LinkProber:
         """The passive watch saw this link's traffic go unanswered."""
         self._update(health.suspect(self.health, self._clock()))
 
+    def heard(self) -> None:
+        """The passive watch heard traffic from beyond this link: it is alive."""
+        self._update(health.heard(self.health, self._clock()))
+
     async def _run(self) -> None:
-        """A round every interval (the fast one while suspected); the machine is evaluated
-        every half fast interval, so a budgeted link's missed heartbeat is seen at once."""
+        """The rounds the machine asks for, when it asks; in between, a sleep until the
+        machine next needs a look (every half fast interval when fast, else the next
+        heartbeat or answer due) -- cut short when a round falls due earlier."""
         assert self._released is not None
         await self._released
-        next_round = self._clock()
         while True:
-            now = self._clock()
-            if now >= next_round:
+            if self._clock() >= health.next_round(self.health):
                 self._send_round()
-                suspected = self.health.suspected_since is not None
-                next_round = now + (self.key.params.burst_interval if suspected else self.key.params.interval)
-            tick = self.key.params.burst_interval / 2
-            if await self._sleep(max(0.0, min(tick, next_round - self._clock()))):
-                next_round = self._clock()  # suspected: a fast round now
-            new = health.evaluate(self.health, self._clock())
+            await self._sleep(max(0.0, health.next_look(self.health, self._clock()) - self._clock()))
+            now = self._clock()
+            new = health.evaluate(self.health, now)
             if new.suspected_since is not None and self.health.suspected_since is None:
                 log.info(
-                    "health: %s IPv%d suspected: its targets missed a heartbeat round; probing fast",
+                    "health: %s IPv%d suspected: a heartbeat went unanswered; probing fast",
                     self.key.link, self.key.family,
                 )  # fmt: skip
             self._update(new)
 
-    async def _sleep(self, delay: float) -> bool:
-        """Sleep for delay; True when a suspicion cut it short.  A bare future and a timer:
-        this runs every half fast interval for every prober, so no task per wait."""
+    async def _sleep(self, delay: float) -> None:
+        """Sleep for delay, or until a round falls due earlier (_update).  A bare future and
+        a timer: this runs every half fast interval for a fast prober, so no task per wait."""
         loop = asyncio.get_running_loop()
         nap: asyncio.Future[bool] = loop.create_future()
-        self._nap = nap
+        self._nap, self._nap_until = nap, self._clock() + delay
         timer = loop.call_later(delay, _wake_up, nap)
         try:
-            return await nap
+            await nap
         finally:
             timer.cancel()
-            self._nap = None
+            self._nap, self._nap_until = None, math.inf
 
     def _send_round(self) -> None:
         assert self._transport is not None
         self._seq = (self._seq + 1) & 0xFFFF
         now = self._clock()
-        for target in self.key.params.targets:
+        self.health, targets = health.send_round(self.health, now)
+        for target in targets:
             try:
                 self._transport.send(target, self._seq)
                 self._sent_ok += 1
             except OSError as exc:  # unreachable right now: counts as a lost probe
                 log.debug("probe %s -> %s: %s", self.key.link, target, exc.strerror)
             self._sent_at[(target, self._seq)] = now
-            self.health = health.sent(self.health, now)
         if len(self._sent_at) > 64 * len(self.key.params.targets):  # forget probes long lost
             for old in sorted(self._sent_at, key=lambda k: self._sent_at[k])[: len(self._sent_at) // 2]:
                 del self._sent_at[old]
@@ -371,10 +377,14 @@ class LinkProber:
         self._update(health.replied(self.health, target, now - sent_at, now))
 
     def _update(self, new: Health) -> None:
-        changed = new.state is not self.health.state
-        newly_suspected = new.suspected_since is not None and self.health.suspected_since is None
-        self.health = new
-        if newly_suspected and self._nap is not None and not self._nap.done():
-            self._nap.set_result(True)
-        if changed:
+        old, self.health = self.health, new
+        for target in new.set_aside.keys() - old.set_aside.keys():
+            log.info(
+                "health: %s IPv%d: target %s set aside for %g s: %d heartbeats unanswered in a row "
+                "while others answer (rate-limited?)", self.key.link, self.key.family, target,
+                c.PROBE_SET_ASIDE_S, c.PROBE_SET_ASIDE_AFTER, extra=about(self.key.link, self.key.family),
+            )  # fmt: skip
+        if self._nap is not None and not self._nap.done() and health.next_round(new) < self._nap_until:
+            self._nap.set_result(True)  # suspected, or traffic on a failed link: a round now
+        if new.state is not old.state:
             self._on_change(self)

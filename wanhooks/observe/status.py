@@ -227,8 +227,16 @@ def _health_cell(link: dict[str, Any]) -> str:
         rtt = f" {h['rtt_ms']:.0f}ms" if h.get("rtt_ms") is not None else ""
         loss = f" {100 * h['loss']:.0f}%" if h.get("loss") is not None else ""
         checking = " (checking)" if h.get("suspected") else ""
-        cells.append(f"v{f} {h['state']}{checking}{rtt}{loss}")
+        cells.append(f"v{f} {h['state']}{checking}{rtt}{loss}{_proof(h)}")
     return ", ".join(cells) or "-"
+
+
+def _proof(h: dict[str, Any]) -> str:
+    """What shows the link alive: " heard" (its traffic), or what its probes cost a day."""
+    if h.get("alive_by") == "passive":
+        return " heard"
+    per_day = h.get("probe_bytes_per_day")
+    return f" probes {per_day / 1e6:.1f}MB/d" if per_day is not None else ""
 
 
 def _traffic_cell(link: dict[str, Any]) -> str:

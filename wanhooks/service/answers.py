@@ -72,12 +72,6 @@ class Answers:
     def _status_inputs(self) -> StatusInputs:
         """On the loop: what only the loop may read (probers, overrides, held gateways)."""
         d = self.daemon
-        watches = d.watcher.watches
-
-        def suspicions(link: str) -> int | None:
-            watch = watches.get(link)
-            return watch.suspicions if watch is not None else None
-
         return StatusInputs(
             config=d.config,
             overrides=d.overrides,
@@ -88,7 +82,7 @@ class Answers:
                 {"ifindex": k[0], "family": k[1], "gateway": str(gateway.gateway)}
                 for k, (gateway, _until) in sorted(d.holds.held.items())
             ],
-            health=d.probers.status(suspicions),
+            health=d.probers.status(d.watcher.suspicions),
             link_states=dict(d.link_states.by_link),
             capacities=d.capacity.capacities(),
             weighing={name: d.capacity.status(name, time.monotonic()) for name in d.capacity.links},

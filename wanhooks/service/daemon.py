@@ -125,7 +125,9 @@ class Daemon:
         self._failed = False  # an event source failed: stop, exit 1
         # health and weights, on the loop
         self.probers = Probers(self._health_changed, self.around.transports)
-        self.watcher = PassiveWatcher(lambda: self.probers.by_key, self.around.counters.link_counters)
+        self.watcher = PassiveWatcher(
+            lambda: self.probers.by_key, self.around.counters.link_counters, self.around.counters.evidence
+        )
         self.capacity = CapacityWatch()  # weight: auto
         self.hooks = HookRunner(self.config.hooks_dir)  # coalesced per link and family, capped
         # observability: status, metrics
