@@ -262,7 +262,7 @@ def start_daemon(lab: object, tmp: str, config: str) -> tuple[subprocess.Popen[b
 
 def lab_detection(trials: int, *, busy: bool = False) -> list[float]:
     """Silent ISP failures in the lab, each link in turn, at a moment spread over the
-    heartbeat; busy: the LAN holds 12 echoing TCP connections over the links meanwhile."""
+    heartbeat; busy: the LAN holds 30 echoing TCP connections over the links meanwhile."""
     import tempfile
     import time
 
@@ -287,7 +287,7 @@ def lab_detection(trials: int, *, busy: bool = False) -> list[float]:
                 hold = None
                 if busy:
                     hold = lab.spawn(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--port", "9202",
-                                     "--flows", "12", "--seconds", "4")  # fmt: skip
+                                     "--flows", "30", "--seconds", "4")  # fmt: skip
                     assert hold.stdout is not None and hold.stdout.readline().strip() == "started"
                 time.sleep(1.0 + 2.0 * ((n * 7) % 10) / 10)  # a moment spread over the heartbeat
                 lab.blackhole(link, True)
@@ -396,7 +396,7 @@ def main() -> int:
             real = lab_detection(trials, busy=busy)
             print()
             med, p95 = statistics.median(real), pct(real, 0.95)
-            how = "under LAN traffic (12 TCP flows echoing every 50 ms)" if busy else "idle"
+            how = "under LAN traffic (30 TCP flows echoing every 50 ms)" if busy else "idle"
             print(f"wanhooks measured in the lab ({trials} silent ISP failures, 3 links, defaults, {how}): "
                   f"median {med:.3f} s, p95 {p95:.3f} s, max {max(real):.3f} s.")  # fmt: skip
     if args.lab_metered:

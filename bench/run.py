@@ -91,17 +91,19 @@ BENCHES = (
     Bench(
         "detection",
         "Detecting a silently dead ISP",
-        ("--trials", "200", "--hours", "24", "--lab", "20", "--lab-metered", "10"),
-        ("--trials", "20", "--hours", "1", "--lab", "2", "--lab-metered", "1"),
+        ("--trials", "200", "--hours", "24", "--lab", "20", "--lab-busy", "20", "--lab-metered", "10"),
+        ("--trials", "20", "--hours", "1", "--lab", "2", "--lab-busy", "2", "--lab-metered", "1"),
         "Simulated time: each monitor's documented algorithm at its shipped defaults (see the script's "
         "docstring) -- wanhooks, generic-balancer.sh (2011), mwan3, lsm, dpinger -- against silent "
         "failures, then simulated hours at 10 % loss in each direction (19 % of echoes lost) counting "
         "the failovers that should not happen; RTT 10-60 ms. On a 200-400 ms cellular link every "
-        "monitor's detection grows by about one RTT. The metered row is wanhooks on a tier-2 link at "
-        "the default 5 MB/day budget, idle (heartbeat rounds, a fast burst when one is missed). The "
-        "last lines are wanhooks measured for real in the namespace lab; \"with the router's "
-        "connections on it\": three TCP connections from the link's address sending every 50 ms when "
-        "its ISP goes silent (the passive signal).",
+        "monitor's detection grows by about one RTT. wanhooks idle: a heartbeat every 2 s to each "
+        "target in turn; busy: the link's users send a packet every 20 ms (every 100 ms in the "
+        "simulated hours) and no probe is needed while their answers are heard; steady: heartbeat: 0, "
+        "the 0.1 release's defaults. The metered row is a steady tier-2 link at the default 5 MB/day "
+        "budget. The last lines are wanhooks measured for real in the namespace lab, idle and with 30 "
+        "echoing TCP connections from a LAN client over the links; \"with the router's connections on "
+        "it\": a tier-2 link, three TCP connections from its address sending every 50 ms.",
     ),
     Bench(
         "remap",
@@ -176,14 +178,16 @@ BENCHES = (
     ),
     Bench(
         "idle_cost",
-        "Idle memory and CPU, and the probes' cost",
-        ("--links", "3,8", "--window", "30"),
-        ("--links", "3", "--window", "3", "--settle", "1"),
-        "Root; `wanhooks run` with health probes at the defaults (two targets, an echo to each every "
-        "0.1 s), idle, for each link count given. Baselines from the same run: the RSS of a bare interpreter "
-        "and of one that has only imported wanhooks; the CPU of the same probing done by one "
-        "`ping -i 0.1` per target per link in the same lab over the same window; and the probe "
-        "traffic of dpinger's and mwan3's defaults, computed from them (neither is run).",
+        "Memory, CPU and the probes' cost, idle and busy",
+        ("--links", "4", "--window", "600", "--cpu-window", "120"),
+        ("--links", "2", "--window", "4", "--cpu-window", "2", "--settle", "1"),
+        "Root; `wanhooks run` with health probes at the defaults (two targets per link; probes only "
+        "where traffic proves nothing: an idle link's heartbeat every 2 s, to each target in turn), "
+        "ten minutes idle, then ten minutes with 3 echoing TCP connections per link from a LAN client; "
+        "the probes counted at each ISP and extrapolated to a day. Baselines from the same run: the "
+        "RSS of a bare interpreter and of one that has only imported wanhooks; the CPU of the same "
+        "idle probing done by one `ping -i 2` per link in the same lab; and the probe traffic of "
+        "dpinger's and mwan3's defaults, computed from them (neither is run).",
     ),
     Bench(
         "soak",

@@ -450,6 +450,11 @@ def test_the_metrics_endpoint_tells_what_the_kernel_and_the_probes_say(
     heard = value(first, "wanhooks_link_evidence_heard_packets_total", link="w2", family="4")
     sent = value(first, "wanhooks_link_evidence_sent_packets_total", link="w2", family="4")
     assert heard > 0 and sent - 5 <= heard <= sent, (heard, sent)
+    # idle: probes prove it alive, and what they cost is counted
+    probes = value(first, "wanhooks_link_probes_sent_total", link="w2", family="4")
+    spent = value(first, "wanhooks_link_probe_bytes_total", link="w2", family="4")
+    assert probes > 0 and spent >= probes * 36, (probes, spent)
+    assert value(first, "wanhooks_link_alive_by_traffic", link="w2", family="4") == 0
     assert value(first, "wanhooks_rounds_total") >= 1 and value(first, "wanhooks_in_sync") == 1
     assert value(first, "wanhooks_events_total", source="resync") >= 1  # the start-up sweep
     lab.blackhole(2, True)
@@ -461,6 +466,7 @@ def test_the_metrics_endpoint_tells_what_the_kernel_and_the_probes_say(
         first, "wanhooks_link_health_transitions_total", link="w2", family="4"
     )
     assert value(after, "wanhooks_events_total", source="health") >= 2
+
     # blackholed: w2 goes on sending probes, and hears nothing back
     def evidence(doc: dict[tuple[str, tuple[tuple[str, str], ...]], float], kind: str) -> float:
         return value(doc, f"wanhooks_link_evidence_{kind}_packets_total", link="w2", family="4")

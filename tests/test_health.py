@@ -105,6 +105,8 @@ def test_the_table_is_the_whole_story() -> None:
         else:
             assert any(line.split() == [state.value, sig.value, new.value] for line in lines), (state, sig)
     assert set(health.CARRIES_TRAFFIC) == set(HealthState)
+    assert set(health.PACE_TEXT) == set(health.Pace)
+    assert all(any(line.split()[:1] == [pace.value] for line in lines) for pace in health.Pace)
     assert set(health.SUSPICION) == {(was, clue) for was in (False, True) for clue in health.Clue}
     for (was, clue), now in health.SUSPICION.items():
         if now != was:
@@ -217,6 +219,18 @@ def test_a_link_whose_traffic_is_heard_sends_no_probes() -> None:
     assert transitions == [] and h.last_heard is not None
     # one heartbeat at the start, then one each PROBE_BUSY_HEARTBEAT_S (traffic proves the way in only)
     assert 600 / 30 <= h.sent <= 600 / 30 + 2, h.sent
+
+
+def test_a_weight_auto_link_measures_its_round_trips_while_it_carries_traffic() -> None:
+    """Its capacity shows in the queueing: an echo every `measure` while traffic is heard."""
+    measuring = Params(targets=(T1, T2), measure=0.2)
+    h = health.start(measuring, 0.0, trusted=True)
+    h, transitions = simulate(h, 0.0, 60.0, traffic=0.02)
+    assert transitions == [] and 290 <= h.sent <= 305 and h.received == h.sent
+    h, _ = simulate(h, 60.0, 60.0)  # idle: heartbeats again
+    assert 290 + 28 <= h.sent <= 305 + 32
+    on_budget = health.within_budget(measuring, 4, 5.0)
+    assert on_budget.measure > 1.5 and on_budget.heartbeat == 2.0  # a metered link keeps to its budget
 
 
 def detections(params: Params, *, traffic: float | None, trials: int = 20) -> list[float]:

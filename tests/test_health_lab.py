@@ -76,8 +76,9 @@ def test_an_idle_links_silently_dead_isp_leaves_within_three_seconds_and_returns
 def test_a_silently_dead_isp_under_lan_traffic_leaves_within_a_second(
     router: Router, daemon_factory: Start
 ) -> None:
-    """LAN connections on every link: replies stop, the passive watch suspects the link
-    within 0.25 s of unanswered traffic, fast probes confirm it."""
+    """LAN connections on every link: no probes while their replies are heard; replies stop,
+    the passive watch suspects the link within 0.25 s of unanswered traffic, fast probes
+    confirm it."""
     lab = router.lab
     router.write_config(CONFIG.replace("HOLD", "1"))
     for isp in (1, 2, 3):
@@ -90,11 +91,13 @@ def test_a_silently_dead_isp_under_lan_traffic_leaves_within_a_second(
     for trial in range(6):
         link = 1 + trial % 3
         name = f"w{link}"
-        hold = lab.spawn(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--port", "9202", "--flows", "12",
+        # 30 flows: every link carries some ((2/3)**30 that one does not)
+        hold = lab.spawn(lab.lan, "tcp-hold", "--dst", "203.0.113.10", "--port", "9202", "--flows", "30",
                          "--seconds", "4")  # fmt: skip
         assert hold.stdout is not None and hold.stdout.readline().strip() == "started"
+        time.sleep(0.5)  # (a heartbeat due as the traffic began may still leave)
         before = count_echoes(lab, link)
-        time.sleep(1.0 + 0.3 * trial)  # somewhere within the heartbeat the traffic postpones
+        time.sleep(0.5 + 0.3 * trial)  # somewhere within the heartbeat the traffic postpones
         assert count_echoes(lab, link) == before  # traffic heard: no probe needed
         lab.blackhole(link, True)
         t0 = time.monotonic()
@@ -410,3 +413,33 @@ def test_a_metered_link_with_traffic_is_judged_within_a_second(router: Router, d
     echo.terminate()
     print(f"\n  metered link judged down: {with_traffic:.3f} s under traffic, {idle:.3f} s idle")
     assert with_traffic < 1.5 and idle < 5.0
+
+
+def test_a_rate_limiting_target_is_set_aside_and_fails_no_link(router: Router, daemon_factory: Start) -> None:
+    """203.0.113.11 answers one echo in five (at random); 203.0.113.10 answers all: no link
+    fails, and the links set .11 aside (no heartbeats to it) once its heartbeats mostly go
+    unanswered -- said in the log and in status."""
+    lab = router.lab
+    router.write_config(CONFIG.replace("HOLD", "5"))
+    limiter = (
+        "table inet whlimit {\n counter limited {}\n chain pre { type filter hook prerouting priority -400;"
+        " ip daddr 203.0.113.11 icmp type echo-request numgen random mod 5 != 0"
+        " counter name limited drop; }\n}\n"
+    )
+    lab.ns_exec(lab.internet, ["nft", "-f", "-"], input=limiter)
+    daemon = daemon_factory()
+    wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
+
+    def aside() -> set[str]:
+        shown = {f"w{i}": health_of(router, f"w{i}").get("set_aside") for i in (1, 2, 3)}
+        return {
+            name for name, targets in shown.items() if isinstance(targets, list) and "203.0.113.11" in targets
+        }
+
+    wait_for(lambda: len(aside()) >= 2, 60, "203.0.113.11 set aside on most links")
+    assert set(members(lab)) == {"w1", "w2", "w3"}
+    assert "-> down" not in daemon.text()
+    assert "target 203.0.113.11 set aside for 60 s" in daemon.text()
+    assert "203.0.113.10 set aside" not in daemon.text()
+    limited = parse_counter(lab.nft_json(lab.internet, "list", "counter", "inet", "whlimit", "limited"))
+    assert limited > 0

@@ -12,6 +12,8 @@ Probes fill in where evidence is missing (the default, `Params.adaptive`):
              established connections, counted by wanhooks' nftables table),
              nothing is sent -- only the internet can send those; otherwise
              one echo every `heartbeat` to the next of its targets in turn.
+             (A `weight: auto` link sends one every `measure` while its
+             traffic is heard: its capacity shows in the queueing.)
              An echo unanswered for max(0.25 s, 2 round trips), with nothing
              heard since it left, makes the link suspected (below), and so does
              traffic sent that nothing answers (the passive watch).
@@ -64,6 +66,7 @@ is suspected in SUSPICION, and nowhere else.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -159,6 +162,14 @@ class Pace(str, enum.Enum):
     RESTING = "resting"  # failed: every target every heartbeat, at once when traffic is heard
 
 
+PACE_TEXT = {
+    Pace.HEARTBEAT: "up: an echo every heartbeat to each target in turn, none while traffic is heard",
+    Pace.FAST: "new, recovering or suspected: every target every interval",
+    Pace.RESTING: "down: every target every heartbeat, at once when traffic is heard",
+    Pace.STEADY: "heartbeat 0, passive false or max_loss set: every target every interval",
+}
+
+
 class Kind(str, enum.Enum):
     """What a probe is (health/probes.py sends them; the judgement is the same for all)."""
 
@@ -187,6 +198,7 @@ class Params:
     targets: tuple[IPAddress, ...]
     interval: float = c.PROBE_INTERVAL_S
     heartbeat: float = c.PROBE_HEARTBEAT_S  # 0: steady probing
+    measure: float = 0.0  # weight: auto: an echo this often while traffic is heard (0: none)
     down_after: float = c.PROBE_DOWN_AFTER_S
     up_after: float = c.PROBE_UP_AFTER_S
     hold_down: float = c.PROBE_HOLD_DOWN_S
@@ -319,6 +331,8 @@ def next_round(health: Health) -> float:
     if now_pace is Pace.HEARTBEAT:
         if heard is None:
             return last + p.heartbeat
+        if p.measure:  # weight: auto reads queueing from round trips under load
+            return last + p.measure
         # traffic heard postpones the heartbeat -- up to the busy heartbeat
         return min(heard, last + max(0.0, c.PROBE_BUSY_HEARTBEAT_S - p.heartbeat)) + p.heartbeat
     if now_pace is Pace.RESTING:
@@ -603,8 +617,10 @@ def within_budget(params: Params, family: int, budget_mb_per_day: float) -> Para
     per_round = len(params.targets) * PROBE_BYTES[(params.kind, family)]
     steady = budget_mb_per_day * 1e6 * (1 - BURST_SHARE)
     if params.adaptive:
-        beat = max(params.heartbeat, PROBE_BYTES[(params.kind, family)] * 86400 / steady)
-        return replace(params, heartbeat=beat, budget_mb_per_day=budget_mb_per_day)
+        fits = PROBE_BYTES[(params.kind, family)] * 86400 / steady  # the shortest affordable gap
+        beat = max(params.heartbeat, fits)
+        measure = max(params.measure, fits) if params.measure else 0.0
+        return replace(params, heartbeat=beat, measure=measure, budget_mb_per_day=budget_mb_per_day)
     interval = max(params.interval, per_round * 86400 / steady)
     if interval == params.interval:
         return params
@@ -626,6 +642,7 @@ def within_budget(params: Params, family: int, budget_mb_per_day: float) -> Para
 BURST_SHARE = 0.2
 
 
+@functools.lru_cache(maxsize=256)
 def bursts_per_day(params: Params, family: int) -> float:
     """How many bursts of fast probing the share of the budget kept for them pays for (a
     tier-1 adaptive link: PROBE_BURST_MB_PER_DAY).  A steady link's burst lasts
@@ -662,6 +679,9 @@ def table_text() -> str:
     lines.append("waiting:  no answer yet (changes nothing)")
     lines.append("settled:  answering for up_after;  restored: answering for max(up_after, hold_down)")
     lines.append("carries traffic: " + ", ".join(s.value for s, yes in CARRIES_TRAFFIC.items() if yes))
+    lines.append("")
+    lines.append("pace (probes only where traffic heard from beyond proves nothing):")
+    lines += [f"  {pace.value:<9}  {text}" for pace, text in PACE_TEXT.items()]
     lines.append("")
     lines.append("suspicion (an up link probed fast, judged on confirm_after):")
     for was in (False, True):

@@ -1,7 +1,7 @@
 """The passive watch: a link whose traffic goes out and nothing comes back is suspect.
 
 Sans-IO, like health/machine.py: the daemon samples a link's packet counts
-(every PASSIVE_PERIOD) and the prober's own, and this module says when the
+(every 0.05-0.2 s: the periods below) and the prober's own, and this module says when the
 link was heard from and when to suspect it -- which makes its prober probe at
 the fast interval and judge within confirm_after (health/machine.py).
 
@@ -30,7 +30,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-PASSIVE_PERIOD = 0.05  # seconds between counter samples
+# Seconds between counter samples (one costs ~0.1-0.3 ms of CPU): while some link's
+# traffic waits for an answer, the wait is timed closely; while traffic flows both
+# ways, unanswered traffic is noticed within BUSY; while none flows, traffic that
+# starts is seen within IDLE (and an idle link's heartbeats find a dead ISP anyway).
+PASSIVE_PERIOD = 0.05
+PASSIVE_BUSY_PERIOD = 0.1
+PASSIVE_IDLE_PERIOD = 0.2
 MIN_UNANSWERED = 2  # packets out, none in, before the watch suspects a link
 WAIT_MIN = 0.25  # seconds
 BUCKET_BURSTS = 10.0  # bursts the bucket can hold (a short outage burns a few)
@@ -63,6 +69,7 @@ class TrafficWatch:
     refilled_at: float = 0.0
     suspicions: int = 0
     last_heard: float | None = None  # the last sample in which others' packets came in
+    moved: bool = True  # the last sample saw others' packets either way
 
 
 def start(sample: Packets, now: float) -> TrafficWatch:
@@ -86,13 +93,15 @@ def observe(
     sent = sample.other_tx - watch.last.other_tx
     received = sample.other_rx - watch.last.other_rx
     tokens = min(BUCKET_BURSTS, watch.tokens + (now - watch.refilled_at) * bursts_per_day / 86400)
-    watch = replace(watch, last=sample, tokens=tokens, refilled_at=now)
+    previous = watch.refilled_at  # the last sample's time
+    watch = replace(watch, last=sample, tokens=tokens, refilled_at=now, moved=sent > 0 or received > 0)
     if received > 0:
         watch = replace(watch, last_heard=now)
     if received > 0 or not armed:  # something came back: whatever was waiting has its answer
         return replace(watch, unanswered=0, unanswered_since=None), False
     if sent > 0:  # (negative: a counter lagging our own count)
-        first = watch.unanswered_since if watch.unanswered_since is not None else now
+        # sent since the last sample: on average halfway (samples come 0.05-0.2 s apart)
+        first = watch.unanswered_since if watch.unanswered_since is not None else (previous + now) / 2
         watch = replace(watch, unanswered=watch.unanswered + sent, unanswered_since=first)
     since = watch.unanswered_since
     if since is None:

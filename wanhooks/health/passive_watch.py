@@ -1,6 +1,7 @@
 """Drives the passive watch (health/passive.py): samples counts, tells probers what it saw.
 
-Every PASSIVE_PERIOD, when some prober listens:
+Every 0.05-0.2 s (passive.py's periods: soonest while traffic waits for an answer), when
+some prober listens:
   adaptive probers  their link and family's evidence counts (one netlink dump of
                     wanhooks' nftables counters, tens of microseconds): traffic
                     heard from beyond tells the prober the link is alive (no
@@ -44,10 +45,11 @@ class PassiveWatcher:
         self.watches: dict[tuple[str, int], passive.TrafficWatch] = {}  # (link, family or RAW)
 
     async def run(self) -> None:
+        period = passive.PASSIVE_PERIOD
         while True:
-            await asyncio.sleep(passive.PASSIVE_PERIOD)
+            await asyncio.sleep(period)
             try:
-                self.step(time.monotonic())
+                period = self.step(time.monotonic())
             except OSError as exc:  # netlink trouble: the probes still judge on their own
                 log.debug("passive watch: %s", exc)
 
@@ -56,7 +58,9 @@ class PassiveWatcher:
         counts = [w.suspicions for (name, _family), w in self.watches.items() if name == link]
         return sum(counts) if counts else None
 
-    def step(self, now: float) -> None:
+    def step(self, now: float) -> float:
+        """One sample of every watched link; when the next should come (passive.py: soon
+        while traffic waits for an answer, later while it flows both ways or none does)."""
         probers = list(self._probers().values())
         adaptive = [p for p in probers if p.key.params.adaptive]
         evidence = self._read_evidence() if adaptive else {}
@@ -91,6 +95,11 @@ class PassiveWatcher:
                 self._observe((link, RAW), listening, sample, now, evidence=False)
         for gone in set(self.watches) - watched:
             del self.watches[gone]
+        if any(w.unanswered_since is not None for w in self.watches.values()):
+            return passive.PASSIVE_PERIOD
+        if any(w.moved for w in self.watches.values()):
+            return passive.PASSIVE_BUSY_PERIOD
+        return passive.PASSIVE_IDLE_PERIOD
 
     def _read_evidence(self) -> Evidence:
         try:

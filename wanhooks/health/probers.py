@@ -119,6 +119,8 @@ def _doc(prober: LinkProber, passive_suspicions: Callable[[str], int | None]) ->
     }[pace]
     # what proved the link alive last: traffic heard from beyond it within a heartbeat, or probes
     heard = h.last_heard is not None and now - h.last_heard <= max(params.heartbeat, 1.0)
+    if pace is machine.Pace.HEARTBEAT and heard and params.measure:
+        every = params.measure  # weight: auto, under load: measuring its round trips
     spent = (h.sent + h.received) * machine.PROBE_BYTES[(params.kind, prober.key.family)] // 2
     elapsed = max(now - prober.started, 1.0)
     return {

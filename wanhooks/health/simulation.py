@@ -33,7 +33,7 @@ def simulate(
     order, a look when the machine wants one.  Each echo (or packet) is lost with `loss`
     (request or reply), or always when dead; `answers` may refuse some (a rate limiter).
     traffic: a packet every so many seconds from the link's users, each answered like an echo,
-    counted and sampled every PASSIVE_PERIOD by the passive watch, as the daemon does."""
+    counted and sampled by the passive watch at its pace, as the daemon does."""
     rng = random.Random(seed)
     transitions: list[health.Transition] = []
     replies: list[tuple[float, int, Address, float]] = []  # heap: (at, order, target, rtt)
@@ -84,7 +84,11 @@ def simulate(
                 h = health.heard(h, t)
             if fire:
                 h = health.suspect(h, t)
-            next_sample += passive.PASSIVE_PERIOD
+            # the watch's own pace (health/passive_watch.py)
+            if watch.unanswered_since is not None:
+                next_sample += passive.PASSIVE_PERIOD
+            else:
+                next_sample += passive.PASSIVE_BUSY_PERIOD if watch.moved else passive.PASSIVE_IDLE_PERIOD
         if t >= health.next_round(h):
             h, targets = health.send_round(h, t)
             for target in targets:

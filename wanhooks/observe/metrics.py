@@ -109,6 +109,17 @@ class _Collector:
             labels=lf,
         )
         sent = Counter("wanhooks_link_evidence_sent_packets", "packets sent beyond the link", labels=lf)
+        probes = Counter("wanhooks_link_probes_sent", "probes sent (since its prober started)", labels=lf)
+        probe_bytes = Counter(
+            "wanhooks_link_probe_bytes",
+            "probes and their answers on the wire (since its prober started)",
+            labels=lf,
+        )
+        alive_by = Gauge(
+            "wanhooks_link_alive_by_traffic",
+            "1 when traffic heard from beyond shows it alive: no probe needed",
+            labels=lf,
+        )
         for link in doc["links"]:
             name = link["name"]
             weight.add_metric([name], link["weight"])
@@ -137,6 +148,9 @@ class _Collector:
                         rtt.add_metric(labels, health["rtt_ms"] / 1000)
                     if health.get("loss") is not None:
                         loss.add_metric(labels, health["loss"])
+                    probes.add_metric(labels, health["probes_sent"])
+                    probe_bytes.add_metric(labels, health["probe_bytes"])
+                    alive_by.add_metric(labels, 1 if health["alive_by"] == "passive" else 0)
         figures = self._figures
         transitions = Counter("wanhooks_link_health_transitions", "health state changes", labels=lf)
         for (name, family), count in sorted(figures.transitions.items()):
@@ -151,4 +165,5 @@ class _Collector:
         in_sync = Gauge("wanhooks_in_sync", "1 when the kernel holds exactly the plan")
         in_sync.add_metric([], 1 if doc["in_sync"] else 0)
         yield from (in_balance, weight, share, capacity, age, healthy, rtt, loss, rx, tx, heard, sent)
+        yield from (probes, probe_bytes, alive_by)
         yield from (transitions, events, rounds, seconds, in_sync)

@@ -885,6 +885,8 @@ def probes_wanted(config: Config, observed: Observed) -> list[ProbeKey]:
             if not targets or not sources:
                 continue
             params = params_for(settings, targets)
+            if entry.auto_weight:  # its capacity shows in the probes' round trips under load
+                params = replace(params, measure=c.PROBE_MEASURE_S)
             if link_tier(entry, devices.get(link.name), config) > 1 and settings.budget_mb_per_day:
                 params = within_budget(params, family, float(settings.budget_mb_per_day))
             wanted.append(ProbeKey(link.name, family, sources[0].address, params))

@@ -143,19 +143,27 @@ def counter_name(kind: str, family: int, link: str) -> str:
     return f"{kind}{family}_{link.encode().hex()}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _evidence_key(name: str) -> tuple[str, int, str] | None:
+    """A counter's name -> (link, family, kind), None if it is no evidence counter (read
+    every 50 ms: worked out once per name)."""
+    kind, _, spelled = name.partition("_")
+    if len(kind) != 3 or kind[:2] not in EVIDENCE_KINDS or kind[2] not in "46":
+        return None
+    try:
+        return bytes.fromhex(spelled).decode(), int(kind[2]), kind[:2]
+    except ValueError:
+        return None
+
+
 def evidence_of(counters: dict[str, tuple[int, int]]) -> dict[tuple[str, int], tuple[int, int]]:
     """Counters read back (kernel/nft_counters.py) -> (link, family) -> (packets heard from
     beyond on established connections, packets sent beyond)."""
     found: dict[tuple[str, int, str], int] = {}
     for name, (packets, _bytes) in counters.items():
-        kind, _, spelled = name.partition("_")
-        if len(kind) != 3 or kind[:2] not in EVIDENCE_KINDS or kind[2] not in "46":
-            continue
-        try:
-            link = bytes.fromhex(spelled).decode()
-        except ValueError:
-            continue
-        found[(link, int(kind[2]), kind[:2])] = packets
+        key = _evidence_key(name)
+        if key is not None:
+            found[key] = packets
     return {
         (link, family): (found[(link, family, "rx")], found.get((link, family, "tx"), 0))
         for (link, family, kind) in found
