@@ -28,6 +28,27 @@ health:
 """
 
 
+# An ISP losing 10 % of packets each way at random, counting what it saw and dropped.
+LOSSY = """\
+table inet whloss {
+  counter seen {}
+  counter dropped {}
+  chain pre { type filter hook prerouting priority -400;
+    iifname "c" counter name seen numgen random mod 10 0 counter name dropped drop; }
+  chain post { type filter hook postrouting priority 400;
+    oifname "c" counter name seen numgen random mod 10 0 counter name dropped drop; }
+}
+"""
+# In the internet: 203.0.113.11 answers one echo in five, at random (a reflector rate-limiting ICMP).
+RATE_LIMITER = """\
+table inet whlimit {
+  counter limited {}
+  chain pre { type filter hook prerouting priority -400;
+    ip daddr 203.0.113.11 icmp type echo-request numgen random mod 5 != 0 counter name limited drop; }
+}
+"""
+
+
 def count_echoes(lab: Lab, isp: int) -> int:
     """ICMP echo requests the ISP has seen arrive from the router (an nft counter of the test's own)."""
     doc = lab.nft_json(lab.isp(isp), "list", "counter", "inet", "whprobe", "echoes")
@@ -280,14 +301,7 @@ def test_no_false_failover_at_10_percent_loss(router: Router, daemon_factory: St
     simulates a day of it, and `WANHOOKS_LOSS_MINUTES=10` is the lab's long run."""
     lab = router.lab
     router.write_config(CONFIG.replace("HOLD", "5"))
-    lossy = (
-        "table inet whloss {\n counter seen {}\n counter dropped {}\n"
-        " chain pre { type filter hook prerouting priority -400;"
-        ' iifname "c" counter name seen numgen random mod 10 0 counter name dropped drop; }\n'
-        " chain post { type filter hook postrouting priority 400;"
-        ' oifname "c" counter name seen numgen random mod 10 0 counter name dropped drop; }\n}\n'
-    )
-    lab.ns_exec(lab.isp(2), ["nft", "-f", "-"], input=lossy)
+    lab.ns_exec(lab.isp(2), ["nft", "-f", "-"], input=LOSSY)
     daemon = daemon_factory()
     echo = lab.spawn(lab.internet, "tcp-echo", "--port", "9203", "--seconds", "900")
     assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
@@ -421,12 +435,7 @@ def test_a_rate_limiting_target_is_set_aside_and_fails_no_link(router: Router, d
     unanswered -- said in the log and in status."""
     lab = router.lab
     router.write_config(CONFIG.replace("HOLD", "5"))
-    limiter = (
-        "table inet whlimit {\n counter limited {}\n chain pre { type filter hook prerouting priority -400;"
-        " ip daddr 203.0.113.11 icmp type echo-request numgen random mod 5 != 0"
-        " counter name limited drop; }\n}\n"
-    )
-    lab.ns_exec(lab.internet, ["nft", "-f", "-"], input=limiter)
+    lab.ns_exec(lab.internet, ["nft", "-f", "-"], input=RATE_LIMITER)
     daemon = daemon_factory()
     wait_for(lambda: set(members(lab)) == {"w1", "w2", "w3"}, 5, "all three links in the group")
 

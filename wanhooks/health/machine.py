@@ -12,8 +12,8 @@ Probes fill in where evidence is missing (the default, `Params.adaptive`):
              established connections, counted by wanhooks' nftables table),
              nothing is sent -- only the internet can send those; otherwise
              one echo every `heartbeat` to the next of its targets in turn.
-             (A `weight: auto` link sends one every `measure` while its
-             traffic is heard: its capacity shows in the queueing.)
+             (A `weight: auto` link probes every target every `measure`
+             while its traffic is heard: its capacity shows in the queueing.)
              An echo unanswered for max(0.25 s, 2 round trips), with nothing
              heard since it left, makes the link suspected (below), and so does
              traffic sent that nothing answers (the passive watch).
@@ -198,7 +198,7 @@ class Params:
     targets: tuple[IPAddress, ...]
     interval: float = c.PROBE_INTERVAL_S
     heartbeat: float = c.PROBE_HEARTBEAT_S  # 0: steady probing
-    measure: float = 0.0  # weight: auto: an echo this often while traffic is heard (0: none)
+    measure: float = 0.0  # weight: auto: every target this often while traffic is heard (0: never)
     down_after: float = c.PROBE_DOWN_AFTER_S
     up_after: float = c.PROBE_UP_AFTER_S
     hold_down: float = c.PROBE_HOLD_DOWN_S
@@ -340,6 +340,13 @@ def next_round(health: Health) -> float:
     return last + (p.burst_interval if health.suspected_since is not None else p.interval)
 
 
+def _measuring(health: Health) -> bool:
+    """A weight: auto link whose traffic is heard: every target every `measure`, as steady
+    probing would (its capacity estimator reads queueing from those round trips)."""
+    last, heard = health.last_round, health.last_heard
+    return bool(health.params.measure) and heard is not None and (last is None or heard > last)
+
+
 def _judged(health: Health, now: float) -> tuple[IPAddress, ...]:
     """The targets whose silence counts: all but those set aside (all, if every one is)."""
     kept = tuple(t for t in health.params.targets if health.set_aside.get(t, -math.inf) <= now)
@@ -349,7 +356,7 @@ def _judged(health: Health, now: float) -> tuple[IPAddress, ...]:
 def send_round(health: Health, now: float) -> tuple[Health, tuple[IPAddress, ...]]:
     """A round of probes leaves now: to whom, and the machine after it (each counts as sent
     whether or not the socket took it: an echo that could not leave is a lost one)."""
-    heartbeat = pace(health) is Pace.HEARTBEAT
+    heartbeat = pace(health) is Pace.HEARTBEAT and not _measuring(health)
     if heartbeat:
         judged = _judged(health, now)
         targets: tuple[IPAddress, ...] = (judged[health.turn % len(judged)],)
