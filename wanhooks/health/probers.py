@@ -64,9 +64,9 @@ class Probers:
             return None
         self.held.append(prober)
         log.info(
-            "health: probing %s IPv%d from %s: %s every %g s (%s)",
-            key.link, key.family, key.source, ", ".join(str(t) for t in key.params.targets),
-            key.params.interval, "trusted" if trusted else "kept out until it answers",
+            "health: probing %s IPv%d from %s: %s %s (%s)",
+            key.link, key.family, key.source, ", ".join(str(t) for t in key.params.targets), _pace_text(key),
+            "trusted" if trusted else "kept out until it answers",
             extra=about(key.link, key.family),
         )  # fmt: skip
         return prober
@@ -105,6 +105,15 @@ class Probers:
     ) -> dict[tuple[str, int], dict[str, Any]]:
         """Each prober's part of `status`, by (link, family)."""
         return {(key.link, key.family): _doc(p, passive_suspicions) for key, p in self.by_key.items()}
+
+
+def _pace_text(key: ProbeKey) -> str:
+    """How the prober will pace itself, for the log."""
+    p = key.params
+    if not p.adaptive:
+        return f"every {p.interval:g} s"
+    idle = f"one every {p.heartbeat:g} s in turn while idle"
+    return f"{idle}, none while traffic is heard, all every {p.interval:g} s when checked"
 
 
 def _doc(prober: LinkProber, passive_suspicions: Callable[[str], int | None]) -> dict[str, Any]:
