@@ -49,8 +49,15 @@ def status_links(router: Router) -> dict[str, dict[str, Any]]:
 
 
 def all_measured(router: Router) -> bool:
+    """Every link measured full, its download estimate near its rate (a first saturated
+    second may be a partial one, its estimate low until the next seconds raise it)."""
     links = status_links(router)
-    return all(name in links and links[name]["capacity"]["measured"] for name in RATES)
+    return all(
+        name in links
+        and links[name]["capacity"]["measured"]
+        and 0.8 * rate <= (links[name]["capacity"]["down"]["bps"] or 0) / 1e6 <= 1.1 * rate
+        for name, rate in RATES.items()
+    )
 
 
 def test_downloads_set_the_weights_to_the_links_capacities(router: Router, daemon_factory: Start) -> None:

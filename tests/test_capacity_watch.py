@@ -20,6 +20,7 @@ class World:
         self.t = 100.0
         self.bytes = {name: [0, 0] for name in "abc"}
         self.queue = {name: 0.0 for name in "abc"}  # queueing delay on each link now
+        self.down: set[str] = set()  # links whose probes say they are not carrying traffic
         self.watch = CapacityWatch()
 
     def second(self, rates: dict[str, tuple[float, float]]) -> None:
@@ -30,7 +31,7 @@ class World:
         counters = {
             n: LinkCounters(0, 0, rx, tx, index=i) for i, (n, (rx, tx)) in enumerate(self.bytes.items())
         }
-        self.watch.tick(self.t, CONFIG, counters, self.replies, lambda _name: True)
+        self.watch.tick(self.t, CONFIG, counters, self.replies, lambda name: name not in self.down)
 
     def replies(self, name: str) -> list[RoundTrip]:
         """Ten replies a second from each target: NEAR 10 ms away, FAR 30 ms, plus the queue."""
@@ -118,3 +119,24 @@ def test_a_vanished_link_keeps_what_was_learnt_and_relearns_its_idle_round_trip(
     assert a["baseline_rtt_ms"] == 35.0 and a["delay_ms"] == 0.0  # the longer path is idle
     assert world.watch.capacities()["a"] == 5 * MBIT
     assert saved != [0, 0]
+
+
+def test_a_link_loaded_as_soon_as_it_returns_is_measured_against_its_idle_round_trip() -> None:
+    """A failed link forgets its idle round trip (it may return on another path) and learns
+    it from the probes that judge its return, before traffic comes back to it: learnt from
+    its first healthy, already loaded, seconds it would read the queue as idle for good."""
+    world = World()
+    for _ in range(5):
+        world.second({"a": (0, 0), "b": (0, 0)})
+    world.down.add("a")  # a fails ...
+    world.queue["a"] = 0.020  # ... and comes back on a path 20 ms longer
+    for _ in range(3):  # recovering: probed, idle, not yet in use
+        world.second({"a": (0, 0), "b": (0, 0)})
+    world.down.discard("a")
+    world.queue["a"] = 0.020 + 0.040  # in use at once, and full: 40 ms of queue at 5 Mbit/s
+    for _ in range(10):
+        world.second({"a": (5 * MBIT, 0.2 * MBIT), "b": (0, 0)})
+    a = world.watch.status("a", world.t)
+    assert a is not None
+    assert a["baseline_rtt_ms"] == 30.0 and a["delay_ms"] == 40.0 and a["saturated"]
+    assert a["down"]["evidence"] == "saturated" and a["down"]["bps"] == 5 * MBIT

@@ -8,6 +8,7 @@ import statistics
 
 import pytest
 
+from wanhooks import constants as c
 from wanhooks.health import machine as health
 from wanhooks.health.machine import Params
 from wanhooks.health.simulation import Address, simulate
@@ -139,7 +140,7 @@ def test_a_pair_missing_from_the_table_raises(monkeypatch: pytest.MonkeyPatch) -
 def test_a_metered_link_keeps_to_its_probe_budget() -> None:
     budgeted = health.within_budget(PARAMS, 4, 5.0)
     per_day = len(budgeted.targets) * health.ECHO_BYTES[4] * 86400 / budgeted.interval
-    assert per_day <= 5.0e6 * (1 - health.BURST_SHARE) + 1 and 3.0 < budgeted.interval < 3.2
+    assert per_day <= 5.0e6 * (1 - c.PROBE_BURST_SHARE) + 1 and 3.0 < budgeted.interval < 3.2
     assert budgeted.down_after < 10 and budgeted.burst_interval == PARAMS.interval
     detections = []
     for seed in range(20):  # idle: a missed heartbeat, then a burst confirms

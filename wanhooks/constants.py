@@ -104,14 +104,25 @@ PROBE_WAIT_MIN_S = 0.25  # an answer is overdue after max(this, 2 round trips)
 PROBE_SET_ASIDE_AFTER = 3
 PROBE_SET_ASIDE_S = 60.0
 # Bursts of fast probing a tier-1 link may spend a day when its traffic goes unanswered
-# (a metered link pays them from its budget: machine.BURST_SHARE).
+# (a metered link pays them from its budget: PROBE_BURST_SHARE of it).
 PROBE_BURST_MB_PER_DAY = 2.0
+# The share of a metered or standby link's budget kept for bursts of fast probing when
+# the passive watch suspects it (at 5 MB a day, 1 MB is ~1,400 bursts).
+PROBE_BURST_SHARE = 0.2
 PROBE_DOWN_AFTER_S = 0.7
 PROBE_UP_AFTER_S = 1.0  # answering this long before a new link is trusted
 PROBE_HOLD_DOWN_S = 5.0  # a failed link answers this long before it returns (no flapping)
 PROBE_BUDGET_MB_PER_DAY = 5.0  # on a metered or standby link: the heartbeat stretches to fit
 PROBE_LOSS_WINDOW_S = 10.0
 PROBE_DNS_QUERY = "."  # dns probes ask for the root's NS: every resolver answers it
+
+# Seconds between the passive watch's counter samples (one costs ~0.1-0.3 ms of CPU):
+# while some link's traffic waits for an answer, the wait is timed closely; while
+# traffic flows both ways, unanswered traffic is noticed within BUSY; while none flows,
+# traffic that starts is seen within IDLE (an idle link's heartbeats find a dead ISP).
+PASSIVE_PERIOD_S = 0.05
+PASSIVE_BUSY_PERIOD_S = 0.1
+PASSIVE_IDLE_PERIOD_S = 0.2
 
 # --- tiers -------------------------------------------------------------------
 TIER_MIN = 1  # a link's tier: 1 carries traffic first, TIER_MAX last

@@ -22,7 +22,8 @@ is its capacity ("saturated" evidence) -- higher or lower than the estimate.
   blurs load and idle together; a counter that went backwards is a driver
   reset or a re-created device.  Such a tick is skipped, its counters kept.
 * Baseline (the idle round trip): the first round trip seen, then the minimum
-  -- queueing only ever adds delay.  A path change may raise the idle round
+  -- queueing only ever adds delay -- healthy or not: a link's round trips while
+  it recovers are taken before traffic returns to it, idle ones.  A path change may raise the idle round
   trip for good, so the baseline also creeps up (5 % of the gap a tick, a
   time constant of 20 s) -- but only while the link is lightly loaded (both
   directions under a quarter of their estimate), so minutes of bulk transfer
@@ -272,10 +273,13 @@ class LinkEstimator:
         previous, self._last = self._last, obs
         self._delay, self._saturated = None, False
         rates = self._rates(previous, obs) if obs.healthy else None
-        if obs.healthy and obs.rtt is not None:
-            # queueing only adds delay: any lower round trip is closer to the idle one
+        if obs.rtt is not None:
+            # queueing only adds delay: any lower round trip is closer to the idle one -- a
+            # recovering link's too: its fast probes, before traffic returns, are the best
+            # idle samples there are (health/capacity_watch.py)
             self._baseline = obs.rtt if self._baseline is None else min(self._baseline, obs.rtt)
-            self._delay = obs.rtt - self._baseline
+            if obs.healthy:
+                self._delay = obs.rtt - self._baseline
         if rates is None:  # nothing measured: a streak of load is broken
             self._down.reset_streak()
             self._up.reset_streak()

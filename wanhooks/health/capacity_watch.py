@@ -29,8 +29,12 @@ Fixed-weight links beside them count as their weight in Mbit/s (plan/weights.py)
 when AutoWeights judges how far a change would move the shares.
 
 A link that vanishes (a ppp or wwan device re-created) keeps what was learnt of
-it for KEEP_GONE_S; a link that comes back -- re-created, or healthy again --
-learns its idle round trip anew: it may have come back on another path.
+it for KEEP_GONE_S.  A link that fails or vanishes forgets its idle round trip:
+it may come back on another path (an LTE reattach).  It learns it again from
+the probes that judge its return -- every target every 0.1 s while no traffic
+is routed to it yet -- not from the first seconds after its return, which may
+already be loaded: a baseline learnt under load reads every queue as the idle
+round trip, and the link is never seen full.
 """
 
 from __future__ import annotations
@@ -65,8 +69,8 @@ class _Link:
     healthy: bool = True  # as of the last tick
     gone_since: float | None = None  # not among the links since then
 
-    def came_back(self) -> None:
-        """Back after being down or gone: the idle round trip is learnt again."""
+    def forget_path(self) -> None:
+        """Failed or gone: the idle round trip is learnt again (module docstring)."""
         self.floors.clear()
         self.reference = None
         self.estimator.forget_baseline()
@@ -107,15 +111,17 @@ class CapacityWatch:
             if link is None or link.hint != hint:  # new, or its hint was edited: start again
                 link = self.links[name] = _Link(LinkEstimator(hint), hint)
             up = healthy(name)
-            if link.gone_since is not None or (up and not link.healthy):
-                link.came_back()
+            if link.healthy and not up:
+                link.forget_path()
             link.gone_since, link.healthy = None, up
             rtt = self._round_trip(link, replies(name))
             link.estimator.observe(Observation(now, count.rx_bytes, count.tx_bytes, rtt, up))
         for name, link in list(self.links.items()):
             if name in present:
                 continue
-            link.gone_since = now if link.gone_since is None else link.gone_since
+            if link.gone_since is None:
+                link.gone_since = now
+                link.forget_path()
             if now - link.gone_since > KEEP_GONE_S:
                 del self.links[name]
         decision = self.weights.decide(now, self.wanted(), fixed)

@@ -340,6 +340,29 @@ def next_round(health: Health) -> float:
     return last + (p.burst_interval if health.suspected_since is not None else p.interval)
 
 
+def heard_lately(health: Health, now: float) -> bool:
+    """Whether traffic heard from beyond the link proved it alive within a heartbeat (what
+    status calls `alive_by: passive`)."""
+    last = health.last_heard
+    return last is not None and now - last <= max(health.params.heartbeat, 1.0)
+
+
+def round_gap(health: Health, now: float) -> float:
+    """The time between rounds at the pace kept now (status's `interval_s`): next_round's
+    spacing, without the postponement that traffic heard gives a heartbeat."""
+    p = health.params
+    checking = health.suspected_since is not None
+    match pace(health):
+        case Pace.HEARTBEAT:
+            return p.measure if p.measure and heard_lately(health, now) else p.heartbeat
+        case Pace.RESTING:
+            return p.heartbeat
+        case Pace.FAST:
+            return p.burst_interval
+        case _:
+            return p.burst_interval if checking else p.interval
+
+
 def _measuring(health: Health) -> bool:
     """A weight: auto link whose traffic is heard: every target every `measure`, as steady
     probing would (its capacity estimator reads queueing from those round trips)."""
@@ -611,7 +634,7 @@ def within_budget(params: Params, family: int, budget_mb_per_day: float) -> Para
     bursts; nothing else changes.
 
     Steady: four fifths of the budget pay for the steady rounds, the rest for bursts
-    (BURST_SHARE).  At the default 5 MB a day and two IPv4 targets: an echo to
+    (c.PROBE_BURST_SHARE).  At the default 5 MB a day and two IPv4 targets: an echo to
     each every 3.1 s.  Each round is a heartbeat: when k targets miss one
     (interval + 2 round trips, 0.25 s at least) the link is suspected and a
     burst at the fast interval confirms within confirm_after -- a silent
@@ -622,7 +645,7 @@ def within_budget(params: Params, family: int, budget_mb_per_day: float) -> Para
     capped at 9.9 s, stays as the backstop.
     """
     per_round = len(params.targets) * PROBE_BYTES[(params.kind, family)]
-    steady = budget_mb_per_day * 1e6 * (1 - BURST_SHARE)
+    steady = budget_mb_per_day * 1e6 * (1 - c.PROBE_BURST_SHARE)
     if params.adaptive:
         fits = PROBE_BYTES[(params.kind, family)] * 86400 / steady  # the shortest affordable gap
         beat = max(params.heartbeat, fits)
@@ -644,11 +667,6 @@ def within_budget(params: Params, family: int, budget_mb_per_day: float) -> Para
     )
 
 
-# The share of a budget kept for bursts of fast probing when the passive watch
-# suspects a link (health/passive.py spends it; at 5 MB a day, 1 MB is ~1,400 bursts).
-BURST_SHARE = 0.2
-
-
 @functools.lru_cache(maxsize=256)
 def bursts_per_day(params: Params, family: int) -> float:
     """How many bursts of fast probing the share of the budget kept for them pays for (a
@@ -657,10 +675,10 @@ def bursts_per_day(params: Params, family: int) -> float:
     two rounds are counted (one that confirms a failure costs more, and ends the bursts)."""
     if params.adaptive:
         rounds = 2
-        allowance = params.budget_mb_per_day * BURST_SHARE or c.PROBE_BURST_MB_PER_DAY
+        allowance = params.budget_mb_per_day * c.PROBE_BURST_SHARE or c.PROBE_BURST_MB_PER_DAY
     else:
         rounds = math.ceil(params.confirm_after / params.burst_interval) + 1
-        allowance = params.budget_mb_per_day * BURST_SHARE
+        allowance = params.budget_mb_per_day * c.PROBE_BURST_SHARE
     return allowance * 1e6 / (rounds * len(params.targets) * PROBE_BYTES[(params.kind, family)])
 
 

@@ -21,7 +21,7 @@ received (not our probes' answers) since the first of them, for `wait`
 seconds -- at least 2 packets, so one lost datagram or a counter that lags
 by one (transmit completions on real NICs) is no reason.  `wait` is
 max(0.25 s, 2 round trips): an ordinary request has had its answer by then.
-Bursts are paid from a token bucket holding BURST_SHARE of the link's probe
+Bursts are paid from a token bucket holding PROBE_BURST_SHARE (constants.py) of the link's probe
 budget (health.burst_bytes each), so a one-way stream (a UDP upload, a
 send-only video call) costs at most that share a day.
 """
@@ -30,13 +30,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-# Seconds between counter samples (one costs ~0.1-0.3 ms of CPU): while some link's
-# traffic waits for an answer, the wait is timed closely; while traffic flows both
-# ways, unanswered traffic is noticed within BUSY; while none flows, traffic that
-# starts is seen within IDLE (and an idle link's heartbeats find a dead ISP anyway).
-PASSIVE_PERIOD = 0.05
-PASSIVE_BUSY_PERIOD = 0.1
-PASSIVE_IDLE_PERIOD = 0.2
 MIN_UNANSWERED = 2  # packets out, none in, before the watch suspects a link
 WAIT_MIN = 0.25  # seconds
 BUCKET_BURSTS = 10.0  # bursts the bucket can hold (a short outage burns a few)

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from .. import constants as c
 from ..model import LinkCounters
 from ..plan.verdicts import HealthState
 from . import machine as health
@@ -45,7 +46,7 @@ class PassiveWatcher:
         self.watches: dict[tuple[str, int], passive.TrafficWatch] = {}  # (link, family or RAW)
 
     async def run(self) -> None:
-        period = passive.PASSIVE_PERIOD
+        period = c.PASSIVE_PERIOD_S
         while True:
             await asyncio.sleep(period)
             try:
@@ -96,10 +97,10 @@ class PassiveWatcher:
         for gone in set(self.watches) - watched:
             del self.watches[gone]
         if any(w.unanswered_since is not None for w in self.watches.values()):
-            return passive.PASSIVE_PERIOD
+            return c.PASSIVE_PERIOD_S
         if any(w.moved for w in self.watches.values()):
-            return passive.PASSIVE_BUSY_PERIOD
-        return passive.PASSIVE_IDLE_PERIOD
+            return c.PASSIVE_BUSY_PERIOD_S
+        return c.PASSIVE_IDLE_PERIOD_S
 
     def _read_evidence(self) -> Evidence:
         try:

@@ -119,17 +119,8 @@ def _pace_text(key: ProbeKey) -> str:
 def _doc(prober: LinkProber, passive_suspicions: Callable[[str], int | None]) -> dict[str, Any]:
     h, params, now = prober.health, prober.key.params, time.monotonic()
     measured = machine.window_loss(h, now)
-    pace = machine.pace(h)
-    every = {
-        machine.Pace.HEARTBEAT: params.heartbeat,
-        machine.Pace.RESTING: params.heartbeat,
-        machine.Pace.FAST: params.burst_interval,
-        machine.Pace.STEADY: params.burst_interval if h.suspected_since is not None else params.interval,
-    }[pace]
     # what proved the link alive last: traffic heard from beyond it within a heartbeat, or probes
-    heard = h.last_heard is not None and now - h.last_heard <= max(params.heartbeat, 1.0)
-    if pace is machine.Pace.HEARTBEAT and heard and params.measure:
-        every = params.measure  # weight: auto, under load: measuring its round trips
+    heard = machine.heard_lately(h, now)
     spent = (h.sent + h.received) * machine.PROBE_BYTES[(params.kind, prober.key.family)] // 2
     elapsed = max(now - prober.started, 1.0)
     return {
@@ -140,8 +131,8 @@ def _doc(prober: LinkProber, passive_suspicions: Callable[[str], int | None]) ->
         "loss_window_s": params.loss_window,
         "kind": params.kind.value,
         "targets": [str(t) for t in params.targets],
-        "interval_s": round(every, 3),
-        "pace": pace.value,
+        "interval_s": round(machine.round_gap(h, now), 3),
+        "pace": machine.pace(h).value,
         "alive_by": "passive" if heard else ("probe" if h.last_reply else None),
         "probes_sent": h.sent,
         "probe_bytes": spent,

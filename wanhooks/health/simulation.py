@@ -9,6 +9,7 @@ import math
 import random
 from collections.abc import Callable
 
+from .. import constants as c
 from ..plan.verdicts import HealthState
 from . import machine as health
 from . import passive
@@ -42,7 +43,7 @@ def simulate(
     tx = rx = 0
     watch = passive.start(passive.Packets(0, 0, 0, 0), start)
     next_packet = start if traffic else math.inf
-    next_sample = start + passive.PASSIVE_PERIOD if traffic else math.inf
+    next_sample = start + c.PASSIVE_PERIOD_S if traffic else math.inf
     end = start + seconds
 
     def dead(at: float) -> bool:
@@ -86,9 +87,9 @@ def simulate(
                 h = health.suspect(h, t)
             # the watch's own pace (health/passive_watch.py)
             if watch.unanswered_since is not None:
-                next_sample += passive.PASSIVE_PERIOD
+                next_sample += c.PASSIVE_PERIOD_S
             else:
-                next_sample += passive.PASSIVE_BUSY_PERIOD if watch.moved else passive.PASSIVE_IDLE_PERIOD
+                next_sample += c.PASSIVE_BUSY_PERIOD_S if watch.moved else c.PASSIVE_IDLE_PERIOD_S
         if t >= health.next_round(h):
             h, targets = health.send_round(h, t)
             for target in targets:

@@ -1,6 +1,6 @@
 """wanhooks' named nftables counters, read over netlink (NETLINK_NETFILTER).
 
-The evidence of life (router/nft.py's evidence chains) is read every PASSIVE_PERIOD:
+The evidence of life (router/nft.py's evidence chains) is read every PASSIVE_PERIOD_S (constants.py):
 one `nft` process per read would cost some 5 ms; one netlink dump of the table's
 counter objects costs tens of microseconds.  Only reading: the table itself is
 written by `nft` (router/nft.py).  Integers in nf_tables attributes are big-endian.
