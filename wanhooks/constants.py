@@ -275,6 +275,13 @@ FIREWALL_TRUST_S = 10.0
 FIREWALL_VERIFY_S = 10.0
 FIREWALL_RETRY_S = 5.0  # after nft failed: often enough to heal, rarely enough not to spin
 
+# The daemon's rounds read a mirror of the kernel kept by its notifications
+# (kernel/mirrored.py): it takes pending ones this often while no round does (so an idle
+# daemon's socket never overruns on a busy host), and confirms the mirror against a full
+# dump this often (a disagreement is a bug, logged; the round that follows mends it).
+MIRROR_DRAIN_S = 1.0
+MIRROR_CONFIRM_S = 60.0  # WANHOOKS_MIRROR_CONFIRM_S overrides it (the tests confirm every 2 s)
+
 # --- the daemon's rounds ------------------------------------------------------------
 # After an event, wait this long for the rest of its burst (a carrier loss arrives as the
 # link, its nexthops and its routes) before the round: `wanhooks run --debounce-ms`.

@@ -42,6 +42,7 @@ from ..model import (
 from ..router import nft
 from . import codec
 from .messages import RTM_DELNEXTHOP, RTM_GETNEXTHOP, RTM_NEWNEXTHOP, nhmsg, rtmsg_nh
+from .mirror import sort_defaults, sort_policy_defaults
 from .netlink import (
     RTM_DELROUTE,
     RTM_DELRULE,
@@ -121,9 +122,9 @@ class LinuxKernel:
                     defaults.append(found)
         return Observed(
             links=links,
-            main_defaults=tuple(defaults),
+            main_defaults=sort_defaults(defaults),  # the mirror's order (mirrored.py)
             features=self.features(),
-            policy_defaults=self._policy_defaults(),
+            policy_defaults=sort_policy_defaults(self._policy_defaults()),
         )
 
     def link_counters(self) -> dict[str, LinkCounters]:

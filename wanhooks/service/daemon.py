@@ -55,6 +55,7 @@ from ..health.capacity_watch import CapacityWatch
 from ..health.passive_watch import PassiveWatcher
 from ..health.probers import Probers
 from ..health.probes import LinkProber
+from ..kernel.mirrored import MirroredKernel
 from ..model import Config, Desired, IPAddress, ManagedDevice, Observed, RunMode
 from ..observe import metrics
 from ..observe.link_states import LinkStates
@@ -240,6 +241,8 @@ class Daemon:
         ]
         if not self.dry_run:
             loops.append(periodic.verify_firewall(self.worker, self.kernel, self.post))
+        if isinstance(self.kernel, MirroredKernel):
+            loops.append(periodic.confirm_mirror(self.worker, self.kernel, self.post))
         interval = self.systemd.notifier.watchdog_interval
         if interval is not None:
             loops.append(self.systemd.feed_watchdog(interval))

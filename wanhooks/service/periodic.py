@@ -1,11 +1,13 @@
 """What no event tells the daemon, looked at on a timer: each link's byte counters (status'
-traffic shares), its capacity (weight: auto), and wanhooks' nftables table (another program
-may flush it without a word).  Each runs until cancelled."""
+traffic shares), its capacity (weight: auto), wanhooks' nftables table (another program
+may flush it without a word), and the kernel mirror against a full dump.  Each runs until
+cancelled."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -15,6 +17,7 @@ from ..health import capacity_watch
 from ..health.capacity_watch import CapacityWatch
 from ..health.probers import Probers
 from ..kernel import Kernel
+from ..kernel.mirrored import MirroredKernel
 from ..model import Config
 from ..observe.traffic_share import CounterSnapshot, TrafficWindow
 from ..router.nft import NftError
@@ -61,6 +64,28 @@ async def weigh_links(
         if decision is not None:
             log.info("weights: %s", decision.reason)
             post(Resync(f"weights measured: {decision.reason}"))
+
+
+async def confirm_mirror(worker: KernelWorker, kernel: MirroredKernel, post: Callable[[Event], None]) -> None:
+    """Take the mirror's pending notifications every MIRROR_DRAIN_S; every MIRROR_CONFIRM_S
+    compare it with a full dump (kernel/mirrored.py logs what differed).  A disagreement
+    gets a round: it was planned from a wrong picture."""
+    every = float(os.environ.get("WANHOOKS_MIRROR_CONFIRM_S") or c.MIRROR_CONFIRM_S)
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(min(c.MIRROR_DRAIN_S, every))
+        try:
+            if time.monotonic() - last < every:
+                await worker.run(kernel.drain)
+                continue
+            last = time.monotonic()
+            kernel.request_confirm("the periodic check", agree=True)
+            differed = await worker.run(kernel.confirm)
+        except OSError as exc:  # a netlink hiccup: the next check, or the next round, reads again
+            log.debug("kernel mirror: %s", exc)
+            continue
+        if differed:
+            post(Resync("the kernel mirror disagreed with a full dump"))
 
 
 async def verify_firewall(worker: KernelWorker, kernel: Kernel, post: Callable[[Event], None]) -> None:

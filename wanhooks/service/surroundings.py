@@ -14,6 +14,7 @@ from ..events import Event
 from ..health.probes import TRANSPORTS, Transports
 from ..kernel import Kernel
 from ..kernel.linux import LinuxKernel
+from ..kernel.mirrored import MirroredKernel
 from ..model import IPAddress, ManagedDevice
 from ..router.flush import destroy_sockets, flush_connections
 from ..sources.networkmanager import NetworkManagerSource
@@ -45,7 +46,7 @@ class Surroundings:
 
 def linux() -> Surroundings:
     return Surroundings(
-        kernel=LinuxKernel(),
+        kernel=MirroredKernel(),  # rounds read what notifications told, not full dumps
         counters=LinuxKernel(),
         sources=_linux_sources,
         transports=TRANSPORTS,
