@@ -1,14 +1,23 @@
-"""Reconcile time for 1, 8, 32 and 64 links, against spawning `ip` for the same changes.
+"""Reconcile time for 1 to 256 links: today's full-dump round against the mirrored one, and
+against spawning `ip` for the same changes.
 
-    python bench/reconcile_scaling.py [--links 1,8,32,64] [--rounds 30]
+    python bench/reconcile_scaling.py [--links 1,16,64,256] [--rounds 20]
 
 Run as root: it builds one network namespace (deleted afterwards) holding N
-veth pairs, and times, inside it, three reconciles per size:
-  initial   empty kernel -> the full plan (both families)
-  reweight  one link's weight changes -> both groups replaced in place
-  steady    nothing changed (the daemon's cost per event that needs nothing)
-and, as baseline, the same operations as one `ip` process each (what a
-shell script such as generic-balancer.sh does).  Prints a Markdown table.
+veth pairs, each with a default route in main (as a DHCP client leaves it), and
+times, inside it:
+
+* a round after one change -- one link's carrier lost, one link's weight
+  changed (a reload), one link's gateway moved in main (a DHCP renewal), and
+  nothing changed -- from the round's start to its last write, twice: by the
+  kernel the daemon uses (kernel/mirrored.py: reads from a mirror kept by
+  notifications) and by a full-dump round (kernel/linux.py: every round
+  dumps all it reads), alternating, in the same run;
+* initial (empty kernel -> the full plan) and reweight rounds against the same
+  operations as one `ip` process each (what a shell script such as
+  generic-balancer.sh does).
+
+Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -23,6 +32,13 @@ import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CHANGES = ("carrier lost", "weight changed", "gateway moved", "nothing changed")
+LINKCHANGE_S = 1.1  # the kernel tells of a carrier change when its link watch runs: within 1 s
+
+
+def _addr4(i: int) -> str:
+    """100.64.<i>. for i up to 255, then 100.65.<i - 255>.: 256 links and more."""
+    return f"100.{64 + (i - 1) // 255}.{(i - 1) % 255 + 1}"
 
 
 def sh(*argv: str, check: bool = True) -> None:
@@ -30,7 +46,8 @@ def sh(*argv: str, check: bool = True) -> None:
 
 
 def build(ns: str, peer: str, n: int) -> None:
-    """N links in ns; their peers (the ISP side) in another namespace, as on a real router."""
+    """N links in ns; their peers (the ISP side) in another namespace, as on a real router;
+    each link's default in main, as its DHCP client leaves it."""
     sh("ip", "netns", "add", ns)
     sh("ip", "netns", "add", peer)
     lines = ["link set lo up"]
@@ -38,8 +55,9 @@ def build(ns: str, peer: str, n: int) -> None:
         lines += [
             f"link add w{i} type veth peer name c{i} netns {peer}",
             f"link set w{i} up",
-            f"addr add 100.64.{i}.2/24 dev w{i}",
+            f"addr add {_addr4(i)}.2/24 dev w{i}",
             f"addr add fd00:{i:x}::2/64 dev w{i} nodad",
+            f"route add default via {_addr4(i)}.1 dev w{i} metric {100 + i}",
         ]
     subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(lines), text=True, check=True)
     peer_lines = [f"link set c{i} up" for i in range(1, n + 1)]
@@ -64,7 +82,7 @@ def inner(n: int, rounds: int) -> dict[str, list[float]]:
             LinkConfig(
                 f"w{i}",
                 weight=1 + i % 3,
-                gateway4=ipaddress.IPv4Address(f"100.64.{i}.1"),
+                gateway4=ipaddress.IPv4Address(f"{_addr4(i)}.1"),
                 gateway6=ipaddress.IPv6Address("fe80::1"),
             )
             for i in range(1, n + 1)
@@ -115,6 +133,70 @@ def inner(n: int, rounds: int) -> dict[str, list[float]]:
     return times
 
 
+def inner_changes(n: int, rounds: int, peer: str) -> dict[str, list[float]]:
+    """Runs inside the namespace: a round after each change, by both kernels in turn."""
+    import ipaddress
+    from dataclasses import replace
+
+    from wanhooks.kernel.linux import LinuxKernel
+    from wanhooks.kernel.mirrored import MirroredKernel
+    from wanhooks.model import Config
+    from wanhooks.reconcile.diff import cleanup
+    from wanhooks.reconcile.round import converge
+
+    run_dir = f"/tmp/wh-bench-{os.getpid()}"
+    # IPv4 gateways from main, as DHCP leaves them; IPv6 the ISP's link-local router
+    from wanhooks.model import LinkConfig
+
+    cfg = Config(
+        links=tuple(
+            LinkConfig(f"w{i}", weight=1 + i % 3, gateway6=ipaddress.IPv6Address("fe80::1"))
+            for i in range(1, n + 1)
+        )
+    )
+    k = 1 + n // 2  # the link that changes
+    entry = cfg.links[k - 1]
+    reweighted = replace(
+        cfg, links=tuple(replace(e, weight=e.weight + 5) if e is entry else e for e in cfg.links)
+    )
+    kernels = {"full": LinuxKernel(), "mirrored": MirroredKernel()}
+    for kernel in kernels.values():
+        converge(cfg, kernel, run_dir)
+
+    def operstate(want: str) -> None:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            with open(f"/sys/class/net/w{k}/operstate") as f:
+                if f.read().strip() == want:
+                    return
+            time.sleep(0.005)
+
+    def event(change: str, undo: bool) -> Config:
+        if change == "carrier lost":
+            sh("ip", "-n", peer, "link", "set", f"c{k}", "up" if undo else "down")
+            operstate("up" if undo else "down")  # the kernel has told of it
+        elif change == "weight changed":
+            return cfg if undo else reweighted
+        elif change == "gateway moved":
+            gateway = f"{_addr4(k)}.{1 if undo else 3}"
+            sh("ip", "route", "replace", "default", "via", gateway, "dev", f"w{k}", "metric", str(100 + k))
+        return cfg
+
+    times: dict[str, list[float]] = {}
+    for r in range(rounds):
+        order = ("full", "mirrored") if r % 2 else ("mirrored", "full")
+        for change in CHANGES:
+            for kind in order:
+                config = event(change, undo=False)
+                t = time.perf_counter()
+                result = converge(config, kernels[kind], run_dir)
+                times.setdefault(f"{kind}/{change}", []).append(time.perf_counter() - t)
+                times.setdefault(f"ops/{change}", []).append(len(result.report.done))
+                converge(event(change, undo=True), kernels[kind], run_dir)  # back, untimed
+    cleanup(kernels["full"], run_dir)
+    return times
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -122,44 +204,59 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--links", default="1,8,32,64")
-    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--links", default="1,16,64,256")
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--inner", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--inner-changes", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--peer", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print raw JSON instead of Markdown")
     args = ap.parse_args()
     if args.inner:
         print(json.dumps(inner(args.inner, args.rounds)))
         return 0
+    if args.inner_changes:
+        print(json.dumps(inner_changes(args.inner_changes, args.rounds, args.peer)))
+        return 0
     rows = []
     for n in (int(x) for x in args.links.split(",")):
         ns = f"whb{uuid.uuid4().hex[:6]}"
         peer = ns + "-isp"
+        rounds = str(args.rounds)
         try:
             build(ns, peer, n)
-            out = subprocess.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    sys.executable,
-                    __file__,
-                    "--inner",
-                    str(n),
-                    "--rounds",
-                    str(args.rounds),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
+            found = {}
+            for argv in (["--inner", str(n)], ["--inner-changes", str(n), "--peer", peer]):
+                command = ["ip", "netns", "exec", ns, sys.executable, __file__, *argv, "--rounds", rounds]
+                found.update(
+                    json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+                )
         finally:
             sh("ip", "netns", "del", ns, check=False)
             sh("ip", "netns", "del", peer, check=False)
-        rows.append((n, json.loads(out)))
+        rows.append((n, found))
     if args.json:
         print(json.dumps(rows))
         return 0
+    print("A round after one change, from its start to its last write: the daemon's (reads a mirror")
+    print("kept by notifications) against a full-dump round (dumps all it reads), in turn, same run.")
+    print()
+    print(
+        "| links | change | ops | full-dump round p50 ms | p99 ms | mirrored round p50 ms | p99 ms | ratio |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for n, t in rows:
+        for change in CHANGES:
+            full = [x * 1000 for x in t[f"full/{change}"]]
+            ours = [x * 1000 for x in t[f"mirrored/{change}"]]
+            ops = int(statistics.median(t[f"ops/{change}"]))
+            print(
+                f"| {n} | {change} | {ops} | {statistics.median(full):.2f} | {pct(full, 0.99):.2f} | "
+                f"{statistics.median(ours):.2f} | {pct(ours, 0.99):.2f} | "
+                f"{statistics.median(full) / statistics.median(ours):.1f}x |"
+            )
+    print()
+    print("Building and reweighting by full-dump rounds against the same operations as `ip` processes:")
+    print()
     print("| links | change | ops | wanhooks median ms | p99 ms | ops as `ip` processes, ms | ratio |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for n, t in rows:
@@ -172,11 +269,6 @@ def main() -> int:
                 f"| {n} | {change} | {ops} | {statistics.median(ours):.2f} | {pct(ours, 0.99):.2f} | "
                 f"{statistics.median(base):.2f} | {ratio:.1f}x |"
             )
-        steady = [x * 1000 for x in t["steady"]]
-        print(
-            f"| {n} | steady (no-op) | 0 | {statistics.median(steady):.2f} | "
-            f"{pct(steady, 0.99):.2f} | - | - |"
-        )
     return 0
 
 

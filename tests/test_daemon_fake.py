@@ -112,7 +112,7 @@ def balanced(kernel: FakeKernel) -> set[str]:
     names = {link.index: link.name for link in kernel.links}
     found = [
         r
-        for (family, table, _d, _m), (r, _p) in kernel.routes.items()
+        for (family, table, *_dst_metric), (r, _p) in kernel.routes.items()
         if family == 4 and table == c.TABLE_BALANCE
     ]
     if not found:

@@ -119,3 +119,22 @@ def test_a_corrupted_mirror_is_caught_by_the_next_confirming_dump(driver: Driver
     found = driver.ask("confirm")  # ... and the confirming dump says how, and mends it
     assert found == [f"rule: kernel only {dropped}"], found
     assert driver.ask("check") == []
+
+
+def test_a_knob_another_program_changed_is_set_again_once_the_mirror_is_confirmed(
+    lab3: Lab, driver: Driver
+) -> None:
+    """No notification tells of a sysctl: the daemon's kernel remembers what it last read or
+    wrote, and reads every knob again at each confirming dump (every 60 s)."""
+    lab = lab3
+    path = "/proc/sys/net/ipv4/conf/w1/rp_filter"
+
+    def knob() -> str:
+        return lab.ns_exec(lab.router, ["cat", path]).stdout.strip()
+
+    driver.agrees("start-up")
+    assert knob() == "2"  # loose: replies may come back by another link
+    lab.ns_exec(lab.router, ["sh", "-c", f"echo 1 > {path}"])
+    assert driver.ask("confirm") == []  # the mirror holds no knobs: nothing differs ...
+    assert driver.ask("converge")["failed"] == []
+    assert knob() == "2"  # ... but the round after it read the knob again, and set it back

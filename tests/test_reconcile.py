@@ -24,7 +24,8 @@ def converge(kernel: FakeKernel, cfg, run_dir: Path):  # type: ignore[no-untyped
 
 def balance_route(kernel: FakeKernel, family: int = 4) -> Route | None:
     dst = ipaddress.ip_network("0.0.0.0/0" if family == 4 else "::/0")
-    found = kernel.routes.get((family, c.TABLE_BALANCE, dst, c.METRIC_V4 if family == 4 else c.METRIC_V6))
+    metric = c.METRIC_V4 if family == 4 else c.METRIC_V6
+    found = kernel.routes.get(Route(family=family, table=c.TABLE_BALANCE, dst=dst, metric=metric).key)
     return None if found is None else found[0]
 
 

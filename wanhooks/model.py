@@ -14,6 +14,7 @@ import enum
 import functools
 import ipaddress
 from dataclasses import dataclass, field, fields, replace
+from typing import TypeVar
 
 from . import constants as c
 from .plan.verdicts import Exclusion
@@ -21,6 +22,41 @@ from .plan.verdicts import Exclusion
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 FAMILIES = (4, 6)
+
+_C = TypeVar("_C")
+_V = TypeVar("_V")
+# One object per address or network value, wherever it was read (the kernel's messages, the
+# config, plan()): objects that compare equal field by field then compare by identity, and
+# an ipaddress comparison is a Python call.  Bounded: cleared, not grown, past this size.
+_CANONICAL: dict[object, object] = {}
+_CANONICAL_MAX = 65536
+
+
+def canonical(value: _V) -> _V:
+    found = _CANONICAL.get(value)
+    if found is None:
+        if len(_CANONICAL) >= _CANONICAL_MAX:
+            _CANONICAL.clear()
+        _CANONICAL[value] = found = value
+    return found  # type: ignore[return-value]
+
+
+def cached_hash(cls: type[_C]) -> type[_C]:
+    """Keep a frozen dataclass's hash once computed: a round puts thousands of these in
+    sets and dicts (plan, diff, the kernel mirror), and the fields' hash -- ipaddress
+    objects hash through a hex string -- costs far more than the lookup."""
+    field_hash = cls.__hash__
+
+    def __hash__(self: object) -> int:  # noqa: N807 - the method it replaces
+        try:
+            return self.__dict__["_hash"]  # type: ignore[no-any-return]
+        except KeyError:
+            value = field_hash(self)
+            object.__setattr__(self, "_hash", value)
+            return value
+
+    cls.__hash__ = __hash__  # type: ignore[method-assign]
+    return cls
 
 
 # --------------------------------------------------------------------------
@@ -48,6 +84,7 @@ class RunMode(str, enum.Enum):
     HOOKS_ONLY = "hooks-only"  # no resident daemon: each dispatcher hook runs a one-shot apply
 
 
+@cached_hash
 @dataclass(frozen=True)
 class HealthConfig:
     """How a link's health is probed and judged (health/machine.py explains the model).
@@ -115,6 +152,7 @@ class Capacity:
     up_bps: float | None = None
 
 
+@cached_hash
 @dataclass(frozen=True)
 class LinkConfig:
     interface: str  # exact name or an fnmatch glob ("wl*")
@@ -228,6 +266,7 @@ IFF_NOARP = 0x80
 IFF_LOWER_UP = 0x10000
 
 
+@cached_hash
 @dataclass(frozen=True)
 class Address:
     family: int
@@ -252,7 +291,7 @@ class Address:
 def _network_of(address: IPAddress, prefixlen: int) -> IPNetwork:
     """An address's prefix.  Cached across rounds: every round snapshots the same addresses
     afresh, and building an ip_network is most of what plan() spends on them."""
-    return ipaddress.ip_network((address, prefixlen), strict=False)
+    return canonical(ipaddress.ip_network((address, prefixlen), strict=False))
 
 
 @dataclass(frozen=True)
@@ -266,6 +305,7 @@ class LinkCounters:
     index: int = 0  # the device's ifindex: a new one means the counters started again
 
 
+@cached_hash
 @dataclass(frozen=True)
 class ObservedLink:
     index: int
@@ -304,6 +344,7 @@ class ObservedLink:
         return tuple(a for a in self.addresses if a.family == family and a.can_source)
 
 
+@cached_hash
 @dataclass(frozen=True)
 class MainDefault:
     """A default route in the main table: where managers put a link's gateway."""
@@ -390,6 +431,7 @@ class Observed:
 # --------------------------------------------------------------------------
 
 
+@cached_hash
 @dataclass(frozen=True, order=True)
 class Rule:
     family: int
@@ -405,6 +447,7 @@ class Rule:
     unreachable: bool = False  # a fail-closed pin: no lookup, the packet is refused (table is 0)
 
 
+@cached_hash
 @dataclass(frozen=True, order=True)
 class PathHop:
     """One nexthop of a legacy RTA_MULTIPATH route."""
@@ -415,6 +458,7 @@ class PathHop:
     onlink: bool = False
 
 
+@cached_hash
 @dataclass(frozen=True, order=True)
 class Route:
     family: int
@@ -429,12 +473,14 @@ class Route:
     nhid: int | None = None
     multipath: tuple[PathHop, ...] = ()
 
-    @property
-    def key(self) -> tuple[int, int, IPNetwork, int]:
-        """What identifies a route in the kernel: a second one with the same key replaces it."""
-        return (self.family, self.table, self.dst, self.metric)
+    @functools.cached_property
+    def key(self) -> tuple[int, int, int, int, int]:
+        """What identifies a route in the kernel: a second one with the same key replaces it.
+        In numbers, kept: a round looks routes up by it thousands of times."""
+        return (self.family, self.table, int(self.dst.network_address), self.dst.prefixlen, self.metric)
 
 
+@cached_hash
 @dataclass(frozen=True, order=True)
 class Nexthop:
     id: int
@@ -444,6 +490,7 @@ class Nexthop:
     onlink: bool = False
 
 
+@cached_hash
 @dataclass(frozen=True, order=True)
 class NexthopGroup:
     id: int
@@ -455,6 +502,7 @@ class NexthopGroup:
     unbalanced_timer: int = 0  # seconds, resilient only
 
 
+@cached_hash
 @dataclass(frozen=True, order=True)
 class Sysctl:
     path: str  # relative to /proc/sys, e.g. "net/ipv4/conf/eth1/rp_filter"
@@ -524,6 +572,20 @@ class Owned:
     groups: frozenset[NexthopGroup] = frozenset()
     # Nexthop ids in wanhooks' range that another program holds: never used, never touched.
     foreign_nexthop_ids: frozenset[int] = frozenset()
+
+    # Looked up by identity, built once per snapshot: the kernel mirror hands the same
+    # snapshot to every round until something changes (kernel/mirrored.py).
+    @functools.cached_property
+    def routes_by_key(self) -> dict[tuple[int, int, int, int, int], Route]:
+        return {r.key: r for r in self.routes}
+
+    @functools.cached_property
+    def nexthops_by_id(self) -> dict[int, Nexthop]:
+        return {n.id: n for n in self.nexthops}
+
+    @functools.cached_property
+    def groups_by_id(self) -> dict[int, NexthopGroup]:
+        return {g.id: g for g in self.groups}
 
 
 # --------------------------------------------------------------------------

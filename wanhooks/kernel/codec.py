@@ -22,6 +22,7 @@ from ..model import (
     PathHop,
     Route,
     Rule,
+    canonical,
 )
 from .messages import (
     NEXTHOP_GRP_TYPE_MPATH,
@@ -240,7 +241,7 @@ def _addr(raw: bytes) -> IPAddress:
     if found is None:
         if len(_ADDRESSES) > _CACHE_MAX:
             _ADDRESSES.clear()
-        found = _ADDRESSES[raw] = ipaddress.ip_address(raw)
+        found = _ADDRESSES[raw] = canonical(ipaddress.ip_address(raw))
     return found
 
 
@@ -250,7 +251,7 @@ def _net(raw: bytes, prefixlen: int) -> IPNetwork:
     if found is None:
         if len(_NETWORKS) > _CACHE_MAX:
             _NETWORKS.clear()
-        found = _NETWORKS[key] = ipaddress.ip_network(key, strict=False)
+        found = _NETWORKS[key] = canonical(ipaddress.ip_network(key, strict=False))
     return found
 
 

@@ -18,7 +18,6 @@ from ..model import (
     IFF_LOWER_UP,
     IFF_UP,
     Action,
-    IPNetwork,
     KernelFeatures,
     KernelObject,
     LinkCounters,
@@ -45,7 +44,7 @@ class FakeKernel:
     features: KernelFeatures = field(default_factory=KernelFeatures)
     sysctls: dict[str, str] = field(default_factory=dict)
     rules: dict[Rule, int] = field(default_factory=dict)  # rule -> protocol
-    routes: dict[tuple[int, int, IPNetwork, int], tuple[Route, int]] = field(default_factory=dict)
+    routes: dict[tuple[int, int, int, int, int], tuple[Route, int]] = field(default_factory=dict)
     nexthops: dict[int, tuple[Nexthop | NexthopGroup, int]] = field(default_factory=dict)
     executed: list[Op] = field(default_factory=list)  # every op ever asked for, in order
     firewall: str = ""  # wanhooks' nftables table as rendered text

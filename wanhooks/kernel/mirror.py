@@ -93,10 +93,17 @@ class Dirty:
     main: set[tuple[int, int]] = field(default_factory=set)  # (family, oif; 0 = no device)
     tables: set[Table] = field(default_factory=set)  # owned tables with an unreadable message
     defaults: set[Table] = field(default_factory=set)  # other tables whose default may have changed
+    devices: set[str] = field(default_factory=set)  # names created, renamed or gone: sysctls anew
 
     def __bool__(self) -> bool:
         return bool(
-            self.links or self.addresses or self.nexthops_gone or self.main or self.tables or self.defaults
+            self.links
+            or self.addresses
+            or self.nexthops_gone
+            or self.main
+            or self.tables
+            or self.defaults
+            or self.devices
         )
 
 
@@ -145,6 +152,12 @@ class Mirror:
     def _take_link(self, msg: wire.Message, gone: bool) -> None:
         index = msg.fields[2]
         before = self.links.get(index)
+        name = msg.string(codec.IFLA_IFNAME)
+        old_name = before.string(codec.IFLA_IFNAME) if before is not None else None
+        if name is not None and (gone or name != old_name):  # a device's knobs start from defaults
+            self.dirty.devices.add(name)
+        if old_name is not None and old_name != name:
+            self.dirty.devices.add(old_name)
         if gone:
             self.links.pop(index, None)
             self.addresses.pop(index, None)

@@ -74,6 +74,9 @@ class MirroredKernel(LinuxKernel):
         self._confirm: tuple[str, bool] | None = ("start-up", False)  # due: why, and if it should agree
         self.confirmed_at = 0.0
         self.confirms = 0  # full dumps taken
+        # sysctls as last read or written: no notification tells of a knob's change, so
+        # another program's is seen at the next confirm (a re-created device's at once)
+        self._sysctls: dict[str, str | None] = {}
         self.disagreements = 0  # confirms that found the mirror wrong where nothing was lost
 
     def close(self) -> None:
@@ -110,6 +113,16 @@ class MirroredKernel(LinuxKernel):
             self.confirm()
         elif self.mirror.dirty:
             self._settle()
+
+    def read_sysctl(self, path: str) -> str | None:
+        if path not in self._sysctls:
+            self._sysctls[path] = super().read_sysctl(path)
+        return self._sysctls[path]
+
+    def write_sysctl(self, path: str, value: str) -> None:
+        self._sysctls.pop(path, None)  # a failed write leaves it unknown
+        super().write_sysctl(path, value)
+        self._sysctls[path] = value
 
     # --- notifications --------------------------------------------------------------
 
@@ -166,6 +179,9 @@ class MirroredKernel(LinuxKernel):
             mirror.replace_table((family, table), (r for r in routes if r is not None))
         for stale in dirty.defaults:
             mirror.has_default.pop(stale, None)
+        if dirty.devices:
+            marks = tuple(f"/conf/{name}/" for name in dirty.devices)
+            self._sysctls = {p: v for p, v in self._sysctls.items() if not any(m in p for m in marks)}
         self._read_policy_tables(mirror)
 
     # --- filtered dumps -----------------------------------------------------------
@@ -244,6 +260,7 @@ class MirroredKernel(LinuxKernel):
         if self.mirror.dirty:
             self._settle()
         before = (self.mirror.observed(self._features), self.mirror.owned()) if self._features else None
+        self._sysctls.clear()
         self._features = self.features()
         fresh = Mirror()
         by_link: dict[int, list[Address]] = {}

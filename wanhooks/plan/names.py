@@ -16,6 +16,7 @@ control socket, and the kernel's own links (plan.managed_links).
 
 from __future__ import annotations
 
+import functools
 import string
 
 IFNAME_MAX = 15  # IFNAMSIZ - 1: the kernel's limit, NUL excluded
@@ -46,6 +47,7 @@ def printable_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
 
 
+@functools.lru_cache(maxsize=4096)  # every round asks of every link: names rarely change
 def ifname_problem(name: str, *, glob: bool = False) -> str | None:
     """Why name is not one wanhooks manages (or a glob, if allowed); None when it is."""
     quoted = f"'{shown(name)}'"

@@ -34,6 +34,7 @@ derived from the interface index.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,8 @@ from ..model import (
     Route,
     Rule,
     Sysctl,
+    cached_hash,
+    canonical,
 )
 from ..router.pins import Candidate, plan_pins
 from .multipath import default_route
@@ -74,7 +77,7 @@ from .weights import kernel_weights, uses_auto
 
 NO_OVERRIDES = Overrides()
 NO_VERDICTS = HealthVerdicts()
-_DEFAULT_DST = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
+_DEFAULT_DST = {4: canonical(ipaddress.ip_network("0.0.0.0/0")), 6: canonical(ipaddress.ip_network("::/0"))}
 _METRIC = {4: c.METRIC_V4, 6: c.METRIC_V6}
 _FULL_PREFIX = {4: 32, 6: 128}
 LINK_LOCAL6 = ipaddress.ip_network("fe80::/10")
@@ -95,6 +98,7 @@ _HASH_FALLBACK = {
 }
 
 
+@cached_hash
 @dataclass(frozen=True)
 class _Side:
     """One link in one family, as judged by the planner."""
@@ -236,8 +240,9 @@ def _needs_onlink(gateway: IPAddress | None, family: int, sources: tuple[Address
     return not gateway.is_link_local and not any(gateway in a.network for a in sources)
 
 
+@functools.lru_cache(maxsize=8192)  # the same inputs: the same side, not a new one to compare
 def _judge(
-    learned_gateways: dict[tuple[int, int], MainDefault],
+    learned: MainDefault | None,
     link: ObservedLink,
     entry: LinkConfig,
     family: int,
@@ -252,13 +257,13 @@ def _judge(
     if link.point_to_point:
         gateway = None  # the device itself is the next hop
     elif gateway is None:
-        learned = learned_gateways.get((link.index, family))
         if learned is not None:
             gateway, learned_onlink = learned.gateway, learned.onlink
         elif manager_gateway is not None:
             # NetworkManager knows a gateway it did not put in main (a profile
             # with a route table of its own, a never-default DHCP lease).
             gateway = manager_gateway
+    gateway = canonical(gateway) if gateway is not None else None  # the kernel's own object for it
     onlink = learned_onlink or _needs_onlink(gateway, family, sources)
     routable = link.point_to_point or gateway is not None
     # An IPv6 WAN may have no global address at all: its ISP delegated a prefix (used on
@@ -420,7 +425,7 @@ def link_tier(entry: LinkConfig, device: ManagedDevice | None, config: Config) -
 
 def _tiered(family_sides: list[_Side], devices: dict[str, ManagedDevice], config: Config) -> list[_Side]:
     """Only the best tier with an eligible link carries traffic; the others stand by."""
-    sides = [replace(s, tier=link_tier(s.entry, devices.get(s.link.name), config)) for s in family_sides]
+    sides = [_with_tier(s, link_tier(s.entry, devices.get(s.link.name), config)) for s in family_sides]
     tiers = [s.tier for s in sides if s.eligible]
     if not tiers:
         return sides
@@ -431,6 +436,10 @@ def _tiered(family_sides: list[_Side], devices: dict[str, ManagedDevice], config
         else s
         for s in sides
     ]
+
+
+def _with_tier(side: _Side, tier: int) -> _Side:
+    return side if side.tier == tier else replace(side, tier=tier)  # unchanged: the same object
 
 
 def _legacy_v6_members(family_sides: list[_Side]) -> list[_Side]:
@@ -498,16 +507,7 @@ def _balance(
             for s in eligible
         ]
         return [], [], [default_route(family, c.TABLE_BALANCE, hops)]
-    nexthops = [
-        Nexthop(
-            id=c.link_nexthop_id(family, s.link.index),
-            family=family,
-            oif=s.link.index,
-            gateway=s.gateway,
-            onlink=s.onlink,
-        )
-        for s in eligible
-    ]
+    nexthops = [_member(family, s.link.index, s.gateway, s.onlink) for s in eligible]
     resilient = kind is GroupKind.RESILIENT
     group = NexthopGroup(
         id=c.group_id(family),
@@ -520,6 +520,12 @@ def _balance(
     )
     route = Route(family=family, table=c.TABLE_BALANCE, dst=dst, metric=metric, nhid=group.id)
     return nexthops, [group], [route]
+
+
+@functools.lru_cache(maxsize=8192)  # the same object each round while the link is the same
+def _member(family: int, index: int, gateway: IPAddress | None, onlink: bool) -> Nexthop:
+    nhid = c.link_nexthop_id(family, index)
+    return Nexthop(id=nhid, family=family, oif=index, gateway=gateway, onlink=onlink)
 
 
 def _hash_sysctls(config: Config, observed: Observed) -> tuple[list[Sysctl], list[str]]:
@@ -536,14 +542,25 @@ def _hash_sysctls(config: Config, observed: Observed) -> tuple[list[Sysctl], lis
     return out, notes
 
 
-def _link_sysctls(link: ObservedLink) -> list[Sysctl]:
+@functools.lru_cache(maxsize=4096)
+def _host_network(addr: IPAddress) -> IPNetwork:
+    """The address as a /32 or /128 (a rule's source): the same object each round."""
+    return canonical(ipaddress.ip_network((addr, addr.max_prefixlen)))
+
+
+def _link_sysctls(link: ObservedLink) -> tuple[Sysctl, ...]:
+    return _device_sysctls(link.name)
+
+
+@functools.lru_cache(maxsize=4096)  # the same objects each round: a set of them hashes once
+def _device_sysctls(name: str) -> tuple[Sysctl, ...]:
     # Loose rp_filter: strict mode drops replies that arrive on a link the
     # balance route would not have chosen for the reverse direction.
-    return [
-        Sysctl(f"net/ipv4/conf/{link.name}/rp_filter", "2"),
-        Sysctl(f"net/ipv4/conf/{link.name}/ignore_routes_with_linkdown", "1"),
-        Sysctl(f"net/ipv6/conf/{link.name}/ignore_routes_with_linkdown", "1"),
-    ]
+    return (
+        Sysctl(f"net/ipv4/conf/{name}/rp_filter", "2"),
+        Sysctl(f"net/ipv4/conf/{name}/ignore_routes_with_linkdown", "1"),
+        Sysctl(f"net/ipv6/conf/{name}/ignore_routes_with_linkdown", "1"),
+    )
 
 
 @dataclass
@@ -608,7 +625,8 @@ def plan(
     firewall, mark_rules, firewall_notes = _firewall(config, pairs, sides, observed.features.nftables)
     rules.update(mark_rules)
     notes.extend(firewall_notes)
-    pin_rules, pin_routes, pin_notes = plan_pins(config.pins, _pin_candidates(pairs, sides, weights))
+    candidates = _pin_candidates(pairs, sides, weights) if config.pins else []
+    pin_rules, pin_routes, pin_notes = plan_pins(config.pins, candidates)
     rules.update(pin_rules)
     routes.update(pin_routes)
     notes.extend(pin_notes)
@@ -642,7 +660,12 @@ def _judged(
     sides = [
         _overridden(
             _judge(
-                learned, link, entry, family, clashes.get(link.index), nm_gateways.get((link.name, family))
+                learned.get((link.index, family)),
+                link,
+                entry,
+                family,
+                clashes.get(link.index),
+                nm_gateways.get((link.name, family)),
             ),
             overrides,
         )
@@ -659,21 +682,30 @@ def _judged(
 
 
 def _link_objects(side: _Side, family: int, config: Config, parts: _Parts) -> None:
+    routes, rules = _link_slice(side, family, config.nat66)
+    parts.routes.update(routes)
+    parts.rules.update(rules)
+
+
+@functools.lru_cache(maxsize=8192)  # an unchanged side: the same objects as the last round
+def _link_slice(side: _Side, family: int, nat66: bool) -> tuple[tuple[Route, ...], tuple[Rule, ...]]:
     """A link's own table and the rules into it: its sources, its delegated prefixes, and
     the tunnel's own packets kept out of the balance."""
+    routes: list[Route] = []
+    rules: list[Rule] = []
     if side.has_table:
-        parts.routes.update(_link_table_routes(side))
+        routes += _link_table_routes(side)
         table = c.link_table(side.link.index)
         for addr in side.addresses:
-            src = ipaddress.ip_network(f"{addr}/{_FULL_PREFIX[family]}")
-            parts.rules.add(Rule(family=family, priority=c.PRIO_LINK_SOURCE, table=table, src=src))
-        if family == 6 and (not config.nat66 or not side.addresses):
+            src = _host_network(addr)
+            rules.append(Rule(family=family, priority=c.PRIO_LINK_SOURCE, table=table, src=src))
+        if family == 6 and (not nat66 or not side.addresses):
             # BCP38: other ISPs drop sources from this one's delegated prefixes
             for prefix in side.entry.delegated:
-                parts.rules.add(Rule(family=6, priority=c.PRIO_LINK_SOURCE, table=table, src=prefix))
+                rules.append(Rule(family=6, priority=c.PRIO_LINK_SOURCE, table=table, src=canonical(prefix)))
     if side.entry.tunnel_mark is not None:
         # the tunnel's own encapsulated packets never enter the balance (it could hold the tunnel)
-        parts.rules.add(
+        rules.append(
             Rule(
                 family=family,
                 priority=c.PRIO_TUNNEL,
@@ -682,6 +714,7 @@ def _link_objects(side: _Side, family: int, config: Config, parts: _Parts) -> No
                 fwmask=c.TUNNEL_MARK_MASK,
             )
         )
+    return tuple(routes), tuple(rules)
 
 
 def _balance_rule(observed: Observed, family: int, managed: set[int], parts: _Parts) -> None:
@@ -722,8 +755,10 @@ def _unmeasurable(pairs: list[tuple[ObservedLink, LinkConfig]], config: Config) 
     """weight: auto reads a link's queue in its probes' round trips: without probes, none."""
     notes = []
     for link, entry in pairs:
+        if not entry.auto_weight:
+            continue
         settings = (entry.health or HealthConfig()).resolved(config.health)
-        if entry.auto_weight and (not settings.enabled or not settings.targets):
+        if not settings.enabled or not settings.targets:
             notes.append(
                 f"{link.name}: weight: auto without health probes cannot tell when the link is full: "
                 "it is weighed by what it carried, at least the measured auto links' mean "
@@ -793,28 +828,38 @@ def _firewall(
             mark = 0
         if mark:
             taken[mark] = link.name
-            for family in tables:
-                rules.add(
-                    Rule(
-                        family=family,
-                        priority=c.PRIO_MARK,
-                        table=c.link_table(link.index),
-                        fwmark=mark,
-                        fwmask=c.STICKY_MARK_MASK,
-                    )
-                )
+            rules.update(_mark_rule(family, link.index, mark) for family in tables)
         nat = masquerade and bool(link.addresses_of(4))
         nat66 = config.nat66 and bool(link.addresses_of(6))
         if config.nat66 and not nat66 and sides[(link.index, 6)].has_table:
             notes.append(f"{link.name}: no NAT66: it has no global IPv6 address to masquerade to")
         near = _near_side(link) if observed_nft else ()
         if mark or nat or nat66 or near:
-            links.append(FirewallLink(link.name, mark, nat, nat66, entry.delegated, near))
+            links.append(_firewall_link(link.name, mark, nat, nat66, entry.delegated, near))
     if config.sticky and not observed_nft and pairs:
         notes.append("no nft command: sticky connections are off (install nftables)")
     return Firewall(links=tuple(links), sticky=sticky, mss_clamp=config.mss_clamp), rules, notes
 
 
+@functools.lru_cache(maxsize=8192)  # the same objects each round while the link is the same
+def _mark_rule(family: int, index: int, mark: int) -> Rule:
+    table = c.link_table(index)
+    return Rule(family=family, priority=c.PRIO_MARK, table=table, fwmark=mark, fwmask=c.STICKY_MARK_MASK)
+
+
+@functools.lru_cache(maxsize=4096)
+def _firewall_link(
+    name: str,
+    mark: int,
+    nat: bool,
+    nat66: bool,
+    delegated: tuple[IPNetwork, ...],
+    near: tuple[IPNetwork, ...],
+) -> FirewallLink:
+    return FirewallLink(name, mark, nat, nat66, delegated, near)
+
+
+@functools.lru_cache(maxsize=4096)
 def _near_side(link: ObservedLink) -> tuple[IPNetwork, ...]:
     """The link's near side, whose packets are no evidence that the internet answers: its
     own prefixes (the gateway, the modem), and IPv6's link-local ones.  () without an
@@ -828,7 +873,12 @@ def _near_side(link: ObservedLink) -> tuple[IPNetwork, ...]:
 def _link_plan(
     link: ObservedLink, entry: LinkConfig, sides: dict[tuple[int, int], _Side], weight: int
 ) -> LinkPlan:
-    per = {family: sides[(link.index, family)] for family in (4, 6)}
+    return _link_plan_of(link, entry, sides[(link.index, 4)], sides[(link.index, 6)], weight)
+
+
+@functools.lru_cache(maxsize=4096)  # the same object each round while its inputs are the same
+def _link_plan_of(link: ObservedLink, entry: LinkConfig, side4: _Side, side6: _Side, weight: int) -> LinkPlan:
+    per = {4: side4, 6: side6}
     has_table = any(s.has_table for s in per.values())
     return LinkPlan(
         name=link.name,

@@ -133,9 +133,17 @@ def fit_to_kernel(desired: Desired, owned: Owned) -> tuple[Desired, list[str]]:
     return (
         replace(
             desired,
-            nexthops=frozenset(n for n in desired.nexthops if n.id not in taken),
+            # (as they were, when nothing is another program's: the usual case, and a copy of
+            # thousands of objects each round otherwise)
+            nexthops=frozenset(n for n in desired.nexthops if n.id not in taken)
+            if taken
+            else desired.nexthops,
             groups=frozenset(groups),
-            routes=frozenset(r for r in desired.routes if r.nhid not in dropped_groups),
+            routes=(
+                frozenset(r for r in desired.routes if r.nhid not in dropped_groups)
+                if dropped_groups
+                else desired.routes
+            ),
         ),
         conflicts,
     )
@@ -147,33 +155,38 @@ def upserts(desired: Desired, owned: Owned) -> list[Op]:
     Groups that cannot change in place are left to rebuilds(); routes using
     them are left alone here.
     """
-    have_nh = _by_id(owned.nexthops)
-    have_grp = _by_id(owned.groups)
-    have_routes = {r.key: r for r in owned.routes}
-    ops: list[Op] = []
-    for nh in sorted(desired.nexthops, key=_sort_key):
+    have_nh, have_grp, have_routes = owned.nexthops_by_id, owned.groups_by_id, owned.routes_by_key
+    # each kind's operations in a stable order; only those are sorted, not all that is wanted
+    nexthop_ops: list[Op] = []
+    for nh in desired.nexthops:
         current = have_nh.get(nh.id)
         if current is None:
-            ops.append(Op(Action.ADD, nh))
+            nexthop_ops.append(Op(Action.ADD, nh))
         elif current != nh:
-            ops.append(Op(Action.REPLACE, nh))
+            nexthop_ops.append(Op(Action.REPLACE, nh))
     rebuilding = {g.id for g in rebuilds(desired, owned)}
-    for group in sorted(desired.groups, key=_sort_key):
-        current = have_grp.get(group.id)
-        if current is None:
-            ops.append(Op(Action.ADD, group))
-        elif group.id not in rebuilding and current != group:
-            ops.append(Op(Action.REPLACE, group))
-    for route in sorted(desired.routes, key=_sort_key):
+    group_ops: list[Op] = []
+    for group in desired.groups:
+        held = have_grp.get(group.id)
+        if held is None:
+            group_ops.append(Op(Action.ADD, group))
+        elif group.id not in rebuilding and held != group:
+            group_ops.append(Op(Action.REPLACE, group))
+    route_ops: list[Op] = []
+    for route in desired.routes:
         if route.nhid in rebuilding:
             continue
         now = have_routes.get(route.key)
         if now is None:
-            ops.append(Op(Action.ADD, route))
+            route_ops.append(Op(Action.ADD, route))
         elif now != route:
-            ops.append(Op(Action.REPLACE, route))
-    ops.extend(Op(Action.ADD, r) for r in sorted(desired.rules - owned.rules, key=_sort_key))
-    return ops
+            route_ops.append(Op(Action.REPLACE, route))
+    rule_ops = [Op(Action.ADD, r) for r in desired.rules - owned.rules]
+    return [op for ops in (nexthop_ops, group_ops, route_ops, rule_ops) for op in _in_order(ops)]
+
+
+def _in_order(ops: list[Op]) -> list[Op]:
+    return sorted(ops, key=lambda op: _sort_key(op.obj))
 
 
 def rebuilds(desired: Desired, owned: Owned) -> list[NexthopGroup]:

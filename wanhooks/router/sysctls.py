@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import re
@@ -74,6 +75,7 @@ def link_knob(proto: str, ifname: str, knob: str) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=8192)  # every round asks of every link's knobs
 def knob_problem(path: str) -> str | None:
     """Why path is not a knob wanhooks sets; None when it is.
 
@@ -200,7 +202,7 @@ def save(run_dir: str, record: dict[str, Saved]) -> None:
 def apply(desired: Desired, kernel: Kernel, run_dir: str) -> SysctlReport:
     report = SysctlReport()
     pending: list[tuple[str, str, str]] = []
-    for sysctl in sorted(desired.sysctls):
+    for sysctl in desired.sysctls:  # (what is written is sorted below: not every knob each round)
         # plan() builds only whitelisted knobs; refusing here too means a knob
         # added to plan/planner.py alone fails loudly at once, not at cleanup
         problem = knob_problem(sysctl.path)
@@ -211,8 +213,10 @@ def apply(desired: Desired, kernel: Kernel, run_dir: str) -> SysctlReport:
         if current is None or current == sysctl.value:
             continue  # no such knob on this kernel/device, or already right
         pending.append((sysctl.path, current, sysctl.value))
+    report.errors.sort()
     if not pending:
         return report
+    pending.sort()
     # Record first: a crash after the write must still let cleanup restore.
     record = load(run_dir, report)
     for path, old, new in pending:
