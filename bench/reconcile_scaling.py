@@ -162,6 +162,9 @@ def inner_changes(n: int, rounds: int, peer: str) -> dict[str, list[float]]:
     kernels = {"full": LinuxKernel(), "mirrored": MirroredKernel()}
     for kernel in kernels.values():
         converge(cfg, kernel, run_dir)
+    time.sleep(2.5)  # IPv6 duplicate address detection ends: its notifications are not a change
+    for kernel in kernels.values():
+        converge(cfg, kernel, run_dir)
 
     def operstate(want: str) -> None:
         deadline = time.monotonic() + 3.0
@@ -225,7 +228,9 @@ def main() -> int:
         try:
             build(ns, peer, n)
             found = {}
-            for argv in (["--inner", str(n)], ["--inner-changes", str(n), "--peer", peer]):
+            # (`ip` refuses a group of 256 members on its command line: that baseline stops at 64)
+            runs = [["--inner", str(n)]] if n <= 64 else []
+            for argv in [*runs, ["--inner-changes", str(n), "--peer", peer]]:
                 command = ["ip", "netns", "exec", ns, sys.executable, __file__, *argv, "--rounds", rounds]
                 found.update(
                     json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
@@ -260,6 +265,8 @@ def main() -> int:
     print("| links | change | ops | wanhooks median ms | p99 ms | ops as `ip` processes, ms | ratio |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for n, t in rows:
+        if "initial" not in t:
+            continue
         for change in ("initial", "reweight"):
             ours = [x * 1000 for x in t[change]]
             base = [x * 1000 for x in t[f"ip-{change}"]]

@@ -48,14 +48,16 @@ BENCHES = (
     Bench(
         "reconcile_scaling",
         "Reconcile time",
-        ("--rounds", "30"),
-        ("--links", "1,8", "--rounds", "3"),
-        "Root; one namespace for the links, one for their peers. *initial*: empty kernel to the full "
-        "plan, both families; *reweight*: one link's weight changes (the groups are replaced in place); "
-        "*steady*: nothing changed. wanhooks' figure is a whole round -- snapshot of links, addresses, "
-        "main defaults and rules, dump of what it owns, plan, diff, writes; the baseline runs only the "
-        "changed operations, one `ip` process each, as a shell script would, without looking at the "
-        "kernel first.",
+        ("--rounds", "20"),
+        ("--links", "1,16", "--rounds", "3"),
+        "Root; one namespace for the links (each with its default in main, as DHCP leaves it), one for "
+        "their peers. First table: a round after one change -- a link's carrier lost, its weight "
+        "changed, its gateway moved in main, nothing -- from its start to its last write, by the "
+        "daemon's kernel (reads a mirror kept by notifications, kernel/mirrored.py) and, as the "
+        "baseline, by a full-dump round (snapshot of links, addresses, main defaults and rules, dump of "
+        "all it owns), alternating in the same run. Second table: *initial* (empty kernel to the full "
+        "plan) and *reweight* by full-dump rounds against only the changed operations, one `ip` process "
+        "each, as a shell script would, without looking at the kernel first.",
     ),
     Bench(
         "event_latency",

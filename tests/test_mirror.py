@@ -80,3 +80,27 @@ def test_another_programs_catch_all_rule_to_a_table_with_a_default_is_a_policy_d
     mirror.set_has_default((4, 51820), True)
     assert mirror.observed(FEATURES).policy_defaults == (PolicyDefault(4, 900, 51820),)
     assert mirror.owned().rules == frozenset()
+
+
+def test_an_owned_route_the_kernel_deleted_has_its_link_read_again_but_not_our_own_deletion() -> None:
+    """A carrier loss deletes a link's IPv6 routes through its nexthops at once and tells of
+    them; the link's own message follows up to a second later.  The deletion is the sign:
+    the link is read again before the round plans on a stale carrier."""
+    mirror = Mirror()
+    route = owned_route(oif=2, gateway=GW1)
+    mirror.take(message(codec.route_msg(route), RTM_NEWROUTE), ours=True)
+    mirror.take(message(codec.route_msg(route), RTM_DELROUTE), ours=True)
+    assert mirror.dirty.reread == set()  # our own deletion: nothing went behind our back
+    mirror.take(message(codec.route_msg(route), RTM_NEWROUTE), ours=True)
+    mirror.take(message(codec.route_msg(route), RTM_DELROUTE))
+    assert mirror.dirty.reread == {2}
+
+
+def test_a_refused_group_names_the_links_of_its_missing_members_only() -> None:
+    mirror = Mirror()
+    present = Nexthop(id=c.link_nexthop_id(4, 2), family=4, oif=2, gateway=GW1)
+    mirror.take(message(codec.nexthop_msg(present), RTM_NEWNEXTHOP))
+    members = ((present.id, 1), (c.link_nexthop_id(4, 7), 1))  # link 7's nexthop went with its carrier
+    group = NexthopGroup(id=c.NH_GROUP_V4, family=4, members=members, resilient=False)
+    assert mirror.devices_of(group) == {7}
+    assert mirror.devices_of(present) == {2}

@@ -40,7 +40,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..constants import PRIO_RULE_MAIN, RTPROT_WANHOOKS, TABLE_MAIN, is_owned_nexthop_id, is_owned_table
+from ..constants import (
+    MAX_IFINDEX,
+    NH_LINK_V4_BASE,
+    NH_LINK_V6_BASE,
+    PRIO_RULE_MAIN,
+    RTPROT_WANHOOKS,
+    TABLE_MAIN,
+    is_owned_nexthop_id,
+    is_owned_table,
+)
 from ..model import (
     Address,
     KernelFeatures,
@@ -94,6 +103,11 @@ class Dirty:
     tables: set[Table] = field(default_factory=set)  # owned tables with an unreadable message
     defaults: set[Table] = field(default_factory=set)  # other tables whose default may have changed
     devices: set[str] = field(default_factory=set)  # names created, renamed or gone: sysctls anew
+    # links whose own message is read again, then their slice: their state may have changed
+    # before the kernel told (a carrier loss deletes the link's nexthops and IPv6 routes at
+    # once; the link's message follows when its link watch runs, up to a second later) --
+    # shown by the kernel deleting an owned route through it, or refusing a write through it
+    reread: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(
@@ -104,6 +118,7 @@ class Dirty:
             or self.tables
             or self.defaults
             or self.devices
+            or self.reread
         )
 
 
@@ -132,8 +147,9 @@ class Mirror:
 
     # --- notifications ----------------------------------------------------------
 
-    def take(self, msg: wire.Message) -> None:
-        """One notification: applied where it is the whole truth, else marked dirty."""
+    def take(self, msg: wire.Message, *, ours: bool = False) -> None:
+        """One notification: applied where it is the whole truth, else marked dirty.
+        ours: the echo of wanhooks' own write."""
         kind = msg.type
         if kind in (RTM_NEWLINK, RTM_DELLINK):
             self._take_link(msg, kind == RTM_DELLINK)
@@ -143,7 +159,7 @@ class Mirror:
             if kind == RTM_DELADDR:  # IPv4 routes with that source went with it, silently
                 self.dirty.links.add(index)
         elif kind in (RTM_NEWROUTE, RTM_DELROUTE):
-            self._take_route(msg, kind == RTM_DELROUTE)
+            self._take_route(msg, kind == RTM_DELROUTE, ours)
         elif kind in (RTM_NEWRULE, RTM_DELRULE):
             self._take_rule(msg, kind == RTM_DELRULE)
         elif kind in (RTM_NEWNEXTHOP, RTM_DELNEXTHOP):
@@ -171,7 +187,7 @@ class Mirror:
         self._observed_links.pop(index, None)
         self._observed = None
 
-    def _take_route(self, msg: wire.Message, gone: bool) -> None:
+    def _take_route(self, msg: wire.Message, gone: bool, ours: bool = False) -> None:
         family_af, dst_len, _src, _tos, table, proto, _scope, _type, _flags = msg.fields
         family = codec.FAMILY.get(family_af)
         if family is None:
@@ -185,6 +201,8 @@ class Mirror:
             held = self.routes.setdefault((family, table), {})
             if gone:
                 held.pop(route.key, None)
+                if not ours:  # the kernel (or someone) deleted it: what else went with it?
+                    self.dirty.reread.update(_through_links(route))
             else:
                 held[route.key] = route
             self._owned = None
@@ -284,6 +302,26 @@ class Mirror:
         self.has_default[table] = held
         self._observed = None
 
+    def devices_of(self, obj: object) -> set[int]:
+        """The links a nexthop, group or route goes through, as far as the mirror knows."""
+        if isinstance(obj, Nexthop):
+            return {obj.oif}
+        if isinstance(obj, NexthopGroup):
+            # refused for a member that is gone (its link's carrier, before the kernel told):
+            # that member's link -- not every member's
+            return {
+                index for m, _w in obj.members if m not in self.nexthops and (index := link_of_nexthop(m))
+            }
+        if isinstance(obj, Route):
+            found = {obj.oif} if obj.oif else set()
+            found |= {hop.oif for hop in obj.multipath}
+            if obj.nhid in self.nexthops:
+                found.add(self.nexthops[obj.nhid].oif)
+            elif obj.nhid in self.groups:
+                found |= self.devices_of(self.groups[obj.nhid])
+            return found
+        return set()
+
     def tables_through(self, links: set[int], nexthop_ids: set[int]) -> list[Table]:
         """The owned tables holding a route through one of these links, one of these nexthops,
         or any group (a group may have lost members: its routes may be gone)."""
@@ -343,6 +381,18 @@ class Mirror:
                 foreign_nexthop_ids=frozenset(self.foreign_ids),
             )
         return self._owned
+
+
+def link_of_nexthop(nhid: int) -> int:
+    """The link whose nexthop an id of wanhooks' is (constants.link_nexthop_id); 0: not one."""
+    for base in (NH_LINK_V6_BASE, NH_LINK_V4_BASE):
+        if base < nhid <= base + MAX_IFINDEX:
+            return nhid - base
+    return 0
+
+
+def _through_links(route: Route) -> set[int]:
+    return ({route.oif} if route.oif else set()) | {hop.oif for hop in route.multipath}
 
 
 def _through(route: Route, links: set[int], nexthop_ids: set[int]) -> bool:

@@ -69,6 +69,7 @@ class MirroredKernel(LinuxKernel):
     def __init__(self, proc_sys: str = PROC_SYS) -> None:
         self._sub = subscribe()  # before the first dump (module docstring)
         super().__init__(proc_sys)
+        self._own = self._nl.portid  # its writes' echoes carry it
         self.mirror = Mirror()
         self._features: KernelFeatures | None = None
         self._confirm: tuple[str, bool] | None = ("start-up", False)  # due: why, and if it should agree
@@ -96,9 +97,18 @@ class MirroredKernel(LinuxKernel):
 
     def execute(self, ops: Sequence[Op]) -> list[OpResult]:
         results = super().execute(ops)
-        refused = [r for r in results if not r.ok]
-        if refused:  # the world moved, or the mirror was wrong: look at all of it
-            self.request_confirm(f"the kernel refused {len(refused)} write(s)", agree=True)
+        for result in results:
+            if result.ok:
+                continue
+            # the world moved under a link (a carrier lost before the kernel told of it):
+            # read that link again; a refusal no link explains gets a full dump
+            devices = self.mirror.devices_of(result.op.obj)
+            if devices:
+                self.mirror.dirty.reread |= devices
+            else:
+                self.request_confirm(
+                    f"the kernel refused {result.op.action.value} {result.op.obj}", agree=True
+                )
         return results
 
     def request_confirm(self, why: str, *, agree: bool) -> None:
@@ -141,13 +151,14 @@ class MirroredKernel(LinuxKernel):
                 continue
             offset = 0
             while offset + wire.NLMSGHDR.size <= len(data):
-                length, kind = wire.NLMSGHDR.unpack_from(data, offset)[:2]
+                length, kind, _flags, _seq, sender = wire.NLMSGHDR.unpack_from(data, offset)
                 if length < wire.NLMSGHDR.size:
                     break
                 layout = LAYOUTS.get(kind)
                 if layout is not None:
                     try:
-                        self.mirror.take(wire.parse(kind, layout, data[offset : offset + length]))
+                        msg = wire.parse(kind, layout, data[offset : offset + length])
+                        self.mirror.take(msg, ours=sender == self._own)
                     except (struct.error, IndexError, ValueError):
                         self.request_confirm("an rtnetlink message that could not be read", agree=False)
                     taken += 1
@@ -156,6 +167,13 @@ class MirroredKernel(LinuxKernel):
     def _settle(self) -> None:
         """Read again what the notifications left in doubt (mirror.py), with filtered dumps."""
         mirror = self.mirror
+        for index in sorted(mirror.dirty.reread):
+            request = ifinfmsg()
+            request["index"] = index
+            link = self._nl.get(request, RTM_GETLINK)
+            if link is not None:
+                mirror.take(link)
+            mirror.dirty.links.add(index)
         dirty, mirror.dirty = mirror.dirty, Dirty()
         for index in sorted(dirty.addresses | dirty.links):
             if index in mirror.links:
