@@ -6,11 +6,12 @@ Sources (rtnetlink, the control socket fed by dispatcher hooks, NetworkManager
 over D-Bus) post small events.  An event carries no truth of its own: it only
 marks the state dirty.  One task waits for dirt, debounces for a few
 milliseconds (a carrier loss arrives as a burst: link, nexthops, routes),
-then runs one round -- a fresh snapshot of the kernel, plan, and a diff
-against a fresh dump of what wanhooks owns -- exactly what `wanhooks apply`
-does.  Level-triggered: whatever the kernel or another program deleted
-(nexthops on carrier loss, rules removed by a manager) comes back on the
-next round, and a lost notification (ENOBUFS) costs one full round.
+then runs one round -- a snapshot of the kernel, plan, and a diff against
+what wanhooks owns -- the path `wanhooks apply` takes, but read from a mirror
+of the kernel kept by its notifications (kernel/mirrored.py), so a round
+costs what changed.  Level-triggered: whatever the kernel or another program
+deleted (nexthops on carrier loss, rules removed by a manager) comes back on
+the next round, and a lost notification (ENOBUFS) costs one full dump.
 
 Two threads.  The event loop only listens (sources, probes, the control
 socket) and decides; everything that waits on the kernel or the disk -- the
