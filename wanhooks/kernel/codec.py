@@ -117,7 +117,7 @@ def rule_msg(rule: Rule) -> fibmsg:
     return msg
 
 
-def rule_from_msg(msg: Message) -> Rule | None:
+def _rule_from_msg(msg: Message) -> Rule | None:
     """A Rule, or None for a rule this model cannot express (then it is not ours)."""
     family_af, dst_len, src_len, _tos, table, _r1, _r2, action, _flags = msg.fields
     family = FAMILY.get(family_af)
@@ -255,7 +255,7 @@ def _net(raw: bytes, prefixlen: int) -> IPNetwork:
     return found
 
 
-def route_from_msg(msg: Message) -> Route | None:
+def _route_from_msg(msg: Message) -> Route | None:
     family_af, dst_len, _src_len, _tos, table, _proto, scope, _type, flags = msg.fields
     family = FAMILY.get(family_af)
     if family is None:
@@ -401,7 +401,7 @@ def nexthop_protocol(msg: Message) -> int:
     return msg.fields[2]
 
 
-def nexthop_from_msg(msg: Message, families: dict[int, int]) -> Nexthop | NexthopGroup | None:
+def _nexthop_from_msg(msg: Message, families: dict[int, int]) -> Nexthop | NexthopGroup | None:
     """families: nexthop id -> family, to give a group the family of its members."""
     family_af, _scope, _proto, _resvd, flags = msg.fields
     nhid = nexthop_id(msg)
@@ -484,3 +484,23 @@ def counters_from_msg(msg: Message) -> tuple[str, LinkCounters] | None:
         return None
     rx_packets, tx_packets, rx_bytes, tx_bytes = LINK_STATS64_HEAD.unpack_from(raw)
     return name, LinkCounters(rx_packets, tx_packets, rx_bytes, tx_bytes, index=msg.fields[2])
+
+
+# What the kernel holds, as the one object of its value (model.canonical): the diff then finds
+# a planned object the kernel already holds by identity, not by comparing fields.
+
+
+def route_from_msg(msg: Message) -> Route | None:
+    found = _route_from_msg(msg)
+    return None if found is None else canonical(found)
+
+
+def rule_from_msg(msg: Message) -> Rule | None:
+    """A Rule, or None for a rule this model cannot express (then it is not ours)."""
+    found = _rule_from_msg(msg)
+    return None if found is None else canonical(found)
+
+
+def nexthop_from_msg(msg: Message, families: dict[int, int]) -> Nexthop | NexthopGroup | None:
+    found = _nexthop_from_msg(msg, families)
+    return None if found is None else canonical(found)

@@ -305,9 +305,14 @@ def _judge(
 
 def _clashes(pairs: list[tuple[ObservedLink, LinkConfig]], family: int) -> dict[int, Exclusion]:
     """Links sharing an address with an earlier link: ifindex -> reason (the later one loses)."""
+    return _clashes_of(tuple(link for link, _entry in pairs), family)
+
+
+@functools.lru_cache(maxsize=16)  # the same links (the mirror's objects): the same answer, read only
+def _clashes_of(links: tuple[ObservedLink, ...], family: int) -> dict[int, Exclusion]:
     owner: dict[IPAddress, ObservedLink] = {}
     out: dict[int, Exclusion] = {}
-    for link, _entry in pairs:
+    for link in links:
         for addr in link.addresses_of(family):
             first = owner.setdefault(addr.address, link)
             if first is not link and link.index not in out:
@@ -519,13 +524,13 @@ def _balance(
         unbalanced_timer=timers.unbalanced_s if resilient else 0,
     )
     route = Route(family=family, table=c.TABLE_BALANCE, dst=dst, metric=metric, nhid=group.id)
-    return nexthops, [group], [route]
+    return nexthops, [canonical(group)], [canonical(route)]
 
 
 @functools.lru_cache(maxsize=8192)  # the same object each round while the link is the same
 def _member(family: int, index: int, gateway: IPAddress | None, onlink: bool) -> Nexthop:
     nhid = c.link_nexthop_id(family, index)
-    return Nexthop(id=nhid, family=family, oif=index, gateway=gateway, onlink=onlink)
+    return canonical(Nexthop(id=nhid, family=family, oif=index, gateway=gateway, onlink=onlink))
 
 
 def _hash_sysctls(config: Config, observed: Observed) -> tuple[list[Sysctl], list[str]]:
@@ -714,7 +719,7 @@ def _link_slice(side: _Side, family: int, nat66: bool) -> tuple[tuple[Route, ...
                 fwmask=c.TUNNEL_MARK_MASK,
             )
         )
-    return tuple(routes), tuple(rules)
+    return tuple(map(canonical, routes)), tuple(map(canonical, rules))
 
 
 def _balance_rule(observed: Observed, family: int, managed: set[int], parts: _Parts) -> None:
@@ -844,7 +849,9 @@ def _firewall(
 @functools.lru_cache(maxsize=8192)  # the same objects each round while the link is the same
 def _mark_rule(family: int, index: int, mark: int) -> Rule:
     table = c.link_table(index)
-    return Rule(family=family, priority=c.PRIO_MARK, table=table, fwmark=mark, fwmask=c.STICKY_MARK_MASK)
+    return canonical(
+        Rule(family=family, priority=c.PRIO_MARK, table=table, fwmark=mark, fwmask=c.STICKY_MARK_MASK)
+    )
 
 
 @functools.lru_cache(maxsize=4096)

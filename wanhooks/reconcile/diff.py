@@ -108,17 +108,20 @@ def fit_to_kernel(desired: Desired, owned: Owned) -> tuple[Desired, list[str]]:
       a rebuild moves every flow.
     """
     foreign = owned.foreign_nexthop_ids
-    taken = {n.id for n in desired.nexthops if n.id in foreign}
-    conflicts = [_describe_conflict(n, None) for n in sorted(desired.nexthops) if n.id in taken]
+    taken = {n.id for n in desired.nexthops if n.id in foreign} if foreign else set()
+    conflicts = (
+        [_describe_conflict(n, None) for n in sorted(desired.nexthops) if n.id in taken] if taken else []
+    )
     have = _by_id(owned.groups)
     groups = set()
     dropped_groups = set()
     for group in desired.groups:
-        members = tuple(m for m in group.members if m[0] not in taken)
+        members = tuple(m for m in group.members if m[0] not in taken) if taken else group.members
         if not members:
             dropped_groups.add(group.id)
             continue
-        group = replace(group, members=members)
+        if members != group.members:
+            group = replace(group, members=members)
         current = have.get(group.id)
         if (
             isinstance(current, NexthopGroup)
@@ -157,8 +160,10 @@ def upserts(desired: Desired, owned: Owned) -> list[Op]:
     """
     have_nh, have_grp, have_routes = owned.nexthops_by_id, owned.groups_by_id, owned.routes_by_key
     # each kind's operations in a stable order; only those are sorted, not all that is wanted
+    # only what the kernel does not hold as it is can need an operation: a set difference
+    # (objects that are one and the same object -- model.canonical -- compare at C speed)
     nexthop_ops: list[Op] = []
-    for nh in desired.nexthops:
+    for nh in desired.nexthops - owned.nexthops:
         current = have_nh.get(nh.id)
         if current is None:
             nexthop_ops.append(Op(Action.ADD, nh))
@@ -166,14 +171,14 @@ def upserts(desired: Desired, owned: Owned) -> list[Op]:
             nexthop_ops.append(Op(Action.REPLACE, nh))
     rebuilding = {g.id for g in rebuilds(desired, owned)}
     group_ops: list[Op] = []
-    for group in desired.groups:
+    for group in desired.groups - owned.groups:
         held = have_grp.get(group.id)
         if held is None:
             group_ops.append(Op(Action.ADD, group))
         elif group.id not in rebuilding and held != group:
             group_ops.append(Op(Action.REPLACE, group))
     route_ops: list[Op] = []
-    for route in desired.routes:
+    for route in desired.routes - owned.routes:
         if route.nhid in rebuilding:
             continue
         now = have_routes.get(route.key)
@@ -234,6 +239,14 @@ def deletions(desired: Desired, owned: Owned) -> list[Op]:
     or route holds, or the balance route of a family that still wants one
     (its replace failed: the old one is better than none).
     """
+    extra = (
+        owned.rules - desired.rules,
+        owned.routes - desired.routes,
+        owned.nexthops - desired.nexthops,
+        owned.groups - desired.groups,
+    )
+    if not any(extra):
+        return []  # all that is owned is wanted as it is (the usual round)
     wanted_routes = {r.key for r in desired.routes}
     wanted_groups = {g.id for g in desired.groups}
     wanted_nh = {n.id for n in desired.nexthops}
@@ -352,6 +365,8 @@ def _after(owned: Owned, results: Sequence[OpResult]) -> Owned:
 
     def merged(current: frozenset[T], kind: type[T]) -> frozenset[T]:
         new = {identity(o): o for o in done if isinstance(o, kind)}
+        if not new:
+            return current
         return frozenset([o for o in current if identity(o) not in new] + list(new.values()))
 
     return replace(
