@@ -1,9 +1,12 @@
 """From a kernel event to the balance group updated in the kernel: the daemon vs a hook's one-shot apply.
 
-    python bench/event_latency.py [--events 200] [--baseline 30] [--idle 20]
+    python bench/event_latency.py [--events 200] [--baseline 30] [--idle 20] [--links 4]
 
 Root; builds a 4-link lab (namespaces, deleted afterwards) and runs
-`wanhooks run` in its router.  A monitor inside the router namespace listens
+`wanhooks run` in its router.  `--links N` adds N - 4 more uplinks to the
+router (veth pairs to a namespace of their own, each with an address and a
+default route in main, as DHCP leaves them): the daemon manages all N, the
+events are the same.  A monitor inside the router namespace listens
 to rtnetlink and timestamps, for each event, the kernel's notification of
 the event itself (t0) and the notification of the group change that answers
 it (t1): the latency is t1 - t0, measured by one clock.
@@ -23,6 +26,7 @@ Also: the idle daemon's RSS and CPU with 4 links.  Prints Markdown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -196,6 +200,27 @@ def idle_usage(pid: int, seconds: float) -> tuple[float, float]:
     return rss_kb / 1024, 100 * used / elapsed
 
 
+def add_uplinks(router: str, peer: str, count: int) -> str | None:
+    """count more uplinks w5... on the router, their far ends in a namespace of their own
+    (returned, for the caller to delete): each with an address and a default in main."""
+    if count <= 0:
+        return None
+    subprocess.run(["ip", "netns", "add", peer], check=True)
+    lines, peer_lines = [], []
+    for k in range(5, 5 + count):
+        net = f"100.{65 + (k - 5) // 250}.{(k - 5) % 250 + 1}"  # clear of the lab's 100.64.i.0/24
+        lines += [
+            f"link add w{k} type veth peer name c{k} netns {peer}",
+            f"link set w{k} up",
+            f"addr add {net}.2/24 dev w{k}",
+            f"route add default via {net}.1 dev w{k} metric {100 + k}",
+        ]
+        peer_lines.append(f"link set c{k} up")
+    subprocess.run(["ip", "-n", router, "-batch", "-"], input="\n".join(lines), text=True, check=True)
+    subprocess.run(["ip", "-n", peer, "-batch", "-"], input="\n".join(peer_lines), text=True, check=True)
+    return peer
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -212,6 +237,7 @@ def main() -> int:
     ap.add_argument("--baseline", type=int, default=30)
     ap.add_argument("--idle", type=float, default=20.0)
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--links", type=int, default=4, help="uplinks on the router (4 or more)")
     for hidden in ("--isp2", "--w1-index", "--w2-index", "--apply"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -221,12 +247,15 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from wanhooks.lab import Lab
 
-    with Lab(4) as lab, tempfile.TemporaryDirectory() as tmp:
+    with Lab(4) as lab, tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as extra_links:
         cfg = Path(tmp) / "wanhooks.yaml"
         cfg.write_text("links:\n  - interface: 'w*'\n")
         run_dir = Path(tmp) / "run"
         for i in (1, 2, 3, 4):
             lab.set_main_default(i, 4)
+        extra = add_uplinks(lab.router, f"{lab.prefix}-x", args.links - 4)
+        if extra:  # ours: deleted however the run ends
+            extra_links.callback(subprocess.run, ["ip", "netns", "del", extra], check=False)
         lab.ns_exec(lab.isp(1), ["ip", "addr", "add", "100.64.1.254/24", "dev", "c"])
         wanhooks = [sys.executable, "-m", "wanhooks", "-c", str(cfg), "--run-dir", str(run_dir)]
         index = {n: lab.ip_json(lab.router, "link", "show", n)[0]["ifindex"] for n in ("w1", "w2")}
@@ -267,7 +296,10 @@ def main() -> int:
         f"Daemon vs one-shot apply (carrier up, medians): {ratio:.0f}x faster. "
         f"Missed events: daemon {ours['missed']}, one-shot {base['missed']}."
     )
-    print(f"Idle daemon with 4 links over {args.idle:g} s: RSS {rss:.1f} MiB, CPU {cpu:.2f} % of one core.")
+    print(
+        f"Idle daemon with {args.links} links over {args.idle:g} s: RSS {rss:.1f} MiB, "
+        f"CPU {cpu:.2f} % of one core."
+    )
     return 0
 
 

@@ -91,6 +91,13 @@ def test_the_mirror_follows_every_change_the_kernel_makes(lab3: Lab, driver: Dri
         ("an owned rule deleted by another program", lambda: _delete_owned(lab, "rule")),
         ("an owned route deleted by another program", lambda: _delete_owned(lab, "route")),
         ("an owned nexthop deleted by another program", lambda: _delete_owned(lab, "nexthop")),
+        ("a managed link created (w9, a veth pair)", lambda: (
+            router("link", "add", "w9", "type", "veth", "peer", "name", "w9p"),
+            router("addr", "add", "100.64.9.2/24", "dev", "w9"),
+            router("link", "set", "w9p", "up"),
+            router("link", "set", "w9", "up"),
+        )),
+        ("the managed link deleted with all it held", lambda: router("link", "del", "w9")),
     ]  # fmt: skip
     for what, act in steps:
         act()

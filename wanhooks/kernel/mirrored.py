@@ -22,7 +22,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -63,6 +63,17 @@ def subscribe() -> socket.socket:
     with contextlib.suppress(OSError):  # a kernel without nexthop objects: nothing to mirror of them
         sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
     return sock
+
+
+def _gone_is_empty(dump: Callable[..., list[wire.Message]], *args: object) -> list[wire.Message]:
+    """A dump filtered to a device or table that is gone: the kernel refuses it (ENODEV,
+    ENOENT) where nothing is there to show -- an empty answer."""
+    try:
+        return dump(*args)
+    except NetlinkError as err:
+        if err.errno in (errno.ENODEV, errno.ENOENT):
+            return []
+        raise
 
 
 class MirroredKernel(LinuxKernel):
@@ -122,7 +133,11 @@ class MirroredKernel(LinuxKernel):
         if self._confirm is not None:
             self.confirm()
         elif self.mirror.dirty:
-            self._settle()
+            try:
+                self._settle()
+            except OSError as exc:  # what was in doubt is not known now: a full dump next
+                self.request_confirm(f"a filtered read failed ({exc})", agree=False)
+                raise
 
     def read_sysctl(self, path: str) -> str | None:
         if path not in self._sysctls:
@@ -193,7 +208,8 @@ class MirroredKernel(LinuxKernel):
             found = self._main_defaults(family, oif or None)
             mirror.replace_main_defaults(family, oif or None, found)
         for family, table in sorted(tables):
-            routes = (codec.route_from_msg(m) for m in self._owned_route_msgs(family, table))
+            msgs = _gone_is_empty(self._owned_route_msgs, family, table)
+            routes = (codec.route_from_msg(m) for m in msgs)
             mirror.replace_table((family, table), (r for r in routes if r is not None))
         for stale in dirty.defaults:
             mirror.has_default.pop(stale, None)
@@ -208,7 +224,7 @@ class MirroredKernel(LinuxKernel):
         request = ifaddrmsg()
         request["index"] = index
         found = []
-        for msg in self._nl.dump(request, RTM_GETADDR):
+        for msg in _gone_is_empty(self._nl.dump, request, RTM_GETADDR):
             parsed = codec.address_from_msg(msg)
             if parsed is not None and parsed[0] == index:
                 found.append(parsed[1])
@@ -260,7 +276,7 @@ class MirroredKernel(LinuxKernel):
         request["family"] = codec.AF[family]
         request["table"] = c.TABLE_MAIN
         request["attrs"] = [("RTA_TABLE", c.TABLE_MAIN)] + ([("RTA_OIF", oif)] if oif else [])
-        found = (codec.main_default_from_msg(m) for m in self._table_dump(request))
+        found = (codec.main_default_from_msg(m) for m in _gone_is_empty(self._table_dump, request))
         return [d for d in found if d is not None and (oif is None or d.oif == oif)]
 
     def _read_policy_tables(self, mirror: Mirror) -> None:
