@@ -1,6 +1,6 @@
 """Soak: 100,000 events through the daemon; memory, file descriptors and tasks before and after.
 
-    python bench/soak.py [--events 100000]
+    python bench/soak.py [--events 100000] [--links 3]
 
 Root; a 3-link lab, `wanhooks run` in its router with probes on every link.
 A flapper in the router namespace (one process, netlink only) takes w3 down
@@ -8,12 +8,14 @@ and up, each time changing its address and w1's main default too, as fast
 as the kernel takes it, until the daemon has counted --events events (its
 own `events` figure in `status --json`: every notification, hook and timer
 it was handed).  The daemon's RSS, open fds and asyncio tasks are sampled
-after a warm-up of 2,000 events and at each quarter: flat is no leak.  Prints a Markdown table.
+after a warm-up of 2,000 events and at each quarter: flat is no leak.  `--links N` adds N - 3
+more uplinks (bench/event_latency.py's add_uplinks), all managed and probed.  Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -21,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from event_latency import add_uplinks
 
 from wanhooks.lab import Lab
 
@@ -61,11 +65,16 @@ def status(lab: Lab, base: list[str]) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--links", type=int, default=3, help="uplinks on the router (3 or more)")
     args = ap.parse_args()
-    with Lab(3) as lab, tempfile.TemporaryDirectory() as tmp:
+    with Lab(3) as lab, tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as extra_links:
         lab.set_main_default(1)
+        extra = add_uplinks(lab.router, f"{lab.prefix}-x", args.links - 3)
+        if extra:  # ours: deleted however the run ends
+            extra_links.callback(subprocess.run, ["ip", "netns", "del", extra], check=False)
         cfg = Path(tmp) / "wanhooks.yaml"
-        cfg.write_text(CONFIG)
+        more = "  - {interface: 'w*'}  # the added uplinks\n" if extra else ""
+        cfg.write_text(CONFIG.replace("health:", more + "health:", 1))
         base = [sys.executable, "-m", "wanhooks", "-c", str(cfg), "--run-dir", f"{tmp}/run"]
         daemon = subprocess.Popen(
             ["ip", "netns", "exec", lab.router, *base, "run"],
