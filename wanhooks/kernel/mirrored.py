@@ -16,10 +16,8 @@ lost is a bug in the rules of mirror.py: it is logged with what differed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
-import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -31,38 +29,16 @@ from .. import constants as c
 from ..model import Address, KernelFeatures, MainDefault, Nexthop, NexthopGroup, Observed, Op, OpResult, Owned
 from . import codec, wire
 from .linux import PROC_SYS, LinuxKernel
-from .messages import RTM_GETNEXTHOP, RTNLGRP_NEXTHOP, nhmsg, rtmsg_nh
+from .messages import RTM_GETNEXTHOP, nhmsg, rtmsg_nh
 from .mirror import LAYOUTS, NHA_OIF, Dirty, Mirror, differences
 from .netlink import (
-    NETLINK_ADD_MEMBERSHIP,
     RTM_GETADDR,
     RTM_GETLINK,
-    SO_RCVBUFFORCE,
-    SOL_NETLINK,
     NetlinkError,
+    subscribe,
 )
 
 log = logging.getLogger("wanhooks")
-
-# rtnetlink multicast groups (uapi/linux/rtnetlink.h): links, addresses, routes and rules of
-# both families; nexthops (32) are joined with NETLINK_ADD_MEMBERSHIP.
-_GROUPS = (1, 5, 7, 8, 9, 11, 19)
-_BUFFER = 8 * 1024 * 1024
-
-
-def subscribe() -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, _BUFFER)
-    except OSError:  # not CAP_NET_ADMIN: best effort
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-    mask = 0
-    for group in _GROUPS:
-        mask |= 1 << (group - 1)
-    sock.bind((0, mask))
-    with contextlib.suppress(OSError):  # a kernel without nexthop objects: nothing to mirror of them
-        sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
-    return sock
 
 
 def _gone_is_empty(dump: Callable[..., list[wire.Message]], *args: object) -> list[wire.Message]:
@@ -78,7 +54,7 @@ def _gone_is_empty(dump: Callable[..., list[wire.Message]], *args: object) -> li
 
 class MirroredKernel(LinuxKernel):
     def __init__(self, proc_sys: str = PROC_SYS) -> None:
-        self._sub = subscribe()  # before the first dump (module docstring)
+        self._sub = subscribe()[0]  # before the first dump (module docstring)
         super().__init__(proc_sys)
         self._own = self._nl.portid  # its writes' echoes carry it
         self.mirror = Mirror()

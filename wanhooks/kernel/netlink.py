@@ -24,7 +24,7 @@ from pyroute2.netlink import (
 )
 
 from . import wire
-from .messages import RTM_NEWNEXTHOP
+from .messages import RTM_NEWNEXTHOP, RTNLGRP_NEXTHOP
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -69,6 +69,40 @@ _LAYOUTS = {
     RTM_NEWRULE: wire.FIB_RULE_HDR,
     RTM_NEWNEXTHOP: wire.NHMSG,
 }
+
+
+# rtnetlink multicast groups (uapi/linux/rtnetlink.h) a listener joins through bind()'s
+# bitmask: links, addresses, routes and rules of both families; nexthop objects (32) are
+# beyond the bitmask and joined with NETLINK_ADD_MEMBERSHIP.
+NOTIFY_GROUPS = {
+    "link": 1,
+    "ipv4 address": 5,
+    "ipv4 route": 7,
+    "ipv4 rule": 8,
+    "ipv6 address": 9,
+    "ipv6 route": 11,
+    "ipv6 rule": 19,
+}
+_NOTIFY_BUFFER = 8 * 1024 * 1024
+
+
+def subscribe() -> tuple[socket.socket, bool]:
+    """A non-blocking socket hearing every change to links, addresses, routes, rules and
+    nexthops in this namespace; and whether nexthop notifications could be joined."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, _NOTIFY_BUFFER)
+    except OSError:  # not CAP_NET_ADMIN: best effort
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _NOTIFY_BUFFER)
+    mask = 0
+    for group in NOTIFY_GROUPS.values():
+        mask |= 1 << (group - 1)
+    sock.bind((0, mask))
+    try:
+        sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
+    except OSError:  # a kernel without nexthop objects
+        return sock, False
+    return sock, True
 
 
 class NetlinkError(OSError):

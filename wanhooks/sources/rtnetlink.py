@@ -21,24 +21,13 @@ from ..events import Event, KernelChanged, Resync
 from ..kernel import netlink as nl
 from ..kernel import wire
 from ..kernel.codec import FRA_PROTOCOL, RTA_TABLE
-from ..kernel.messages import RTM_DELNEXTHOP, RTM_NEWNEXTHOP, RTNLGRP_NEXTHOP
-from ..kernel.netlink import NETLINK_ADD_MEMBERSHIP, SO_RCVBUFFORCE, SOL_NETLINK
+from ..kernel.messages import RTM_DELNEXTHOP, RTM_NEWNEXTHOP
 
 log = logging.getLogger("wanhooks.rtnetlink")
 
 _HDR = wire.NLMSGHDR
 _IFINDEX = struct.Struct("=i")  # ifinfomsg's and ifaddrmsg's index, 4 bytes in
 
-# rtnetlink multicast groups (uapi/linux/rtnetlink.h) joined through bind()'s bitmask.
-_GROUPS = {
-    "link": 1,
-    "ipv4 address": 5,
-    "ipv4 route": 7,
-    "ipv4 rule": 8,
-    "ipv6 address": 9,
-    "ipv6 route": 11,
-    "ipv6 rule": 19,
-}
 _KINDS = {
     nl.RTM_NEWLINK: ("link", "new"), nl.RTM_DELLINK: ("link", "del"),
     nl.RTM_NEWADDR: ("address", "new"), nl.RTM_DELADDR: ("address", "del"),
@@ -174,18 +163,8 @@ class RtnetlinkSource:
             self.stop(loop)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        mask = 0
-        for group in _GROUPS.values():
-            mask |= 1 << (group - 1)
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 * 1024 * 1024)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-        sock.bind((0, mask))
-        try:  # groups >= 32 cannot go through bind()'s bitmask
-            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
-        except OSError:
+        sock, nexthops = nl.subscribe()
+        if not nexthops:
             log.info("kernel without nexthop notifications: relying on link/route events")
         self._sock = sock
         loop.add_reader(sock.fileno(), self._readable)
