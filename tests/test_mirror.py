@@ -10,8 +10,8 @@ from pyroute2.netlink import nlmsg
 from wanhooks import constants as c
 from wanhooks.kernel import codec, wire
 from wanhooks.kernel.messages import RTM_DELNEXTHOP, RTM_NEWNEXTHOP
-from wanhooks.kernel.mirror import LAYOUTS, Mirror
-from wanhooks.kernel.netlink import RTM_DELROUTE, RTM_NEWROUTE, RTM_NEWRULE, NetlinkSocket
+from wanhooks.kernel.mirror import Mirror
+from wanhooks.kernel.netlink import LAYOUTS, RTM_DELROUTE, RTM_NEWROUTE, RTM_NEWRULE, NetlinkSocket
 from wanhooks.model import KernelFeatures, MainDefault, Nexthop, NexthopGroup, PolicyDefault, Route, Rule
 
 GW1, GW2 = ipaddress.ip_address("100.64.1.1"), ipaddress.ip_address("100.64.2.1")

@@ -79,15 +79,6 @@ from .netlink import (
 # The link flags whose change may delete objects behind the kernel's back.
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
 _STATE_FLAGS = IFF_UP | IFF_RUNNING | IFF_LOWER_UP
-NHA_OIF = 5
-
-LAYOUTS = {
-    RTM_NEWLINK: wire.IFINFOMSG, RTM_DELLINK: wire.IFINFOMSG,
-    RTM_NEWADDR: wire.IFADDRMSG, RTM_DELADDR: wire.IFADDRMSG,
-    RTM_NEWROUTE: wire.RTMSG, RTM_DELROUTE: wire.RTMSG,
-    RTM_NEWRULE: wire.FIB_RULE_HDR, RTM_DELRULE: wire.FIB_RULE_HDR,
-    RTM_NEWNEXTHOP: wire.NHMSG, RTM_DELNEXTHOP: wire.NHMSG,
-}  # fmt: skip
 
 Table = tuple[int, int]  # (family, table id)
 
@@ -247,7 +238,7 @@ class Mirror:
         self.groups.pop(nhid, None)
         if codec.nexthop_protocol(msg) != RTPROT_WANHOOKS:
             if is_owned_nexthop_id(nhid):
-                self.foreign_ids[nhid] = msg.u32(NHA_OIF)
+                self.foreign_ids[nhid] = msg.u32(codec.NHA_OIF)
             return
         self.foreign_ids.pop(nhid, None)
         obj = codec.nexthop_from_msg(msg, self.families)

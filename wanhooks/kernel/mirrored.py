@@ -30,8 +30,9 @@ from ..model import Address, KernelFeatures, MainDefault, Nexthop, NexthopGroup,
 from . import codec, wire
 from .linux import PROC_SYS, LinuxKernel
 from .messages import RTM_GETNEXTHOP, nhmsg, rtmsg_nh
-from .mirror import LAYOUTS, NHA_OIF, Dirty, Mirror, differences
+from .mirror import Dirty, Mirror, differences
 from .netlink import (
+    LAYOUTS,
     RTM_GETADDR,
     RTM_GETLINK,
     NetlinkError,
@@ -242,7 +243,7 @@ class MirroredKernel(LinuxKernel):
     @staticmethod
     def _foreign_ids(msgs: list[wire.Message]) -> dict[int, int | None]:
         return {
-            codec.nexthop_id(m): m.u32(NHA_OIF)
+            codec.nexthop_id(m): m.u32(codec.NHA_OIF)
             for m in msgs
             if codec.nexthop_protocol(m) != c.RTPROT_WANHOOKS and c.is_owned_nexthop_id(codec.nexthop_id(m))
         }

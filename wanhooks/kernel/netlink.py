@@ -24,7 +24,7 @@ from pyroute2.netlink import (
 )
 
 from . import wire
-from .messages import RTM_NEWNEXTHOP, RTNLGRP_NEXTHOP
+from .messages import RTM_DELNEXTHOP, RTM_NEWNEXTHOP, RTNLGRP_NEXTHOP
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -62,12 +62,22 @@ _NLA = struct.Struct("=HH")
 _BATCH_BYTES = 60_000
 _BUFFER = 4 * 1024 * 1024
 
+# Each message type's fixed header: what dumps and answers carry (NEW), and what
+# notifications of a deletion carry too (DEL: the same layout).
 _LAYOUTS = {
     RTM_NEWLINK: wire.IFINFOMSG,
     RTM_NEWADDR: wire.IFADDRMSG,
     RTM_NEWROUTE: wire.RTMSG,
     RTM_NEWRULE: wire.FIB_RULE_HDR,
     RTM_NEWNEXTHOP: wire.NHMSG,
+}
+LAYOUTS = {
+    **_LAYOUTS,
+    RTM_DELLINK: wire.IFINFOMSG,
+    RTM_DELADDR: wire.IFADDRMSG,
+    RTM_DELROUTE: wire.RTMSG,
+    RTM_DELRULE: wire.FIB_RULE_HDR,
+    RTM_DELNEXTHOP: wire.NHMSG,
 }
 
 
