@@ -289,12 +289,17 @@ def test_a_rate_limiting_target_is_set_aside_not_blamed() -> None:
     assert transitions == [] and h.state is HealthState.UP
 
 
-def test_a_heartbeat_answer_or_traffic_heard_clears_a_suspicion() -> None:
+def test_only_an_echo_sent_since_a_suspicion_clears_it_not_traffic_heard() -> None:
     up = health.start(ADAPTIVE, 0.0, trusted=True)
     h, _ = simulate(up, 0.0, 10.0)
     suspected = health.suspect(h, 10.0)
     assert health.pace(suspected) is health.Pace.FAST and health.next_round(suspected) == 10.0
-    cleared = health.heard(suspected, 10.1)
+    # the far end's retransmissions still come in over a way out that is dead: no proof
+    still = health.heard(suspected, 10.1)
+    assert still.suspected_since == 10.0 and health.pace(still) is health.Pace.FAST
+    # an echo sent before the suspicion proves nothing either; one sent after it does
+    assert health.replied(still, T1, 0.2, 10.15).suspected_since == 10.0
+    cleared = health.replied(still, T1, 0.05, 10.2)
     assert cleared.suspected_since is None and health.pace(cleared) is health.Pace.HEARTBEAT
     # a failed link rests: every target every heartbeat, at once when traffic is heard on it
     down, transitions = simulate(up, 0.0, 10.0, dead_after=5.0)

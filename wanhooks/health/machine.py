@@ -125,7 +125,7 @@ class Clue(str, enum.Enum):
     UNANSWERED = "unanswered"  # the passive watch: the link's traffic went unanswered
     HEARTBEAT_MISSED = "heartbeat-missed"  # a heartbeat (or a budgeted link's round) went unanswered
     ANSWERED = "answered"  # an echo sent since the suspicion came back
-    HEARD = "heard"  # traffic heard from beyond the link since the suspicion
+    HEARD = "heard"  # traffic heard from beyond the link (proves the way in, not the way out)
     STATE_CHANGED = "state-changed"  # the link failed: suspicion has done its work
 
 
@@ -140,7 +140,11 @@ SUSPICION: dict[tuple[bool, Clue], bool] = {
     (True, Clue.UNANSWERED): True,  # already suspected: it keeps its moment
     (True, Clue.HEARTBEAT_MISSED): True,
     (True, Clue.ANSWERED): False,
-    (True, Clue.HEARD): False,
+    # Traffic heard does not clear a suspicion: a dead way out still lets the far end's
+    # retransmissions in (a TCP sender repeats unacknowledged data for seconds), and they
+    # would clear every suspicion the passive watch raised until its bucket ran dry.  Only
+    # an echo sent since the suspicion proves the way out.
+    (True, Clue.HEARD): True,
     (True, Clue.STATE_CHANGED): False,
 }
 
