@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
+import pytest
 from fakes import lab_config, lab_kernel, wan
 
 from wanhooks import constants as c
@@ -205,3 +206,30 @@ def chain(text: str, name: str) -> str:
     """One chain of a rendered table, up to its closing brace."""
     start = text.index(f"chain {name} {{")
     return text[start : text.index("\n  }", start)]
+
+
+def test_a_firewall_verify_overtaken_by_a_write_trusts_the_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify_firewall reads with `nft` outside the kernel worker: a round's write while it
+    reads makes its reading stale -- neither "changed by another program" nor kept."""
+    from wanhooks.kernel.linux import LinuxKernel
+
+    text = nft.render(Firewall(links=(FirewallLink("w1", 0x100, True, False),), sticky=True))
+    other = nft.render(Firewall(links=(FirewallLink("w2", 0x200, True, False),), sticky=True))
+    kernel = LinuxKernel()  # only its nftables side is used: nft is replaced below
+    try:
+        monkeypatch.setattr(nft, "available", lambda: True)
+        monkeypatch.setattr(nft, "write", lambda _text: None)
+        kernel.write_firewall(text)
+
+        def read_while_a_round_writes() -> nft.TableState:
+            kernel.write_firewall(other)  # the worker's round, meanwhile
+            return nft.parse_table(text)  # what `nft` saw before it
+
+        monkeypatch.setattr(nft, "read", read_while_a_round_writes)
+        assert kernel.verify_firewall()  # stale: no alarm
+        assert kernel.read_firewall() == nft.parse_table(other)  # the write's state is kept
+        monkeypatch.setattr(nft, "read", lambda: nft.NO_TABLE)  # then someone flushes it
+        assert not kernel.verify_firewall()
+        assert kernel.read_firewall() == nft.NO_TABLE
+    finally:
+        kernel.close()

@@ -114,14 +114,19 @@ class HealthConfig:
 
     def resolved(self, base: HealthConfig) -> HealthConfig:
         """This link's settings over the top-level ones over the defaults: every field set."""
-        values = {}
-        for item in fields(HealthConfig):
-            for layer in (self, base, HEALTH_DEFAULTS):
-                value = getattr(layer, item.name)
-                if value is not None:
-                    values[item.name] = value
-                    break
-        return replace(self, **values)
+        return _resolved(self, base)
+
+
+@functools.lru_cache(maxsize=1024)  # asked for every link in every round: the same answer
+def _resolved(layer: HealthConfig, base: HealthConfig) -> HealthConfig:
+    values = {}
+    for item in fields(HealthConfig):
+        for each in (layer, base, HEALTH_DEFAULTS):
+            value = getattr(each, item.name)
+            if value is not None:
+                values[item.name] = value
+                break
+    return replace(layer, **values)
 
 
 HEALTH_DEFAULTS = HealthConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import platform
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -82,6 +83,10 @@ class LinuxKernel:
         self._round_rules: dict[int, list[Message]] = {}
         # wanhooks' nftables table as this object last read or wrote it, and when (read_firewall)
         self._firewall: tuple[float, nft.TableState] | None = None
+        # verify_firewall runs `nft` outside the kernel worker (50 ms with 256 links: no
+        # round should wait on it): a write meanwhile makes its reading stale
+        self._firewall_lock = threading.Lock()
+        self._firewall_writes = 0
         self._counters: NftCounters | None = None  # opened at the first evidence() read
 
     def close(self) -> None:
@@ -308,18 +313,27 @@ class LinuxKernel:
         return state
 
     def write_firewall(self, text: str) -> None:
-        self._firewall = None  # a failed write leaves the table unknown: read it next time
+        with self._firewall_lock:
+            self._firewall_writes += 1
+            self._firewall = None  # a failed write leaves the table unknown: read it next time
         nft.write(text)
-        self._firewall = (time.monotonic(), nft.parse_table(text))
+        with self._firewall_lock:
+            self._firewall = (time.monotonic(), nft.parse_table(text))
 
     def verify_firewall(self) -> bool:
         """Read the table afresh; False when it is not what this object last read or wrote
-        (another program changed or removed it).  Without nft there is no table to verify."""
+        (another program changed or removed it).  Without nft there is no table to verify.
+        Safe beside the worker's rounds: a write while `nft` reads makes the reading
+        stale -- True, and the next verify looks again."""
         if not nft.available():
             return True
-        known = self._firewall
+        with self._firewall_lock:
+            known, writes = self._firewall, self._firewall_writes
         state = nft.read()
-        self._firewall = (time.monotonic(), state)
+        with self._firewall_lock:
+            if self._firewall_writes != writes:
+                return True
+            self._firewall = (time.monotonic(), state)
         return known is None or known[1] == state
 
     def read_sysctl(self, path: str) -> str | None:

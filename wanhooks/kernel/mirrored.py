@@ -27,6 +27,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from .. import constants as c
 from ..model import Address, KernelFeatures, MainDefault, Nexthop, NexthopGroup, Observed, Op, OpResult, Owned
+from ..router import nft
 from . import codec, wire
 from .linux import PROC_SYS, LinuxKernel
 from .messages import RTM_GETNEXTHOP, nhmsg, rtmsg_nh
@@ -115,6 +116,15 @@ class MirroredKernel(LinuxKernel):
             except OSError as exc:  # what was in doubt is not known now: a full dump next
                 self.request_confirm(f"a filtered read failed ({exc})", agree=False)
                 raise
+
+    def read_firewall(self) -> nft.TableState:
+        """The table as this object last read or wrote it: `nft` is a process (50 ms with
+        256 links' table), and the daemon re-reads it every FIREWALL_VERIFY_S
+        (verify_firewall), as it confirms the mirror -- where another program's change is
+        found, and a failed write leaves it unknown (read at once)."""
+        if self._firewall is not None:
+            return self._firewall[1]
+        return super().read_firewall()
 
     def read_sysctl(self, path: str) -> str | None:
         if path not in self._sysctls:

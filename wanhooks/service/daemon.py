@@ -85,7 +85,6 @@ from .worker import KernelWorker
 log = logging.getLogger("wanhooks")
 
 
-
 class Daemon:
     def __init__(
         self,
@@ -240,8 +239,8 @@ class Daemon:
                 lambda: self.config, self.around.counters, self.capacity, self.probers, self.post
             ),
         ]
-        if not self.dry_run:
-            loops.append(periodic.verify_firewall(self.worker, self.kernel, self.post))
+        # (a dry run too: its rounds trust the table as last read, like the real ones)
+        loops.append(periodic.verify_firewall(self.kernel, self.post))
         if isinstance(self.kernel, MirroredKernel):
             loops.append(periodic.confirm_mirror(self.worker, self.kernel, self.post))
         interval = self.systemd.notifier.watchdog_interval
