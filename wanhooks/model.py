@@ -180,7 +180,7 @@ class LinkConfig:
     def network(self, family: int) -> IPNetwork | None:
         return self.network4 if family == 4 else self.network6
 
-    @property
+    @functools.cached_property  # asked for every entry whenever the links change
     def is_glob(self) -> bool:
         return any(c in self.interface for c in "*?[")
 
@@ -531,6 +531,7 @@ class LinkPlan:
     auto_weight: bool = False  # weight: auto (the weight comes from its measured capacity)
 
 
+@cached_hash  # the rendered table is kept by the table's value: hashed every round
 @dataclass(frozen=True, order=True)
 class FirewallLink:
     """A managed link as wanhooks' nftables table sees it."""
@@ -546,6 +547,7 @@ class FirewallLink:
     near: tuple[IPNetwork, ...] = ()
 
 
+@cached_hash
 @dataclass(frozen=True)
 class Firewall:
     """wanhooks' nftables table (router/nft.py renders it); empty links: no table."""

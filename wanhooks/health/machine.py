@@ -72,7 +72,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from .. import constants as c
-from ..model import HealthConfig, IPAddress
+from ..model import HealthConfig, IPAddress, cached_hash
 from ..plan.verdicts import HealthState
 
 _T = TypeVar("_T")
@@ -197,6 +197,7 @@ PROBE_BYTES = {
 ECHO_BYTES = {4: PROBE_BYTES[(Kind.ICMP, 4)], 6: PROBE_BYTES[(Kind.ICMP, 6)]}
 
 
+@cached_hash  # a key of every prober, compared each round
 @dataclass(frozen=True)
 class Params:
     targets: tuple[IPAddress, ...]
@@ -244,6 +245,7 @@ class Params:
         return min(self.silent_targets, n) if self.silent_targets > 0 else n
 
 
+@cached_hash
 @dataclass(frozen=True)
 class ProbeKey:
     """What one prober is -- a link, a family, the source it probes from, how: when any

@@ -79,6 +79,7 @@ NO_OVERRIDES = Overrides()
 NO_VERDICTS = HealthVerdicts()
 _DEFAULT_DST = {4: canonical(ipaddress.ip_network("0.0.0.0/0")), 6: canonical(ipaddress.ip_network("::/0"))}
 _METRIC = {4: c.METRIC_V4, 6: c.METRIC_V6}
+_NO_HEALTH = HealthConfig()  # a link without a health section of its own: one object, hashed once
 _FULL_PREFIX = {4: 32, 6: 128}
 LINK_LOCAL6 = ipaddress.ip_network("fe80::/10")
 _HASH_FIELDS = {
@@ -448,7 +449,10 @@ def link_tier(entry: LinkConfig, device: ManagedDevice | None, config: Config) -
 
 def _tiered(family_sides: list[_Side], devices: dict[str, ManagedDevice], config: Config) -> list[_Side]:
     """Only the best tier with an eligible link carries traffic; the others stand by."""
-    sides = [_with_tier(s, link_tier(s.entry, devices.get(s.link.name), config)) for s in family_sides]
+    if devices or any(s.tier != 1 or s.entry.tier is not None for s in family_sides):
+        sides = [_with_tier(s, link_tier(s.entry, devices.get(s.link.name), config)) for s in family_sides]
+    else:
+        sides = family_sides  # no tiers anywhere: every link is in the first (a side's own)
     tiers = [s.tier for s in sides if s.eligible]
     if not tiers:
         return sides
@@ -590,10 +594,10 @@ def _device_sysctls(name: str) -> tuple[Sysctl, ...]:
 class _Parts:
     """What plan() gathers, family by family, before it freezes them into Desired."""
 
-    rules: set[Rule] = field(default_factory=set)
-    routes: set[Route] = field(default_factory=set)
-    nexthops: set[Nexthop] = field(default_factory=set)
-    groups: set[NexthopGroup] = field(default_factory=set)
+    rules: list[Rule] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    nexthops: list[Nexthop] = field(default_factory=list)
+    groups: list[NexthopGroup] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -626,11 +630,11 @@ def plan(
             family_sides = _legacy_v6_members(family_sides)
             sides.update({(side.link.index, family): side for side in family_sides})
         nhs, grps, balance = _balance(family, family_sides, kind, buckets, config.timers, weights)
-        parts.nexthops.update(nhs)
-        parts.groups.update(grps)
-        parts.routes.update(balance)
+        parts.nexthops += nhs
+        parts.groups += grps
+        parts.routes += balance
         if any(s.has_table for s in family_sides) or balance:
-            parts.rules.add(
+            parts.rules.append(
                 Rule(
                     family=family, priority=c.PRIO_MAIN_SUPPRESS, table=c.TABLE_MAIN, suppress_prefixlength=0
                 )
@@ -646,12 +650,12 @@ def plan(
 
     link_plans = tuple(_link_plan(link, entry, sides, weights[link.index]) for link, entry in pairs)
     firewall, mark_rules, firewall_notes = _firewall(config, pairs, sides, observed.features.nftables)
-    rules.update(mark_rules)
+    rules += mark_rules
     notes.extend(firewall_notes)
     candidates = _pin_candidates(pairs, sides, weights) if config.pins else []
     pin_rules, pin_routes, pin_notes = plan_pins(config.pins, candidates)
-    rules.update(pin_rules)
-    routes.update(pin_routes)
+    rules += pin_rules
+    routes += pin_routes
     notes.extend(pin_notes)
     return Desired(
         rules=frozenset(rules),
@@ -681,33 +685,33 @@ def _judged(
     learned = observed.main_gateways()
     nm_gateways = _manager_gateways(observed)
     sides = [
-        _overridden(
-            _judge(
-                learned.get((link.index, family)),
-                link,
-                entry,
-                family,
-                clashes.get(link.index),
-                nm_gateways.get((link.name, family)),
-            ),
-            overrides,
+        _judge(
+            learned.get((link.index, family)),
+            link,
+            entry,
+            family,
+            clashes.get(link.index),
+            nm_gateways.get((link.name, family)),
         )
         for link, entry in pairs
     ]
+    if overrides.disabled or overrides.draining:
+        sides = [_overridden(s, overrides) for s in sides]
     if nat_in_place is not None:
         sides = [_nat_gated(s, config, nat_in_place[family]) for s in sides]
     sides, health_note = _health_judged(sides, verdicts, family)
     if health_note:
         parts.notes.append(health_note)
     devices = {d.name: d for d in observed.manager}
-    sides = [_connectivity_gated(s, devices.get(s.link.name), config) for s in sides]
+    if devices and config.require_full_connectivity:
+        sides = [_connectivity_gated(s, devices.get(s.link.name), config) for s in sides]
     return _tiered(sides, devices, config)
 
 
 def _link_objects(side: _Side, family: int, config: Config, parts: _Parts) -> None:
     routes, rules = _link_slice(side, family, config.nat66)
-    parts.routes.update(routes)
-    parts.rules.update(rules)
+    parts.routes += routes
+    parts.rules += rules
 
 
 @functools.lru_cache(maxsize=8192)  # an unchanged side: the same objects as the last round
@@ -759,7 +763,7 @@ def _balance_rule(observed: Observed, family: int, managed: set[int], parts: _Pa
             "so traffic keeps using it"
         )
         return
-    parts.rules.add(Rule(family=family, priority=c.PRIO_BALANCE, table=c.TABLE_BALANCE))
+    parts.rules.append(Rule(family=family, priority=c.PRIO_BALANCE, table=c.TABLE_BALANCE))
     for other in _unlisted_uplinks(observed, family, managed):
         parts.notes.append(
             f"IPv{family}: {other.name} holds a default route in main but is not in the config: "
@@ -780,7 +784,7 @@ def _unmeasurable(pairs: list[tuple[ObservedLink, LinkConfig]], config: Config) 
     for link, entry in pairs:
         if not entry.auto_weight:
             continue
-        settings = (entry.health or HealthConfig()).resolved(config.health)
+        settings = (entry.health or _NO_HEALTH).resolved(config.health)
         if not settings.enabled or not settings.targets:
             notes.append(
                 f"{link.name}: weight: auto without health probes cannot tell when the link is full: "
@@ -829,7 +833,7 @@ def _firewall(
     pairs: list[tuple[ObservedLink, LinkConfig]],
     sides: dict[tuple[int, int], _Side],
     observed_nft: bool,
-) -> tuple[Firewall, set[Rule], list[str]]:
+) -> tuple[Firewall, list[Rule], list[str]]:
     """wanhooks' nftables table and the fwmark rules of sticky connections.
 
     NAT covers every managed link with an address, whatever its health, so
@@ -840,28 +844,62 @@ def _firewall(
     masquerade = config.nat == "masquerade"
     sticky = config.sticky and observed_nft
     links: list[FirewallLink] = []
-    rules: set[Rule] = set()
+    rules: list[Rule] = []
     notes: list[str] = []
     taken: dict[int, str] = {}
     for link, entry in sorted(pairs, key=lambda pair: pair[0].index):
-        tables = [f for f in (4, 6) if sides[(link.index, f)].has_table]
-        mark = c.sticky_mark(link.index) if sticky and tables else 0
-        if mark and mark in taken:
-            notes.append(f"{link.name}: no sticky connections: its mark {mark:#x} is {taken[mark]}'s")
-            mark = 0
-        if mark:
-            taken[mark] = link.name
-            rules.update(_mark_rule(family, link.index, mark) for family in tables)
-        nat = masquerade and bool(link.addresses_of(4))
-        nat66 = config.nat66 and bool(link.addresses_of(6))
-        if config.nat66 and not nat66 and sides[(link.index, 6)].has_table:
-            notes.append(f"{link.name}: no NAT66: it has no global IPv6 address to masquerade to")
-        near = _near_side(link) if observed_nft else ()
-        if mark or nat or nat66 or near:
-            links.append(_firewall_link(link.name, mark, nat, nat66, entry.delegated, near))
+        tables = tuple(f for f in (4, 6) if sides[(link.index, f)].has_table)
+        piece = _firewall_piece(link, entry, tables, sticky, masquerade, config.nat66, observed_nft)
+        if piece.mark and piece.mark in taken:
+            notes.append(
+                f"{link.name}: no sticky connections: its mark {piece.mark:#x} is {taken[piece.mark]}'s"
+            )
+            piece = _firewall_piece(link, entry, tables, False, masquerade, config.nat66, observed_nft)
+        if piece.mark:
+            taken[piece.mark] = link.name
+        rules += piece.rules
+        if piece.note:
+            notes.append(piece.note)
+        if piece.link is not None:
+            links.append(piece.link)
     if config.sticky and not observed_nft and pairs:
         notes.append("no nft command: sticky connections are off (install nftables)")
     return Firewall(links=tuple(links), sticky=sticky, mss_clamp=config.mss_clamp), rules, notes
+
+
+@dataclass(frozen=True)
+class _FirewallPiece:
+    """One link's part of the firewall: its sticky mark, the rules of that mark, its entry
+    in the table (None: nothing to do for it), and a note."""
+
+    mark: int
+    rules: tuple[Rule, ...]
+    link: FirewallLink | None
+    note: str | None
+
+
+@functools.lru_cache(maxsize=4096)  # the same piece each round while the link is the same
+def _firewall_piece(
+    link: ObservedLink,
+    entry: LinkConfig,
+    tables: tuple[int, ...],
+    sticky: bool,
+    masquerade: bool,
+    nat66_wanted: bool,
+    observed_nft: bool,
+) -> _FirewallPiece:
+    mark = c.sticky_mark(link.index) if sticky and tables else 0
+    rules = tuple(_mark_rule(family, link.index, mark) for family in tables) if mark else ()
+    nat = masquerade and bool(link.addresses_of(4))
+    nat66 = nat66_wanted and bool(link.addresses_of(6))
+    note = None
+    if nat66_wanted and not nat66 and 6 in tables:
+        note = f"{link.name}: no NAT66: it has no global IPv6 address to masquerade to"
+    near = _near_side(link) if observed_nft else ()
+    entry_in_table = None
+    if mark or nat or nat66 or near:
+        entry_in_table = FirewallLink(link.name, mark, nat, nat66, entry.delegated, near)
+    return _FirewallPiece(mark, rules, entry_in_table, note)
 
 
 @functools.lru_cache(maxsize=8192)  # the same objects each round while the link is the same
@@ -870,18 +908,6 @@ def _mark_rule(family: int, index: int, mark: int) -> Rule:
     return canonical(
         Rule(family=family, priority=c.PRIO_MARK, table=table, fwmark=mark, fwmask=c.STICKY_MARK_MASK)
     )
-
-
-@functools.lru_cache(maxsize=4096)
-def _firewall_link(
-    name: str,
-    mark: int,
-    nat: bool,
-    nat66: bool,
-    delegated: tuple[IPNetwork, ...],
-    near: tuple[IPNetwork, ...],
-) -> FirewallLink:
-    return FirewallLink(name, mark, nat, nat66, delegated, near)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -949,20 +975,30 @@ def probes_wanted(config: Config, observed: Observed) -> list[ProbeKey]:
     A metered or standby link (tier 2 and up) keeps to its probe budget.
     """
     devices = {d.name: d for d in observed.manager}
-    wanted = []
+    wanted: list[ProbeKey] = []
     for link, entry in managed_links(config, observed):
-        settings = (entry.health or HealthConfig()).resolved(config.health)
-        if not settings.enabled or not settings.targets:
-            continue
-        for family in (4, 6):
-            targets = tuple(t for t in settings.targets if t.version == family)
-            sources = link.addresses_of(family)
-            if not targets or not sources:
-                continue
-            params = params_for(settings, targets)
-            if entry.auto_weight:  # its capacity shows in the probes' round trips under load
-                params = replace(params, measure=c.PROBE_MEASURE_S)
-            if link_tier(entry, devices.get(link.name), config) > 1 and settings.budget_mb_per_day:
-                params = within_budget(params, family, float(settings.budget_mb_per_day))
-            wanted.append(ProbeKey(link.name, family, sources[0].address, params))
+        budgeted = link_tier(entry, devices.get(link.name), config) > 1
+        wanted += _link_probes(link, entry, config.health, budgeted)
     return wanted
+
+
+@functools.lru_cache(maxsize=4096)  # asked every round for every link: the same keys
+def _link_probes(
+    link: ObservedLink, entry: LinkConfig, base: HealthConfig, budgeted: bool
+) -> tuple[ProbeKey, ...]:
+    settings = (entry.health or _NO_HEALTH).resolved(base)
+    if not settings.enabled or not settings.targets:
+        return ()
+    wanted = []
+    for family in (4, 6):
+        targets = tuple(t for t in settings.targets if t.version == family)
+        sources = link.addresses_of(family)
+        if not targets or not sources:
+            continue
+        params = params_for(settings, targets)
+        if entry.auto_weight:  # its capacity shows in the probes' round trips under load
+            params = replace(params, measure=c.PROBE_MEASURE_S)
+        if budgeted and settings.budget_mb_per_day:
+            params = within_budget(params, family, float(settings.budget_mb_per_day))
+        wanted.append(ProbeKey(link.name, family, sources[0].address, params))
+    return tuple(wanted)
