@@ -26,7 +26,6 @@ Also: the idle daemon's RSS and CPU with 4 links.  Prints Markdown.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import select
@@ -200,27 +199,6 @@ def idle_usage(pid: int, seconds: float) -> tuple[float, float]:
     return rss_kb / 1024, 100 * used / elapsed
 
 
-def add_uplinks(router: str, peer: str, count: int) -> str | None:
-    """count more uplinks w5... on the router, their far ends in a namespace of their own
-    (returned, for the caller to delete): each with an address and a default in main."""
-    if count <= 0:
-        return None
-    subprocess.run(["ip", "netns", "add", peer], check=True)
-    lines, peer_lines = [], []
-    for k in range(5, 5 + count):
-        net = f"100.{65 + (k - 5) // 250}.{(k - 5) % 250 + 1}"  # clear of the lab's 100.64.i.0/24
-        lines += [
-            f"link add w{k} type veth peer name c{k} netns {peer}",
-            f"link set w{k} up",
-            f"addr add {net}.2/24 dev w{k}",
-            f"route add default via {net}.1 dev w{k} metric {100 + k}",
-        ]
-        peer_lines.append(f"link set c{k} up")
-    subprocess.run(["ip", "-n", router, "-batch", "-"], input="\n".join(lines), text=True, check=True)
-    subprocess.run(["ip", "-n", peer, "-batch", "-"], input="\n".join(peer_lines), text=True, check=True)
-    return peer
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -247,15 +225,13 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from wanhooks.lab import Lab
 
-    with Lab(4) as lab, tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as extra_links:
+    with Lab(4) as lab, tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "wanhooks.yaml"
         cfg.write_text("links:\n  - interface: 'w*'\n")
         run_dir = Path(tmp) / "run"
         for i in (1, 2, 3, 4):
             lab.set_main_default(i, 4)
-        extra = add_uplinks(lab.router, f"{lab.prefix}-x", args.links - 4)
-        if extra:  # ours: deleted however the run ends
-            extra_links.callback(subprocess.run, ["ip", "netns", "del", extra], check=False)
+        lab.add_uplinks(args.links - 4)  # w5...: in a namespace of the lab's, deleted with it
         lab.ns_exec(lab.isp(1), ["ip", "addr", "add", "100.64.1.254/24", "dev", "c"])
         wanhooks = [sys.executable, "-m", "wanhooks", "-c", str(cfg), "--run-dir", str(run_dir)]
         index = {n: lab.ip_json(lab.router, "link", "show", n)[0]["ifindex"] for n in ("w1", "w2")}

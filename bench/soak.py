@@ -9,13 +9,12 @@ as the kernel takes it, until the daemon has counted --events events (its
 own `events` figure in `status --json`: every notification, hook and timer
 it was handed).  The daemon's RSS, open fds and asyncio tasks are sampled
 after a warm-up of 2,000 events and at each quarter: flat is no leak.  `--links N` adds N - 3
-more uplinks (bench/event_latency.py's add_uplinks), all managed and probed.  Prints a Markdown table.
+more uplinks (Lab.add_uplinks), all managed and probed.  Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -23,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from event_latency import add_uplinks
 
 from wanhooks.lab import Lab
 
@@ -67,11 +64,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--links", type=int, default=3, help="uplinks on the router (3 or more)")
     args = ap.parse_args()
-    with Lab(3) as lab, tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as extra_links:
+    with Lab(3) as lab, tempfile.TemporaryDirectory() as tmp:
         lab.set_main_default(1)
-        extra = add_uplinks(lab.router, f"{lab.prefix}-x", args.links - 3)
-        if extra:  # ours: deleted however the run ends
-            extra_links.callback(subprocess.run, ["ip", "netns", "del", extra], check=False)
+        extra = lab.add_uplinks(args.links - 3)  # w5...: in a namespace of the lab's, deleted with it
         cfg = Path(tmp) / "wanhooks.yaml"
         more = "  - {interface: 'w*'}  # the added uplinks\n" if extra else ""
         cfg.write_text(CONFIG.replace("health:", more + "health:", 1))

@@ -12,7 +12,9 @@ sampler in the router asks the kernel for a route to the internet every
 replays a long run (CI runs a short one with a fresh seed, printed on failure).
 Every ISP drops foreign source addresses, the network manager's default for
 w3 is renewed in the background (a DHCP renew every 0.3 s), and the router's
-reverse-path filter runs loose and strict.
+reverse-path filter runs loose and strict.  A third run has 60 more uplinks
+(64 links managed; Lab.add_uplinks, no probes on them): the same faults, the
+same truth, with every round planning and the kernel mirror following 64.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ health:
   targets: [203.0.113.10, 203.0.113.11]
   hold_down: 0.5
 """
+MANY = 60  # the 64-link run's added uplinks, u10...: beyond them nothing answers, so unprobed
+MANY_ENTRY = "  - {interface: 'u*', health: {enabled: false}}\n"
 
 
 @pytest.fixture
@@ -77,8 +81,10 @@ class Link:
 class World:
     """The lab, changed one event at a time, and the truth about it."""
 
-    def __init__(self, router: Router, rng: random.Random) -> None:
+    def __init__(self, router: Router, rng: random.Random, config: str, static: set[str]) -> None:
         self.router = router
+        self.config = config  # with WEIGHT for w2's weight
+        self.static = static  # links no event touches: always in the group
         self.lab = router.lab
         self.rng = rng
         self.links = {name: Link() for name in ("w1", "w2", "w3")}
@@ -201,7 +207,7 @@ class World:
 
     def _reload(self, _name: str) -> None:
         self.weight = 3 if self.weight == 2 else 2
-        self.router.write_config(CONFIG.replace("WEIGHT", str(self.weight)))
+        self.router.write_config(self.config.replace("WEIGHT", str(self.weight)))
         self.daemon.signal(signal.SIGHUP)
 
     daemon: DaemonProc
@@ -209,7 +215,7 @@ class World:
     # --- checks ---------------------------------------------------------------------------
 
     def expected(self) -> set[str]:
-        return {name for name, link in self.links.items() if link.healthy}
+        return {name for name, link in self.links.items() if link.healthy} | self.static
 
     def settled(self) -> bool:
         if set(members(self.lab)) != self.expected():
@@ -234,16 +240,19 @@ class World:
         ]
 
 
-@pytest.mark.parametrize("rp_filter", ["loose", "strict"])
+@pytest.mark.parametrize(("rp_filter", "added"), [("loose", 0), ("strict", 0), ("loose", MANY)])
 def test_a_random_sequence_of_faults_always_settles_to_the_truth(
-    router: Router, daemon_factory: Start, rp_filter: str
+    router: Router, daemon_factory: Start, rp_filter: str, added: int
 ) -> None:
     lab = router.lab
     seed = int(os.environ.get("WANHOOKS_CHAOS_SEED", random.randrange(1 << 32)))
-    world = World(router, random.Random(seed))
+    static = set(lab.add_uplinks(added, first=10, prefix="u"))
+    w9 = "  - {interface: w9, gateway: 100.64.9.1}\n"
+    config = CONFIG.replace(w9, w9 + MANY_ENTRY) if added else CONFIG
+    world = World(router, random.Random(seed), config, static)
     if rp_filter == "strict":
         lab.r(["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])
-    router.write_config(CONFIG.replace("WEIGHT", "2"))
+    router.write_config(config.replace("WEIGHT", "2"))
     world.daemon = daemon_factory()
     watch = lab.spawn(lab.router, "route-watch", "--dst", "203.0.113.10", "--interval", "0.002")
     assert watch.stdout is not None and watch.stdout.readline().strip() == "ready"
@@ -289,7 +298,10 @@ def test_a_random_sequence_of_faults_always_settles_to_the_truth(
     assert renew_errors == [], renew_errors[:3]
     report = json.loads(watch.communicate(timeout=10)[0].splitlines()[-1])
     kinds = Counter(event.split()[0] for event in world.history)
-    print(f"\nchaos {rp_filter}, {where}: {dict(kinds)}; {report['lookups']} lookups, gaps {report['gaps']}")
+    print(
+        f"\nchaos {rp_filter}, {4 + added} links, {where}: {dict(kinds)}; {report['lookups']} lookups, "
+        f"gaps {report['gaps']}"
+    )
     assert report["lookups"] > 100
     for start, end in report["gaps"]:
         # the healthy link with the longest record at the last event before the gap

@@ -733,6 +733,33 @@ class Lab:
         """`nft -j ARGS...` inside NS, parsed."""
         return json.loads(self.ns_exec(ns, ["nft", "-j", *args]).stdout)
 
+    def add_uplinks(self, count: int, first: int = 5, prefix: str = "w") -> list[str]:
+        """count more uplinks on the router, <prefix><first>..., their far ends in a
+        namespace of the lab's own (deleted with it): each with an address in 100.65.0.0/16
+        and up (clear of the ISPs' 100.64.i.0/24) and a default in main, as DHCP leaves
+        them.  Nothing answers beyond them: they are links, not ISPs.  Their names."""
+        if count <= 0:
+            return []
+        peer = f"{self.prefix}-x"
+        if peer not in self.namespaces:
+            self.namespaces.append(peer)
+            run(["ip", "netns", "add", self._guard(peer)])
+        names, lines, peer_lines = [], [], []
+        for k in range(first, first + count):
+            net = f"100.{65 + (k - first) // 250}.{(k - first) % 250 + 1}"
+            name = f"{prefix}{k}"
+            names.append(name)
+            lines += [
+                f"link add {name} type veth peer name c{k} netns {peer}",
+                f"link set {name} up",
+                f"addr add {net}.2/24 dev {name}",
+                f"route add default via {net}.1 dev {name} metric {100 + k}",
+            ]
+            peer_lines += [f"link set c{k} up", f"addr add {net}.1/24 dev c{k}"]
+        self._ip_batch(self.router, _text(lines))
+        self._ip_batch(peer, _text(peer_lines))
+        return names
+
     # --- playing the network manager and the world ----------------------------------
 
     def set_main_default(self, i: int, family: int = 4, gateway: str | None = None) -> None:
