@@ -84,3 +84,33 @@ def test_a_link_already_failed_or_being_checked_spends_nothing() -> None:
         )
         assert not fire
     assert watch.tokens == passive.BUCKET_BURSTS and watch.unanswered == 0
+
+
+def test_an_answer_the_prober_has_not_read_yet_is_not_traffic_heard() -> None:
+    """The kernel counts a probe's answer before the prober reads it, or the prober reads it
+    between the kernel's count and its own: neither wobble is traffic heard (an idle link
+    said to be alive by traffic, the metric wrong, a suspicion cleared for nothing)."""
+    watch = passive.start(Packets(10, 10, 10, 10), 0.0)
+    wobbles = [
+        Packets(11, 11, 11, 10, in_flight=1),  # counted by the kernel, not yet read
+        Packets(11, 11, 11, 11),  # read
+        Packets(12, 11, 12, 12),  # read before the kernel's count was taken
+        Packets(12, 12, 12, 12),  # the kernel's count catches up
+    ]
+    for i, sample in enumerate(wobbles, 1):
+        watch, _ = passive.observe(watch, sample, 0.1 * i, rtt=0.02, bursts_per_day=PER_DAY)
+        assert watch.last_heard is None, sample
+    # others' packets are heard, once, whatever the wobbles before
+    watch, _ = passive.observe(watch, Packets(12, 15, 12, 12), 0.5, rtt=0.02, bursts_per_day=PER_DAY)
+    assert watch.last_heard == 0.5
+    watch, _ = passive.observe(watch, Packets(12, 15, 12, 12), 0.6, rtt=0.02, bursts_per_day=PER_DAY)
+    assert watch.last_heard == 0.5
+
+
+def test_counters_that_start_again_are_followed() -> None:
+    """The nftables table rewritten: its counters start from nothing, and what comes in
+    after is heard at once, not only once the old count is passed."""
+    watch = passive.start(Packets(1000, 1000, 0, 0), 0.0)
+    watch, _ = passive.observe(watch, Packets(0, 0, 0, 0), 0.1, rtt=0.02, bursts_per_day=PER_DAY)
+    watch, _ = passive.observe(watch, Packets(0, 3, 0, 0), 0.2, rtt=0.02, bursts_per_day=PER_DAY)
+    assert watch.last_heard == 0.2

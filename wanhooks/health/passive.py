@@ -43,6 +43,9 @@ class Packets:
     rx: int
     own_tx: int
     own_rx: int
+    # answers to the prober's probes that may be counted in rx but not yet read (own_rx):
+    # not taken for traffic heard until they are either read or too old to come
+    in_flight: int = 0
 
     @property
     def other_tx(self) -> int:
@@ -51,6 +54,11 @@ class Packets:
     @property
     def other_rx(self) -> int:
         return self.rx - self.own_rx
+
+    @property
+    def surely_other_rx(self) -> int:
+        """other_rx less the answers that may be in flight: a floor."""
+        return self.other_rx - self.in_flight
 
 
 @dataclass(frozen=True)
@@ -63,10 +71,15 @@ class TrafficWatch:
     suspicions: int = 0
     last_heard: float | None = None  # the last sample in which others' packets came in
     moved: bool = True  # the last sample saw others' packets either way
+    # The most of others' packets received ever counted (surely_other_rx): only what
+    # goes beyond it is heard.  The prober's own count runs a little ahead of or behind the
+    # kernel's, as an answer is read before or after the counters are; a mark, not the
+    # last sample, keeps such a wobble from passing for traffic.
+    heard_mark: int = 0
 
 
 def start(sample: Packets, now: float) -> TrafficWatch:
-    return TrafficWatch(last=sample, refilled_at=now)
+    return TrafficWatch(last=sample, refilled_at=now, heard_mark=sample.other_rx)
 
 
 def observe(
@@ -84,7 +97,10 @@ def observe(
     probing, a burst under way) suspicion would change nothing and spend a burst.
     """
     sent = sample.other_tx - watch.last.other_tx
-    received = sample.other_rx - watch.last.other_rx
+    if sample.rx < watch.last.rx:  # the counters started again (the table was rewritten)
+        watch = replace(watch, heard_mark=sample.other_rx)
+    received = max(0, sample.surely_other_rx - watch.heard_mark)
+    watch = replace(watch, heard_mark=watch.heard_mark + received)
     tokens = min(BUCKET_BURSTS, watch.tokens + (now - watch.refilled_at) * bursts_per_day / 86400)
     previous = watch.refilled_at  # the last sample's time
     watch = replace(watch, last=sample, tokens=tokens, refilled_at=now, moved=sent > 0 or received > 0)

@@ -75,7 +75,9 @@ class PassiveWatcher:
                 continue
             watched.add((link, family))
             heard, sent = seen
-            sample = passive.Packets(tx=sent, rx=heard, own_tx=prober.own_tx, own_rx=prober.own_rx)
+            sample = passive.Packets(
+                tx=sent, rx=heard, own_tx=prober.own_tx, own_rx=prober.own_rx, in_flight=prober.in_flight()
+            )
             self._observe((link, family), [prober], sample, now, evidence=True)
         for prober in probers:
             if not prober.key.params.adaptive and prober.key.params.budgeted and prober.key.params.passive:
@@ -92,6 +94,7 @@ class PassiveWatcher:
                     rx=seen_raw.rx_packets,
                     own_tx=sum(p.own_tx for p in listening),
                     own_rx=sum(p.own_rx for p in listening),
+                    in_flight=sum(p.in_flight() for p in listening),
                 )
                 self._observe((link, RAW), listening, sample, now, evidence=False)
         for gone in set(self.watches) - watched:

@@ -277,6 +277,9 @@ class LinkProber:
         self._sent_at: dict[tuple[IPAddress, int], float] = {}
         self._sent_ok = 0  # probes that left (for the passive watch: our own packets)
         self.own_rx = 0  # answers received
+        # probes lately sent, oldest first: their answers may be counted by the kernel before
+        # this prober reads them (in_flight), and must not pass for traffic heard
+        self._recent: deque[tuple[float, IPAddress, int]] = deque()
         # the last few replies' (when, target, round trip): weight: auto reads the queueing in them
         self.replies: deque[RoundTrip] = deque(maxlen=REPLIES_KEPT)
         self._transport: Transport | None = None
@@ -310,6 +313,14 @@ class LinkProber:
     def own_tx(self) -> int:
         """Packets this prober has sent on its link."""
         return self._sent_ok + (self._transport.extra_tx if self._transport is not None else 0)
+
+    def in_flight(self) -> int:
+        """Probes sent within the last answer wait (1 s at least) and not answered yet: their
+        answers may be in the kernel's counters already, not yet in own_rx."""
+        horizon = self._clock() - max(1.0, health.answer_wait(self.health))
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+        return sum(1 for _at, target, seq in self._recent if (target, seq) in self._sent_at)
 
     def suspect(self) -> None:
         """The passive watch saw this link's traffic go unanswered."""
@@ -360,6 +371,7 @@ class LinkProber:
             try:
                 self._transport.send(target, self._seq)
                 self._sent_ok += 1
+                self._recent.append((now, target, self._seq))
             except OSError as exc:  # unreachable right now: counts as a lost probe
                 log.debug("probe %s -> %s: %s", self.key.link, target, exc.strerror)
             self._sent_at[(target, self._seq)] = now
