@@ -55,7 +55,9 @@ BENCHES = (
         "changed, its gateway moved in main, nothing -- from its start to its last write, by the "
         "daemon's kernel (reads a mirror kept by notifications, kernel/mirrored.py) and, as the "
         "baseline, by a full-dump round (snapshot of links, addresses, main defaults and rules, dump of "
-        "all it owns), alternating in the same run. Second table: *initial* (empty kernel to the full "
+        "all it owns): each kernel in processes of its own, in turn; a carrier change timed from the "
+        "kernel's link message, as the daemon's round starts on it. Second table: *initial* (empty "
+        "kernel to the full "
         "plan) and *reweight* by full-dump rounds against only the changed operations, one `ip` process "
         "each, as a shell script would, without looking at the kernel first.",
     ),
