@@ -194,7 +194,15 @@ def test_health_both_levels() -> None:
 
 # Keys health.yaml leaves out: every link gets the defaults.
 UNSET = (
-    "heartbeat", "budget_mb_per_day", "kind", "port", "query", "max_rtt", "max_loss", "loss_window", "passive"
+    "heartbeat",
+    "budget_mb_per_day",
+    "kind",
+    "port",
+    "query",
+    "max_rtt",
+    "max_loss",
+    "loss_window",
+    "passive",
 )
 DEFAULTED = {name: getattr(HEALTH_DEFAULTS, name) for name in UNSET}
 
@@ -602,6 +610,27 @@ def test_yaml_health_gives_seed_watchdog(section: str, expected: SeedWatchdog) -
 # --------------------------------------------------------------------------
 # to_yaml
 # --------------------------------------------------------------------------
+
+
+def test_a_links_id_is_read_written_and_checked() -> None:
+    """`id:` names one link on both routers of a pair: 1..255, unique, never on a glob."""
+    config = parse_config(
+        text("links:", "  - {interface: w1, id: 1}", "  - {interface: w2, id: 255}", "  - interface: w3"),
+        "t.yaml",
+    )
+    assert [link.link_id for link in config.links] == [1, 255, None]
+    assert comparable(parse_config(to_yaml(config), "back.yaml")) == comparable(config)
+    for content, line, key, says in [
+        (text("links:", "  - {interface: w1, id: 0}"), 2, "links[1].id", "1"),
+        (text("links:", "  - {interface: w1, id: 256}"), 2, "links[1].id", "255"),
+        (text("links:", "  - {interface: w1, id: two}"), 2, "links[1].id", "whole number"),
+        (text("links:", "  - {interface: w1, id: 3}", "  - interface: w2", "    id: 3"), 4, "links[2].id",
+         "id 3 is already w1's (line 2)"),
+        (text("links:", "  - interface: 'w*'", "    id: 4"), 3, "links[1].id", "a glob"),
+    ]:  # fmt: skip
+        err = error_of(content)
+        assert (err.line, err.key) == (line, key), err
+        assert says in str(err), err
 
 
 @pytest.mark.parametrize(
@@ -1802,3 +1831,13 @@ def test_weight_auto_and_capacity_refused(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "x.yaml")
     assert message in str(caught.value)
+
+
+def test_a_links_nat_address_is_read_written_and_checked() -> None:
+    config = parse_config(text("links:", "  - {interface: w1, nat_address: 198.51.100.10}"), "t.yaml")
+    assert config.links[0].nat_address == A4("198.51.100.10")
+    assert comparable(parse_config(to_yaml(config), "back.yaml")) == comparable(config)
+    err = error_of(text("links:", "  - interface: w1", "    nat_address: 2001:db8::1"))
+    assert (err.line, err.key) == (3, "links[1].nat_address") and "IPv6" in str(err)
+    err = error_of(text("links:", "  - interface: w1", "    nat_address: nowhere"))
+    assert (err.line, err.key) == (3, "links[1].nat_address") and "not an IP address" in str(err)

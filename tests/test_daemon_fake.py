@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import shutil
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
@@ -21,7 +22,7 @@ from wanhooks.events import Event, KernelChanged
 from wanhooks.health.machine import Kind, ProbeKey
 from wanhooks.health.probes import Reply
 from wanhooks.kernel.fake import FAKE_PORTID, FakeKernel
-from wanhooks.model import IPAddress, NexthopGroup
+from wanhooks.model import Address, IPAddress, NexthopGroup
 from wanhooks.service.control import request
 from wanhooks.service.daemon import Daemon
 from wanhooks.service.surroundings import Post, PublishDevices, Source, Surroundings
@@ -135,10 +136,15 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def drive(run_dir: str, script: Script, scenario: Callable[[Daemon], Coroutine[Any, Any, None]]) -> Daemon:
+def drive(
+    run_dir: str,
+    script: Script,
+    scenario: Callable[[Daemon], Coroutine[Any, Any, None]],
+    config_text: str = CONFIG,
+) -> Daemon:
     """Start a daemon on script's fake kernel, play scenario, stop it; the daemon for a look after."""
     config = Path(run_dir) / "wanhooks.yaml"
-    config.write_text(CONFIG)
+    config.write_text(config_text)
     daemon = Daemon(str(config), run_dir, around=script.surroundings())
 
     async def main() -> None:
@@ -245,3 +251,35 @@ def test_a_failed_event_source_stops_the_daemon_rather_than_leave_it_deaf(run_di
         return await asyncio.wait_for(daemon.run(), DEADLINE_S)
 
     assert asyncio.run(main()) == 1
+
+
+def test_a_pairs_shared_address_and_keepalived_s_word_reach_the_balance_and_status(run_dir: str) -> None:
+    """w1 NATs to a shared address: out of the balance while the other router holds it, in as
+    soon as keepalived moves it here; keepalived's notify is in status (and gets a round)."""
+    kernel = lab_kernel(2)
+    script = Script(kernel)
+    vip = ipaddress.IPv4Address("100.64.1.10")
+    config = CONFIG.replace("gateway: 100.64.1.1}", "gateway: 100.64.1.1, nat_address: 100.64.1.10}")
+
+    async def scenario(daemon: Daemon) -> None:
+        await until(lambda: balanced(kernel) == {"w2"}, "w2 balanced; w1 waiting for its shared address")
+        rounds = daemon.rounds
+        answer = await asyncio.to_thread(
+            request, run_dir, {"op": "vrrp", "instance": "WAN", "state": "MASTER"}
+        )
+        assert answer == {"ok": True}
+        await until(lambda: daemon.rounds > rounds, "a round at keepalived's word")
+        w1 = next(link for link in kernel.links if link.name == "w1")  # keepalived adds the address
+        kernel.set_link(
+            dataclasses.replace(w1, addresses=(*w1.addresses, Address(4, vip, 24, secondary=True)))
+        )
+        script.feed(KernelChanged("address", "new", ifindex=w1.index))
+        await until(lambda: balanced(kernel) == {"w1", "w2"}, "w1 balanced once the address is here")
+        status = (await asyncio.to_thread(request, run_dir, {"op": "status"}))["status"]
+        assert [(r["instance"], r["state"]) for r in status["vrrp"]] == [("WAN", "MASTER")]
+        refused = await asyncio.to_thread(
+            request, run_dir, {"op": "vrrp", "instance": "WAN", "state": "BOSS"}
+        )
+        assert not refused["ok"] and "unknown state" in refused["error"]
+
+    drive(run_dir, script, scenario, config)

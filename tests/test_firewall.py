@@ -23,9 +23,12 @@ def test_every_link_with_a_table_gets_a_mark_and_its_rules() -> None:
     assert fw.sticky and [link.name for link in fw.links] == ["w1", "w2", "w3"]
     assert not any(link.nat for link in fw.links)  # nat: none is the default
     marks = {link.name: link.mark for link in fw.links}
-    assert marks == {"w1": 11 << 24, "w2": 12 << 24, "w3": 13 << 24}
+    # identity from the name (an HA pair's other router marks the same link alike), never the
+    # ifindex (11, 12, 13 here); the table stays the ifindex's, local to this router
+    assert marks == {name: c.sticky_mark(c.name_link_id(name)) for name in ("w1", "w2", "w3")}
+    assert len(set(marks.values())) == 3 and all(m and not m & ~c.STICKY_MARK_MASK for m in marks.values())
     mark_rules = {(r.family, r.fwmark, r.table) for r in desired.rules if r.priority == c.PRIO_MARK}
-    assert mark_rules == {(f, i << 24, c.link_table(i)) for f in (4, 6) for i in (11, 12, 13)}
+    assert mark_rules == {(f, marks[f"w{i - 10}"], c.link_table(i)) for f in (4, 6) for i in (11, 12, 13)}
     assert all(r.fwmask == c.STICKY_MARK_MASK for r in desired.rules if r.priority == c.PRIO_MARK)
 
 
@@ -233,3 +236,49 @@ def test_a_firewall_verify_overtaken_by_a_write_trusts_the_write(monkeypatch: py
         assert kernel.read_firewall() == nft.NO_TABLE
     finally:
         kernel.close()
+
+
+def test_a_links_id_is_its_mark_and_an_id_wins_a_shared_one() -> None:
+    """`id:` is the link's identity on both routers of a pair; a name whose derived id is
+    another link's gets no mark -- an `id:` first, then by name, as the other router decides."""
+    config = lab_config((1, 1, 1))
+    w1, w2, w3 = config.links
+    clash = c.name_link_id("w3")
+    config = replace(config, links=(replace(w1, link_id=7), replace(w2, link_id=clash), w3))
+    desired = plan(config, lab_kernel().observe())
+    marks = {link.name: link.mark for link in desired.firewall.links}
+    assert marks == {"w1": c.sticky_mark(7), "w2": c.sticky_mark(clash), "w3": 0}
+    assert any("w3: no sticky connections" in n and "id:" in n for n in desired.notes)
+
+
+def test_a_shared_address_is_natted_to_and_its_link_waits_for_it() -> None:
+    """nat_address: the pair's backup (address not here) keeps the link's table and a source
+    rule for the address, carries no balanced traffic, and NATs to the shared address; the
+    master (address here) balances over it."""
+    from wanhooks.model import Address
+    from wanhooks.plan.verdicts import Out
+
+    vip = ipaddress.IPv4Address("100.64.1.10")
+    config = lab_config((1, 1, 1))
+    w1 = replace(config.links[0], nat_address=vip)
+    config = replace(config, links=(w1, *config.links[1:]))
+    kernel = lab_kernel()
+    backup = plan(config, kernel.observe())
+    lp = {link.name: link for link in backup.links}["w1"]
+    assert not lp.eligible[4] and lp.table is not None
+    reason = lp.reasons[4]
+    assert reason is not None and reason.out is Out.SHARED_ADDRESS_ABSENT
+    assert "waiting for its shared address 100.64.1.10" in str(reason)
+    sources = {r.src for r in backup.rules if r.priority == c.PRIO_LINK_SOURCE and r.table == lp.table}
+    assert ipaddress.ip_network("100.64.1.10/32") in sources
+    fw1 = {link.name: link for link in backup.firewall.links}["w1"]
+    assert fw1.nat and fw1.snat4 == vip  # NAT to the shared address, on either router
+    assert 'oifname "w1" meta nfproto ipv4 snat ip to 100.64.1.10 comment "nat w1"' in nft.render(
+        backup.firewall
+    )
+    assert nft.parse_table(nft.render(backup.firewall)).nat == {"w1"}  # read back as NAT in place
+    # keepalived moves the address here: the link is balanced
+    link = next(link for link in kernel.links if link.name == "w1")
+    kernel.set_link(replace(link, addresses=(*link.addresses, Address(4, vip, 24, secondary=True))))
+    master = plan(config, kernel.observe())
+    assert {lp.name: lp for lp in master.links}["w1"].eligible[4]

@@ -16,6 +16,7 @@ from conftest import group_members as members
 
 from wanhooks import constants as c
 from wanhooks.lab import Lab, link_addrs
+from wanhooks.plan.verdicts import Out
 
 pytestmark = pytest.mark.kernel
 
@@ -238,6 +239,7 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
     f.eq("daemon.draining", [])
     f.eq("daemon.held_gateways", [])
     f.eq("daemon.weight_changes", [])  # every weight is fixed: nothing measured moves them
+    f.eq("vrrp", [])  # no keepalived has said anything
 
     # --- each link ------------------------------------------------------------------------
     balanced_weight = sum(WEIGHTS[n] for n in ("w1", "w2"))
@@ -310,6 +312,11 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
                 f"{fk}.reason",
                 lambda r, a=active, why=link["why"]: r is None if a else r in why,
                 "None when active, else in the link's why",
+            )
+            f.that(
+                f"{fk}.out",
+                lambda o, a=active: o is None if a else o in {out.name.lower() for out in Out},
+                "None when active, else the reason's code",
             )
             default = next(r for r in link_table_routes(lab, fam, table) if r["dst"] == "default")
             f.eq(f"{fk}.gateway", default["gateway"])

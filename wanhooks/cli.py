@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -32,7 +34,7 @@ from .reconcile.diff import Report, cleanup, diff
 from .reconcile.render import desired_lines, op_text
 from .reconcile.round import converge
 from .router import nft
-from .service import control
+from .service import control, requests
 from .service.lock import RunDirError, daemon_pid, daemon_present, run_lock, trusted_run_dir
 
 CAP_NET_ADMIN = 12
@@ -284,12 +286,50 @@ def cmd_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vrrp(args: argparse.Namespace) -> int:
+    from . import ha
+
+    run_dir = _run_dir(args)
+    if args.vrrp_command == "check":
+        doc, _running, why = _daemon_status(run_dir)
+        if doc is None:
+            print(f"wanhooks vrrp check: no daemon's status ({why})", file=sys.stderr)
+            return 1
+        usable, said = ha.usable_here(doc)
+        print(said)
+        return 0 if usable else 1
+    state = args.state.upper()
+    if state not in requests.VRRP_STATES:
+        print(f"wanhooks vrrp notify: unknown state {shown(args.state)!r}", file=sys.stderr)
+        return 2
+    failed = 0
+    if args.conntrackd != "none" and shutil.which(args.conntrackd):
+        for argv, why in ha.conntrackd_commands(state, args.conntrackd, args.conntrackd_config):
+            done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+            if done.returncode != 0:
+                failed += 1
+                said = shown((done.stderr or done.stdout).strip(), 200)
+                print(f"wanhooks vrrp notify: {' '.join(argv)} ({why}) failed: {said}", file=sys.stderr)
+    try:
+        answer = control.request(run_dir, {"op": "vrrp", "instance": args.instance, "state": state})
+    except control.ControlError as err:
+        print(f"wanhooks vrrp notify: {err} (the daemon is not told)", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"wanhooks vrrp notify: {shown(str(answer.get('error')), 200)}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     from . import command, install
 
     if command.LAUNCHER:
-        print("wanhooks install: this wanhooks came with its Debian package, which placed the unit and "
-              "the hooks itself (a drop-in is where changes go: systemctl edit wanhooks)", file=sys.stderr)
+        print(
+            "wanhooks install: this wanhooks came with its Debian package, which placed the unit and "
+            "the hooks itself (a drop-in is where changes go: systemctl edit wanhooks)",
+            file=sys.stderr,
+        )
         return 1
     mode = getattr(args, "mode", "daemon")
     try:
@@ -302,8 +342,10 @@ def cmd_install(args: argparse.Namespace) -> int:
     for path in outcome.written:
         print(f"+ {path}")
     for path in outcome.kept:
-        print(f"kept {path}: it was edited; the new version is {path}{install.NEW_SUFFIX} (put your "
-              "changes in a drop-in instead: systemctl edit wanhooks)")
+        print(
+            f"kept {path}: it was edited; the new version is {path}{install.NEW_SUFFIX} (put your "
+            "changes in a drop-in instead: systemctl edit wanhooks)"
+        )
     for note in outcome.notes:
         print(f"note: {note}")
     if args.root == "/" and mode == "daemon":
@@ -520,6 +562,23 @@ A column file balances per destination, as the 2011 script did; the output
 says so above its balance: line.""",
         ((0, "printed"), (2, "FILE cannot be read or is not a valid config")),
     ),
+    "vrrp": (
+        """\
+For a high-availability pair run by keepalived (README, "Running a pair").
+`vrrp check`, keepalived's vrrp_script: exit 0 while this router has a usable
+link of the best tier (in the balance, or waiting only for the shared address
+the other router holds; healthy if probed), 1 when it has none or no daemon
+answers. `vrrp notify`, keepalived's notify script (it appends GROUP|INSTANCE,
+the name, the state and the priority): conntrackd's steps for the new state
+(MASTER: commit, flush, resync, bulk send; BACKUP: shorten timers, ask for a
+resync; FAULT: shorten timers), then the daemon is told (a round at once;
+status shows the role).""",
+        (
+            (0, "check: usable; notify: done"),
+            (1, "check: not usable, or no daemon; notify: a conntrackd step failed, or no daemon"),
+            (2, "bad arguments"),
+        ),
+    ),
     "cleanup": (
         """\
 Remove everything wanhooks added -- routes, rules and nexthops carrying its
@@ -620,6 +679,25 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert", help="print a generic-balancer.sh column file as YAML")
     convert.add_argument("file", metavar="FILE", help="the column file (or any config) to print")
     convert.set_defaults(func=cmd_convert)
+    vrrp = sub.add_parser("vrrp", help="keepalived's check and notify scripts, for a pair of routers")
+    vrrp_sub = vrrp.add_subparsers(
+        dest="vrrp_command", metavar="check|notify", required=True,
+        help="check: keepalived's vrrp_script; notify: its notify script",
+    )  # fmt: skip
+    vrrp_sub.add_parser("check", help="exit 0 while this router has a usable link of the best tier")
+    notify_vrrp = vrrp_sub.add_parser(
+        "notify", help="keepalived's notify: conntrackd's steps, then the daemon"
+    )
+    notify_vrrp.add_argument("kind", metavar="GROUP|INSTANCE", help="what keepalived says changed")
+    notify_vrrp.add_argument("instance", metavar="NAME", help="the VRRP instance's (or group's) name")
+    notify_vrrp.add_argument("state", metavar="STATE", help="MASTER, BACKUP, FAULT or STOP")
+    notify_vrrp.add_argument("priority", metavar="PRIORITY", nargs="?", help="(keepalived's; unused)")
+    notify_vrrp.add_argument(
+        "--conntrackd", default="conntrackd", metavar="PATH",
+        help="the conntrackd binary (default: from PATH); --conntrackd none: no connection sync",
+    )  # fmt: skip
+    notify_vrrp.add_argument("--conntrackd-config", metavar="FILE", help="conntrackd -C FILE")
+    vrrp.set_defaults(func=cmd_vrrp)
     clean = sub.add_parser(
         "cleanup", help="remove everything wanhooks added and restore the sysctls it changed"
     )

@@ -5,10 +5,15 @@ come from the kernel's interface index, which is unique in a network
 namespace, stable for the life of the device and recoverable from the kernel
 after a restart.  When a device is re-created it gets a new index, and the
 old table/nexthops died with the old device anyway.
+
+The sticky mark, which leaves the host with each connection (an HA pair's
+conntrackd), is the exception: it comes from the link's `id:` or name
+(name_link_id).
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple
 
 # --- rtnetlink protocol id -------------------------------------------------
@@ -175,13 +180,24 @@ STICKY_MARK_MASK = 0xFF000000
 TUNNEL_MARK_MASK = ~STICKY_MARK_MASK & 0xFFFFFFFF
 
 
-def sticky_mark(ifindex: int) -> int:
-    """A link's mark: its ifindex in the top byte (1..255; 0 when the low byte is 0).
+# A link's identity where it leaves the host -- its sticky mark, which conntrackd copies to
+# an HA pair's other router with each connection -- is `id:` from the config, else one
+# derived from its interface name: never its ifindex, which differs between two routers
+# (and nothing renumbers when the config is reordered).
+LINK_ID_MIN = 1
+LINK_ID_MAX = 255
 
-    Pure and stateless, recoverable after a restart; two links whose indexes
-    share a low byte (3 and 259) clash -- the plan gives the later one none.
-    """
-    return (ifindex & 0xFF) << STICKY_MARK_SHIFT
+
+def name_link_id(name: str) -> int:
+    """The identity of a link without `id:`, from its name alone (1..255): the same on every
+    router that names the link the same.  Two names may share one: the plan gives the
+    mark to one of them (an `id:` first, then the first name) and says to set an `id:`."""
+    return zlib.crc32(name.encode()) % LINK_ID_MAX + 1
+
+
+def sticky_mark(link_id: int) -> int:
+    """A link's mark: its identity (1..255) in the top byte."""
+    return (link_id & 0xFF) << STICKY_MARK_SHIFT
 
 
 # --- route metrics ----------------------------------------------------------

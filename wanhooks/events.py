@@ -48,6 +48,14 @@ class LinkCommand:
 
 
 @dataclass(frozen=True)
+class VrrpChanged:
+    """keepalived's notify: this router's role in a VRRP instance changed (wanhooks vrrp notify)."""
+
+    instance: str
+    state: str  # MASTER | BACKUP | FAULT | STOP
+
+
+@dataclass(frozen=True)
 class ManagerChanged:
     """NetworkManager said something about a device (state, IP config, connectivity)."""
 
@@ -66,7 +74,7 @@ class HealthChanged:
     reason: str
 
 
-Event = KernelChanged | Resync | HookNotified | LinkCommand | ManagerChanged | HealthChanged
+Event = KernelChanged | Resync | HookNotified | LinkCommand | ManagerChanged | HealthChanged | VrrpChanged
 
 
 def describe(event: Event) -> str:
@@ -82,4 +90,6 @@ def describe(event: Event) -> str:
         return f"admin: link {event.action} {event.name}"
     if isinstance(event, HealthChanged):
         return f"health {event.iface} IPv{event.family} {event.old} -> {event.new} ({event.reason})"
+    if isinstance(event, VrrpChanged):
+        return f"keepalived: {event.state} in {event.instance}"
     return f"NetworkManager {event.iface}: {event.detail}"

@@ -173,6 +173,10 @@ class LinkConfig:
     tunnel_mark: int | None = None  # the fwmark the tunnel puts on its own encapsulated packets
     auto_weight: bool = False  # `weight: auto`: the daemon weighs it by its measured capacity
     capacity: Capacity | None = None  # with auto_weight: the admin's figure, a seed and a bound
+    link_id: int | None = None  # `id:` 1..255: its identity on both routers of a pair (its mark)
+    # NAT to this address (the WAN's shared address, which keepalived moves between a pair's
+    # routers), not the link's own; balanced traffic only while the address is on the link
+    nat_address: ipaddress.IPv4Address | None = None
 
     def gateway(self, family: int) -> IPAddress | None:
         return self.gateway4 if family == 4 else self.gateway6
@@ -537,7 +541,7 @@ class FirewallLink:
     """A managed link as wanhooks' nftables table sees it."""
 
     name: str
-    mark: int  # its sticky mark (constants.sticky_mark); 0: none (an ifindex clash)
+    mark: int  # its sticky mark (constants.sticky_mark); 0: none (its id is another link's)
     nat: bool  # masquerade IPv4 that leaves by it
     nat66: bool = False  # masquerade IPv6 that leaves by it (but not its own delegated prefixes)
     delegated: tuple[IPNetwork, ...] = ()
@@ -545,6 +549,7 @@ class FirewallLink:
     # beyond the link's near side -- its own prefixes (the gateway, a modem) and IPv6's
     # link-local -- and packets sent beyond it.  Empty: no evidence counted for the link.
     near: tuple[IPNetwork, ...] = ()
+    snat4: ipaddress.IPv4Address | None = None  # with nat: to this address, not masquerade
 
 
 @cached_hash

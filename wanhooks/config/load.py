@@ -367,6 +367,9 @@ class _Draft:
     auto_weight: bool = False
     capacity: Capacity | None = None
     capacity_at: _Where | None = None
+    link_id: int | None = None
+    link_id_at: _Where | None = None
+    nat_address: ipaddress.IPv4Address | None = None
 
 
 def _check_interface(name: str, where: _Where) -> str:
@@ -507,6 +510,8 @@ def _finish_link(draft: _Draft, seen: dict[str, int]) -> LinkConfig:
         tunnel_mark=draft.tunnel_mark,
         auto_weight=draft.auto_weight,
         capacity=draft.capacity,
+        link_id=draft.link_id,
+        nat_address=draft.nat_address,
     )
 
 
@@ -872,9 +877,17 @@ def _yaml_links(node: Node, where: _Where) -> list[tuple[LinkConfig, _Draft]]:
     if not node.value:
         raise where.error("links is empty: give at least one link")
     seen: dict[str, int] = {}
+    ids: dict[int, tuple[str, int]] = {}  # id -> (interface, line)
     links = []
     for index, item in enumerate(node.value, 1):
         draft = _yaml_link(item, _Where(where.path, _line(item), f"links[{index}]"))
+        if draft.link_id is not None and draft.link_id_at is not None:
+            if draft.link_id in ids:
+                other, line = ids[draft.link_id]
+                raise draft.link_id_at.error(
+                    f"id {draft.link_id} is already {other}'s (line {line}): each link needs an id of its own"
+                )
+            ids[draft.link_id] = (draft.interface, draft.line)
         links.append((_finish_link(draft, seen), draft))
     return links
 
@@ -960,12 +973,25 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
             draft.delegated = tuple(_delegated(t, at) for t, at in _yaml_texts(value, value_at, name))
         elif name == "tunnel_mark":
             draft.tunnel_mark = _yaml_mark(value, value_at)
+        elif name == "nat_address":
+            address = _parse_address(_yaml_string(value, value_at, name), value_at, "nat_address")
+            if not isinstance(address, ipaddress.IPv4Address):
+                raise value_at.error(f"nat_address {address} is IPv6: only an IPv4 address is NATed to")
+            draft.nat_address = address
+        elif name == "id":
+            draft.link_id = _yaml_whole(value, value_at, name, c.LINK_ID_MIN, c.LINK_ID_MAX)
+            draft.link_id_at = value_at
         else:
             texts = _yaml_texts(value, value_at, name)
             draft.networks = [(_parse_network(text, at), at) for text, at in texts]
     if not have_interface:
         missing = _Where(where.path, where.line, f"{where.key}.interface")
         raise missing.error("missing: every link needs an interface")
+    if draft.link_id_at is not None and any(ch in draft.interface for ch in "*?["):
+        raise draft.link_id_at.error(
+            f"a glob ({_show(draft.interface)}) matches many links, and an id names one: "
+            "give the id on an entry of its own for that interface"
+        )
     return draft
 
 
@@ -1610,6 +1636,10 @@ def _link_yaml(link: LinkConfig) -> list[str]:
         lines.append(f"    delegated: {_yaml_one_or_list([str(p) for p in link.delegated])}")
     if link.tunnel_mark is not None:
         lines.append(f"    tunnel_mark: {link.tunnel_mark:#x}")
+    if link.link_id is not None:
+        lines.append(f"    id: {link.link_id}")
+    if link.nat_address is not None:
+        lines.append(f"    nat_address: {link.nat_address}")
     if link.health is not None:
         lines += _health_yaml(link.health, "    ")
     return lines

@@ -213,6 +213,19 @@ LINK = Section(
             f"wg0 fwmark ..., OpenVPN --mark); they skip wanhooks' rules for main's routes (rule "
             f"{c.PRIO_TUNNEL}).",
             "0xca6c"),
+        Key("nat_address", "IPv4 address", "none",
+            "NAT what leaves by this link to this address -- the WAN's shared address that "
+            "keepalived moves between the two routers of a pair -- not to the link's own, so a "
+            "connection's public address survives the move. The link carries balanced traffic only "
+            "while the address is on it (status: waiting for its shared address); its source rule "
+            "covers the address either way. Implies NAT for the link, whatever nat: says.",
+            "198.51.100.10"),
+        Key("id", f"whole number {c.LINK_ID_MIN} to {c.LINK_ID_MAX}", "from the interface name",
+            "The link's identity where it leaves this router: its sticky connections' conntrack "
+            "mark, which conntrackd copies to the other router of a high-availability pair. Give "
+            "each link the same id on both routers (the interface name alone does, where both name "
+            "it the same); ids are unique, and only an exact interface can have one.",
+            "1"),
     ),
 )  # fmt: skip
 

@@ -67,6 +67,7 @@ def link_state(link: LinkPlan, in_balance: dict[int, bool]) -> str:
         (Out.STANDBY in outs, f"standby tier {link.tier}"),
         (Out.DISABLED in outs, "disabled"),
         (Out.DRAINING in outs, "draining"),
+        (Out.SHARED_ADDRESS_ABSENT in outs, "waiting"),  # for the pair's other router's address
     ):
         if found:
             return state
@@ -127,6 +128,7 @@ def status_json(
             entry[f"ipv{f}"] = {
                 "eligible": link.eligible[f],
                 "reason": str(reason) if (reason := link.reasons[f]) is not None else None,
+                "out": reason.out.name.lower() if reason is not None else None,  # the reason's code
                 "gateway": str(gateway) if gateway is not None else None,
                 "addresses": [str(a) for a in link.addresses[f]],
                 "in_balance": link.index in live[f],
@@ -423,6 +425,18 @@ def render_status(doc: dict[str, Any]) -> str:
             else []
         )
         lines.append("; ".join(extra))
+    roles = doc.get("vrrp") or []
+    if roles:  # keepalived's word (wanhooks vrrp notify)
+        said = ", ".join(f"{r['state']} in {r['instance']} ({_duration(r['since_s'])})" for r in roles)
+        waiting = [
+            link["name"]
+            for link in doc["links"]
+            if any(link[f"ipv{f}"].get("out") == "shared_address_absent" for f in (4, 6))
+        ]
+        lines.append(
+            f"vrrp: this router is {said}"
+            + (f"; waiting for their shared address: {', '.join(waiting)}" if waiting else "")
+        )
     if not doc["in_sync"]:
         lines.append(_out_of_sync_line(doc))
     # The document may come from a daemon (of another version) and hold text from outside

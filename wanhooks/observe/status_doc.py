@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..kernel import Kernel
@@ -36,6 +36,7 @@ class StatusInputs:
     rounds: int
     events: int
     tasks: int
+    vrrp: dict[str, tuple[str, float]] = field(default_factory=dict)  # instance -> (state, for s)
 
 
 def build_status(
@@ -91,6 +92,12 @@ def build_status(
         "held_gateways": given.held_doc,
         "weight_changes": [{"ago_s": round(now - at, 1), "why": why} for at, why in given.weight_changes],
     }
+    # keepalived's word on this router's role (wanhooks vrrp notify), and the links waiting
+    # for a shared address the other router holds
+    doc["vrrp"] = [
+        {"instance": name, "state": state, "since_s": round(ago, 1)}
+        for name, (state, ago) in sorted(given.vrrp.items())
+    ]
     return doc
 
 

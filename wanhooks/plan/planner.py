@@ -308,6 +308,10 @@ def _judge(
         reason = Exclusion(Out.DELEGATED_ONLY, family)
     elif not routable:
         reason = Exclusion(Out.NO_GATEWAY, family)
+    elif family == 4 and entry.nat_address is not None and entry.nat_address not in addresses:
+        # a pair's backup: its NAT would give connections an address the ISP routes to the
+        # other router; its table and source rules stay (probes, the move to come)
+        reason = Exclusion(Out.SHARED_ADDRESS_ABSENT, family, detail=str(entry.nat_address))
     return _Side(
         link=link,
         entry=entry,
@@ -723,7 +727,10 @@ def _link_slice(side: _Side, family: int, nat66: bool) -> tuple[tuple[Route, ...
     if side.has_table:
         routes += _link_table_routes(side)
         table = c.link_table(side.link.index)
-        for addr in side.addresses:
+        sources = side.addresses
+        if family == 4 and side.entry.nat_address is not None and side.entry.nat_address not in sources:
+            sources += (side.entry.nat_address,)  # ready for the shared address when it moves here
+        for addr in sources:
             src = _host_network(addr)
             rules.append(Rule(family=family, priority=c.PRIO_LINK_SOURCE, table=table, src=src))
         if family == 6 and (not nat66 or not side.addresses):
@@ -795,7 +802,10 @@ def _unmeasurable(pairs: list[tuple[ObservedLink, LinkConfig]], config: Config) 
 
 
 def _nat_gated(side: _Side, config: Config, in_place: frozenset[str]) -> _Side:
-    wanted = config.nat == "masquerade" if side.family == 4 else config.nat66
+    if side.family == 4:
+        wanted = config.nat == "masquerade" or side.entry.nat_address is not None
+    else:
+        wanted = config.nat66
     if not wanted or not side.eligible or not side.addresses or side.link.name in in_place:
         return side
     return _out(side, Exclusion(Out.NAT_MISSING, side.family))
@@ -847,12 +857,14 @@ def _firewall(
     rules: list[Rule] = []
     notes: list[str] = []
     taken: dict[int, str] = {}
-    for link, entry in sorted(pairs, key=lambda pair: pair[0].index):
+    # an `id:` first, then by name: two routers of a pair settle a shared mark alike
+    for link, entry in sorted(pairs, key=lambda pair: (pair[1].link_id is None, pair[0].name)):
         tables = tuple(f for f in (4, 6) if sides[(link.index, f)].has_table)
         piece = _firewall_piece(link, entry, tables, sticky, masquerade, config.nat66, observed_nft)
         if piece.mark and piece.mark in taken:
             notes.append(
-                f"{link.name}: no sticky connections: its mark {piece.mark:#x} is {taken[piece.mark]}'s"
+                f"{link.name}: no sticky connections: its mark {piece.mark:#x} is {taken[piece.mark]}'s "
+                "(give one of them an id: of its own)"
             )
             piece = _firewall_piece(link, entry, tables, False, masquerade, config.nat66, observed_nft)
         if piece.mark:
@@ -888,9 +900,12 @@ def _firewall_piece(
     nat66_wanted: bool,
     observed_nft: bool,
 ) -> _FirewallPiece:
-    mark = c.sticky_mark(link.index) if sticky and tables else 0
+    link_id = entry.link_id if entry.link_id is not None else c.name_link_id(link.name)
+    mark = c.sticky_mark(link_id) if sticky and tables else 0
     rules = tuple(_mark_rule(family, link.index, mark) for family in tables) if mark else ()
-    nat = masquerade and bool(link.addresses_of(4))
+    # a shared address is NATed to whether or not it is here now: on the pair's backup the
+    # link carries no balanced traffic, and connections synced from the master keep theirs
+    nat = entry.nat_address is not None or (masquerade and bool(link.addresses_of(4)))
     nat66 = nat66_wanted and bool(link.addresses_of(6))
     note = None
     if nat66_wanted and not nat66 and 6 in tables:
@@ -898,7 +913,7 @@ def _firewall_piece(
     near = _near_side(link) if observed_nft else ()
     entry_in_table = None
     if mark or nat or nat66 or near:
-        entry_in_table = FirewallLink(link.name, mark, nat, nat66, entry.delegated, near)
+        entry_in_table = FirewallLink(link.name, mark, nat, nat66, entry.delegated, near, entry.nat_address)
     return _FirewallPiece(mark, rules, entry_in_table, note)
 
 

@@ -58,6 +58,7 @@ class Out(enum.Enum):
     NO_ADDRESS = enum.auto()
     DELEGATED_ONLY = enum.auto()  # IPv6: link-local and a delegated prefix, no global address
     NO_GATEWAY = enum.auto()
+    SHARED_ADDRESS_ABSENT = enum.auto()  # its nat_address is on the pair's other router
     DISABLED = enum.auto()  # the admin: wanhooks link disable
     DRAINING = enum.auto()  # the admin: wanhooks link drain
     HEALTH = enum.auto()  # its probes: failed, or not yet answered
@@ -78,6 +79,7 @@ _TEXT = {
     Out.NO_ADDRESS: "no IPv{family} address",
     Out.DELEGATED_ONLY: "carries its delegated prefix only (no global IPv6 address of its own)",
     Out.NO_GATEWAY: "no IPv{family} gateway (none configured, none in the main table)",
+    Out.SHARED_ADDRESS_ABSENT: "waiting for its shared address {detail} (the other router holds it)",
     Out.DISABLED: "disabled by the admin (wanhooks link enable)",
     Out.DRAINING: "draining: no new connections (wanhooks link enable)",
     Out.HEALTH: "health: {detail}",

@@ -56,7 +56,8 @@ def converge(
         observed = adjust(kernel.observe())
         desired = plan(config, observed, overrides, verdicts(), capacities=capacities)
         report = reconcile(desired, kernel, run_dir).after(report)
-    if report.firewall_errors and (config.nat == "masquerade" or config.nat66):
+    nats = config.nat == "masquerade" or config.nat66 or any(e.nat_address for e in config.links)
+    if report.firewall_errors and nats:
         # NAT is not as planned: take the links whose NAT is missing out of the balance
         nat_in_place = _nat_in_place(kernel)
         desired = plan(config, observed, overrides, verdicts(), nat_in_place, capacities)

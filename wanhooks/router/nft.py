@@ -59,7 +59,9 @@ def render(fw: Firewall) -> str:
         if problem:
             raise ValueError(f"nftables: {problem}")
         name = f'"{link.name}"'
-        if link.nat:
+        if link.nat and link.snat4 is not None:  # a shared address: the same on either router
+            nat.append(f'oifname {name} meta nfproto ipv4 snat ip to {link.snat4} comment "nat {link.name}"')
+        elif link.nat:
             nat.append(f'oifname {name} meta nfproto ipv4 masquerade comment "nat {link.name}"')
         if link.nat66:
             # a source from this link's own delegated prefixes leaves as it is: it is valid here

@@ -42,6 +42,8 @@ class Answers:
             return await self._link_command(request)
         if op == "reload":
             return await self.daemon.reload()
+        if op == "vrrp":
+            return self._vrrp(request)
         return {"ok": False, "error": f"unknown op {str(op)[:40]!r}"}
 
     def _notify(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +52,20 @@ class Answers:
             log.warning("%s", event.logged)
             return {"ok": False, "error": event.error}
         log.info("heard: %s", describe(event), extra=about(event.iface) if event.iface else None)
+        self.daemon.post(event)
+        return {"ok": True}
+
+    def _vrrp(self, request: dict[str, Any]) -> dict[str, Any]:
+        event = requests.vrrp_notice(request)
+        if isinstance(event, requests.Refused):
+            log.warning("%s", event.logged)
+            return {"ok": False, "error": event.error}
+        was = self.daemon.vrrp.get(event.instance)
+        self.daemon.vrrp[event.instance] = (event.state, time.monotonic())
+        log.info(
+            "keepalived: this router is %s in %s (was %s): a round now",
+            event.state, event.instance, was[0] if was else "unknown",
+        )  # fmt: skip
         self.daemon.post(event)
         return {"ok": True}
 
@@ -89,6 +105,7 @@ class Answers:
             weight_changes=list(d.capacity.changes),
             rounds=d.rounds,
             events=d.events,
+            vrrp={name: (state, time.monotonic() - since) for name, (state, since) in d.vrrp.items()},
             tasks=len(asyncio.all_tasks()),
         )
 

@@ -51,7 +51,16 @@ from typing import Any
 
 from .. import constants as c
 from ..config.load import ConfigError, load_config
-from ..events import Event, HealthChanged, HookNotified, KernelChanged, LinkCommand, Resync, describe
+from ..events import (
+    Event,
+    HealthChanged,
+    HookNotified,
+    KernelChanged,
+    LinkCommand,
+    Resync,
+    VrrpChanged,
+    describe,
+)
 from ..health.capacity_watch import CapacityWatch
 from ..health.passive_watch import PassiveWatcher
 from ..health.probers import Probers
@@ -112,6 +121,8 @@ class Daemon:
         self._tasks = Background(self._task_failed)  # connection flushes, restorer lookups, reloads
         # the daemon's own memory between rounds
         self.overrides = overrides.load(run_dir)
+        # keepalived's word (wanhooks vrrp notify): VRRP instance -> (this router's state, since)
+        self.vrrp: dict[str, tuple[str, float]] = {}
         self.holds = Holds()
         self.manager: tuple[ManagedDevice, ...] = ()
         self._last_desired: Desired | None = None
@@ -538,6 +549,8 @@ def _source_of(event: Event) -> str:
         return "health"
     if isinstance(event, LinkCommand):
         return "control"
+    if isinstance(event, VrrpChanged):
+        return "vrrp"
     if isinstance(event, Resync):
         return "resync"
     return "networkmanager"

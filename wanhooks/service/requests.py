@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.load import unknown_link
-from ..events import HookNotified, LinkCommand
+from ..events import HookNotified, LinkCommand, VrrpChanged
 from ..model import Config, Overrides
 from ..plan.names import ifname_problem, shown
 from . import overrides
@@ -27,6 +27,10 @@ HOOK_ACTIONS = frozenset(
 )  # fmt: skip
 KNOWN_SOURCES = frozenset({"nm-dispatcher", "networkd-dispatcher", "manual"})  # counted by name in metrics
 _SOURCE_NAME = re.compile(r"[a-z0-9-]{1,32}")
+
+
+VRRP_STATES = frozenset({"MASTER", "BACKUP", "FAULT", "STOP"})  # keepalived's notify states
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,19 @@ def link_command(
         return overrides.applied(current, action, name), LinkCommand(action=action, name=name)
     except ValueError as err:
         return str(err)
+
+
+def vrrp_notice(request: dict[str, Any]) -> VrrpChanged | Refused:
+    """op vrrp: keepalived's notify (wanhooks vrrp notify) says this router's role changed."""
+    instance, state = (str(request.get(k, ""))[:80] for k in ("instance", "state"))
+    if not _INSTANCE_NAME.fullmatch(instance):
+        return Refused(
+            "the instance must be 1-64 of A-Z, a-z, 0-9 and _.:-",
+            f"vrrp refused: instance {shown(instance)!r} is not a name",
+        )
+    if state not in VRRP_STATES:
+        return Refused(
+            f"unknown state {shown(state)!r} (MASTER, BACKUP, FAULT or STOP)",
+            f"vrrp refused: unknown state {shown(state)!r} for {instance}",
+        )
+    return VrrpChanged(instance=instance, state=state)
