@@ -59,8 +59,14 @@ def render(fw: Firewall) -> str:
         if problem:
             raise ValueError(f"nftables: {problem}")
         name = f'"{link.name}"'
-        if link.nat and link.snat4 is not None:  # a shared address: the same on either router
-            nat.append(f'oifname {name} meta nfproto ipv4 snat ip to {link.snat4} comment "nat {link.name}"')
+        if link.nat and link.snat4 is not None:
+            # a shared address, the same on either router of a pair -- for what the router
+            # forwards: its own packets from its own address (a backup's probes, whose answers
+            # must come back to it, not to the master) leave as they are
+            nat.append(
+                f"oifname {name} meta nfproto ipv4 fib saddr type != local snat ip to {link.snat4} "
+                f'comment "nat {link.name}"'
+            )
         elif link.nat:
             nat.append(f'oifname {name} meta nfproto ipv4 masquerade comment "nat {link.name}"')
         if link.nat66:
