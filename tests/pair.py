@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from wanhooks.lab import netns_names
+
 SERVER = "203.0.113.10"
 SHARED = {"lan0": "192.168.50.1", "w1": "100.64.1.10", "w2": "100.64.2.10"}
 ROUTERS = (1, 2)
@@ -91,12 +93,17 @@ class Pair:
         names = ["net", "isp1", "isp2", "sw1", "sw2", "swl", "r1", "r2", "lan"]
         self.ns = {n: f"{self.prefix}-{n}" for n in names}
         self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.created: list[str] = []  # namespaces this pair made: the only ones down() touches
 
     # --- building -----------------------------------------------------------------------
 
     def up(self) -> None:
+        taken = netns_names() & set(self.ns.values())
+        if taken:  # never another's: down() deletes what it finds under these names
+            raise RuntimeError(f"namespaces {sorted(taken)} exist already")
         for name in self.ns.values():
             sh("ip", "netns", "add", name)
+            self.created.append(name)
             self.batch(name, "link set lo up")
         for n in ("net", "isp1", "isp2", "r1", "r2"):
             self.exec(n, "sysctl", "-qw", "net.ipv4.ip_forward=1")
@@ -242,10 +249,12 @@ class Pair:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         self.procs.clear()
-        for node in self.ns:
-            self.end_processes(node)
-        for name in self.ns.values():
+        for node, name in self.ns.items():
+            if name in self.created:
+                self.end_processes(node)
+        for name in self.created:
             sh("ip", "netns", "del", name, check=False)
+        self.created.clear()
 
 
 def available() -> str | None:

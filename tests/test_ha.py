@@ -11,7 +11,7 @@ from fakes import lab_config, lab_kernel
 from wanhooks import ha
 from wanhooks.events import VrrpChanged
 from wanhooks.model import Address
-from wanhooks.observe.status import render_status, status_json
+from wanhooks.observe.status import WAITING, render_status, status_json
 from wanhooks.plan.planner import plan, resolve_group_kind
 from wanhooks.reconcile.diff import diff
 from wanhooks.service import requests
@@ -38,7 +38,7 @@ def doc_of(*, vip_here: bool, w2_tier: int = 1) -> dict[str, Any]:
 def test_a_link_waiting_for_its_shared_address_is_usable_for_the_check() -> None:
     backup = doc_of(vip_here=False)
     w1 = next(link for link in backup["links"] if link["name"] == "w1")
-    assert w1["ipv4"]["out"] == ha.WAITING_FOR_SHARED_ADDRESS and not w1["ipv4"]["eligible"]
+    assert w1["ipv4"]["out"] == WAITING and not w1["ipv4"]["eligible"]
     # w1 alone, IPv4 only: usable here because the other router holds its address
     alone = dict(backup, links=[dict(w1, ipv6=dict(w1["ipv6"], eligible=False, out="no_address"))])
     usable, said = ha.usable_here(alone)
@@ -87,3 +87,24 @@ def test_status_shows_the_role_and_the_links_waiting_for_their_address() -> None
     text = render_status(doc)
     assert "vrrp: this router is BACKUP in LAN (12s); waiting for their shared address: w1" in text
     assert "waiting for its shared address 100.64.1.10 (the other router holds it)" in text
+
+
+def test_waiting_for_a_shared_address_is_the_last_gate() -> None:
+    """On the backup a lower tier does not take over the links that wait for their shared
+    address, and a link out for another reason (the admin's) says that reason."""
+    from wanhooks.model import Overrides
+    from wanhooks.plan.verdicts import Out
+
+    config = lab_config((1, 1, 1))
+    w1, w2, w3 = config.links
+    vip2 = ipaddress.IPv4Address("100.64.2.10")
+    config = replace(
+        config, links=(replace(w1, nat_address=VIP), replace(w2, nat_address=vip2), replace(w3, tier=2))
+    )
+    desired = plan(config, lab_kernel().observe(), Overrides(disabled=frozenset({"w1"})))
+    reasons = {lp.name: lp.reasons[4] for lp in desired.links}
+    assert {name: r.out if r else None for name, r in reasons.items()} == {
+        "w1": Out.DISABLED,
+        "w2": Out.SHARED_ADDRESS_ABSENT,
+        "w3": Out.STANDBY,  # the tier-1 link waiting for its address counts as present
+    }

@@ -138,6 +138,6 @@ def test_the_backup_takes_over_and_keeps_the_connections(tmp_path: Path) -> None
     new = synced["new"]
     assert isinstance(new, dict)
     w2_share = new.get(SHARED["w2"], 0) / max(1, sum(new.values()))
-    assert 0.5 <= w2_share <= 0.8, new  # weights 1:2
+    assert 0.45 <= w2_share <= 0.85, new  # weights 1:2 (90 flows: 2/3 +- 0.05)
     # without conntrackd the new master knows none of them: it drops their packets (tcp_loose 0)
     assert baseline["survived"] < 0.5 * FLOWS, baseline  # type: ignore[operator]

@@ -303,12 +303,23 @@ def cmd_vrrp(args: argparse.Namespace) -> int:
         print(f"wanhooks vrrp notify: unknown state {shown(args.state)!r}", file=sys.stderr)
         return 2
     failed = 0
-    if args.conntrackd != "none" and shutil.which(args.conntrackd):
+    if args.conntrackd != "none" and not shutil.which(args.conntrackd):
+        failed += 1
+        print(
+            f"wanhooks vrrp notify: no {args.conntrackd} (connections are not committed or synced; "
+            "--conntrackd none if this pair runs without)", file=sys.stderr,
+        )  # fmt: skip
+    elif args.conntrackd != "none":
         for argv, why in ha.conntrackd_commands(state, args.conntrackd, args.conntrackd_config):
-            done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
-            if done.returncode != 0:
-                failed += 1
-                said = shown((done.stderr or done.stdout).strip(), 200)
+            try:
+                done = subprocess.run(
+                    argv, capture_output=True, text=True, check=False, timeout=c.CONNTRACKD_STEP_TIMEOUT_S
+                )
+                said = shown((done.stderr or done.stdout).strip(), 200) if done.returncode else ""
+            except subprocess.TimeoutExpired:
+                said = f"no answer in {c.CONNTRACKD_STEP_TIMEOUT_S:g} s"
+            if said:
+                failed += 1  # the daemon is told all the same: the role is what it is
                 print(f"wanhooks vrrp notify: {' '.join(argv)} ({why}) failed: {said}", file=sys.stderr)
     try:
         answer = control.request(run_dir, {"op": "vrrp", "instance": args.instance, "state": state})

@@ -195,6 +195,11 @@ def name_link_id(name: str) -> int:
     return zlib.crc32(name.encode()) % LINK_ID_MAX + 1
 
 
+# `wanhooks vrrp notify`: how long one conntrackd client step may take (a commit of many
+# connections takes a while; a daemon that does not answer must not hold up the role change)
+CONNTRACKD_STEP_TIMEOUT_S = 30.0
+
+
 def sticky_mark(link_id: int) -> int:
     """A link's mark: its identity (1..255) in the top byte."""
     return (link_id & 0xFF) << STICKY_MARK_SHIFT

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .observe.status import WAITING
+
 # conntrackd's client commands for each new state, with what each is for (its
 # primary-backup.sh: doc/sync in conntrack-tools).
 CONNTRACKD_STEPS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -41,10 +43,6 @@ CONNTRACKD_STEPS: dict[str, tuple[tuple[str, str], ...]] = {
     "FAULT": (("-t", "shorten the kernel's conntrack timers: the entries of a master's time age out"),),
     "STOP": (),
 }
-
-# A link kept out of the balance for this reason only is usable by this router once it
-# is master (status's "out" code of plan/verdicts.py's Out.SHARED_ADDRESS_ABSENT).
-WAITING_FOR_SHARED_ADDRESS = "shared_address_absent"
 
 
 def conntrackd_commands(state: str, binary: str, config: str | None) -> list[tuple[list[str], str]]:
@@ -77,4 +75,6 @@ def _family_usable(family: dict[str, Any]) -> bool:
     health = family.get("health")
     if health is not None and health.get("state") != "up":
         return False
-    return bool(family.get("eligible")) or family.get("out") == WAITING_FOR_SHARED_ADDRESS
+    # kept out only because the other router holds its shared address (the last gate of
+    # the plan: otherwise usable): usable here once this router is master
+    return bool(family.get("eligible")) or family.get("out") == WAITING

@@ -157,6 +157,11 @@ class Capacity:
     up_bps: float | None = None
 
 
+def is_glob(interface: str) -> bool:
+    """An fnmatch pattern (matching many interfaces), not one interface's name."""
+    return any(ch in interface for ch in "*?[")
+
+
 @cached_hash
 @dataclass(frozen=True)
 class LinkConfig:
@@ -186,7 +191,7 @@ class LinkConfig:
 
     @functools.cached_property  # asked for every entry whenever the links change
     def is_glob(self) -> bool:
-        return any(c in self.interface for c in "*?[")
+        return is_glob(self.interface)
 
 
 @dataclass(frozen=True)

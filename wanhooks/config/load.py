@@ -70,6 +70,7 @@ from wanhooks.model import (
     Pin,
     RunMode,
     SeedWatchdog,
+    is_glob,
 )
 from wanhooks.plan.names import ifname_problem
 
@@ -987,7 +988,7 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
     if not have_interface:
         missing = _Where(where.path, where.line, f"{where.key}.interface")
         raise missing.error("missing: every link needs an interface")
-    if draft.link_id_at is not None and any(ch in draft.interface for ch in "*?["):
+    if draft.link_id_at is not None and is_glob(draft.interface):
         raise draft.link_id_at.error(
             f"a glob ({_show(draft.interface)}) matches many links, and an id names one: "
             "give the id on an entry of its own for that interface"
@@ -1082,7 +1083,7 @@ def _check_pin_targets(pins: Sequence[Pin], links: Sequence[LinkConfig], path: s
             entry.interface == name
             or fnmatch.fnmatchcase(entry.interface, name)
             or (entry.is_glob and fnmatch.fnmatchcase(name, entry.interface))
-            or (entry.is_glob and any(ch in name for ch in "*?["))
+            or (entry.is_glob and is_glob(name))
             for entry in links
         ):
             continue

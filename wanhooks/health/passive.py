@@ -79,7 +79,7 @@ class TrafficWatch:
 
 
 def start(sample: Packets, now: float) -> TrafficWatch:
-    return TrafficWatch(last=sample, refilled_at=now, heard_mark=sample.other_rx)
+    return TrafficWatch(last=sample, refilled_at=now, heard_mark=sample.surely_other_rx)
 
 
 def observe(
@@ -98,7 +98,7 @@ def observe(
     """
     sent = sample.other_tx - watch.last.other_tx
     if sample.rx < watch.last.rx:  # the counters started again (the table was rewritten)
-        watch = replace(watch, heard_mark=sample.other_rx)
+        watch = replace(watch, heard_mark=sample.surely_other_rx)
     received = max(0, sample.surely_other_rx - watch.heard_mark)
     watch = replace(watch, heard_mark=watch.heard_mark + received)
     tokens = min(BUCKET_BURSTS, watch.tokens + (now - watch.refilled_at) * bursts_per_day / 86400)

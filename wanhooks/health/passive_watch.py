@@ -44,6 +44,9 @@ class PassiveWatcher:
         self._counters = counters
         self._evidence = evidence
         self.watches: dict[tuple[str, int], passive.TrafficWatch] = {}  # (link, family or RAW)
+        # whose own packets each watch subtracts: another set (a prober started, replaced or
+        # stopped) moves the count of others' packets at a stroke, so the watch starts again
+        self._listening: dict[tuple[str, int], tuple[LinkProber, ...]] = {}
 
     async def run(self) -> None:
         period = c.PASSIVE_PERIOD_S
@@ -99,6 +102,7 @@ class PassiveWatcher:
                 self._observe((link, RAW), listening, sample, now, evidence=False)
         for gone in set(self.watches) - watched:
             del self.watches[gone]
+            self._listening.pop(gone, None)
         if any(w.unanswered_since is not None for w in self.watches.values()):
             return c.PASSIVE_PERIOD_S
         if any(w.moved for w in self.watches.values()):
@@ -122,8 +126,9 @@ class PassiveWatcher:
         evidence: bool,
     ) -> None:
         watch = self.watches.get(key)
-        if watch is None:
+        if watch is None or self._listening.get(key) != tuple(listening):
             self.watches[key] = passive.start(sample, now)
+            self._listening[key] = tuple(listening)
             return
         rtt = max((p.health.rtt or 0.0) for p in listening)
         per_day = min(health.bursts_per_day(p.key.params, p.key.family) for p in listening)

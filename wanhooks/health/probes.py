@@ -317,10 +317,13 @@ class LinkProber:
     def in_flight(self) -> int:
         """Probes sent within the last answer wait (1 s at least) and not answered yet: their
         answers may be in the kernel's counters already, not yet in own_rx."""
-        horizon = self._clock() - max(1.0, health.answer_wait(self.health))
+        self._forget_recent(self._clock())
+        return sum(1 for _at, target, seq in self._recent if (target, seq) in self._sent_at)
+
+    def _forget_recent(self, now: float) -> None:
+        horizon = now - max(1.0, health.answer_wait(self.health))
         while self._recent and self._recent[0][0] < horizon:
             self._recent.popleft()
-        return sum(1 for _at, target, seq in self._recent if (target, seq) in self._sent_at)
 
     def suspect(self) -> None:
         """The passive watch saw this link's traffic go unanswered."""
@@ -375,6 +378,7 @@ class LinkProber:
             except OSError as exc:  # unreachable right now: counts as a lost probe
                 log.debug("probe %s -> %s: %s", self.key.link, target, exc.strerror)
             self._sent_at[(target, self._seq)] = now
+        self._forget_recent(now)  # (whether or not a passive watch asks: a steady prober's too)
         if len(self._sent_at) > 64 * len(self.key.params.targets):  # forget probes long lost
             for old in sorted(self._sent_at, key=lambda k: self._sent_at[k])[: len(self._sent_at) // 2]:
                 del self._sent_at[old]

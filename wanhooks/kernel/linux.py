@@ -318,6 +318,7 @@ class LinuxKernel:
             self._firewall = None  # a failed write leaves the table unknown: read it next time
         nft.write(text)
         with self._firewall_lock:
+            self._firewall_writes += 1  # a verify that read before the write landed is stale too
             self._firewall = (time.monotonic(), nft.parse_table(text))
 
     def verify_firewall(self) -> bool:

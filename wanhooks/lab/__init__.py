@@ -742,8 +742,10 @@ class Lab:
             return []
         peer = f"{self.prefix}-x"
         if peer not in self.namespaces:
+            if peer in netns_names():  # another's: down() would delete it as the lab's
+                raise LabError(f"namespace {peer} exists already")
+            run(["ip", "netns", "add", peer])
             self.namespaces.append(peer)
-            run(["ip", "netns", "add", self._guard(peer)])
         names, lines, peer_lines = [], [], []
         for k in range(first, first + count):
             net = f"100.{65 + (k - first) // 250}.{(k - first) % 250 + 1}"

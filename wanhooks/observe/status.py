@@ -84,6 +84,10 @@ def why_not(link: LinkPlan) -> str | None:
     return "; ".join(f"IPv{f}: {why}" for f, why in reasons.items())
 
 
+# a link's reason code (each family's "out") when it waits for a pair's shared address
+WAITING = Out.SHARED_ADDRESS_ABSENT.name.lower()
+
+
 def status_json(
     config: Config,
     observed: Observed,
@@ -431,7 +435,7 @@ def render_status(doc: dict[str, Any]) -> str:
         waiting = [
             link["name"]
             for link in doc["links"]
-            if any(link[f"ipv{f}"].get("out") == "shared_address_absent" for f in (4, 6))
+            if any(link[f"ipv{f}"].get("out") == WAITING for f in (4, 6))
         ]
         lines.append(
             f"vrrp: this router is {said}"

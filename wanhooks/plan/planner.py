@@ -308,10 +308,6 @@ def _judge(
         reason = Exclusion(Out.DELEGATED_ONLY, family)
     elif not routable:
         reason = Exclusion(Out.NO_GATEWAY, family)
-    elif family == 4 and entry.nat_address is not None and entry.nat_address not in addresses:
-        # a pair's backup: its NAT would give connections an address the ISP routes to the
-        # other router; its table and source rules stay (probes, the move to come)
-        reason = Exclusion(Out.SHARED_ADDRESS_ABSENT, family, detail=str(entry.nat_address))
     return _Side(
         link=link,
         entry=entry,
@@ -453,7 +449,7 @@ def link_tier(entry: LinkConfig, device: ManagedDevice | None, config: Config) -
 
 def _tiered(family_sides: list[_Side], devices: dict[str, ManagedDevice], config: Config) -> list[_Side]:
     """Only the best tier with an eligible link carries traffic; the others stand by."""
-    if devices or any(s.tier != 1 or s.entry.tier is not None for s in family_sides):
+    if devices or any(s.entry.tier is not None for s in family_sides):  # (a judged side's tier is 1)
         sides = [_with_tier(s, link_tier(s.entry, devices.get(s.link.name), config)) for s in family_sides]
     else:
         sides = family_sides  # no tiers anywhere: every link is in the first (a side's own)
@@ -709,7 +705,22 @@ def _judged(
     devices = {d.name: d for d in observed.manager}
     if devices and config.require_full_connectivity:
         sides = [_connectivity_gated(s, devices.get(s.link.name), config) for s in sides]
-    return _tiered(sides, devices, config)
+    sides = _tiered(sides, devices, config)
+    if family == 4 and any(e.nat_address is not None for e in config.links):
+        sides = [_shared_address_gated(s) for s in sides]
+    return sides
+
+
+def _shared_address_gated(side: _Side) -> _Side:
+    """A pair's backup: a link NATed to a shared address the other router holds carries no
+    balanced traffic (its connections would get an address the ISP routes there); its table
+    and source rules stay (probes, the move to come).  Last of the gates: a link out for any
+    other reason says that reason, and tiers count the link as present -- so a lower tier
+    does not take over on the backup."""
+    address = side.entry.nat_address
+    if not side.eligible or address is None or address in side.addresses:
+        return side
+    return _out(side, Exclusion(Out.SHARED_ADDRESS_ABSENT, side.family, detail=str(address)))
 
 
 def _link_objects(side: _Side, family: int, config: Config, parts: _Parts) -> None:

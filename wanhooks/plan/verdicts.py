@@ -58,13 +58,13 @@ class Out(enum.Enum):
     NO_ADDRESS = enum.auto()
     DELEGATED_ONLY = enum.auto()  # IPv6: link-local and a delegated prefix, no global address
     NO_GATEWAY = enum.auto()
-    SHARED_ADDRESS_ABSENT = enum.auto()  # its nat_address is on the pair's other router
     DISABLED = enum.auto()  # the admin: wanhooks link disable
     DRAINING = enum.auto()  # the admin: wanhooks link drain
     HEALTH = enum.auto()  # its probes: failed, or not yet answered
     PORTAL = enum.auto()  # NetworkManager: behind a captive portal
     LIMITED = enum.auto()  # NetworkManager's connectivity check: limited
     STANDBY = enum.auto()  # a better tier has a usable link
+    SHARED_ADDRESS_ABSENT = enum.auto()  # its nat_address is on the pair's other router
     NAT_MISSING = enum.auto()  # its NAT could not be installed (nftables failed)
     LEGACY_V6_POINT_TO_POINT = enum.auto()  # no nexthop objects: IPv6 multipath takes gateways only
 

@@ -56,8 +56,9 @@ def converge(
         observed = adjust(kernel.observe())
         desired = plan(config, observed, overrides, verdicts(), capacities=capacities)
         report = reconcile(desired, kernel, run_dir).after(report)
-    nats = config.nat == "masquerade" or config.nat66 or any(e.nat_address for e in config.links)
-    if report.firewall_errors and nats:
+    if report.firewall_errors and (
+        config.nat == "masquerade" or config.nat66 or any(e.nat_address for e in config.links)
+    ):
         # NAT is not as planned: take the links whose NAT is missing out of the balance
         nat_in_place = _nat_in_place(kernel)
         desired = plan(config, observed, overrides, verdicts(), nat_in_place, capacities)
