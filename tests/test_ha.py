@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from fakes import lab_config, lab_kernel
@@ -108,3 +109,14 @@ def test_waiting_for_a_shared_address_is_the_last_gate() -> None:
         "w2": Out.SHARED_ADDRESS_ABSENT,
         "w3": Out.STANDBY,  # the tier-1 link waiting for its address counts as present
     }
+
+
+def test_conntrackd_missing_or_failing_is_said_not_hidden(tmp_path: Path) -> None:
+    """vrrp notify goes on to tell the daemon; what conntrackd did not do is said, a line each."""
+    assert ha.run_conntrackd("MASTER", str(tmp_path / "no-conntrackd"), None)[0].startswith("no ")
+    fails = tmp_path / "conntrackd"
+    fails.write_text("#!/bin/sh\necho \"cannot reach the daemon: $*\" >&2\nexit 1\n")
+    fails.chmod(0o755)
+    said = ha.run_conntrackd("BACKUP", str(fails), "/etc/c.conf")
+    assert len(said) == 2 and "-t" in said[0] and "cannot reach the daemon" in said[1], said
+    assert ha.run_conntrackd("STOP", str(fails), None) == []

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -302,25 +300,11 @@ def cmd_vrrp(args: argparse.Namespace) -> int:
     if state not in requests.VRRP_STATES:
         print(f"wanhooks vrrp notify: unknown state {shown(args.state)!r}", file=sys.stderr)
         return 2
-    failed = 0
-    if args.conntrackd != "none" and not shutil.which(args.conntrackd):
-        failed += 1
-        print(
-            f"wanhooks vrrp notify: no {args.conntrackd} (connections are not committed or synced; "
-            "--conntrackd none if this pair runs without)", file=sys.stderr,
-        )  # fmt: skip
-    elif args.conntrackd != "none":
-        for argv, why in ha.conntrackd_commands(state, args.conntrackd, args.conntrackd_config):
-            try:
-                done = subprocess.run(
-                    argv, capture_output=True, text=True, check=False, timeout=c.CONNTRACKD_STEP_TIMEOUT_S
-                )
-                said = shown((done.stderr or done.stdout).strip(), 200) if done.returncode else ""
-            except subprocess.TimeoutExpired:
-                said = f"no answer in {c.CONNTRACKD_STEP_TIMEOUT_S:g} s"
-            if said:
-                failed += 1  # the daemon is told all the same: the role is what it is
-                print(f"wanhooks vrrp notify: {' '.join(argv)} ({why}) failed: {said}", file=sys.stderr)
+    failures = (
+        [] if args.conntrackd == "none" else ha.run_conntrackd(state, args.conntrackd, args.conntrackd_config)
+    )
+    for failure in failures:  # the daemon is told all the same: the role is what it is
+        print(f"wanhooks vrrp notify: {failure}", file=sys.stderr)
     try:
         answer = control.request(run_dir, {"op": "vrrp", "instance": args.instance, "state": state})
     except control.ControlError as err:
@@ -329,7 +313,7 @@ def cmd_vrrp(args: argparse.Namespace) -> int:
     if not answer.get("ok"):
         print(f"wanhooks vrrp notify: {shown(str(answer.get('error')), 200)}", file=sys.stderr)
         return 2
-    return 1 if failed else 0
+    return 1 if failures else 0
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -18,14 +18,19 @@ knows the rest are waiting for theirs.  keepalived.conf calls two commands:
       takes them (below), then the daemon is told: a round at once, and
       `status` shows the role.
 
-Pure here; the commands run them (cli.py).
+usable_here and conntrackd_commands are pure; run_conntrackd runs the steps
+(`wanhooks vrrp` in cli.py prints what it says).
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from typing import Any
 
+from . import constants as c
 from .observe.status import WAITING
+from .plan.names import shown
 
 # conntrackd's client commands for each new state, with what each is for (its
 # primary-backup.sh: doc/sync in conntrack-tools).
@@ -49,6 +54,28 @@ def conntrackd_commands(state: str, binary: str, config: str | None) -> list[tup
     """(argv, why) for each conntrackd step of the new state, in order."""
     base = [binary] + (["-C", config] if config else [])
     return [([*base, flag], why) for flag, why in CONNTRACKD_STEPS.get(state, ())]
+
+
+def run_conntrackd(state: str, binary: str, config: str | None) -> list[str]:
+    """Run conntrackd's steps for the new state, in order; what failed, one line each (a
+    missing conntrackd, a step that failed or did not answer in CONNTRACKD_STEP_TIMEOUT_S)."""
+    if not shutil.which(binary):
+        return [
+            f"no {binary} (connections are not committed or synced; "
+            "--conntrackd none if this pair runs without)"
+        ]
+    failures = []
+    for argv, why in conntrackd_commands(state, binary, config):
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, check=False, timeout=c.CONNTRACKD_STEP_TIMEOUT_S
+            )
+            said = shown((done.stderr or done.stdout).strip(), 200) if done.returncode else ""
+        except subprocess.TimeoutExpired:
+            said = f"no answer in {c.CONNTRACKD_STEP_TIMEOUT_S:g} s"
+        if said:
+            failures.append(f"{' '.join(argv)} ({why}) failed: {said}")
+    return failures
 
 
 def usable_here(doc: dict[str, Any]) -> tuple[bool, str]:
