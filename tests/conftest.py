@@ -222,3 +222,16 @@ def group_members(lab: object) -> dict[str, str]:
     if group is None:
         return {}
     return {nexthops[m["id"]]["dev"]: nexthops[m["id"]].get("gateway", "") for m in group["group"]}
+
+
+def prefix_rules(lab: object) -> dict[str, int]:
+    """wanhooks' IPv6 rules from a prefix, not one address (delegated prefixes): prefix -> table."""
+    from wanhooks import constants as c
+    from wanhooks.lab import Lab
+
+    assert isinstance(lab, Lab)
+    found = {}
+    for rule in lab.ip_json(lab.router, "-6", "rule", "show"):
+        if rule.get("priority") == c.PRIO_LINK_SOURCE and rule.get("srclen", 128) < 128:
+            found[f"{rule['src']}/{rule['srclen']}"] = int(rule["table"])
+    return found

@@ -14,6 +14,8 @@ interfaces named `nmw*`; the lab's own links stay untouched.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import json
 import os
 import re
 import shutil
@@ -243,6 +245,97 @@ class Dnsmasq:
         self.proc = None
 
 
+def kea_available() -> str:
+    return "" if shutil.which("kea-dhcp6") else "needs kea-dhcp6 (Debian: kea-dhcp6-server)"
+
+
+class KeaPD:
+    """Kea's DHCPv6 server in an ISP namespace: an address from `subnet` and a prefix delegated
+    (a /60) from `pool` (a /56 or /57), with lifetimes of seconds, so that a renumbering shows
+    within a test.  `renumber(pool)` makes the next renewal hand out a prefix from a new pool
+    (and the old one with lifetimes 0: what an ISP that renumbers at a renewal sends)."""
+
+    def __init__(self, netns: str, iface: str, subnet: str, pool: str, root: Path) -> None:
+        self.netns, self.iface, self.subnet, self.root = netns, iface, subnet, root
+        self.pool = pool
+        self.conf = root / f"kea6-{netns}.json"
+        self.log_path = root / f"kea6-{netns}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _write(self) -> None:
+        net = ipaddress.IPv6Network(self.pool)
+        subnet = ipaddress.IPv6Network(self.subnet)
+        conf = {
+            "Dhcp6": {
+                "interfaces-config": {
+                    "interfaces": [self.iface],
+                    # the ISP's link-local may still be tentative (DAD) when Kea starts
+                    "service-sockets-max-retries": 40,
+                    "service-sockets-retry-wait-time": 250,
+                },
+                "server-id": {"type": "LL", "persist": False},
+                "lease-database": {"type": "memfile", "persist": False},
+                "renew-timer": 4,
+                "rebind-timer": 6,
+                "preferred-lifetime": 8,
+                "valid-lifetime": 12,
+                "subnet6": [
+                    {
+                        "id": 1,
+                        "subnet": str(subnet),
+                        "interface": self.iface,
+                        "pools": [
+                            {"pool": f"{subnet.network_address + 0x100}-{subnet.network_address + 0x1FF}"}
+                        ],
+                        "pd-pools": [
+                            {
+                                "prefix": str(net.network_address),
+                                "prefix-len": net.prefixlen,
+                                "delegated-len": 60,
+                            }
+                        ],
+                    }
+                ],
+            }
+        }
+        self.conf.write_text(json.dumps(conf, indent=1))
+
+    def start(self) -> None:
+        self._write()
+        env = {
+            **os.environ,
+            "KEA_PIDFILE_DIR": str(self.root),
+            "KEA_LOCKFILE_DIR": "none",
+            "KEA_LOGGER_DESTINATION": "stderr",
+        }
+        log = open(self.log_path, "w")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, "kea-dhcp6", "-c", str(self.conf)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while "DHCP6_STARTED" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"kea-dhcp6 did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def renumber(self, pool: str) -> None:
+        """Delegate from `pool` from now on (the configuration reloaded on SIGHUP)."""
+        assert self.proc is not None
+        self.pool = pool
+        self._write()
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
 ND_INNER = """\
 set -e
 mount -t tmpfs -o mode=0755 wh-run /run
@@ -314,6 +407,10 @@ class NetworkdSandbox:
 
     def _pid(self, name: str) -> int:
         return int((self.root / f"{name}.pid").read_text().split()[0])
+
+    def pid(self, name: str) -> int:
+        """The pid of "networkd", "dbus" or "dispatcher" (to enter networkd's namespaces)."""
+        return self._pid(name)
 
     def nsexec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run in networkd's network and mount namespaces (networkctl needs both)."""

@@ -258,6 +258,7 @@ def test_status_json_every_field_against_the_kernel_and_the_faults(
         f.eq(f"{key}.capacity", None)  # weight: auto's estimate: none for a fixed weight
         f.eq(f"{key}.tier", 2 if name == "w5" else 1)
         f.eq(f"{key}.table", table)
+        f.eq(f"{key}.delegated", [])  # none given nor learned here (test_delegation_lab.py: some)
         f.eq(
             f"{key}.config_line",
             1 + next(n for n, line in enumerate(config_lines) if f"interface: {name}," in line),

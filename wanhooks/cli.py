@@ -34,6 +34,7 @@ from .reconcile.round import converge
 from .router import nft
 from .service import control, requests
 from .service.lock import RunDirError, daemon_pid, daemon_present, run_lock, trusted_run_dir
+from .sources.prefix_delegation import learn_once
 
 CAP_NET_ADMIN = 12
 
@@ -132,7 +133,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if _daemon_owns_the_routing("apply", args):
         return 1
     with run_lock(_run_dir(args)):
-        result = converge(config, _kernel(), _run_dir(args))
+        result = converge(config, _kernel(), _run_dir(args), adjust=learn_once(config))
     for note in result.desired.notes:
         print(f"note: {note}")
     _print_report(result.report, _names(result.observed), quiet_if_nothing=False)
@@ -142,7 +143,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     kernel = _kernel()
-    observed = kernel.observe()
+    observed = learn_once(config)(kernel.observe())
     desired = plan(config, observed)
     for note in desired.notes:
         print(f"# note: {note}")
@@ -220,7 +221,7 @@ def _status_once(args: argparse.Namespace) -> str:
 
     kernel = LinuxKernel()  # closed after each frame: --watch must not gather sockets
     try:
-        observed = kernel.observe()
+        observed = learn_once(config)(kernel.observe())
         desired = plan(config, observed)
         owned: Owned = kernel.dump_owned()
     finally:

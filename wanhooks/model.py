@@ -175,6 +175,9 @@ class LinkConfig:
     health: HealthConfig | None = None  # overrides of the top-level health section
     tier: int | None = None  # 1..5; None: 1, or Config.metered_tier when NetworkManager says metered
     delegated: tuple[ipaddress.IPv6Network, ...] = ()  # IPv6 prefixes this ISP delegated (PD)
+    # LAN interfaces numbered from this ISP's delegation (by whatever DHCPv6 client): their
+    # dynamic global addresses' prefixes are learned as this link's (plan/delegations.py)
+    delegated_to: tuple[str, ...] = ()
     tunnel_mark: int | None = None  # the fwmark the tunnel puts on its own encapsulated packets
     auto_weight: bool = False  # `weight: auto`: the daemon weighs it by its measured capacity
     capacity: Capacity | None = None  # with auto_weight: the admin's figure, a seed and a bound
@@ -290,6 +293,17 @@ class Address:
     secondary: bool = False
     tentative: bool = False
     deprecated: bool = False
+    # When its lifetimes end (time.monotonic() seconds; None: forever), as the kernel last
+    # told.  Not part of its identity: a renewal changes them and nothing else, and the
+    # mirror's confirming dump must not call that a disagreement.  Read by the prefix
+    # delegations (plan/delegations.py): a LAN address numbered from an ISP's delegation.
+    preferred_until: float | None = field(default=None, compare=False)
+    valid_until: float | None = field(default=None, compare=False)
+
+    @property
+    def dynamic(self) -> bool:
+        """Given for a time (DHCPv6, SLAAC, a delegation), not configured forever."""
+        return self.valid_until is not None
 
     @property
     def network(self) -> IPNetwork:
@@ -393,6 +407,9 @@ class ManagedDevice:
     # calls a device without a default route in main "limited" -- which says
     # nothing about a link whose profile routes through a table of its own.
     connectivity_checked: bool = False
+    # its profile says ipv6.method=shared: NetworkManager numbers it from a prefix delegated
+    # to its IPv6 default device (1.42: only that one; plan/delegations.py)
+    shared6: bool = False
 
 
 @dataclass(frozen=True)
@@ -413,6 +430,23 @@ class KernelFeatures:
     nftables: bool = True  # the nft command is installed (NAT, sticky connections)
 
 
+@cached_hash
+@dataclass(frozen=True)
+class Delegation:
+    """A prefix an ISP delegated, learned from what its manager made of it: the LAN
+    addresses numbered from it.  Traffic from it must leave by that ISP (BCP38)."""
+
+    link: str  # the WAN (uplink) that delegated it
+    prefix: ipaddress.IPv6Network
+    source: str  # who told which uplink: "networkd", "NetworkManager", "delegated_to"
+    lan: str  # the LAN interface numbered from it
+    preferred_until: float | None = None  # time.monotonic(); None: forever
+    valid_until: float | None = None
+    # False: its LAN address is gone (a new prefix, a lease that ended) but hosts may still
+    # hold addresses from it until valid_until, and their connections must keep their ISP
+    present: bool = True
+
+
 @dataclass(frozen=True)
 class Observed:
     links: tuple[ObservedLink, ...] = ()
@@ -420,6 +454,11 @@ class Observed:
     features: KernelFeatures = field(default_factory=KernelFeatures)
     policy_defaults: tuple[PolicyDefault, ...] = ()
     manager: tuple[ManagedDevice, ...] = ()  # NetworkManager's view, when it runs
+    delegations: tuple[Delegation, ...] = ()  # prefixes learned from the managers (the daemon's)
+
+    def learned_prefixes(self, name: str) -> tuple[ipaddress.IPv6Network, ...]:
+        """The prefixes learned as delegated by the link `name`, in order."""
+        return tuple(d.prefix for d in self.delegations if d.link == name)
 
     def link(self, index: int) -> ObservedLink | None:
         for link in self.links:

@@ -363,6 +363,7 @@ class _Draft:
     health: HealthConfig | None = None
     tier: int | None = None
     delegated: tuple[ipaddress.IPv6Network, ...] = ()
+    delegated_to: list[tuple[str, _Where]] = field(default_factory=list)
     tunnel_mark: int | None = None
     weight_given: bool = False
     auto_weight: bool = False
@@ -508,6 +509,7 @@ def _finish_link(draft: _Draft, seen: dict[str, int]) -> LinkConfig:
         health=draft.health,
         tier=draft.tier,
         delegated=draft.delegated,
+        delegated_to=tuple(name for name, _at in draft.delegated_to),
         tunnel_mark=draft.tunnel_mark,
         auto_weight=draft.auto_weight,
         capacity=draft.capacity,
@@ -890,7 +892,33 @@ def _yaml_links(node: Node, where: _Where) -> list[tuple[LinkConfig, _Draft]]:
                 )
             ids[draft.link_id] = (draft.interface, draft.line)
         links.append((_finish_link(draft, seen), draft))
+    _check_delegated_to([draft for _, draft in links])
     return links
+
+
+def _lan_interface(name: str, where: _Where) -> str:
+    """A LAN interface of delegated_to: one exact name (its addresses are read, never changed)."""
+    problem = ifname_problem(name)
+    if problem:
+        raise where.error(problem)
+    return name
+
+
+def _check_delegated_to(drafts: Sequence[_Draft]) -> None:
+    """Each LAN interface takes one ISP's delegation, and is not itself a WAN of the config."""
+    owner: dict[str, str] = {}
+    for draft in drafts:
+        for name, at in draft.delegated_to:
+            if name in owner:
+                raise at.error(
+                    f"{name} is already numbered from {owner[name]}'s delegation: a LAN interface "
+                    "takes one ISP's prefix (give each ISP a LAN interface of its own)"
+                )
+            wan = next((d.interface for d in drafts if fnmatch.fnmatchcase(name, d.interface)), None)
+            if wan is not None:
+                shown_wan = "" if wan == name else f" (as {_show(wan)})"
+                raise at.error(f"{name} is a link of this config{shown_wan}, not a LAN interface")
+            owner[name] = draft.interface
 
 
 def _with_weights(
@@ -972,6 +1000,8 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
             draft.health = _yaml_health(value, value_at)
         elif name == "delegated":
             draft.delegated = tuple(_delegated(t, at) for t, at in _yaml_texts(value, value_at, name))
+        elif name == "delegated_to":
+            draft.delegated_to = [(_lan_interface(t, at), at) for t, at in _yaml_texts(value, value_at, name)]
         elif name == "tunnel_mark":
             draft.tunnel_mark = _yaml_mark(value, value_at)
         elif name == "nat_address":
@@ -1635,6 +1665,8 @@ def _link_yaml(link: LinkConfig) -> list[str]:
         lines.append(f"    tier: {link.tier}")
     if link.delegated:
         lines.append(f"    delegated: {_yaml_one_or_list([str(p) for p in link.delegated])}")
+    if link.delegated_to:
+        lines.append(f"    delegated_to: {_yaml_one_or_list(list(link.delegated_to))}")
     if link.tunnel_mark is not None:
         lines.append(f"    tunnel_mark: {link.tunnel_mark:#x}")
     if link.link_id is not None:

@@ -208,6 +208,12 @@ LINK = Section(
             "What this ISP's DHCPv6 prefix delegation gave the LAN: traffic from it leaves by this "
             "link (from <prefix> lookup <its table>). Prefixes may not overlap between links.",
             "\"2001:db8:1100::/56\""),
+        Key("delegated_to", "interface name or list", "none",
+            "LAN interfaces numbered from this ISP's delegation by whatever DHCPv6 client you run: "
+            "the prefixes of their dynamic global addresses are learned as this link's delegated "
+            "prefixes, and followed as they change. Needed only where networkd or NetworkManager "
+            "do not say (see IPv6 in the README); what they say comes second to it.",
+            "[lan1]"),
         Key("tunnel_mark", f"mark 0x1 to {c.TUNNEL_MARK_MASK:#x}", "none",
             f"For a tunnel used as a WAN: the fwmark it puts on its own encapsulated packets (wg set "
             f"wg0 fwmark ..., OpenVPN --mark); they skip wanhooks' rules for main's routes (rule "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+import time
 from typing import Any
 
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
@@ -79,7 +80,9 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3,
 IFLA_STATS64 = 23
 # struct rtnl_link_stats64 begins rx_packets, tx_packets, rx_bytes, tx_bytes (__u64 each)
 LINK_STATS64_HEAD = struct.Struct("=QQQQ")
-IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_ADDRESS, IFA_LOCAL, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 6, 8
+IFA_CACHEINFO_HEAD = struct.Struct("=II")  # struct ifa_cacheinfo: ifa_prefered, ifa_valid (seconds left)
+INFINITY_LIFE_TIME = 0xFFFFFFFF
 NH_GRP = struct.Struct("=IBBH")  # struct nexthop_grp: id, weight - 1, weight_high, reserved
 
 
@@ -465,6 +468,14 @@ def address_from_msg(msg: Message) -> tuple[int, Address] | None:
     if raw is None:
         return None
     flags = msg.u32(IFA_FLAGS, flags8) or 0
+    preferred_until = valid_until = None
+    cacheinfo = msg.attrs.get(IFA_CACHEINFO)
+    if cacheinfo is not None and len(cacheinfo) >= IFA_CACHEINFO_HEAD.size:
+        preferred, valid = IFA_CACHEINFO_HEAD.unpack_from(cacheinfo)
+        if valid != INFINITY_LIFE_TIME:  # seconds left as the kernel tells it: now is when
+            now = time.monotonic()
+            valid_until = now + valid
+            preferred_until = now + preferred if preferred != INFINITY_LIFE_TIME else valid_until
     return index, Address(
         family=family,
         address=_addr(raw),
@@ -473,6 +484,8 @@ def address_from_msg(msg: Message) -> tuple[int, Address] | None:
         secondary=bool(flags & IFA_F_SECONDARY),
         tentative=bool(flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)),
         deprecated=bool(flags & IFA_F_DEPRECATED),
+        preferred_until=preferred_until,
+        valid_until=valid_until,
     )
 
 

@@ -5,11 +5,13 @@ The JSON document is versioned (`schema`); README.md documents its fields.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .. import constants as c
 from ..model import Config, Desired, GroupKind, LinkPlan, Observed, Op, Owned, Route
 from ..plan.names import printable_line
+from ..plan.planner import match_entry
 from ..plan.verdicts import HealthState, Out
 from ..reconcile.render import PROTO_NAMES, route_text
 from ..router.pins import pin_families
@@ -103,6 +105,7 @@ def status_json(
     (the daemon's own document says so by its `daemon` section); cannot_see: what a view from
     the kernel alone lacks while a daemon may hold it ({"what": [...], "why": "..."})."""
     names = {link.index: link.name for link in observed.links}
+    now = time.monotonic()
     live = {f: _balance_members(owned, f) for f in (4, 6)}
     # what each link's weight asks for now: its part of the weights in the kernel's balance
     total_weight = {f: sum(live[f].values()) for f in (4, 6)}
@@ -126,6 +129,7 @@ def status_json(
             "tier": link.tier,
             "table": link.table,
             "config_line": link.config_line,
+            "delegated": _delegated(config, observed, link.name, now),
         }
         for f in (4, 6):
             gateway = link.gateways[f]
@@ -165,6 +169,40 @@ def status_json(
         "pending_changes": len(pending),
         "notes": list(desired.notes),
     }
+
+
+def _delegated(config: Config, observed: Observed, name: str, now: float) -> list[dict[str, Any]]:
+    """A link's delegated prefixes: the config's, then those learned (plan/delegations.py),
+    each with where it came from and its lifetimes left (null: forever)."""
+    entry = match_entry(config, name)
+    given = [
+        {
+            "prefix": str(p),
+            "source": "config",
+            "lan": None,
+            "preferred_s": None,
+            "valid_s": None,
+            "present": True,
+        }
+        for p in (entry.delegated if entry is not None else ())
+    ]
+    learned = [
+        {
+            "prefix": str(d.prefix),
+            "source": d.source,
+            "lan": d.lan,
+            "preferred_s": _seconds_left(d.preferred_until, now),
+            "valid_s": _seconds_left(d.valid_until, now),
+            "present": d.present,  # false: gone from the LAN, kept while hosts' addresses are valid
+        }
+        for d in sorted(observed.delegations, key=lambda d: (not d.present, d.prefix))
+        if d.link == name
+    ]
+    return given + learned
+
+
+def _seconds_left(until: float | None, now: float) -> float | None:
+    return None if until is None else round(max(0.0, until - now), 1)
 
 
 def _pins(config: Config, desired: Desired, names: dict[int, str]) -> list[dict[str, Any]]:
@@ -301,6 +339,26 @@ def _since_cell(link: dict[str, Any]) -> str:
     return _duration(link["since_s"]) + ("+" if link.get("since_start") else "")
 
 
+def _delegated_lines(doc: dict[str, Any]) -> list[str]:
+    """IPv6 delegated to w1: 2001:db8:1:100::/64 on lan1 (networkd; preferred 12 s, valid 22 s)"""
+    lines = []
+    for link in doc["links"]:
+        prefixes = link.get("delegated") or []
+        if prefixes:
+            lines.append(f"IPv6 delegated to {link['name']}: " + "; ".join(map(_prefix_text, prefixes)))
+    return lines
+
+
+def _prefix_text(p: dict[str, Any]) -> str:
+    if p["source"] == "config":
+        return f"{p['prefix']} (config)"
+    valid = "forever" if p["valid_s"] is None else _duration(p["valid_s"])
+    if not p["present"]:
+        return f"{p['prefix']} ({p['source']}; gone from {p['lan']}, kept for its hosts {valid})"
+    preferred = "forever" if p["preferred_s"] is None else _duration(p["preferred_s"])
+    return f"{p['prefix']} on {p['lan']} ({p['source']}; preferred {preferred}, valid {valid})"
+
+
 def _pin_text(pin: dict[str, Any]) -> str:
     """What a pin selects, e.g. "udp port 5060-5061 from 192.168.1.50/32"."""
     parts = []
@@ -408,6 +466,7 @@ def render_status(doc: dict[str, Any]) -> str:
         parts += ["sticky connections"] if firewall["sticky"] else []
         lines.append("nftables (inet wanhooks): " + "; ".join(parts))
     lines += _capacity_lines(doc)
+    lines += _delegated_lines(doc)
     for pin in doc.get("pins", []):
         where = ", ".join(f"{fam}: {goes}" for fam, goes in pin["now"].items())
         lines.append(f"pin (line {pin['line']}) {_pin_text(pin)} -> {pin['target']}: now {where}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..kernel import Kernel
-from ..model import Config, MainDefault, ManagedDevice, Overrides
+from ..model import Config, Delegation, MainDefault, ManagedDevice, Overrides
 from ..plan.planner import plan, resolve_group_kind
 from ..plan.verdicts import HealthVerdicts
 from ..reconcile.diff import diff
@@ -37,6 +37,7 @@ class StatusInputs:
     events: int
     tasks: int
     vrrp: dict[str, tuple[str, float]] = field(default_factory=dict)  # instance -> (state, for s)
+    delegations: tuple[Delegation, ...] = ()  # the prefixes learned (kept ones too)
 
 
 def build_status(
@@ -44,7 +45,12 @@ def build_status(
 ) -> dict[str, Any]:
     """In the daemon's kernel worker: the kernel's part, the plan, the document."""
     observed = kernel.observe()
-    observed = replace(observed, main_defaults=observed.main_defaults + given.held, manager=given.manager)
+    observed = replace(
+        observed,
+        main_defaults=observed.main_defaults + given.held,
+        manager=given.manager,
+        delegations=given.delegations,
+    )
     desired = plan(given.config, observed, given.overrides, given.verdicts, capacities=given.capacities)
     owned = kernel.dump_owned()
     kind, _note = resolve_group_kind(given.config, observed)

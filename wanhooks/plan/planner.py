@@ -614,6 +614,8 @@ def plan(
     balanced traffic, so LAN addresses never leave un-NATed.  `capacities`: the
     capacity (bits/s, its larger direction's) applied to each `weight: auto` link (plan/weights.py)."""
     pairs = managed_links(config, observed)
+    if observed.delegations:
+        pairs = [(link, _with_learned(entry, observed.learned_prefixes(link.name))) for link, entry in pairs]
     named = kernel_weights([(link.name, entry) for link, entry in pairs], capacities or {})
     weights = {link.index: named[link.name] for link, _ in pairs}
     kind, kind_note = resolve_group_kind(config, observed)
@@ -667,6 +669,15 @@ def plan(
         notes=tuple(notes),
         firewall=firewall,
     )
+
+
+@functools.lru_cache(maxsize=4096)  # the same entry object while nothing was learned anew
+def _with_learned(entry: LinkConfig, learned: tuple[ipaddress.IPv6Network, ...]) -> LinkConfig:
+    """A link's entry with the prefixes learned as its delegation after the config's own
+    (plan/delegations.py): they get its rules (and NAT66's exemption) as the config's do."""
+    if not learned:
+        return entry
+    return replace(entry, delegated=entry.delegated + tuple(p for p in learned if p not in entry.delegated))
 
 
 def _judged(

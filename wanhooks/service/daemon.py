@@ -77,6 +77,7 @@ from ..plan.planner import connections_to_end, managed_links, plan
 from ..plan.verdicts import Exclusion
 from ..reconcile.diff import cleanup, diff
 from ..reconcile.round import Round, converge, would_change
+from ..sources.prefix_delegation import LearnedPrefixes
 from ..sources.rtnetlink import who
 from . import overrides, periodic, requests, round_log, surroundings
 from .answers import Answers
@@ -125,6 +126,8 @@ class Daemon:
         self.vrrp: dict[str, tuple[str, float]] = {}
         self.holds = Holds()
         self.manager: tuple[ManagedDevice, ...] = ()
+        self.learned = LearnedPrefixes()  # the ISPs' delegated prefixes, from the LAN's addresses
+        self._expiry_timer: asyncio.TimerHandle | None = None
         self._last_desired: Desired | None = None
         self._last_would: list[str] | None = None  # --dry-run: what the last round would have done
         self._round_log = round_log.RoundLog()  # what the last round said: changes are logged, not repeats
@@ -386,6 +389,7 @@ class Daemon:
             self._spawn(self._end_connections(link.name, family, link.addresses[family], why))
         self._last_desired = result.desired
         self._schedule_hold_expiry()
+        self._schedule_prefix_expiry()
         report = result.report
         self._round_log.after(self.rounds, triggers, result, elapsed_ms)
         if report.firewall_errors:
@@ -445,6 +449,7 @@ class Daemon:
         link's prober exists (and keeps it out until it answers) from its first round.
         """
         observed = replace(observed, manager=self.manager)
+        observed = self.learned.observe(self.config, observed)
         self.probers.sync(self.config, observed)
         managed = {link.index for link, _entry in managed_links(self.config, observed)}
         before = self.holds
@@ -475,6 +480,19 @@ class Daemon:
             delay = max(0.0, deadline - time.monotonic()) + 0.01
             self._hold_timer = asyncio.get_running_loop().call_later(
                 delay, self.post, Resync("a held gateway's time ran out")
+            )
+
+    def _schedule_prefix_expiry(self) -> None:
+        """A delegated prefix kept for its hosts' addresses is removed when they expire: no
+        event comes then (they are the LAN hosts'), so a round is set for that moment."""
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        deadline = self.learned.next_expiry()
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic()) + 0.01
+            self._expiry_timer = asyncio.get_running_loop().call_later(
+                delay, self.post, Resync("a delegated prefix's valid lifetime ended")
             )
 
     def _log_state_changes(self, desired: Desired, refused: bool) -> None:

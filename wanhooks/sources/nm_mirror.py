@@ -56,6 +56,7 @@ class Device:
     # IP4Config.Gateway empty for a never-default profile, but the profile has one.
     applied4: str = ""
     applied6: str = ""
+    shared6: bool = False  # the applied profile's ipv6.method is "shared"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Mirror:
                     connectivity6=CONNECTIVITY.get(dev.connectivity6, "unknown"),
                     metered=METERED.get(dev.metered, "unknown"),
                     connectivity_checked=self.connectivity_checked,
+                    shared6=dev.shared6,
                 )
             )
         return tuple(out)
@@ -187,7 +189,7 @@ def update_dhcp4_config(mirror: Mirror, path: str, props: dict[str, Any]) -> Mir
 
 
 def update_applied(mirror: Mirror, path: str, settings: dict[str, Any]) -> Mirror:
-    """The applied connection's ipv4/ipv6 gateway settings."""
+    """The applied connection's ipv4/ipv6 gateway settings, and whether its IPv6 is shared."""
     device = mirror.devices.get(path)
     if device is None or not isinstance(settings, dict):
         return mirror
@@ -196,7 +198,9 @@ def update_applied(mirror: Mirror, path: str, settings: dict[str, Any]) -> Mirro
         section = settings.get(name)
         found = gateway(section.get("gateway"), family) if isinstance(section, dict) else None
         gateways.append(found or "")  # the whole profile is read each time: no usable one is none
-    changed = replace(device, applied4=gateways[0], applied6=gateways[1])
+    ipv6 = settings.get("ipv6")
+    shared6 = isinstance(ipv6, dict) and ipv6.get("method") == "shared"
+    changed = replace(device, applied4=gateways[0], applied6=gateways[1], shared6=shared6)
     return replace(mirror, devices={**mirror.devices, path: changed})
 
 

@@ -1,0 +1,274 @@
+"""Delegated prefixes from a real manager: systemd-networkd takes a DHCPv6 prefix delegation
+from Kea at each of two ISPs and numbers a LAN interface from each; wanhooks learns which
+ISP each prefix is from (networkd's UplinkInterface=) and routes it there.  Root only;
+skipped where networkd or Kea is not installed (.ci/dev installs them).
+
+The topology: the lab's router (w1, w2 to ISPs 1 and 2, each running Kea), two LAN
+interfaces d1 and d2 -- networkd numbers d1 from ISP 1's delegation and d2 from ISP 2's, a
+LAN interface taking one uplink's prefix in networkd 252 -- both on one bridge in the LAN
+namespace, where a host takes an address from each prefix from the router's adverts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Router, prefix_rules, wait_for
+from managers import KeaPD, NetworkdSandbox, kea_available, networkd_available
+
+from wanhooks import constants as c
+from wanhooks.lab import SERVER6, Lab
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(bool(networkd_available() or kea_available()), reason="needs networkd and Kea"),
+]
+
+WAN = """\
+[Match]
+Name=w{i}
+
+[Network]
+Address=100.64.{i}.2/24
+Address=fd00:{i}::2/64
+Gateway=100.64.{i}.1
+Gateway=fe80::1
+DHCP=ipv6
+IPv6AcceptRA=no
+LinkLocalAddressing=ipv6
+
+[DHCPv6]
+WithoutRA=solicit
+UseDNS=no
+"""
+LAN = """\
+[Match]
+Name=d{i}
+
+[Network]
+LinkLocalAddressing=ipv6
+IPv6AcceptRA=no
+DHCPPrefixDelegation=yes
+IPv6SendRA=yes
+
+[DHCPPrefixDelegation]
+UplinkInterface=w{i}
+SubnetId=1
+Announce=yes
+"""
+ECHO_PORT = 9300  # the ISPs record flows to 9000-9999
+
+
+@pytest.fixture
+def lab3() -> Iterator[object]:
+    with Lab(2, router_nat=False, antispoof=True) as lab:  # routed IPv6, BCP38 at both ISPs
+        yield lab
+
+
+class Setup:
+    def __init__(self, router: Router, nd: NetworkdSandbox, kea: dict[int, KeaPD]) -> None:
+        self.router, self.lab, self.nd, self.kea = router, router.lab, nd, kea
+
+    @property
+    def log(self) -> str:
+        return (self.router.tmp / "daemon.log").read_text()
+
+    def explain(self) -> str:
+        """What the servers and networkd said: a failure's first clue."""
+        kea = "\n".join(f"kea at ISP {i}:\n{k.log()[-2500:]}" for i, k in self.kea.items())
+        routes = self.lab.ip(self.lab.router, "-6", "route", "show", "table", "main")
+        return (
+            f"{kea}\nrouter's IPv6 main table:\n{routes}\nnetworkd:\n{self.nd.log()}\n"
+            f"wanhooks:\n{self.log[-3000:]}"
+        )
+
+    def lan_prefixes(self, dev: str) -> set[str]:
+        """The /64s networkd numbered a router LAN interface from."""
+        infos = self.lab.ip_json(self.lab.router, "-6", "addr", "show", "dev", dev, "scope", "global")
+        return {f"{_net(a['local'])}/64" for info in infos for a in info["addr_info"] if "local" in a}
+
+    def host_address(self, prefix: str) -> str | None:
+        """The LAN host's settled address from a prefix (SLAAC on br0)."""
+        infos = self.lab.ip_json(self.lab.lan, "-6", "addr", "show", "dev", "br0", "scope", "global")
+        for info in infos:
+            for a in info["addr_info"]:
+                if "local" in a and f"{_net(a['local'])}/64" == prefix and not a.get("tentative"):
+                    return str(a["local"])
+        return None
+
+
+def _net(address: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv6Network(f"{address}/64", strict=False).network_address)
+
+
+def build_lan(lab: Lab) -> None:
+    """d1, d2 on the router; their peers on a bridge in the LAN namespace, a host on it."""
+    lab.ns_exec(
+        lab.lan, ["ip", "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"]
+    )
+    lab.ns_exec(lab.lan, ["sysctl", "-qw", "net.ipv6.conf.br0.accept_ra=2", "net.ipv6.conf.br0.accept_dad=0"])
+    for i in (1, 2):
+        lab.r(["ip", "link", "add", f"d{i}", "type", "veth", "peer", "name", f"p{i}", "netns", lab.lan])
+        lab.ns_exec(lab.lan, ["ip", "link", "set", f"p{i}", "master", "br0", "up"])
+    lab.ns_exec(lab.lan, ["ip", "link", "set", "br0", "up"])
+    for i in (1, 2):
+        lab.r(["ip", "link", "set", f"d{i}", "up"])
+
+
+@pytest.fixture
+def setup(router: Router, tmp_path: Path) -> Iterator[Setup]:
+    lab = router.lab
+    # the ISPs' routers by their link-local address, as an RA would announce them
+    links = "".join(f"  - {{interface: w{i}, gateway: 'fe80::1'}}\n" for i in (1, 2))
+    router.write_config(f"links:\n{links}")
+    conf = tmp_path / "networkd.conf"
+    conf.write_text("[Network]\nManageForeignRoutingPolicyRules=no\nManageForeignRoutes=no\n")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    nd = NetworkdSandbox(lab.router, hooks, conf)
+    kea = {i: KeaPD(lab.isp(i), "c", f"fd00:{i}::/64", f"fd00:{i}:100::/57", tmp_path) for i in (1, 2)}
+    daemon = None
+    try:
+        for server in kea.values():
+            server.start()
+        for i in (1, 2):  # networkd puts the WANs' addresses back as its own (it cannot adopt them)
+            lab.r(["ip", "addr", "flush", "dev", f"w{i}", "scope", "global"])
+        files = {f"10-w{i}.network": WAN.format(i=i) for i in (1, 2)}
+        files.update({f"20-d{i}.network": LAN.format(i=i) for i in (1, 2)})
+        nd.up(files)
+        build_lan(lab)
+        log = open(router.tmp / "daemon.log", "w")  # noqa: SIM115
+        # in networkd's mount namespace: its /run/systemd/netif and /etc/systemd/network, as on a host
+        daemon = subprocess.Popen(
+            ["nsenter", "--target", str(nd.pid("networkd")), "--mount", "--net", "--", sys.executable, "-m",
+             "wanhooks", "-c", str(router.config), "--run-dir", str(router.run_dir), "run"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        s = Setup(router, nd, kea)
+        wait_for(lambda: "round 1:" in s.log, 30, "the daemon's first round")
+        yield s
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(10)
+        for server in kea.values():
+            server.stop()
+        nd.down()
+
+
+def first_seen(check: dict[str, object], timeout: float, explain: object = str) -> dict[str, float]:
+    """Poll every named condition every 5 ms until all hold: when each first held."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(check):
+        now = time.monotonic()
+        for name, predicate in check.items():
+            if name not in seen and predicate():  # type: ignore[operator]
+                seen[name] = now
+        if now > deadline:
+            missing = sorted(set(check) - set(seen))
+            raise AssertionError(f"not within {timeout} s: {missing}\n{explain()}")  # type: ignore[operator]
+        time.sleep(0.005)
+    return seen
+
+
+def test_networkd_delegations_from_two_isps_leave_by_their_isp_and_follow_a_new_prefix(setup: Setup) -> None:
+    lab = setup.lab
+    tables = {
+        i: c.link_table(int(lab.ip_json(lab.router, "link", "show", "dev", f"w{i}")[0]["ifindex"]))
+        for i in (1, 2)
+    }
+    # each ISP's delegation: networkd numbers d<i> from it; the rule follows within a moment
+    times = first_seen(
+        {
+            **{f"address d{i}": (lambda i=i: bool(setup.lan_prefixes(f"d{i}"))) for i in (1, 2)},
+            **{f"rule {i}": (lambda i=i: tables[i] in prefix_rules(lab).values()) for i in (1, 2)},
+        },
+        30,
+        setup.explain,
+    )
+    prefixes = {i: next(iter(setup.lan_prefixes(f"d{i}"))) for i in (1, 2)}
+    assert prefixes[1].startswith("fd00:1:1") and prefixes[2].startswith("fd00:2:1"), prefixes
+    assert {p: prefix_rules(lab).get(p) for p in prefixes.values()} == {
+        prefixes[i]: tables[i] for i in (1, 2)
+    }
+    assert "learned: d1 is numbered from w1's delegation (says networkd)" in setup.log
+    hosts = {}
+    wait_for(lambda: all(setup.host_address(prefixes[i]) for i in (1, 2)), 15, "the host's SLAAC addresses")
+    hosts = {i: setup.host_address(prefixes[i]) for i in (1, 2)}
+    for i in (1, 2):
+        lab.send_udp_flows(lab.lan, None, 30, family=6, bind=hosts[i], sport_base=20000 + 1000 * i)
+    keys = lab.flow_keys_per_link(6)
+    assert {i: {k.saddr for k in keys[i]} for i in (1, 2)} == {1: {hosts[1]}, 2: {hosts[2]}}
+    assert sum(lab.spoofed_per_link(6).values()) == 0
+
+    # connections from ISP 1's prefix, echoing while ISP 1 renumbers
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.internet, sys.executable, "-m", "wanhooks.lab.traffic", "tcp-echo",
+         "--port", str(ECHO_PORT), "--seconds", "60"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    time.sleep(0.5)
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", lab.lan, sys.executable, "-m", "wanhooks.lab.traffic", "tcp-hold",
+         "--dst", SERVER6, "--port", str(ECHO_PORT), "--flows", "4", "--seconds", "7", "--interval", "0.2",
+         "--bind", hosts[1]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "started"
+        setup.kea[1].renumber("fd00:1:100:80::/57")  # the next renewal (within 4 s) brings a new prefix
+        changed = first_seen(
+            {
+                "address": lambda: any(p.startswith("fd00:1:100:8") for p in setup.lan_prefixes("d1")),
+                "rule": lambda: any(p.startswith("fd00:1:100:8") for p in prefix_rules(lab)),
+            },
+            15,
+        )
+        new = next(p for p in setup.lan_prefixes("d1") if p.startswith("fd00:1:100:8"))
+        assert prefix_rules(lab)[new] == tables[1]
+        assert prefix_rules(lab).get(prefixes[1]) == tables[1]  # kept: the host's old address is valid
+        # new flows from the old address too (sticky marks keep only established ones on w1)
+        lab.reset_flows()
+        lab.send_udp_flows(lab.lan, None, 30, family=6, bind=hosts[1], sport_base=23000)
+        keys = lab.flow_keys_per_link(6)
+        assert {k.saddr for k in keys[1] if k.dport != ECHO_PORT} == {hosts[1]} and not keys[2]
+        output, _ = holder.communicate(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        server.terminate()
+        server.wait(5)
+    results = json.loads(output.splitlines()[-1])
+    assert [r["error"] for r in results] == [None] * 4, results  # the old prefix's connections lived on
+    assert max(r["max_gap"] for r in results) < 2.0, results
+    wait_for(lambda: setup.host_address(new), 15, "the host's address from the new prefix")
+    host_new = setup.host_address(new)
+    lab.reset_flows()
+    lab.send_udp_flows(lab.lan, None, 30, family=6, bind=host_new, sport_base=24000)
+    keys = lab.flow_keys_per_link(6)
+    assert {k.saddr for k in keys[1]} == {host_new} and not keys[2]
+    assert sum(lab.spoofed_per_link(6).values()) == 0
+    # the old prefix goes when its valid lifetime ends (Kea's 12 s at most), and nothing stale stays
+    wait_for(lambda: prefixes[1] not in prefix_rules(lab), 20, "the old prefix's rule gone")
+    assert f"delegated prefix {prefixes[1]} (w1's) expired: its rule is removed" in setup.log
+    assert set(prefix_rules(lab)) == {new, prefixes[2]}
+    doc = json.loads(setup.router.wanhooks("status", "--json").stdout)
+    w1 = next(link for link in doc["links"] if link["name"] == "w1")
+    assert [(p["prefix"], p["source"], p["lan"], p["present"]) for p in w1["delegated"]] == [
+        (new, "networkd", "d1", True)
+    ]
+    assert 0 < w1["delegated"][0]["valid_s"] <= 12
+    print(
+        f"\nnetworkd's delegations: rule {1000 * (times['rule 1'] - times['address d1']):.0f} / "
+        f"{1000 * (times['rule 2'] - times['address d2']):.0f} ms after networkd's LAN address (ISP 1 / 2); "
+        f"a new prefix's rule {1000 * (changed['rule'] - changed['address']):.0f} ms after its address"
+    )

@@ -1,0 +1,87 @@
+"""The ISPs' delegated prefixes, as the daemon (and `apply`, `plan`, `status`) learn them.
+
+Who says which uplink a LAN interface is numbered from, first answer wins:
+the config's `delegated_to:`, then systemd-networkd's .network files
+(sources/networkd_pd.py), then NetworkManager.  The kernel's addresses say
+the rest (plan/delegations.py).
+
+NetworkManager 1.42 exports no delegated prefix (DHCP6Config's ip6_prefix is
+1.44's, and names no lifetimes).  What it does is fixed: a device whose
+profile says ipv6.method=shared is numbered from the one prefix NetworkManager
+asks for, on its IPv6 default device -- the device of the best (lowest
+metric) IPv6 default route in main, which it put there itself.  So that
+device, as the kernel shows it, is the uplink.  When the default moves,
+NetworkManager asks the new device and renumbers: a prefix already learned
+keeps the uplink it was learned with (plan/delegations.py), so the old
+prefix's hosts keep leaving by the ISP that gave it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..model import Config, Observed, ObservedLink
+from ..plan.delegations import DelegationBook
+from ..plan.planner import managed_links
+from .networkd_pd import NetworkdUplinks
+
+log = logging.getLogger("wanhooks")
+
+class LearnedPrefixes:
+    """The delegations learned round after round, with the prefixes kept for their hosts."""
+
+    def __init__(self, networkd: NetworkdUplinks | None = None) -> None:
+        self.book = DelegationBook()
+        self.networkd = networkd if networkd is not None else NetworkdUplinks()
+
+    def observe(self, config: Config, observed: Observed, now: float | None = None) -> Observed:
+        """observed with its delegations; each change logged."""
+        now = time.monotonic() if now is None else now
+        pairs = managed_links(config, observed)
+        managed = {link.name: link.index for link, _entry in pairs}
+        names = {link.index: link.name for link in observed.links}
+        told = {lan: entry.interface for entry in config.links for lan in entry.delegated_to}
+        shared = {d.name for d in observed.manager if d.shared6}
+
+        def uplink_of(link: ObservedLink) -> tuple[str, str] | None:
+            wan = told.get(link.name)
+            if wan is not None:
+                return wan, "delegated_to"
+            wan = self.networkd.uplink(link.index, link.name, names, managed)
+            if wan is not None:
+                return wan, "networkd"
+            if link.name in shared:
+                wan = ipv6_default_device(observed, managed)
+                if wan is not None:
+                    return wan, "NetworkManager"
+            return None
+
+        delegations, changes = self.book.learn(observed.links, config, set(managed), uplink_of, now)
+        for line in changes:
+            log.info("%s", line)
+        if not delegations and not observed.delegations:
+            return observed
+        return replace(observed, delegations=delegations)
+
+    def next_expiry(self) -> float | None:
+        return self.book.next_expiry()
+
+
+def ipv6_default_device(observed: Observed, managed: dict[str, int]) -> str | None:
+    """The managed link of main's best live IPv6 default route (NetworkManager's choice)."""
+    names = {index: name for name, index in managed.items()}
+    best = [
+        (d.metric, names[d.oif])
+        for d in observed.main_defaults
+        if d.family == 6 and d.kind == "unicast" and not d.dead and d.oif in names
+    ]
+    return min(best)[1] if best else None
+
+
+def learn_once(config: Config) -> Callable[[Observed], Observed]:
+    """For one-shot commands: what the managers delegated now (no memory of what went)."""
+    learned = LearnedPrefixes()
+    return lambda observed: learned.observe(config, observed)
