@@ -1,7 +1,9 @@
-"""Delegated prefixes from a real manager: systemd-networkd takes a DHCPv6 prefix delegation
-from Kea at each of two ISPs and numbers a LAN interface from each; wanhooks learns which
-ISP each prefix is from (networkd's UplinkInterface=) and routes it there.  Root only;
-skipped where networkd or Kea is not installed (.ci/dev installs them).
+"""Delegated prefixes from real managers: systemd-networkd takes a DHCPv6 prefix delegation
+from Kea at each of two ISPs and numbers a LAN interface from each; NetworkManager takes
+one ISP's and shares it on a LAN interface, beside a prefix typed in the config.  wanhooks
+learns which ISP each prefix is from (networkd's UplinkInterface=, NetworkManager's IPv6
+default device) and routes it there; the ISP renumbers and the rule follows.  Root only;
+skipped where a manager or Kea is not installed (.ci/dev installs them).
 
 The topology: the lab's router (w1, w2 to ISPs 1 and 2, each running Kea), two LAN
 interfaces d1 and d2 -- networkd numbers d1 from ISP 1's delegation and d2 from ISP 2's, a
@@ -20,7 +22,14 @@ from pathlib import Path
 
 import pytest
 from conftest import Router, prefix_rules, wait_for
-from managers import KeaPD, NetworkdSandbox, kea_available, networkd_available
+from managers import (
+    KeaPD,
+    NetworkdSandbox,
+    NetworkManagerSandbox,
+    available,
+    kea_available,
+    networkd_available,
+)
 
 from wanhooks import constants as c
 from wanhooks.lab import SERVER6, Lab
@@ -109,6 +118,11 @@ def _net(address: str) -> str:
     return str(ipaddress.IPv6Network(f"{address}/64", strict=False).network_address)
 
 
+def table_of(lab: Lab, dev: str) -> int:
+    """wanhooks' table of a router link."""
+    return c.link_table(int(lab.ip_json(lab.router, "link", "show", "dev", dev)[0]["ifindex"]))
+
+
 def build_lan(lab: Lab) -> None:
     """d1, d2 on the router; their peers on a bridge in the LAN namespace, a host on it."""
     lab.ns_exec(
@@ -182,10 +196,7 @@ def first_seen(check: dict[str, object], timeout: float, explain: object = str) 
 
 def test_networkd_delegations_from_two_isps_leave_by_their_isp_and_follow_a_new_prefix(setup: Setup) -> None:
     lab = setup.lab
-    tables = {
-        i: c.link_table(int(lab.ip_json(lab.router, "link", "show", "dev", f"w{i}")[0]["ifindex"]))
-        for i in (1, 2)
-    }
+    tables = {i: table_of(lab, f"w{i}") for i in (1, 2)}
     # each ISP's delegation: networkd numbers d<i> from it; the rule follows within a moment
     times = first_seen(
         {
@@ -271,4 +282,144 @@ def test_networkd_delegations_from_two_isps_leave_by_their_isp_and_follow_a_new_
         f"\nnetworkd's delegations: rule {1000 * (times['rule 1'] - times['address d1']):.0f} / "
         f"{1000 * (times['rule 2'] - times['address d2']):.0f} ms after networkd's LAN address (ISP 1 / 2); "
         f"a new prefix's rule {1000 * (changed['rule'] - changed['address']):.0f} ms after its address"
+    )
+
+
+# --- NetworkManager --------------------------------------------------------------------
+# NetworkManager 1.42 asks for a prefix only for a profile with ipv6.method=shared, only on
+# its IPv6 default device, and takes one prefix: one ISP's delegation at a time.  So it
+# runs on one WAN (the lab's w1, renamed nmw1: NetworkManager manages nmw* only) and shares
+# its delegation on nmwl; ISP 2's prefix is typed in the config: one learned beside one
+# configured.
+
+
+class NmSetup:
+    def __init__(self, router: Router, nm: NetworkManagerSandbox, kea: KeaPD, configured: str) -> None:
+        self.router, self.lab, self.nm, self.kea = router, router.lab, nm, kea
+        self.configured = configured  # the LAN host's address from ISP 2's prefix (in the config)
+
+    @property
+    def log(self) -> str:
+        return (self.router.tmp / "daemon.log").read_text()
+
+    def explain(self) -> str:
+        routes = self.lab.ip(self.lab.router, "-6", "route", "show", "table", "main")
+        addrs = self.lab.ip(self.lab.router, "-6", "addr", "show")
+        return (
+            f"kea:\n{self.kea.log()[-2500:]}\nrouter's IPv6 main table:\n{routes}\naddresses:\n{addrs}\n"
+            f"NetworkManager:\n{self.nm.log()}\nwanhooks:\n{self.log[-3000:]}"
+        )
+
+    def lan_prefixes(self) -> set[str]:
+        infos = self.lab.ip_json(self.lab.router, "-6", "addr", "show", "dev", "nmwl", "scope", "global")
+        return {f"{_net(a['local'])}/64" for info in infos for a in info["addr_info"] if "local" in a}
+
+    def host_address(self, prefix: str) -> str | None:
+        infos = self.lab.ip_json(self.lab.lan, "-6", "addr", "show", "dev", "eth1", "scope", "global")
+        for info in infos:
+            for a in info["addr_info"]:
+                if "local" in a and f"{_net(a['local'])}/64" == prefix and not a.get("tentative"):
+                    return str(a["local"])
+        return None
+
+
+@pytest.fixture
+def nm_setup(router: Router, tmp_path: Path) -> Iterator[NmSetup]:
+    lab = router.lab
+    lab.r(["ip", "link", "set", "w1", "down"])
+    lab.r(["ip", "addr", "flush", "dev", "w1", "scope", "global"])
+    lab.r(["ip", "link", "set", "w1", "name", "nmw1"])
+    lab.r(["ip", "link", "set", "nmw1", "up"])
+    lab.r(["ip", "link", "add", "nmwl", "type", "veth", "peer", "name", "eth1", "netns", lab.lan])
+    lab.ns_exec(
+        lab.lan, ["sysctl", "-qw", "net.ipv6.conf.eth1.accept_ra=2", "net.ipv6.conf.eth1.accept_dad=0"]
+    )
+    lab.ns_exec(lab.lan, ["ip", "link", "set", "eth1", "up"])
+    configured = lab.delegate(2)
+    router.write_config(
+        "links:\n  - interface: nmw1\n"
+        "  - {interface: w2, gateway: [100.64.2.1, 'fe80::1'], delegated: 'fd00:2:100::/56'}\n"
+    )
+    nm = NetworkManagerSandbox(lab.router, tmp_path / "nm")
+    kea = KeaPD(lab.isp(1), "c", "fd00:1::/64", "fd00:1:100::/57", tmp_path)
+    daemon = None
+    try:
+        kea.start()
+        nm.up()
+        nm.nmcli("con", "add", "type", "ethernet", "ifname", "nmw1", "con-name", "up1", "autoconnect", "no",
+                 "ipv4.method", "manual", "ipv4.addresses", "100.64.1.2/24", "ipv4.gateway", "100.64.1.1",
+                 "ipv6.method", "dhcp", "ipv6.addresses", "fd00:1::2/64",
+                 "ipv6.gateway", "fe80::1")  # fmt: skip
+        nm.nmcli("con", "add", "type", "ethernet", "ifname", "nmwl", "con-name", "lan", "autoconnect", "no",
+                 "ipv4.method", "disabled", "ipv6.method", "shared")  # fmt: skip
+        nm.nmcli("-w", "30", "con", "up", "up1")
+        log = open(router.tmp / "daemon.log", "w")  # noqa: SIM115
+        daemon = subprocess.Popen(
+            ["ip", "netns", "exec", lab.router, sys.executable, "-m", "wanhooks", "-c", str(router.config),
+             "--run-dir", str(router.run_dir), "run"],
+            env=nm.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        s = NmSetup(router, nm, kea, configured)
+        wait_for(lambda: "NetworkManager:" in s.log, 15, "the daemon's NetworkManager snapshot")
+        yield s
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(10)
+        kea.stop()
+        nm.down()
+
+
+@pytest.mark.skipif(bool(available()), reason=available() or "ok")
+def test_networkmanager_shared_delegation_beside_a_configured_one(nm_setup: NmSetup) -> None:
+    s = nm_setup
+    lab = s.lab
+    table, w2 = table_of(lab, "nmw1"), table_of(lab, "w2")
+    s.nm.nmcli("-w", "30", "con", "up", "lan")
+    times = first_seen(
+        {"address": lambda: bool(s.lan_prefixes()), "rule": lambda: table in prefix_rules(lab).values()},
+        30,
+        s.explain,
+    )
+    (prefix,) = s.lan_prefixes()
+    assert prefix_rules(lab) == {prefix: table, "fd00:2:100::/56": w2}
+    assert (
+        f"delegated prefix {prefix} learned: nmwl is numbered from nmw1's delegation (says NetworkManager)"
+        in s.log
+    )
+    wait_for(lambda: s.host_address(prefix), 15, "the host's SLAAC address from NetworkManager's adverts")
+    host = s.host_address(prefix)
+    configured = s.configured
+    for sport, client in ((20000, host), (21000, configured)):
+        lab.send_udp_flows(lab.lan, None, 30, family=6, bind=client, sport_base=sport)
+    keys = lab.flow_keys_per_link(6)
+    assert {i: {k.saddr for k in keys[i]} for i in (1, 2)} == {1: {host}, 2: {configured}}
+    assert sum(lab.spoofed_per_link(6).values()) == 0
+    # ISP 1 renumbers at the next renewal: NetworkManager moves nmwl to the new prefix
+    s.kea.renumber("fd00:1:100:80::/57")
+    changed = first_seen(
+        {
+            "address": lambda: any(p.startswith("fd00:1:100:8") for p in s.lan_prefixes()),
+            "rule": lambda: any(p.startswith("fd00:1:100:8") for p in prefix_rules(lab)),
+        },
+        15,
+        s.explain,
+    )
+    new = next(p for p in s.lan_prefixes() if p.startswith("fd00:1:100:8"))
+    assert prefix_rules(lab)[new] == table
+    lab.reset_flows()
+    lab.send_udp_flows(lab.lan, None, 30, family=6, bind=host, sport_base=22000)  # the old, still valid
+    assert {k.saddr for k in lab.flow_keys_per_link(6)[1]} == {host}, s.explain()
+    wait_for(lambda: s.host_address(new), 15, "the host's address from the new prefix")
+    host_new = s.host_address(new)
+    lab.send_udp_flows(lab.lan, None, 30, family=6, bind=host_new, sport_base=23000)
+    keys = lab.flow_keys_per_link(6)
+    assert {k.saddr for k in keys[1]} == {host, host_new} and not keys[2]
+    assert sum(lab.spoofed_per_link(6).values()) == 0
+    wait_for(lambda: prefix not in prefix_rules(lab), 20, "the old prefix's rule gone")
+    assert f"delegated prefix {prefix} (nmw1's) expired: its rule is removed" in s.log
+    assert set(prefix_rules(lab)) == {new, "fd00:2:100::/56"}
+    print(
+        f"\nNetworkManager's delegation: rule {1000 * (times['rule'] - times['address']):.0f} ms after "
+        f"its shared address; a new prefix's {1000 * (changed['rule'] - changed['address']):.0f} ms after its"
     )
