@@ -73,6 +73,18 @@ BENCHES = (
         "a real NetworkManager adds seconds of its own before its dispatcher runs).",
     ),
     Bench(
+        "prefix_latency",
+        "Delegated prefixes followed",
+        ("--events", "200", "--valid", "3"),
+        ("--events", "10", "--valid", "2"),
+        "Root; a 2-link lab, `wanhooks run` in its router with `delegated_to: lan0` on w1. Each event "
+        "renumbers lan0 as a DHCPv6-PD client does (an address from a new prefix, valid 3 s; the last "
+        "one's removed): from the kernel's address notification to the rule's, one monitor in the "
+        "router namespace. Baseline in the same run: an address added to w1 itself and its source "
+        "rule (the same path: an address event, a round, a rule). Then each prefix that left the LAN: "
+        "from the end of its valid lifetime to its rule's deletion. Target: 1 s.",
+    ),
+    Bench(
         "control_latency",
         "Control socket latency while the daemon works",
         ("--links", "8", "--seconds", "20"),
