@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from event_latency import pct, row  # the same table as the other latency bench
+
 HDR = struct.Struct("=IHHII")
 RTM_NEWADDR, RTM_NEWRULE, RTM_DELRULE = 20, 32, 33
 RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV6_RULE = 9, 19
@@ -153,16 +155,6 @@ def inner(args: argparse.Namespace) -> None:
                 expired.append(stamp - gone_at.pop(value))
     print(json.dumps({"learned": learned, "baseline": baseline, "expired": expired,
                       "missed": missed, "never_expired": len(gone_at)}))  # fmt: skip
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def row(name: str, values: list[float]) -> str:
-    ms = [v * 1000 for v in values]
-    return f"| {name} | {len(ms)} | {statistics.median(ms):.1f} | {pct(ms, 0.99):.1f} | {max(ms):.1f} |"
 
 
 def main() -> int:
