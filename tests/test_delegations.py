@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import socket
+import struct
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fakes import lab_config, wan
+from fakes import lab_config, main_default, wan
 
 from wanhooks import constants as c
 from wanhooks.config.load import ConfigError, parse_config, to_yaml
-from wanhooks.model import Address, Delegation, Observed, ObservedLink
+from wanhooks.kernel import codec
+from wanhooks.kernel.wire import Message
+from wanhooks.model import Address, Delegation, ManagedDevice, Observed, ObservedLink, Owned
 from wanhooks.observe.status import render_status, status_json
 from wanhooks.plan.delegations import DelegationBook, lan_prefixes
 from wanhooks.plan.planner import plan, resolve_group_kind
+from wanhooks.sources import nm_mirror
 from wanhooks.sources.networkd_pd import NetworkdUplinks, parse_unit
-from wanhooks.sources.prefix_delegation import LearnedPrefixes
+from wanhooks.sources.prefix_delegation import LearnedPrefixes, ipv6_default_device
 
 P1 = ipaddress.IPv6Network("2001:db8:100:1::/64")
 P2 = ipaddress.IPv6Network("2001:db8:200:1::/64")
@@ -40,8 +46,10 @@ def always(wan_name: str, source: str = "delegated_to"):  # type: ignore[no-unty
     return lambda link: (wan_name, source)
 
 
-def learn(book: DelegationBook, links, now, uplink=None, config=None):  # type: ignore[no-untyped-def]
-    return book.learn(links, config or lab_config(), {"w1", "w2", "w3"}, uplink or always("w1"), now)
+def learn(book: DelegationBook, links, now, uplink=None, config=None, levels=False):  # type: ignore[no-untyped-def]
+    """The book's answer: its delegations and the texts of what it would log (or (level, text))."""
+    found, lines = book.learn(links, config or lab_config(), {"w1", "w2", "w3"}, uplink or always("w1"), now)
+    return found, (lines if levels else [text for _level, text in lines])
 
 
 def test_only_dynamic_global_lan_addresses_are_a_delegations_evidence() -> None:
@@ -64,7 +72,7 @@ def test_lifetimes_are_not_an_address_identity() -> None:
     assert a == b and hash(a) == hash(b) and a.dynamic
 
 
-def test_learned_moved_kept_for_its_hosts_then_expired(caplog: pytest.LogCaptureFixture) -> None:
+def test_learned_moved_kept_for_its_hosts_then_expired() -> None:
     book = DelegationBook()
     found, changes = learn(book, [lan(10, "lan0", ("2001:db8:100:1::1/64", 120.0, 130.0))], 100.0)
     assert found == (Delegation("w1", P1, "delegated_to", "lan0", 120.0, 130.0, True),)
@@ -105,26 +113,65 @@ def test_a_prefix_back_before_it_expired_is_present_again() -> None:
     assert found[0].present and changes[0].startswith("delegated prefix 2001:db8:100:1::/64 learned")
 
 
-def test_the_config_wins_over_a_learned_prefix_it_overlaps(caplog: pytest.LogCaptureFixture) -> None:
-    config = lab_config()
-    config = replace(
-        config,
-        links=(
-            replace(config.links[0], delegated=(ipaddress.IPv6Network("2001:db8:100::/56"),)),
-            *config.links[1:],
-        ),
+def with_delegated(config, index: int, prefix: str):  # type: ignore[no-untyped-def]
+    links = list(config.links)
+    links[index] = replace(links[index], delegated=(ipaddress.IPv6Network(prefix),))
+    return replace(config, links=tuple(links))
+
+
+def test_the_config_wins_over_a_learned_prefix_it_overlaps() -> None:
+    config = with_delegated(lab_config(), 0, "2001:db8:100::/56")
+    links = [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0))]
+    book = DelegationBook()
+    found, lines = learn(book, links, 0.0, always("w2"), config, levels=True)
+    assert found == ()
+    assert lines == [
+        (logging.WARNING, "delegated prefix 2001:db8:100:1::/64 on lan0 (w2's, says delegated_to) overlaps "
+         "the config's 2001:db8:100::/56 (w1's): the config wins")
+    ]  # fmt: skip
+    assert learn(book, links, 1.0, always("w2"), config) == ((), [])  # said once, while it lasts
+    # the same ISP's prefix in the config: nothing to say
+    assert learn(DelegationBook(), links, 0.0, always("w1"), config) == ((), [])
+
+
+def test_a_prefix_kept_for_its_hosts_goes_when_the_config_names_it() -> None:
+    book = DelegationBook()
+    learn(book, [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 90.0))], 0.0, always("w2"))
+    found, _ = learn(book, [lan(10, "lan0")], 1.0, always("w2"))
+    assert not found[0].present
+    found, changes = learn(
+        book, [lan(10, "lan0")], 2.0, always("w2"), with_delegated(lab_config(), 0, "2001:db8:100::/56")
     )
-    with caplog.at_level(logging.WARNING, logger="wanhooks"):
-        found, changes = learn(DelegationBook(), [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0))], 0.0,
-                               always("w2"), config)  # fmt: skip
-    assert found == () and changes == []
-    assert "overlaps the config's delegated w1's 2001:db8:100::/56: the config wins" in caplog.text
+    assert found == () and changes == [
+        "delegated prefix 2001:db8:100:1::/64 (w2's) dropped: the config names it"
+    ]
+
+
+def test_an_uplink_that_is_no_managed_link_gets_no_prefix() -> None:
+    book = DelegationBook()
+    links = [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0))]
+    found, lines = learn(book, links, 0.0, always("ppp0", "networkd"), levels=True)
+    assert found == () and [level for level, _ in lines] == [logging.WARNING]
+    assert "ppp0 is no link of wanhooks' now" in lines[0][1]
+    assert learn(book, links, 1.0, always("ppp0", "networkd")) == ((), [])
+
+
+def test_two_lan_interfaces_with_one_prefix_from_two_uplinks_keep_the_first() -> None:
+    links = [
+        lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0)),
+        lan(11, "lan1", ("2001:db8:100:1::2/64", 1.0, 9.0)),
+    ]
+    found, lines = learn(
+        DelegationBook(), links, 0.0, lambda link: ("w1" if link.name == "lan0" else "w2", "networkd")
+    )
+    assert [(d.link, d.lan) for d in found] == [("w1", "lan0")]
+    assert "overlaps 2001:db8:100:1::/64 on lan0 (w1's): the one seen first stays" in lines[0]
 
 
 def test_nobody_saying_which_uplink_learns_nothing() -> None:
-    found, changes = learn(DelegationBook(), [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0))], 0.0,
-                           lambda link: None)  # fmt: skip
-    assert found == () and changes == []
+    found, lines = learn(DelegationBook(), [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0))], 0.0,
+                         lambda link: None, levels=True)  # fmt: skip
+    assert found == () and [level for level, _ in lines] == [logging.DEBUG]
 
 
 def test_a_managed_links_own_addresses_are_never_a_lan_prefix() -> None:
@@ -184,8 +231,6 @@ def test_status_shows_each_prefix_its_source_and_lifetimes(monkeypatch: pytest.M
         ),
     )
     desired = plan(config, observed)
-    from wanhooks.model import Owned
-
     doc = status_json(config, observed, desired, Owned(), resolve_group_kind(config, observed)[0], [])
     by_name = {link["name"]: link["delegated"] for link in doc["links"]}
     assert by_name["w1"] == [
@@ -226,6 +271,8 @@ def test_delegated_to_in_the_config_and_back() -> None:
         ("  - {interface: w1, delegated_to: wl0}\n  - {interface: 'wl*'}\n",
          "links[1].delegated_to", "wl0 is a link of this config (as 'wl*')"),
         ("  - {interface: w1, delegated_to: 'lan*'}\n", "links[1].delegated_to", "lan*"),
+        ("  - {interface: 'w*', delegated_to: lan0}\n", "links[1].delegated_to",
+         "a glob ('w*') matches many links"),
     ],
 )  # fmt: skip
 def test_delegated_to_errors_name_the_line_and_key(links: str, key: str, message: str) -> None:
@@ -240,17 +287,19 @@ def test_delegated_to_errors_name_the_line_and_key(links: str, key: str, message
 def test_unit_files_parse_as_systemd_reads_them() -> None:
     text = (
         "[Match]\nName=lan1\n# a comment\n; another\n[Network]\nDHCPPrefixDelegation=yes\n"
-        "[DHCPPrefixDelegation]\nUplinkInterface=wan0\nSubnetId=\\\n  1\n[dhcpprefixdelegation]\n"
-        "UplinkInterface=wan1\n"
+        "[DHCPPrefixDelegation]\nUplinkInterface=wan0\nSubnetId=\\\n# inside a continued value\n  1\n"
+        "[dhcpprefixdelegation]\nUplinkInterface=wan9\n[DHCPPrefixDelegation]\nUplinkInterface=wan1\n"
     )
     settings = parse_unit(text)
-    assert settings[("network", "dhcpprefixdelegation")] == "yes"
-    assert settings[("dhcpprefixdelegation", "uplinkinterface")] == "wan1"  # the last one given
-    assert settings[("dhcpprefixdelegation", "subnetid")] == "1"
+    assert settings[("Network", "DHCPPrefixDelegation")] == "yes"
+    assert settings[("DHCPPrefixDelegation", "UplinkInterface")] == "wan1"  # the last one given
+    assert settings[("DHCPPrefixDelegation", "SubnetId")] == "1"
+    assert settings[("dhcpprefixdelegation", "UplinkInterface")] == "wan9"  # another section to systemd
 
 
-def networkd_files(tmp: Path, links: dict[int, str], dropins: dict[int, str] | None = None) -> Path:
-    """networkd's state dir: one state file per ifindex naming a .network file with `text`."""
+def networkd_files(tmp: Path, links: dict[int, str], dropins: dict[int, list[str]] | None = None) -> Path:
+    """networkd's state dir: one state file per ifindex naming a .network file with `text`
+    and its drop-ins, written as networkd writes them (':'-joined, C-escaped, quoted)."""
     state = tmp / "links"
     state.mkdir()
     for index, text in links.items():
@@ -258,9 +307,13 @@ def networkd_files(tmp: Path, links: dict[int, str], dropins: dict[int, str] | N
         unit.write_text(text)
         extra = ""
         if dropins and index in dropins:
-            dropin = tmp / f"{index}.conf"
-            dropin.write_text(dropins[index])
-            extra = f'NETWORK_FILE_DROPINS="{dropin}"\n'
+            names = []
+            for n, dropin_text in enumerate(dropins[index]):
+                dropin = tmp / f"{index}.network.d:x" / f"{n}.conf"  # a ':' in the path, escaped
+                dropin.parent.mkdir(exist_ok=True)
+                dropin.write_text(dropin_text)
+                names.append(str(dropin).replace(":", "\\x3a"))
+            extra = f'NETWORK_FILE_DROPINS="{":".join(names)}"\n'
         (state / str(index)).write_text(
             f"# This is private data. Do not parse.\nNETWORK_FILE={unit}\n{extra}"
         )
@@ -278,33 +331,54 @@ def test_networkd_names_the_uplink_by_name_index_or_auto(tmp_path: Path) -> None
             10: DOWNSTREAM + "[DHCPPrefixDelegation]\nUplinkInterface=w2\n",
             11: DOWNSTREAM + "[DHCPPrefixDelegation]\nUplinkInterface=3\n",
             12: DOWNSTREAM,  # :auto, the default
-            13: "[Network]\nAddress=fd00::1/64\n",  # not a downstream of a delegation
+            13: DOWNSTREAM,
             14: DOWNSTREAM + "[DHCPPrefixDelegation]\nUplinkInterface=:self\n",
+            15: DOWNSTREAM + "[DHCPPrefixDelegation]\nUplinkInterface=w1 # a comment is part of the value\n",
+            16: DOWNSTREAM,
             2: WAN_DHCP6,
             3: "[Network]\nIPv6AcceptRA=no\nAddress=100.64.2.2/24\n",
         },
-        dropins={13: "[Network]\nDHCPPrefixDelegation=no\n"},
-    )
+        # the second drop-in wins; the first would make it no downstream
+        dropins={13: ["[Network]\nDHCPPrefixDelegation=no\n"], 16: ["[Network]\nDHCPPrefixDelegation=no\n",
+                 "[Network]\nDHCPPrefixDelegation=yes\n[DHCPPrefixDelegation]\nUplinkInterface=w2\n"]},
+    )  # fmt: skip
     nd = NetworkdUplinks(state)
-    names = {2: "w1", 3: "w2", 10: "lan1", 11: "lan2", 12: "lan3", 13: "lan4", 14: "lan5"}
+    names = {
+        2: "w1",
+        3: "w2",
+        10: "lan1",
+        11: "lan2",
+        12: "lan3",
+        13: "lan4",
+        14: "lan5",
+        15: "lan6",
+        16: "lan7",
+    }
     managed = {"w1": 2, "w2": 3}
+    nd.begin(names)
     assert nd.uplink(10, "lan1", names, managed) == "w2"
     assert nd.uplink(11, "lan2", names, managed) == "w2"
     assert nd.uplink(12, "lan3", names, managed) == "w1"  # the one link networkd's DHCPv6 runs on
     assert nd.uplink(13, "lan4", names, managed) is None
     assert nd.uplink(14, "lan5", names, managed) is None
+    assert nd.uplink(15, "lan6", names, managed) is None and "names no interface" in nd.notes["lan6"]
+    assert nd.uplink(16, "lan7", names, managed) == "w2"
     assert nd.uplink(99, "lan9", names, managed) is None  # networkd does not manage it
 
 
-def test_networkd_auto_with_two_possible_uplinks_says_how_to_tell(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    state = networkd_files(tmp_path, {12: DOWNSTREAM, 2: WAN_DHCP6, 3: WAN_DHCP6})
+def test_networkd_auto_that_could_be_wrong_is_not_used_and_says_how_to_tell(tmp_path: Path) -> None:
+    state = networkd_files(tmp_path, {12: DOWNSTREAM, 2: WAN_DHCP6, 3: WAN_DHCP6, 4: WAN_DHCP6})
     nd = NetworkdUplinks(state)
-    with caplog.at_level(logging.WARNING, logger="wanhooks"):
-        assert nd.uplink(12, "lan3", {}, {"w1": 2, "w2": 3}) is None
-        assert nd.uplink(12, "lan3", {}, {"w1": 2, "w2": 3}) is None
-    assert caplog.text.count("set UplinkInterface=") == 1 and "w1, w2" in caplog.text
+    names = {12: "lan3", 2: "w1", 3: "w2", 4: "ppp0"}
+    nd.begin(names)
+    assert nd.uplink(12, "lan3", names, {"w1": 2, "w2": 3}) is None
+    assert "set UplinkInterface=" in nd.notes["lan3"] and "ppp0, w1, w2" in nd.notes["lan3"]
+    # one DHCPv6 client, and it is no managed link: networkd may have taken its prefix there
+    names = {12: "lan3", 4: "ppp0"}
+    nd.begin(names)
+    assert nd.uplink(12, "lan3", names, {"w1": 2}) is None and "lan3" in nd.notes
+    nd.begin({})
+    assert nd.notes == {} and nd._cache == {}  # links gone: nothing kept of them
 
 
 def test_networkd_files_are_read_again_when_they_change(tmp_path: Path) -> None:
@@ -314,10 +388,25 @@ def test_networkd_files_are_read_again_when_they_change(tmp_path: Path) -> None:
     unit = tmp_path / "10.network"
     unit.write_text(DOWNSTREAM + "[DHCPPrefixDelegation]\nUplinkInterface=w2\n")
     stat = unit.stat()
-    import os
-
     os.utime(unit, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert nd.uplink(10, "lan1", {}, {}) == "w2"
+
+
+def test_networkds_note_is_logged_once_while_it_lasts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = networkd_files(tmp_path, {12: DOWNSTREAM, 2: WAN_DHCP6, 3: WAN_DHCP6})
+    learned = LearnedPrefixes(NetworkdUplinks(state))
+    links = (wan(2, "w1", 1), wan(3, "w2", 2), lan(12, "lan3", ("2001:db8:100:1::1/64", 50.0, 60.0)))
+    with caplog.at_level(logging.WARNING, logger="wanhooks"):
+        for now in (0.0, 1.0):
+            assert learned.observe(lab_config(), Observed(links=links), now=now).delegations == ()
+    assert caplog.text.count("set UplinkInterface=") == 1
+    quiet = LearnedPrefixes(NetworkdUplinks(state), quiet=True)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="wanhooks"):
+        quiet.observe(lab_config(), Observed(links=links), now=0.0)
+    assert caplog.text == ""
 
 
 def test_the_configs_word_comes_before_networkds(tmp_path: Path) -> None:
@@ -340,13 +429,14 @@ def test_a_managers_changed_answer_does_not_move_a_prefix_still_on_the_lan() -> 
     learn(book, [lan(10, "lan0", address)], 100.0, always("w1", "NetworkManager"))
     found, changes = learn(book, [lan(10, "lan0", address)], 101.0, always("w2", "NetworkManager"))
     assert [(d.link, d.source) for d in found] == [("w1", "NetworkManager")] and changes == []
+    # another source's word, or the old uplink gone from the config, moves it
+    found, changes = learn(book, [lan(10, "lan0", address)], 102.0, always("w2", "networkd"))
+    assert found[0].link == "w2" and changes[0].startswith(
+        "delegated prefix 2001:db8:100:1::/64 moved from w1"
+    )
 
 
 def test_networkmanager_shares_the_prefix_of_its_ipv6_default_device() -> None:
-    from fakes import main_default
-
-    from wanhooks.model import ManagedDevice
-
     links = (wan(2, "w1", 1), wan(3, "w2", 2), lan(10, "lan1", ("2001:db8:100:1::1/64", 50.0, 60.0)))
     defaults = (main_default(6, 2, "fe80::1", metric=200), main_default(6, 3, "fe80::1", metric=100))
     manager = (ManagedDevice(name="lan1", shared6=True), ManagedDevice(name="w1"), ManagedDevice(name="w2"))
@@ -363,11 +453,39 @@ def test_networkmanager_shares_the_prefix_of_its_ipv6_default_device() -> None:
 
 
 def test_the_nm_mirror_reads_a_shared_profile() -> None:
-    from wanhooks.sources import nm_mirror
-
     path = "/org/freedesktop/NetworkManager/Devices/7"
     mirror = nm_mirror.update_device(nm_mirror.Mirror(), path, {"Interface": "lan1", "State": 100})
     mirror = nm_mirror.update_applied(mirror, path, {"ipv6": {"method": "shared"}, "ipv4": {}})
     assert [(d.name, d.shared6) for d in mirror.view()] == [("lan1", True)]
     mirror = nm_mirror.update_applied(mirror, path, {"ipv6": {"method": "auto"}})
     assert [d.shared6 for d in mirror.view()] == [False]
+
+
+def test_address_lifetimes_from_the_kernels_cacheinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec.time, "monotonic", lambda: 1000.0)
+    raw = ipaddress.IPv6Address("2001:db8:100:1::1").packed
+
+    def address(preferred: int, valid: int) -> Address:
+        cacheinfo = struct.pack("=IIII", preferred, valid, 0, 0)
+        msg = Message(
+            20, (socket.AF_INET6, 64, 0, 0, 7), {codec.IFA_ADDRESS: raw, codec.IFA_CACHEINFO: cacheinfo}
+        )
+        found = codec.address_from_msg(msg)
+        assert found is not None and found[0] == 7
+        return found[1]
+
+    dynamic = address(20, 30)
+    assert (dynamic.preferred_until, dynamic.valid_until, dynamic.dynamic) == (1020.0, 1030.0, True)
+    forever = address(codec.INFINITY_LIFE_TIME, codec.INFINITY_LIFE_TIME)
+    assert (forever.preferred_until, forever.valid_until, forever.dynamic) == (None, None, False)
+    deprecated_forever = address(0, codec.INFINITY_LIFE_TIME)  # `ip addr change ... preferred_lft 0`
+    assert not deprecated_forever.dynamic
+
+
+def test_networkmanagers_default_device_on_a_link_of_no_config_names_none() -> None:
+    links = (wan(2, "w1", 1), wan(3, "w2", 2))
+    defaults = (main_default(6, 2, "fe80::1", metric=200), main_default(6, 9, "fe80::1", metric=100))
+    observed = Observed(links=links, main_defaults=defaults)
+    assert ipv6_default_device(observed, {"w1": 2, "w2": 3}) is None  # the best is if9's, no link of ours
+    assert ipv6_default_device(observed, {"w1": 2, "x": 9}) == "x"
+    assert ipv6_default_device(Observed(links=links), {"w1": 2}) is None

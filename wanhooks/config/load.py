@@ -908,6 +908,11 @@ def _check_delegated_to(drafts: Sequence[_Draft]) -> None:
     """Each LAN interface takes one ISP's delegation, and is not itself a WAN of the config."""
     owner: dict[str, str] = {}
     for draft in drafts:
+        if draft.delegated_to and is_glob(draft.interface):
+            raise draft.delegated_to[0][1].error(
+                f"a glob ({_show(draft.interface)}) matches many links, and a LAN interface takes one "
+                "ISP's prefix: give delegated_to on an entry of its own for that interface"
+            )
         for name, at in draft.delegated_to:
             if name in owner:
                 raise at.error(

@@ -23,6 +23,7 @@ in the config wins over a learned one that overlaps it.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
@@ -30,8 +31,6 @@ from dataclasses import replace
 
 from ..config.schema import DELEGATED_MIN_LENGTH
 from ..model import Config, Delegation, ObservedLink
-
-log = logging.getLogger("wanhooks")
 
 # A LAN interface -> (the uplink that delegated its prefixes, who said so), or None: nobody says
 UplinkOf = Callable[[ObservedLink], "tuple[str, str] | None"]
@@ -64,12 +63,16 @@ def _later(a: float | None, b: float | None) -> float | None:
 
 
 class DelegationBook:
-    """What was learned, round to round: the present prefixes and those kept for their hosts."""
+    """What was learned, round to round: the present prefixes and those kept for their hosts.
+
+    Pure: `learn` returns what to log, each line with its level, rather than logging
+    (a one-shot command shows none of it; the daemon logs it).  A warning is given once
+    while its cause lasts: the set of them is rebuilt each round, so nothing grows.
+    """
 
     def __init__(self) -> None:
         self.known: dict[ipaddress.IPv6Network, Delegation] = {}
-        self._unclaimed: set[tuple[str, ipaddress.IPv6Network]] = set()  # told once each
-        self._overruled: set[ipaddress.IPv6Network] = set()
+        self._said: set[str] = set()  # the warnings given and still true
 
     def learn(
         self,
@@ -78,9 +81,17 @@ class DelegationBook:
         managed: set[str],
         uplink_of: UplinkOf,
         now: float,
-    ) -> tuple[tuple[Delegation, ...], list[str]]:
-        """This round's delegations, and a line for each change (the log's)."""
+    ) -> tuple[tuple[Delegation, ...], list[tuple[int, str]]]:
+        """This round's delegations, and the lines to log: each change, each new problem."""
         configured = [(p, e.interface) for e in config.links for p in e.delegated]
+        lines: list[tuple[int, str]] = []
+        said: set[str] = set()
+
+        def once(level: int, key: str, text: str) -> None:
+            said.add(key)
+            if key not in self._said:
+                lines.append((level, text))
+
         present: dict[ipaddress.IPv6Network, Delegation] = {}
         for link in links:
             if link.name in managed:
@@ -90,65 +101,74 @@ class DelegationBook:
                 continue
             uplink = uplink_of(link)
             if uplink is None:
-                self._tell_unclaimed(link.name, prefixes)
+                for prefix in prefixes:
+                    text = f"{link.name} holds {prefix}, dynamic: no manager or delegated_to: says whose"
+                    once(logging.DEBUG, f"unclaimed {link.name} {prefix}", text)
                 continue
             wan, source = uplink
+            if wan not in managed:
+                once(logging.WARNING, f"unmanaged {link.name} {wan}",
+                     f"{link.name} is numbered from {wan}'s delegation (says {source}), and {wan} is no "
+                     "link of wanhooks' now: its prefixes get no rule")  # fmt: skip
+                continue
             for prefix, (preferred, valid) in prefixes.items():
-                owner = next((f"{o}'s {p}" for p, o in configured if p.overlaps(prefix)), None)
-                if owner is not None:
-                    if prefix not in self._overruled:
-                        self._overruled.add(prefix)
-                        log.warning(
-                            "delegated prefix %s on %s (from %s, says %s) overlaps the config's "
-                            "delegated %s: the config wins", prefix, link.name, wan, source, owner,
-                        )  # fmt: skip
+                given = next(((p, o) for p, o in configured if p.overlaps(prefix)), None)
+                if given is not None:
+                    if not fnmatch.fnmatchcase(wan, given[1]):  # the same ISP's: nothing to say
+                        once(logging.WARNING, f"overruled {prefix}",
+                             f"delegated prefix {prefix} on {link.name} ({wan}'s, says {source}) overlaps "
+                             f"the config's {given[0]} ({given[1]}'s): the config wins")  # fmt: skip
+                    continue
+                clash = next((q for q, d in present.items() if q.overlaps(prefix) and d.link != wan), None)
+                if clash is not None:
+                    other = present[clash]
+                    once(logging.WARNING, f"clash {prefix}",
+                         f"delegated prefix {prefix} on {link.name} ({wan}'s, says {source}) overlaps "
+                         f"{clash} on {other.lan} ({other.link}'s): the one seen first stays")  # fmt: skip
                     continue
                 present[prefix] = Delegation(wan, prefix, source, link.name, preferred, valid, True)
-        changes: list[str] = []
         book: dict[ipaddress.IPv6Network, Delegation] = {}
+
+        def info(text: str) -> None:
+            lines.append((logging.INFO, f"delegated prefix {text}"))
+
         for prefix, d in present.items():
             before = self.known.get(prefix)
             if before is None or not before.present:
-                changes.append(f"delegated prefix {prefix} learned: {_told(d)}; {lifetimes(d, now)}")
+                info(f"{prefix} learned: {_told(d)}; {lifetimes(d, now)}")
             elif before.link != d.link:
-                if d.source != "delegated_to":
-                    # A prefix cannot become another ISP's: a manager's answer changed because
-                    # it moved on (NetworkManager's IPv6 default device).  Only the admin's word
-                    # (a changed delegated_to:) moves a prefix that stayed on the LAN.
-                    d = replace(d, link=before.link, source=before.source)
+                if before.source == d.source != "delegated_to" and before.link in managed:
+                    # A prefix cannot become another ISP's: the same manager answers otherwise
+                    # because it moved on (NetworkManager's IPv6 default device), and the prefix
+                    # still on the LAN is the old ISP's.  The admin's word (delegated_to:), another
+                    # source, or an uplink gone from the config moves it.
+                    d = replace(d, link=before.link)
                 else:
-                    changes.append(f"delegated prefix {prefix} moved from {before.link} to {_told(d)}")
+                    info(f"{prefix} moved from {before.link} to {_told(d)}")
             book[prefix] = d
         for prefix, d in self.known.items():
             if prefix in book:
                 continue
             if any(prefix.overlaps(p) for p in present):
-                changes.append(f"delegated prefix {prefix} ({d.link}'s) dropped: a prefix over it is learned")
+                info(f"{prefix} ({d.link}'s) dropped: a prefix over it is learned")
+            elif any(prefix.overlaps(p) for p, _owner in configured):
+                info(f"{prefix} ({d.link}'s) dropped: the config names it")
             elif d.valid_until is None or d.valid_until <= now:
-                changes.append(f"delegated prefix {prefix} ({d.link}'s) expired: its rule is removed")
+                info(f"{prefix} ({d.link}'s) expired: its rule is removed")
             else:
                 if d.present:
-                    changes.append(
-                        f"delegated prefix {prefix} left {d.lan}: kept on {d.link} for "
-                        f"{d.valid_until - now:.0f} s, while its hosts' addresses from it are valid"
-                    )
+                    left = d.valid_until - now
+                    kept = f"kept on {d.link} for {left:.0f} s, while its hosts' addresses from it are valid"
+                    info(f"{prefix} left {d.lan}: {kept}")
                 book[prefix] = replace(d, present=False)
         self.known = book
-        self._unclaimed = {(lan, p) for lan, p in self._unclaimed if p not in book}
-        return tuple(sorted(book.values(), key=lambda d: (d.link, d.prefix))), changes
+        self._said = said
+        return tuple(sorted(book.values(), key=lambda d: (d.link, d.prefix))), lines
 
     def next_expiry(self) -> float | None:
         """When the first prefix kept for its hosts runs out (a round then removes its rule)."""
         ends = [d.valid_until for d in self.known.values() if not d.present and d.valid_until is not None]
         return min(ends) if ends else None
-
-    def _tell_unclaimed(
-        self, lan: str, prefixes: dict[ipaddress.IPv6Network, tuple[float | None, float | None]]
-    ) -> None:
-        for prefix in prefixes:
-            if (lan, prefix) not in self._unclaimed:
-                self._unclaimed.add((lan, prefix))
-                log.debug("%s holds %s, dynamic: no manager or delegated_to: says which ISP's", lan, prefix)
 
 
 def _told(d: Delegation) -> str:

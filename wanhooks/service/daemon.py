@@ -377,6 +377,7 @@ class Daemon:
             if self.dry_run:
                 await self.worker.run(self._dry_round, triggers)
                 self.systemd.dry_run(len(self._last_would or []))
+                self._schedule_prefix_expiry()
                 return
             result, elapsed_ms = await self.worker.run(self._converge)
         finally:
@@ -412,7 +413,7 @@ class Daemon:
                 self.kernel,
                 self.run_dir,
                 overrides=self.overrides,
-                adjust=self.worker.on_loop(self._adjust),
+                adjust=self._observe,
                 verdicts=self.worker.on_loop(self.probers.verdicts),
                 capacities=self.worker.on_loop(self.capacity.capacities)(),
             )
@@ -421,7 +422,7 @@ class Daemon:
     def _dry_round(self, triggers: list[Event]) -> None:
         """--dry-run: everything a round decides, logged as what it would do; nothing written
         (no routes, rules, nexthops, sysctls, nftables; no connection ended).  In the worker."""
-        observed = self.worker.on_loop(self._adjust)(self.kernel.observe())
+        observed = self._observe(self.kernel.observe())
         desired = plan(
             self.config,
             observed,
@@ -439,6 +440,13 @@ class Daemon:
             log.info("round %d: dry run, would make %d changes, made none", self.rounds, len(would))
             self._last_would = would
 
+    def _observe(self, observed: Observed) -> Observed:
+        """In the worker: the snapshot as the daemon sees it (_adjust, on the loop), then the
+        ISPs' delegated prefixes -- here, since they read networkd's files and the loop never
+        waits on the disk.  The book is replaced whole, never changed in place: the loop
+        reads it for status."""
+        return self.learned.observe(self.config, self.worker.on_loop(self._adjust)(observed))
+
     def _manager_view(self, devices: tuple[ManagedDevice, ...]) -> None:
         self.manager = devices
 
@@ -449,7 +457,6 @@ class Daemon:
         link's prober exists (and keeps it out until it answers) from its first round.
         """
         observed = replace(observed, manager=self.manager)
-        observed = self.learned.observe(self.config, observed)
         self.probers.sync(self.config, observed)
         managed = {link.index for link, _entry in managed_links(self.config, observed)}
         before = self.holds

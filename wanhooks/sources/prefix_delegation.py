@@ -30,12 +30,16 @@ from .networkd_pd import NetworkdUplinks
 
 log = logging.getLogger("wanhooks")
 
-class LearnedPrefixes:
-    """The delegations learned round after round, with the prefixes kept for their hosts."""
 
-    def __init__(self, networkd: NetworkdUplinks | None = None) -> None:
+class LearnedPrefixes:
+    """The delegations learned round after round, with the prefixes kept for their hosts.
+    quiet: log nothing (one-shot commands: `status --watch` would repeat it every frame)."""
+
+    def __init__(self, networkd: NetworkdUplinks | None = None, *, quiet: bool = False) -> None:
         self.book = DelegationBook()
         self.networkd = networkd if networkd is not None else NetworkdUplinks()
+        self.quiet = quiet
+        self._noted: set[str] = set()  # networkd's notes already logged, while they last
 
     def observe(self, config: Config, observed: Observed, now: float | None = None) -> Observed:
         """observed with its delegations; each change logged."""
@@ -59,9 +63,14 @@ class LearnedPrefixes:
                     return wan, "NetworkManager"
             return None
 
-        delegations, changes = self.book.learn(observed.links, config, set(managed), uplink_of, now)
-        for line in changes:
-            log.info("%s", line)
+        self.networkd.begin(names)
+        delegations, lines = self.book.learn(observed.links, config, set(managed), uplink_of, now)
+        notes = set(self.networkd.notes.values())
+        lines += [(logging.WARNING, note) for note in sorted(notes - self._noted)]
+        self._noted = notes
+        if not self.quiet:
+            for level, line in lines:
+                log.log(level, "%s", line)
         if not delegations and not observed.delegations:
             return observed
         return replace(observed, delegations=delegations)
@@ -71,17 +80,20 @@ class LearnedPrefixes:
 
 
 def ipv6_default_device(observed: Observed, managed: dict[str, int]) -> str | None:
-    """The managed link of main's best live IPv6 default route (NetworkManager's choice)."""
-    names = {index: name for name, index in managed.items()}
-    best = [
-        (d.metric, names[d.oif])
+    """The device of main's best live IPv6 default route (NetworkManager's choice), if it is
+    a managed link (None if it is another device: its prefix is not one of wanhooks' links')."""
+    live = [
+        (d.metric, d.oif)
         for d in observed.main_defaults
-        if d.family == 6 and d.kind == "unicast" and not d.dead and d.oif in names
+        if d.family == 6 and d.kind == "unicast" and not d.dead
     ]
-    return min(best)[1] if best else None
+    if not live:
+        return None
+    best = min(live)[1]
+    return next((name for name, index in managed.items() if index == best), None)
 
 
 def learn_once(config: Config) -> Callable[[Observed], Observed]:
     """For one-shot commands: what the managers delegated now (no memory of what went)."""
-    learned = LearnedPrefixes()
+    learned = LearnedPrefixes(quiet=True)
     return lambda observed: learned.observe(config, observed)
