@@ -24,7 +24,7 @@ from wanhooks.observe.status import render_status, status_json
 from wanhooks.plan.delegations import DelegationBook, lan_prefixes
 from wanhooks.plan.planner import plan, resolve_group_kind
 from wanhooks.sources import nm_mirror
-from wanhooks.sources.networkd_pd import NetworkdUplinks, parse_unit
+from wanhooks.sources.networkd_pd import NetworkdUplinks, last, parse_unit
 from wanhooks.sources.prefix_delegation import LearnedPrefixes, ipv6_default_device
 
 P1 = ipaddress.IPv6Network("2001:db8:100:1::/64")
@@ -165,7 +165,34 @@ def test_two_lan_interfaces_with_one_prefix_from_two_uplinks_keep_the_first() ->
         DelegationBook(), links, 0.0, lambda link: ("w1" if link.name == "lan0" else "w2", "networkd")
     )
     assert [(d.link, d.lan) for d in found] == [("w1", "lan0")]
-    assert "overlaps 2001:db8:100:1::/64 on lan0 (w1's): the one seen first stays" in lines[0]
+    assert "overlaps 2001:db8:100:1::/64 on lan0 (w1's): the one there first stays" in lines[0]
+
+
+def test_an_overlapping_prefix_learned_later_never_displaces_the_one_there() -> None:
+    """lan1 (a later ifindex than lan0) held P first: Q over it, learned later on lan0 from
+    another uplink, is the one refused -- round after round, not only in the round it came."""
+    book = DelegationBook()
+    p_on_lan1 = lan(11, "lan1", ("2001:db8:100:1::1/64", 1.0, 90.0))
+    uplinks = lambda link: ("w1" if link.name == "lan1" else "w2", "networkd")  # noqa: E731
+    learn(book, [p_on_lan1], 0.0, uplinks)
+    q_on_lan0 = lan(10, "lan0", ("2001:db8:100:1::2/64", 1.0, 90.0))
+    for now in (1.0, 2.0):
+        found, _ = learn(book, [q_on_lan0, p_on_lan1], now, uplinks)
+        assert [(d.link, d.lan) for d in found] == [("w1", "lan1")]
+
+
+def test_a_prefix_still_on_the_lan_keeps_its_uplink_when_its_manager_says_nothing() -> None:
+    book = DelegationBook()
+    on_lan = [lan(10, "lan0", ("2001:db8:100:1::1/64", 120.0, 130.0))]
+    learn(book, on_lan, 100.0, always("w1", "NetworkManager"))
+    renewed = [lan(10, "lan0", ("2001:db8:100:1::1/64", 220.0, 230.0))]
+    found, changes = learn(book, renewed, 101.0, lambda link: None)  # NM's default went to a VPN
+    assert [(d.link, d.present, d.valid_until) for d in found] == [("w1", True, 230.0)] and changes == []
+    # the admin's word is not kept once it is withdrawn: the prefix is only kept for its hosts
+    book = DelegationBook()
+    learn(book, on_lan, 100.0, always("w1"))
+    found, changes = learn(book, on_lan, 101.0, lambda link: None)
+    assert [d.present for d in found] == [False] and any("left lan0" in line for line in changes)
 
 
 def test_nobody_saying_which_uplink_learns_nothing() -> None:
@@ -291,10 +318,14 @@ def test_unit_files_parse_as_systemd_reads_them() -> None:
         "[dhcpprefixdelegation]\nUplinkInterface=wan9\n[DHCPPrefixDelegation]\nUplinkInterface=wan1\n"
     )
     settings = parse_unit(text)
-    assert settings[("Network", "DHCPPrefixDelegation")] == "yes"
-    assert settings[("DHCPPrefixDelegation", "UplinkInterface")] == "wan1"  # the last one given
-    assert settings[("DHCPPrefixDelegation", "SubnetId")] == "1"
-    assert settings[("dhcpprefixdelegation", "UplinkInterface")] == "wan9"  # another section to systemd
+    assert last(settings, [("Network", "DHCPPrefixDelegation")]) == "yes"
+    assert last(settings, [("DHCPPrefixDelegation", "UplinkInterface")]) == "wan1"  # the last one given
+    assert last(settings, [("DHCPPrefixDelegation", "SubnetId")]) == "1"
+    assert (
+        last(settings, [("dhcpprefixdelegation", "UplinkInterface")]) == "wan9"
+    )  # another section to systemd
+    # an assignment the program refuses is ignored: the one before it stands
+    assert last(settings, [("DHCPPrefixDelegation", "UplinkInterface")], lambda v: v != "wan1") == "wan0"
 
 
 def networkd_files(tmp: Path, links: dict[int, str], dropins: dict[int, list[str]] | None = None) -> Path:
@@ -333,7 +364,8 @@ def test_networkd_names_the_uplink_by_name_index_or_auto(tmp_path: Path) -> None
             12: DOWNSTREAM,  # :auto, the default
             13: DOWNSTREAM,
             14: DOWNSTREAM + "[DHCPPrefixDelegation]\nUplinkInterface=:self\n",
-            15: DOWNSTREAM + "[DHCPPrefixDelegation]\nUplinkInterface=w1 # a comment is part of the value\n",
+            # networkd ignores an assignment it refuses (a "comment" is in the value): the one before stands
+            15: DOWNSTREAM + "[DHCPPrefixDelegation]\nUplinkInterface=w2\nUplinkInterface=w1 # no\n",
             16: DOWNSTREAM,
             2: WAN_DHCP6,
             3: "[Network]\nIPv6AcceptRA=no\nAddress=100.64.2.2/24\n",
@@ -361,7 +393,7 @@ def test_networkd_names_the_uplink_by_name_index_or_auto(tmp_path: Path) -> None
     assert nd.uplink(12, "lan3", names, managed) == "w1"  # the one link networkd's DHCPv6 runs on
     assert nd.uplink(13, "lan4", names, managed) is None
     assert nd.uplink(14, "lan5", names, managed) is None
-    assert nd.uplink(15, "lan6", names, managed) is None and "names no interface" in nd.notes["lan6"]
+    assert nd.uplink(15, "lan6", names, managed) == "w2"
     assert nd.uplink(16, "lan7", names, managed) == "w2"
     assert nd.uplink(99, "lan9", names, managed) is None  # networkd does not manage it
 
@@ -489,3 +521,38 @@ def test_networkmanagers_default_device_on_a_link_of_no_config_names_none() -> N
     assert ipv6_default_device(observed, {"w1": 2, "w2": 3}) is None  # the best is if9's, no link of ours
     assert ipv6_default_device(observed, {"w1": 2, "x": 9}) == "x"
     assert ipv6_default_device(Observed(links=links), {"w1": 2}) is None
+
+
+def test_networkd_settings_as_networkd_reads_them(tmp_path: Path) -> None:
+    """An RA-triggered DHCPv6 WAN counts for :auto (networkd accepts RAs unless the file's own
+    IPForward= forwards IPv6); a LAN interface does not; a digit that is no ifindex is a name."""
+    state = networkd_files(
+        tmp_path,
+        {
+            12: DOWNSTREAM,
+            2: "[Network]\nAddress=fd00:1::2/64\n",  # DHCPv6 from the RA's M flag
+            3: WAN_DHCP6,
+            4: "[Network]\nIPForward=ipv6\n",  # forwards: no RAs, no DHCPv6
+            13: DOWNSTREAM + "[DHCPPrefixDelegation]\nUplinkInterface=\u00b2\n",
+        },
+    )
+    nd = NetworkdUplinks(state)
+    names = {12: "lan3", 2: "w1", 3: "w2", 4: "w3", 13: "lan4"}
+    nd.begin(names)
+    assert nd.uplink(12, "lan3", names, {"w1": 2, "w2": 3, "w3": 4}) is None
+    assert "w1, w2:" in nd.notes["lan3"]  # not w3, not the LAN interfaces
+    assert nd.uplink(13, "lan4", names, {}) == "\u00b2"  # a name (no link of the config: learn() says so)
+
+
+def test_a_bug_in_the_learning_never_stops_a_round(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(NetworkdUplinks):
+        def uplink(self, *args: object, **kwargs: object) -> str | None:
+            raise RuntimeError("a bug")
+
+    learned = LearnedPrefixes(Broken(Path("/nonexistent")))
+    links = (wan(2, "w1", 1), lan(10, "lan0", ("2001:db8:100:1::1/64", 50.0, 60.0)))
+    told = replace(lab_config(), links=(replace(lab_config().links[0], delegated_to=("lan0",)),))
+    assert [d.prefix for d in learned.observe(told, Observed(links=links), now=0.0).delegations] == [P1]
+    with caplog.at_level(logging.ERROR, logger="wanhooks"):
+        found = learned.observe(lab_config(), Observed(links=links), now=1.0).delegations
+    assert [d.prefix for d in found] == [P1] and "learning the delegated prefixes failed" in caplog.text

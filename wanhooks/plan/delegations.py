@@ -92,41 +92,55 @@ class DelegationBook:
             if key not in self._said:
                 lines.append((level, text))
 
-        present: dict[ipaddress.IPv6Network, Delegation] = {}
+        candidates: list[Delegation] = []
         for link in links:
             if link.name in managed:
                 continue
             prefixes = lan_prefixes(link)
             if not prefixes:
                 continue
-            uplink = uplink_of(link)
-            if uplink is None:
-                for prefix in prefixes:
-                    text = f"{link.name} holds {prefix}, dynamic: no manager or delegated_to: says whose"
-                    once(logging.DEBUG, f"unclaimed {link.name} {prefix}", text)
-                continue
-            wan, source = uplink
-            if wan not in managed:
+            uplink = told = uplink_of(link)
+            if told is not None and told[0] not in managed:
+                wan, source = told
                 once(logging.WARNING, f"unmanaged {link.name} {wan}",
                      f"{link.name} is numbered from {wan}'s delegation (says {source}), and {wan} is no "
                      "link of wanhooks' now: its prefixes get no rule")  # fmt: skip
-                continue
+                uplink = None
             for prefix, (preferred, valid) in prefixes.items():
-                given = next(((p, o) for p, o in configured if p.overlaps(prefix)), None)
-                if given is not None:
-                    if not fnmatch.fnmatchcase(wan, given[1]):  # the same ISP's: nothing to say
-                        once(logging.WARNING, f"overruled {prefix}",
-                             f"delegated prefix {prefix} on {link.name} ({wan}'s, says {source}) overlaps "
-                             f"the config's {given[0]} ({given[1]}'s): the config wins")  # fmt: skip
+                if uplink is not None:
+                    candidates.append(
+                        Delegation(uplink[0], prefix, uplink[1], link.name, preferred, valid, True)
+                    )
                     continue
-                clash = next((q for q, d in present.items() if q.overlaps(prefix) and d.link != wan), None)
-                if clash is not None:
-                    other = present[clash]
-                    once(logging.WARNING, f"clash {prefix}",
-                         f"delegated prefix {prefix} on {link.name} ({wan}'s, says {source}) overlaps "
-                         f"{clash} on {other.lan} ({other.link}'s): the one seen first stays")  # fmt: skip
-                    continue
-                present[prefix] = Delegation(wan, prefix, source, link.name, preferred, valid, True)
+                before = self.known.get(prefix)
+                if before is not None and self._sticks(before, link.name, managed):
+                    # its manager says nothing now (NetworkManager's default device went to a VPN),
+                    # and the prefix is still on the LAN: still the ISP's that delegated it
+                    candidates.append(replace(before, preferred_until=preferred, valid_until=valid))
+                elif told is None:
+                    text = f"{link.name} holds {prefix}, dynamic: no manager or delegated_to: says whose"
+                    once(logging.DEBUG, f"unclaimed {link.name} {prefix}", text)
+        # a prefix already present goes first: one learned later that overlaps it with another
+        # uplink is the one refused, whatever the order of the links
+        candidates.sort(key=lambda d: not self._held(d))
+        present: dict[ipaddress.IPv6Network, Delegation] = {}
+        for d in candidates:
+            prefix, wan, lan, source = d.prefix, d.link, d.lan, d.source
+            given = next(((p, o) for p, o in configured if p.overlaps(prefix)), None)
+            if given is not None:
+                if not fnmatch.fnmatchcase(wan, given[1]):  # the same ISP's: nothing to say
+                    once(logging.WARNING, f"overruled {prefix}",
+                         f"delegated prefix {prefix} on {lan} ({wan}'s, says {source}) overlaps "
+                         f"the config's {given[0]} ({given[1]}'s): the config wins")  # fmt: skip
+                continue
+            clash = next((q for q, held in present.items() if q.overlaps(prefix) and held.link != wan), None)
+            if clash is not None:
+                other = present[clash]
+                once(logging.WARNING, f"clash {prefix}",
+                     f"delegated prefix {prefix} on {lan} ({wan}'s, says {source}) overlaps "
+                     f"{clash} on {other.lan} ({other.link}'s): the one there first stays")  # fmt: skip
+                continue
+            present[prefix] = d
         book: dict[ipaddress.IPv6Network, Delegation] = {}
 
         def info(text: str) -> None:
@@ -137,7 +151,7 @@ class DelegationBook:
             if before is None or not before.present:
                 info(f"{prefix} learned: {_told(d)}; {lifetimes(d, now)}")
             elif before.link != d.link:
-                if before.source == d.source != "delegated_to" and before.link in managed:
+                if before.source == d.source and self._sticks(before, d.lan, managed):
                     # A prefix cannot become another ISP's: the same manager answers otherwise
                     # because it moved on (NetworkManager's IPv6 default device), and the prefix
                     # still on the LAN is the old ISP's.  The admin's word (delegated_to:), another
@@ -164,6 +178,23 @@ class DelegationBook:
         self.known = book
         self._said = said
         return tuple(sorted(book.values(), key=lambda d: (d.link, d.prefix))), lines
+
+    def _held(self, d: Delegation) -> bool:
+        """Was this prefix on this LAN interface last round?"""
+        before = self.known.get(d.prefix)
+        return before is not None and before.present and before.lan == d.lan
+
+    @staticmethod
+    def _sticks(before: Delegation, lan: str, managed: set[str]) -> bool:
+        """Does a prefix still on its LAN interface keep the uplink it was learned with, whatever
+        its manager answers now?  Yes, unless the admin named it (delegated_to: is the word to
+        follow) or that uplink left the config."""
+        return (
+            before.present
+            and before.lan == lan
+            and before.source != "delegated_to"
+            and before.link in managed
+        )
 
     def next_expiry(self) -> float | None:
         """When the first prefix kept for its hosts runs out (a round then removes its rule)."""

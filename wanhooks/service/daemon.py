@@ -407,13 +407,14 @@ class Daemon:
         """One round, in the worker: the run lock, the kernel, nft, sysctls."""
         self.generation += 1  # before its first write: a scrape that sees one sees a new document
         started = time.perf_counter()
+        config = self.config  # one config for the whole round, should a reload come meanwhile
         with run_lock(self.run_dir):
             result = converge(
-                self.config,
+                config,
                 self.kernel,
                 self.run_dir,
                 overrides=self.overrides,
-                adjust=self._observe,
+                adjust=lambda observed: self._observe(observed, config),
                 verdicts=self.worker.on_loop(self.probers.verdicts),
                 capacities=self.worker.on_loop(self.capacity.capacities)(),
             )
@@ -422,9 +423,10 @@ class Daemon:
     def _dry_round(self, triggers: list[Event]) -> None:
         """--dry-run: everything a round decides, logged as what it would do; nothing written
         (no routes, rules, nexthops, sysctls, nftables; no connection ended).  In the worker."""
-        observed = self._observe(self.kernel.observe())
+        config = self.config
+        observed = self._observe(self.kernel.observe(), config)
         desired = plan(
-            self.config,
+            config,
             observed,
             self.overrides,
             self.worker.on_loop(self.probers.verdicts)(),
@@ -440,12 +442,12 @@ class Daemon:
             log.info("round %d: dry run, would make %d changes, made none", self.rounds, len(would))
             self._last_would = would
 
-    def _observe(self, observed: Observed) -> Observed:
+    def _observe(self, observed: Observed, config: Config) -> Observed:
         """In the worker: the snapshot as the daemon sees it (_adjust, on the loop), then the
         ISPs' delegated prefixes -- here, since they read networkd's files and the loop never
         waits on the disk.  The book is replaced whole, never changed in place: the loop
         reads it for status."""
-        return self.learned.observe(self.config, self.worker.on_loop(self._adjust)(observed))
+        return self.learned.observe(config, self.worker.on_loop(self._adjust)(observed))
 
     def _manager_view(self, devices: tuple[ManagedDevice, ...]) -> None:
         self.manager = devices

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-
-from ..plan.names import ifname_problem
 
 STATE_DIR = Path("/run/systemd/netif/links")
 _TRUE = {"yes", "true", "on", "1", "y", "t"}
@@ -38,13 +36,13 @@ _FALSE = {"no", "false", "off", "0", "n", "f"}
 _PD_ON = (("Network", "DHCPPrefixDelegation"), ("Network", "DHCPv6PrefixDelegation"))
 _UPLINK = (("DHCPPrefixDelegation", "UplinkInterface"), ("DHCPv6PrefixDelegation", "UplinkInterface"))
 
-Settings = dict[tuple[str, str], str]
-_Signature = tuple[tuple[str, int], ...]
+Settings = dict[tuple[str, str], list[str]]  # (section, key) -> every value given, in order
+_Signature = tuple[tuple[str, int, int], ...]
 
 
 def parse_unit(text: str, into: Settings | None = None) -> Settings:
-    """A systemd unit file's settings, (section, key) -> the last value given (later files
-    and lines override earlier ones, as systemd reads single-valued keys)."""
+    """A systemd unit file's settings, (section, key) -> the values given, in order (later
+    files and lines override earlier ones for a single-valued key: `last` reads them so)."""
     settings: Settings = {} if into is None else into
     section = ""
     pending = ""
@@ -64,15 +62,28 @@ def parse_unit(text: str, into: Settings | None = None) -> Settings:
             continue
         key, sep, value = line.partition("=")
         if sep:
-            settings[(section, key.strip())] = value.strip()
+            settings.setdefault((section, key.strip()), []).append(value.strip())
     return settings
+
+
+def last(
+    settings: Settings, keys: Iterable[tuple[str, str]], valid: Callable[[str], bool] | None = None
+) -> str | None:
+    """A single-valued setting as systemd reads it: the last assignment, of the first key
+    (of its spellings) given; an assignment the program refuses is ignored ("ignoring
+    assignment"), so the one before it stands."""
+    for key in keys:
+        for value in reversed(settings.get(key, [])):
+            if valid is None or valid(value):
+                return value
+    return None
 
 
 def read_state(index: int, state_dir: Path = STATE_DIR) -> dict[str, str]:
     """A link's networkd state file as KEY -> value ({} when networkd does not manage it)."""
     try:
-        text = (state_dir / str(index)).read_text()
-    except (OSError, UnicodeDecodeError):
+        text = (state_dir / str(index)).read_text(errors="surrogateescape")  # a path is bytes
+    except OSError:
         return {}
     state: dict[str, str] = {}
     for line in text.splitlines():
@@ -93,8 +104,8 @@ def unit_paths(state: Mapping[str, str]) -> list[Path]:
     paths = [main]
     for part in dropins.split(":") if dropins else []:
         try:
-            paths.append(codecs.escape_decode(part.encode())[0].decode())
-        except (ValueError, UnicodeDecodeError):
+            paths.append(os.fsdecode(codecs.escape_decode(os.fsencode(part))[0]))
+        except ValueError:
             continue  # not what networkd writes: that drop-in is not read
     return [Path(p) for p in paths if p]
 
@@ -113,21 +124,36 @@ def network_settings(paths: list[Path]) -> Settings | None:
     return settings
 
 
-def _first(settings: Settings, keys: Iterable[tuple[str, str]]) -> str | None:
-    for key in keys:
-        if key in settings:
-            return settings[key]
-    return None
+def _setting(settings: Settings, section: str, key: str, default: str) -> str:
+    return (last(settings, [(section, key)]) or default).lower()
 
 
 def _is_dhcp6_client(settings: Settings) -> bool:
     """Could networkd take a delegation on this link: DHCPv6 asked for, or RAs accepted (their
-    M/O flags start DHCPv6; networkd's default is off on a router, which forwards), and the
-    delegated prefixes used."""
-    dhcp = settings.get(("Network", "DHCP"), "no").lower()
-    ra = settings.get(("Network", "IPv6AcceptRA"), "no").lower()
-    use_pd = settings.get(("DHCPv6", "UseDelegatedPrefix"), "yes").lower()
-    return (dhcp in ("yes", "ipv6", "true", "both") or ra in _TRUE) and use_pd not in _FALSE
+    M flag starts DHCPv6), and the delegated prefixes used.  Unset, networkd 250-255 accepts
+    RAs unless the file's own IPForward= forwards IPv6 (the sysctl does not count).  Counting
+    a link too many only makes `:auto` ambiguous; one too few could name a wrong uplink."""
+    dhcp = _setting(settings, "Network", "DHCP", "no")
+    forward = _setting(settings, "Network", "IPForward", "no")
+    ra = _setting(settings, "Network", "IPv6AcceptRA", "no" if forward in _TRUE | {"ipv6"} else "yes")
+    use_pd = _setting(settings, "DHCPv6", "UseDelegatedPrefix", "yes")
+    # a LAN interface -- numbered from a delegation, or advertising itself as the router --
+    # hears no ISP's RA: accepting them makes it no DHCPv6 client
+    lan = _setting(settings, "Network", "IPv6SendRA", "no") in _TRUE or (
+        (last(settings, _PD_ON) or "no").lower() in _TRUE
+        and last(settings, _UPLINK, _uplink_setting) != ":self"
+    )
+    return (dhcp in _TRUE | {"ipv6", "both"} or (ra in _TRUE and not lan)) and use_pd not in _FALSE
+
+
+def _uplink_setting(value: str) -> bool:
+    """What networkd's UplinkInterface= accepts (else it ignores the assignment): :auto,
+    :self, an ifindex, or an interface name, alternative names (up to 127 bytes) included."""
+    if value in (":auto", ":self") or (value.isascii() and value.isdigit() and int(value) > 0):
+        return True
+    if not 0 < len(value.encode()) <= 127 or value in (".", ".."):
+        return False
+    return all(ord(ch) >= 32 and ord(ch) != 127 and ch not in ":/" and not ch.isspace() for ch in value)
 
 
 class NetworkdUplinks:
@@ -143,10 +169,12 @@ class NetworkdUplinks:
         # ifindex -> (the files read, their signature then, the settings they gave)
         self._cache: dict[int, tuple[list[Path], _Signature, Settings | None]] = {}
         self.notes: dict[str, str] = {}  # LAN interface -> why networkd's answer is not used
+        self._clients: list[str] | None = None  # this round's DHCPv6 clients among networkd's links
 
     def begin(self, names: Mapping[int, str]) -> None:
         self._cache = {index: cached for index, cached in self._cache.items() if index in names}
         self.notes = {}
+        self._clients = None
 
     def uplink(
         self, index: int, name: str, names: Mapping[int, str], managed: Mapping[str, int]
@@ -156,27 +184,26 @@ class NetworkdUplinks:
         settings = self._settings(index)
         if settings is None:
             return None
-        on = _first(settings, _PD_ON)
+        on = last(settings, _PD_ON)
         if on is None or on.lower() not in _TRUE:
             return None
-        choice = (_first(settings, _UPLINK) or ":auto").strip()
+        choice = last(settings, _UPLINK, _uplink_setting) or ":auto"
         if choice == ":self":
             return None  # a WAN numbering itself: not a LAN interface of another uplink
         if choice == ":auto":
             return self._auto(name, names, managed)
-        if choice.isdigit():
+        if choice.isascii() and choice.isdigit():  # "²".isdigit(), and int() refuses it
             return names.get(int(choice))
-        if ifname_problem(choice) is not None:  # networkd refuses it too: it delegates nothing
-            self.notes[name] = f"{name}: networkd's UplinkInterface={choice!r} names no interface"
-            return None
         return choice
 
     def _auto(self, lan: str, names: Mapping[int, str], managed: Mapping[str, int]) -> str | None:
-        clients = sorted(
-            name
-            for index, name in names.items()
-            if name != lan and (settings := self._settings(index)) is not None and _is_dhcp6_client(settings)
-        )
+        if self._clients is None:  # once a round, however many LAN interfaces ask
+            self._clients = sorted(
+                name
+                for index, name in names.items()
+                if (settings := self._settings(index)) is not None and _is_dhcp6_client(settings)
+            )
+        clients = [name for name in self._clients if name != lan]
         if len(clients) == 1 and clients[0] in managed:
             return clients[0]
         which = ", ".join(clients) or "none of its links"
@@ -205,7 +232,8 @@ def _signature(paths: Iterable[Path]) -> _Signature:
     out = []
     for path in paths:
         try:
-            out.append((str(path), os.stat(path).st_mtime_ns))
+            found = os.stat(path)
+            out.append((str(path), found.st_mtime_ns, found.st_ino))  # networkd writes by rename
         except OSError:
-            out.append((str(path), -1))
+            out.append((str(path), -1, -1))
     return tuple(out)

@@ -64,7 +64,11 @@ class LearnedPrefixes:
             return None
 
         self.networkd.begin(names)
-        delegations, lines = self.book.learn(observed.links, config, set(managed), uplink_of, now)
+        try:
+            delegations, lines = self.book.learn(observed.links, config, set(managed), uplink_of, now)
+        except Exception:  # a bug here must not stop the rounds: last round's prefixes stand
+            log.exception("learning the delegated prefixes failed (a bug in wanhooks): last round's stand")
+            delegations, lines = tuple(sorted(self.book.known.values(), key=lambda d: (d.link, d.prefix))), []
         notes = set(self.networkd.notes.values())
         lines += [(logging.WARNING, note) for note in sorted(notes - self._noted)]
         self._noted = notes
