@@ -54,11 +54,11 @@ def test_prefixes_numbered_on_a_lan_interface_leave_by_their_isp_and_follow_a_re
     assert prefix_rules(lab) == {"fd00:2:100::/56": w2}  # lan0's static ULA is nobody's delegation
     # ISP 1 delegates fd00:1:100::/56; the router numbers lan0 from it, a host from the RA
     started = time.monotonic()
-    numbered(lab, lab.router, "lan0", "fd00:1:100:1::1", valid=9, preferred=6)
-    old_end = time.monotonic() + 9
+    numbered(lab, lab.router, "lan0", "fd00:1:100:1::1", valid=15, preferred=10)
+    old_end = time.monotonic() + 15
     wait_for(lambda: prefix_rules(lab).get("fd00:1:100:1::/64") == w1, 2, "the learned prefix's rule")
     learned_in = time.monotonic() - started
-    numbered(lab, lab.lan, "eth0", "fd00:1:100:1::2", valid=9, preferred=6)
+    numbered(lab, lab.lan, "eth0", "fd00:1:100:1::2", valid=15, preferred=10)
     daemon.wait_log("delegated prefix fd00:1:100:1::/64 learned: lan0 is numbered from w1's delegation")
     for sport, client in ((20000, "fd00:1:100:1::2"), (21000, configured)):
         lab.send_udp_flows(lab.lan, None, 40, family=6, bind=client, sport_base=sport)
@@ -85,7 +85,7 @@ def test_prefixes_numbered_on_a_lan_interface_leave_by_their_isp_and_follow_a_re
     mine = {p["prefix"]: p for p in delegated["w1"]}
     assert (mine["fd00:1:100:2::/64"]["lan"], mine["fd00:1:100:2::/64"]["source"]) == ("lan0", "delegated_to")
     assert 40 < mine["fd00:1:100:2::/64"]["valid_s"] <= 60
-    assert not mine["fd00:1:100:1::/64"]["present"] and 0 < mine["fd00:1:100:1::/64"]["valid_s"] <= 9
+    assert not mine["fd00:1:100:1::/64"]["present"] and 0 < mine["fd00:1:100:1::/64"]["valid_s"] <= 15
     text = router.wanhooks("status").stdout
     assert "IPv6 delegated to w1: fd00:1:100:2::/64 on lan0 (delegated_to; preferred " in text, text
     assert "; fd00:1:100:1::/64 (delegated_to; gone from lan0, kept for its hosts " in text
@@ -94,6 +94,11 @@ def test_prefixes_numbered_on_a_lan_interface_leave_by_their_isp_and_follow_a_re
     lab.send_udp_flows(lab.lan, None, 20, family=6, bind="fd00:1:100:2::2", sport_base=23000)
     keys = lab.flow_keys_per_link(6)
     assert {k.saddr for k in keys[1]} == {"fd00:1:100:1::2", "fd00:1:100:2::2"} and not keys[2] | keys[3]
+    # the daemon restarts (an upgrade) while the old prefix is kept: the new one keeps it too
+    daemon.stop()
+    daemon = daemon_factory()
+    assert "delegated prefix fd00:1:100:1::/64 (w1's) from the last run: valid" in daemon.text()
+    assert prefix_rules(lab) == {"fd00:1:100:1::/64": w1, "fd00:1:100:2::/64": w1, "fd00:2:100::/56": w2}
     # its hosts' addresses expire: so does the rule, and nothing stale stays
     wait_for(lambda: "fd00:1:100:1::/64" not in prefix_rules(lab), max(0.0, old_end - time.monotonic()) + 3,
              "the old prefix's rule gone when its lifetime ended")  # fmt: skip

@@ -5,10 +5,12 @@ plan and status make of them.  No root: the kernel's part is test_delegation_lab
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import socket
 import struct
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from wanhooks.model import Address, Delegation, ManagedDevice, Observed, Observe
 from wanhooks.observe.status import render_status, status_json
 from wanhooks.plan.delegations import DelegationBook, lan_prefixes
 from wanhooks.plan.planner import plan, resolve_group_kind
+from wanhooks.service import kept_prefixes
 from wanhooks.sources import nm_mirror
 from wanhooks.sources.networkd_pd import NetworkdUplinks, last, parse_unit
 from wanhooks.sources.prefix_delegation import LearnedPrefixes, ipv6_default_device
@@ -556,3 +559,68 @@ def test_a_bug_in_the_learning_never_stops_a_round(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.ERROR, logger="wanhooks"):
         found = learned.observe(lab_config(), Observed(links=links), now=1.0).delegations
     assert [d.prefix for d in found] == [P1] and "learning the delegated prefixes failed" in caplog.text
+
+
+# --- kept across a restart -------------------------------------------------------------
+
+
+def test_prefixes_kept_for_their_hosts_survive_a_restart(tmp_path: Path) -> None:
+    now = time.monotonic()
+    kept = Delegation("w1", P1, "networkd", "lan1", now + 5, now + 50, present=False)
+    there = Delegation("w2", P2, "NetworkManager", "lan2", now + 500, now + 900, present=True)
+    gone = Delegation(
+        "w1", ipaddress.IPv6Network("2001:db8:300:1::/64"), "networkd", "lan1", now - 2, now - 1, False
+    )
+    kept_prefixes.save(str(tmp_path), (kept, there, gone), now)
+    assert (tmp_path / kept_prefixes.KEPT_FILE).stat().st_mode & 0o777 == 0o600
+    loaded = kept_prefixes.load(str(tmp_path), now)  # `gone` is past its valid lifetime: not loaded
+    assert [(d.link, d.prefix, d.source, d.lan, d.present) for d in loaded] == [
+        ("w1", P1, "networkd", "lan1", False), ("w2", P2, "NetworkManager", "lan2", True)
+    ]  # fmt: skip
+    assert (
+        abs(loaded[0].valid_until - (now + 50)) < 0.01 and abs(loaded[0].preferred_until - (now + 5)) < 0.01
+    )
+    # the file is input: what save() never writes is dropped, the rest stands
+    doc = json.loads((tmp_path / kept_prefixes.KEPT_FILE).read_text())
+    good = doc["delegations"][0]
+    doc["delegations"] += [
+        {**good, "link": "../etc"}, {**good, "prefix": "::/0"}, {**good, "source": "me"},
+        {**good, "valid_until": float("nan")}, {**good, "valid_until": True}, {**good, "prefix": 7}, "x",
+    ]  # fmt: skip
+    (tmp_path / kept_prefixes.KEPT_FILE).write_text(json.dumps(doc))
+    assert [d.prefix for d in kept_prefixes.load(str(tmp_path), now)] == [P1, P2]
+    (tmp_path / kept_prefixes.KEPT_FILE).write_text("{not json")
+    assert kept_prefixes.load(str(tmp_path), now) == ()
+
+
+def test_the_daemons_book_is_written_when_it_changes_and_read_at_start(tmp_path: Path) -> None:
+    t = time.monotonic()  # save and load count by the real clocks: the test's times are near them
+    writes: list[tuple[Delegation, ...]] = []
+    learned = LearnedPrefixes(NetworkdUplinks(Path("/nonexistent")), persist=writes.append)
+    told = replace(lab_config(), links=(replace(lab_config().links[0], delegated_to=("lan0",)),))
+    links = (wan(2, "w1", 1), lan(10, "lan0", ("2001:db8:100:1::1/64", t + 50, t + 60)))
+    for now in (t, t + 0.1):  # the same twice: written once
+        learned.observe(told, Observed(links=links), now=now)
+    assert [[d.prefix for d in w] for w in writes] == [[P1]]
+    learned.observe(told, Observed(links=links[:1]), now=t + 0.2)  # it left the LAN: kept, written
+    assert [d.present for d in writes[-1]] == [False]
+    kept_prefixes.save(str(tmp_path), writes[-1])
+    restarted = LearnedPrefixes(NetworkdUplinks(Path("/nonexistent")))
+    restarted.restore(kept_prefixes.load(str(tmp_path)))
+    found = restarted.observe(told, Observed(links=links[:1]), now=t + 0.3).delegations
+    assert [(d.prefix, d.link, d.present) for d in found] == [(P1, "w1", False)]
+    assert restarted.book.next_expiry() == pytest.approx(t + 60, abs=0.05)
+    # one still on the LAN keeps the uplink it was learned with, whatever NetworkManager says now
+    nm = LearnedPrefixes(NetworkdUplinks(Path("/nonexistent")), persist=writes.append)
+    shared = (ManagedDevice(name="lan0", shared6=True),)
+    defaults = (main_default(6, 2, "fe80::1"),)
+    nm.observe(lab_config(), Observed(links=links, main_defaults=defaults, manager=shared), now=t)
+    kept_prefixes.save(str(tmp_path), writes[-1])
+    again = LearnedPrefixes(NetworkdUplinks(Path("/nonexistent")))
+    again.restore(kept_prefixes.load(str(tmp_path)))
+    moved = (wan(2, "w1", 1), wan(3, "w2", 2), links[1])
+    defaults = (main_default(6, 3, "fe80::1"),)  # the default device is w2 now
+    found = again.observe(
+        lab_config(), Observed(links=moved, main_defaults=defaults, manager=shared), now=t
+    ).delegations
+    assert [(d.prefix, d.link, d.present) for d in found] == [(P1, "w1", True)]

@@ -79,7 +79,7 @@ from ..reconcile.diff import cleanup, diff
 from ..reconcile.round import Round, converge, would_change
 from ..sources.prefix_delegation import LearnedPrefixes
 from ..sources.rtnetlink import who
-from . import overrides, periodic, requests, round_log, surroundings
+from . import kept_prefixes, overrides, periodic, requests, round_log, surroundings
 from .answers import Answers
 from .control import ControlServer, daemon_running
 from .lock import RunDirError, hold_daemon_lock, run_lock
@@ -126,7 +126,12 @@ class Daemon:
         self.vrrp: dict[str, tuple[str, float]] = {}
         self.holds = Holds()
         self.manager: tuple[ManagedDevice, ...] = ()
-        self.learned = LearnedPrefixes()  # the ISPs' delegated prefixes, from the LAN's addresses
+        # the ISPs' delegated prefixes, from the LAN's addresses; those kept for their hosts
+        # survive a restart in the run dir
+        self.learned = LearnedPrefixes(
+            persist=None if dry_run else (lambda found: kept_prefixes.save(run_dir, found))
+        )
+        self.learned.restore(kept_prefixes.load(run_dir))
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._last_desired: Desired | None = None
         self._last_would: list[str] | None = None  # --dry-run: what the last round would have done

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..model import Config, Observed, ObservedLink
+from ..model import Config, Delegation, Observed, ObservedLink
 from ..plan.delegations import DelegationBook
 from ..plan.planner import managed_links
 from .networkd_pd import NetworkdUplinks
@@ -35,11 +35,31 @@ class LearnedPrefixes:
     """The delegations learned round after round, with the prefixes kept for their hosts.
     quiet: log nothing (one-shot commands: `status --watch` would repeat it every frame)."""
 
-    def __init__(self, networkd: NetworkdUplinks | None = None, *, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        networkd: NetworkdUplinks | None = None,
+        *,
+        quiet: bool = False,
+        persist: Callable[[tuple[Delegation, ...]], None] | None = None,
+    ) -> None:
         self.book = DelegationBook()
         self.networkd = networkd if networkd is not None else NetworkdUplinks()
         self.quiet = quiet
+        self.persist = persist  # the daemon's: keep them in the run dir, for its next start
         self._noted: set[str] = set()  # networkd's notes already logged, while they last
+        self._persisted: tuple[object, ...] = ()
+
+    def restore(self, kept: tuple[Delegation, ...], now: float | None = None) -> None:
+        """What a previous daemon learned (service/kept_prefixes.py), as it left them: the first
+        round sees which are still on the LAN; the others are kept to their valid lifetime."""
+        now = time.monotonic() if now is None else now
+        self.book.known = {d.prefix: d for d in kept}
+        self._persisted = _digest(kept)
+        for d in sorted(kept, key=lambda d: d.prefix):
+            left = (d.valid_until or now) - now
+            log.info(
+                "delegated prefix %s (%s's) from the last run: valid %.0f s more", d.prefix, d.link, left
+            )
 
     def observe(self, config: Config, observed: Observed, now: float | None = None) -> Observed:
         """observed with its delegations; each change logged."""
@@ -75,12 +95,27 @@ class LearnedPrefixes:
         if not self.quiet:
             for level, line in lines:
                 log.log(level, "%s", line)
+        digest = _digest(delegations)
+        if self.persist is not None and digest != self._persisted:
+            try:
+                self.persist(delegations)
+                self._persisted = digest
+            except OSError as err:  # the kernel's routing does not depend on it: said, and on
+                log.warning("could not keep the delegated prefixes in the run dir: %s", err)
         if not delegations and not observed.delegations:
             return observed
         return replace(observed, delegations=delegations)
 
     def next_expiry(self) -> float | None:
         return self.book.next_expiry()
+
+
+def _digest(delegations: tuple[Delegation, ...]) -> tuple[object, ...]:
+    """What a restart needs of them; a renewal that moves a deadline by less than a second
+    (the kernel's lifetimes are whole seconds) is no change worth writing."""
+    return tuple(
+        (d.link, d.prefix, d.source, d.lan, d.present, round(d.valid_until or 0)) for d in delegations
+    )
 
 
 def ipv6_default_device(observed: Observed, managed: dict[str, int]) -> str | None:

@@ -1,0 +1,113 @@
+"""The delegated prefixes the daemon learned (plan/delegations.py), kept in the run dir so a
+restart -- an upgrade, a crash -- does not end a prefix kept for its hosts before its valid
+lifetime does.  Not across a reboot: the run dir is a tmpfs, and the clock it counts by
+(CLOCK_BOOTTIME: a monotonic deadline means nothing to another process) starts again.
+
+All are written: one kept for its hosts goes on being kept, one that leaves the LAN while
+no daemon runs is kept from then, and one still there keeps the uplink it was learned with
+(NetworkManager's answer may have moved on meanwhile).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+
+from ..config.schema import DELEGATED_MIN_LENGTH
+from ..model import Delegation
+from ..plan.names import ifname_problem
+from .lock import write_private
+
+KEPT_FILE = "delegations.json"
+SOURCES = frozenset({"networkd", "NetworkManager", "delegated_to"})
+
+
+def _boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def save(run_dir: str, delegations: Iterable[Delegation], now: float | None = None) -> None:
+    """Written privately and fsynced (write_private): call it off the event loop.  Deadlines
+    as CLOCK_BOOTTIME seconds; now is time.monotonic()'s."""
+    now = time.monotonic() if now is None else now
+    shift = _boottime() - now
+    doc = {
+        "clock": "boottime",
+        "delegations": [
+            {
+                "link": d.link,
+                "prefix": str(d.prefix),
+                "source": d.source,
+                "lan": d.lan,
+                "preferred_until": d.preferred_until + shift,
+                "valid_until": d.valid_until + shift,
+                "present": d.present,
+            }
+            for d in delegations
+            if d.valid_until is not None and d.preferred_until is not None
+        ],
+    }
+    write_private(os.path.join(run_dir, KEPT_FILE), json.dumps(doc))
+
+
+def load(run_dir: str, now: float | None = None) -> tuple[Delegation, ...]:
+    """What the last daemon saved and is still valid, as it left them: kept for their hosts,
+    or on the LAN (the first round sees whether they still are: one that is keeps the uplink
+    it was learned with).  The file is input like any other: an entry that is not what
+    save() writes is dropped."""
+    now = time.monotonic() if now is None else now
+    try:
+        path = os.path.join(run_dir, KEPT_FILE)
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return ()
+    if (
+        not isinstance(doc, dict)
+        or doc.get("clock") != "boottime"
+        or not isinstance(doc.get("delegations"), list)
+    ):
+        return ()
+    shift = _boottime() - now
+    found = []
+    for entry in doc["delegations"]:
+        d = _entry(entry, shift)
+        if d is not None and d.valid_until is not None and d.valid_until > now:
+            found.append(d)
+    return tuple(found)
+
+
+def _entry(entry: object, shift: float) -> Delegation | None:
+    if not isinstance(entry, dict):
+        return None
+    link, lan, source = entry.get("link"), entry.get("lan"), entry.get("source")
+    preferred, valid = entry.get("preferred_until"), entry.get("valid_until")
+    if not (isinstance(link, str) and isinstance(lan, str) and source in SOURCES):
+        return None
+    if ifname_problem(link) or ifname_problem(lan):
+        return None
+    if not all(
+        isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+        for t in (preferred, valid)
+    ):
+        return None
+    try:
+        prefix = ipaddress.IPv6Network(entry.get("prefix"))
+    except (ValueError, TypeError):
+        return None
+    if not DELEGATED_MIN_LENGTH <= prefix.prefixlen <= 64:
+        return None
+    assert isinstance(preferred, (int, float)) and isinstance(valid, (int, float)) and isinstance(source, str)
+    return Delegation(
+        link,
+        prefix,
+        source,
+        lan,
+        float(preferred) - shift,
+        float(valid) - shift,
+        entry.get("present") is True,
+    )
