@@ -76,6 +76,9 @@ def test_prefixes_numbered_on_a_lan_interface_leave_by_their_isp_and_follow_a_re
     moved_in = time.monotonic() - started
     numbered(lab, lab.lan, "eth0", "fd00:1:100:2::2", valid=60, preferred=50)
     assert prefix_rules(lab).get("fd00:1:100:1::/64") == w1  # kept for the host's old address
+    # and on-link on lan0 still (the kernel took the prefix route with the address): answers reach it
+    kept = lab.ip(lab.router, "-6", "route", "show", "table", str(c.TABLE_KEPT_PREFIXES))
+    assert kept.split()[:3] == ["fd00:1:100:1::/64", "dev", "lan0"], kept
     daemon.wait_log("delegated prefix fd00:1:100:1::/64 left lan0: kept on w1")
     doc = json.loads(router.wanhooks("status", "--json").stdout)
     delegated = {link["name"]: link["delegated"] for link in doc["links"]}
@@ -109,4 +112,5 @@ def test_prefixes_numbered_on_a_lan_interface_leave_by_their_isp_and_follow_a_re
     )
     daemon.wait_log("delegated prefix fd00:1:100:1::/64 (w1's) expired: its rule is removed")
     assert prefix_rules(lab) == {"fd00:1:100:2::/64": w1, "fd00:2:100::/56": w2}
+    assert lab.ip(lab.router, "-6", "route", "show", "table", str(c.TABLE_KEPT_PREFIXES)).strip() == ""
     assert sum(lab.spoofed_per_link(6).values()) == 0

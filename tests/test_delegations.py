@@ -624,3 +624,21 @@ def test_the_daemons_book_is_written_when_it_changes_and_read_at_start(tmp_path:
         lab_config(), Observed(links=moved, main_defaults=defaults, manager=shared), now=t
     ).delegations
     assert [(d.prefix, d.link, d.present) for d in found] == [(P1, "w1", True)]
+
+
+def test_a_prefix_kept_for_its_hosts_stays_on_link_on_its_lan_interface() -> None:
+    lan1 = lan(10, "lan1")
+    links = (wan(2, "w1", 1), wan(3, "w2", 2), lan1)
+    learned = (
+        Delegation("w2", P1, "NetworkManager", "lan1", 5.0, 10.0, False),  # left lan1: kept
+        Delegation("w2", P2, "NetworkManager", "lan1", 5.0, 10.0, True),  # on lan1: the manager's route
+        Delegation("w1", ipaddress.IPv6Network("2001:db8:300:1::/64"), "networkd", "gone0", 1.0, 2.0, False),
+    )
+    desired = plan(lab_config(), Observed(links=links, delegations=learned))
+    kept = [r for r in desired.routes if r.table == c.TABLE_KEPT_PREFIXES]
+    assert [(r.dst, r.oif, r.gateway) for r in kept] == [(P1, 10, None)]
+    rules = [r for r in desired.rules if r.priority == c.PRIO_KEPT_PREFIX]
+    assert [(r.dst, r.table, r.src) for r in rules] == [(P1, c.TABLE_KEPT_PREFIXES, None)]
+    assert (
+        c.is_owned_table(c.TABLE_KEPT_PREFIXES) and c.PRIO_MAIN_SUPPRESS < c.PRIO_KEPT_PREFIX < c.PRIO_TUNNEL
+    )

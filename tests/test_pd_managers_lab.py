@@ -13,12 +13,14 @@ namespace, where a host takes an address from each prefix from the router's adve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Router, prefix_rules, wait_for
@@ -191,6 +193,40 @@ def first_seen(check: dict[str, object], timeout: float, explain: object = str) 
     return seen
 
 
+@contextlib.contextmanager
+def connections_from(
+    lab: Lab, source: str, seconds: float = 7.0
+) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Four TCP connections from `source` to the internet's echo server, echoing every 0.2 s
+    for `seconds`; yields what tells their fate once they are done (tcp-hold's JSON)."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.internet, sys.executable, "-m", "wanhooks.lab.traffic", "tcp-echo",
+         "--port", str(ECHO_PORT), "--seconds", "60"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    time.sleep(0.5)
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", lab.lan, sys.executable, "-m", "wanhooks.lab.traffic", "tcp-hold",
+         "--dst", SERVER6, "--port", str(ECHO_PORT), "--flows", "4", "--seconds", str(seconds),
+         "--interval", "0.2", "--bind", source],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "started"
+
+        def fates() -> list[dict[str, Any]]:
+            output, _ = holder.communicate(timeout=30)
+            return list(json.loads(output.splitlines()[-1]))
+
+        yield fates
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        server.terminate()
+        server.wait(5)
+
+
 @pytest.mark.skipif(bool(networkd_available()), reason=networkd_available() or "ok")
 def test_networkd_delegations_from_two_isps_leave_by_their_isp_and_follow_a_new_prefix(setup: Setup) -> None:
     lab = setup.lab
@@ -220,20 +256,7 @@ def test_networkd_delegations_from_two_isps_leave_by_their_isp_and_follow_a_new_
     assert sum(lab.spoofed_per_link(6).values()) == 0
 
     # connections from ISP 1's prefix, echoing while ISP 1 renumbers
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", lab.internet, sys.executable, "-m", "wanhooks.lab.traffic", "tcp-echo",
-         "--port", str(ECHO_PORT), "--seconds", "60"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    time.sleep(0.5)
-    holder = subprocess.Popen(
-        ["ip", "netns", "exec", lab.lan, sys.executable, "-m", "wanhooks.lab.traffic", "tcp-hold",
-         "--dst", SERVER6, "--port", str(ECHO_PORT), "--flows", "4", "--seconds", "7", "--interval", "0.2",
-         "--bind", hosts[1]],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "started"
+    with connections_from(lab, hosts[1]) as fates:
         setup.kea[1].renumber("fd00:1:100:80::/57")  # the next renewal (within 4 s) brings a new prefix
         changed = first_seen(
             {
@@ -250,13 +273,7 @@ def test_networkd_delegations_from_two_isps_leave_by_their_isp_and_follow_a_new_
         lab.send_udp_flows(lab.lan, None, 30, family=6, bind=hosts[1], sport_base=23000)
         keys = lab.flow_keys_per_link(6)
         assert {k.saddr for k in keys[1] if k.dport != ECHO_PORT} == {hosts[1]} and not keys[2]
-        output, _ = holder.communicate(timeout=30)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-        server.terminate()
-        server.wait(5)
-    results = json.loads(output.splitlines()[-1])
+        results = fates()
     assert [r["error"] for r in results] == [None] * 4, results  # the old prefix's connections lived on
     assert max(r["max_gap"] for r in results) < 2.0, results
     wait_for(lambda: setup.host_address(new), 15, "the host's address from the new prefix")
@@ -394,20 +411,23 @@ def test_networkmanager_shared_delegation_beside_a_configured_one(nm_setup: NmSe
     assert {i: {k.saddr for k in keys[i]} for i in (1, 2)} == {1: {host}, 2: {configured}}
     assert sum(lab.spoofed_per_link(6).values()) == 0
     # ISP 1 renumbers at the next renewal: NetworkManager moves nmwl to the new prefix
-    s.kea.renumber("fd00:1:100:80::/57")
-    changed = first_seen(
-        {
-            "address": lambda: any(p.startswith("fd00:1:100:8") for p in s.lan_prefixes()),
-            "rule": lambda: any(p.startswith("fd00:1:100:8") for p in prefix_rules(lab)),
-        },
-        15,
-        s.explain,
-    )
-    new = next(p for p in s.lan_prefixes() if p.startswith("fd00:1:100:8"))
-    assert prefix_rules(lab)[new] == table
-    lab.reset_flows()
-    lab.send_udp_flows(lab.lan, None, 30, family=6, bind=host, sport_base=22000)  # the old, still valid
-    assert {k.saddr for k in lab.flow_keys_per_link(6)[1]} == {host}, s.explain()
+    with connections_from(lab, host) as fates:
+        s.kea.renumber("fd00:1:100:80::/57")
+        changed = first_seen(
+            {
+                "address": lambda: any(p.startswith("fd00:1:100:8") for p in s.lan_prefixes()),
+                "rule": lambda: any(p.startswith("fd00:1:100:8") for p in prefix_rules(lab)),
+            },
+            15,
+            s.explain,
+        )
+        new = next(p for p in s.lan_prefixes() if p.startswith("fd00:1:100:8"))
+        assert prefix_rules(lab)[new] == table
+        lab.reset_flows()
+        lab.send_udp_flows(lab.lan, None, 30, family=6, bind=host, sport_base=22000)  # the old, still valid
+        assert {k.saddr for k in lab.flow_keys_per_link(6)[1] if k.dport != ECHO_PORT} == {host}, s.explain()
+        results = fates()
+    assert [r["error"] for r in results] == [None] * 4, results  # the old prefix's connections lived on
     wait_for(lambda: s.host_address(new), 15, "the host's address from the new prefix")
     host_new = s.host_address(new)
     lab.send_udp_flows(lab.lan, None, 30, family=6, bind=host_new, sport_base=23000)

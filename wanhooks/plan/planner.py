@@ -643,6 +643,8 @@ def plan(
             )
         if balance:
             _balance_rule(observed, family, {link.index for link, _ in pairs}, parts)
+    if observed.delegations:
+        _kept_prefixes_on_lan(observed, parts)
     rules, routes, notes = parts.rules, parts.routes, parts.notes
 
     sysctls, hash_notes = _hash_sysctls(config, observed)
@@ -771,6 +773,26 @@ def _link_slice(side: _Side, family: int, nat66: bool) -> tuple[tuple[Route, ...
             )
         )
     return tuple(map(canonical, routes)), tuple(map(canonical, rules))
+
+
+def _kept_prefixes_on_lan(observed: Observed, parts: _Parts) -> None:
+    """A delegated prefix kept for its hosts (it left its LAN interface: renumbered) stays
+    on-link there while their addresses from it are valid: NetworkManager takes its route
+    with its address, and the answers to the hosts' connections would find no way to them.
+    `to <prefix> lookup <kept table>` comes after main's rule: a route the manager left wins."""
+    by_name = {link.name: link for link in observed.links}
+    for d in observed.delegations:
+        lan = by_name.get(d.lan)
+        if d.present or lan is None or not lan.admin_up:
+            continue
+        parts.routes.append(
+            canonical(
+                Route(family=6, table=c.TABLE_KEPT_PREFIXES, dst=d.prefix, metric=_METRIC[6], oif=lan.index)
+            )
+        )
+        parts.rules.append(
+            canonical(Rule(family=6, priority=c.PRIO_KEPT_PREFIX, table=c.TABLE_KEPT_PREFIXES, dst=d.prefix))
+        )
 
 
 def _balance_rule(observed: Observed, family: int, managed: set[int], parts: _Parts) -> None:
