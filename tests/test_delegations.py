@@ -21,14 +21,23 @@ from wanhooks import constants as c
 from wanhooks.config.load import ConfigError, parse_config, to_yaml
 from wanhooks.kernel import codec
 from wanhooks.kernel.wire import Message
-from wanhooks.model import Address, Delegation, ManagedDevice, Observed, ObservedLink, Owned
+from wanhooks.model import (
+    Address,
+    Delegation,
+    DelegationSource,
+    MainDefault,
+    ManagedDevice,
+    Observed,
+    ObservedLink,
+    Owned,
+)
 from wanhooks.observe.status import render_status, status_json
-from wanhooks.plan.delegations import DelegationBook, lan_prefixes
+from wanhooks.plan.delegations import DelegationBook, ipv6_default_device, lan_prefixes
 from wanhooks.plan.planner import plan, resolve_group_kind
 from wanhooks.service import kept_prefixes
 from wanhooks.sources import nm_mirror
 from wanhooks.sources.networkd_pd import NetworkdUplinks, last, parse_unit
-from wanhooks.sources.prefix_delegation import LearnedPrefixes, ipv6_default_device
+from wanhooks.sources.prefix_delegation import LearnedPrefixes
 
 P1 = ipaddress.IPv6Network("2001:db8:100:1::/64")
 P2 = ipaddress.IPv6Network("2001:db8:200:1::/64")
@@ -49,10 +58,38 @@ def always(wan_name: str, source: str = "delegated_to"):  # type: ignore[no-unty
     return lambda link: (wan_name, source)
 
 
-def learn(book: DelegationBook, links, now, uplink=None, config=None, levels=False):  # type: ignore[no-untyped-def]
-    """The book's answer: its delegations and the texts of what it would log (or (level, text))."""
-    found, lines = book.learn(links, config or lab_config(), {"w1", "w2", "w3"}, uplink or always("w1"), now)
-    return found, (lines if levels else [text for _level, text in lines])
+MANAGED = {"w1": 2, "w2": 3, "w3": 4}  # lab_config's links: name -> ifindex
+
+
+def learn(book: DelegationBook, links, now, uplink=None, config=None, notes=False):  # type: ignore[no-untyped-def]
+    """The book's answer when `uplink(link)` says (wan, source) of each LAN link -- said the way
+    that source says it: the config's delegated_to:, networkd's file, NetworkManager's shared
+    profile and default device.  Its delegations, and its changes (or its notes)."""
+    uplink = uplink or always("w1")
+    config = config or lab_config()
+    told: dict[str, list[str]] = {}
+    networkd: dict[str, str] = {}
+    shared: list[str] = []
+    defaults: list[MainDefault] = []
+    for link in links:
+        said = uplink(link)
+        if said is None:
+            continue
+        wan_name, source = said
+        if source == "delegated_to":
+            told.setdefault(wan_name, []).append(link.name)
+        elif source == "networkd":
+            networkd[link.name] = wan_name
+        else:
+            shared.append(link.name)
+            defaults = [main_default(6, MANAGED.get(wan_name, 99), "fe80::1")]
+    config = replace(
+        config, links=tuple(replace(e, delegated_to=tuple(told.get(e.interface, ()))) for e in config.links)
+    )
+    manager = tuple(ManagedDevice(name=name, shared6=True) for name in shared)
+    observed = Observed(links=tuple(links), main_defaults=tuple(defaults), manager=manager)
+    result = book.learn(observed, config, MANAGED, networkd, now)
+    return result.delegations, list(result.notes if notes else result.changes)
 
 
 def test_only_dynamic_global_lan_addresses_are_a_delegations_evidence() -> None:
@@ -78,7 +115,7 @@ def test_lifetimes_are_not_an_address_identity() -> None:
 def test_learned_moved_kept_for_its_hosts_then_expired() -> None:
     book = DelegationBook()
     found, changes = learn(book, [lan(10, "lan0", ("2001:db8:100:1::1/64", 120.0, 130.0))], 100.0)
-    assert found == (Delegation("w1", P1, "delegated_to", "lan0", 120.0, 130.0, True),)
+    assert found == (Delegation("w1", P1, DelegationSource.DELEGATED_TO, "lan0", 120.0, 130.0, True),)
     assert changes == [
         "delegated prefix 2001:db8:100:1::/64 learned: lan0 is numbered from w1's delegation "
         "(says delegated_to); preferred 20 s, valid 30 s"
@@ -126,15 +163,15 @@ def test_the_config_wins_over_a_learned_prefix_it_overlaps() -> None:
     config = with_delegated(lab_config(), 0, "2001:db8:100::/56")
     links = [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0))]
     book = DelegationBook()
-    found, lines = learn(book, links, 0.0, always("w2"), config, levels=True)
+    found, notes = learn(book, links, 0.0, always("w2"), config, notes=True)
     assert found == ()
-    assert lines == [
-        (logging.WARNING, "delegated prefix 2001:db8:100:1::/64 on lan0 (w2's, says delegated_to) overlaps "
-         "the config's 2001:db8:100::/56 (w1's): the config wins")
-    ]  # fmt: skip
-    assert learn(book, links, 1.0, always("w2"), config) == ((), [])  # said once, while it lasts
+    assert notes == [
+        "delegated prefix 2001:db8:100:1::/64 on lan0 (w2's, says delegated_to) overlaps "
+        "the config's 2001:db8:100::/56 (w1's): the config wins"
+    ]  # a note while it lasts: the round log says it once, status shows it
+    assert learn(book, links, 1.0, always("w2"), config, notes=True) == ((), notes)
     # the same ISP's prefix in the config: nothing to say
-    assert learn(DelegationBook(), links, 0.0, always("w1"), config) == ((), [])
+    assert learn(DelegationBook(), links, 0.0, always("w1"), config, notes=True) == ((), [])
 
 
 def test_a_prefix_kept_for_its_hosts_goes_when_the_config_names_it() -> None:
@@ -151,12 +188,12 @@ def test_a_prefix_kept_for_its_hosts_goes_when_the_config_names_it() -> None:
 
 
 def test_an_uplink_that_is_no_managed_link_gets_no_prefix() -> None:
-    book = DelegationBook()
     links = [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0))]
-    found, lines = learn(book, links, 0.0, always("ppp0", "networkd"), levels=True)
-    assert found == () and [level for level, _ in lines] == [logging.WARNING]
-    assert "ppp0 is no link of wanhooks' now" in lines[0][1]
-    assert learn(book, links, 1.0, always("ppp0", "networkd")) == ((), [])
+    found, notes = learn(DelegationBook(), links, 0.0, always("ppp0", "networkd"), notes=True)
+    assert found == () and notes == [
+        "lan0 is numbered from ppp0's delegation (says networkd), and ppp0 is no link of the config's now: "
+        "its prefixes get no rule"
+    ]
 
 
 def test_two_lan_interfaces_with_one_prefix_from_two_uplinks_keep_the_first() -> None:
@@ -165,7 +202,11 @@ def test_two_lan_interfaces_with_one_prefix_from_two_uplinks_keep_the_first() ->
         lan(11, "lan1", ("2001:db8:100:1::2/64", 1.0, 9.0)),
     ]
     found, lines = learn(
-        DelegationBook(), links, 0.0, lambda link: ("w1" if link.name == "lan0" else "w2", "networkd")
+        DelegationBook(),
+        links,
+        0.0,
+        lambda link: ("w1" if link.name == "lan0" else "w2", "networkd"),
+        notes=True,
     )
     assert [(d.link, d.lan) for d in found] == [("w1", "lan0")]
     assert "overlaps 2001:db8:100:1::/64 on lan0 (w1's): the one there first stays" in lines[0]
@@ -199,9 +240,10 @@ def test_a_prefix_still_on_the_lan_keeps_its_uplink_when_its_manager_says_nothin
 
 
 def test_nobody_saying_which_uplink_learns_nothing() -> None:
-    found, lines = learn(DelegationBook(), [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0))], 0.0,
-                         lambda link: None, levels=True)  # fmt: skip
-    assert found == () and [level for level, _ in lines] == [logging.DEBUG]
+    book = DelegationBook()
+    links = [lan(10, "lan0", ("2001:db8:100:1::1/64", 1.0, 9.0))]  # a client's SLAAC from upstream, say
+    assert learn(book, links, 0.0, lambda link: None) == ((), [])
+    assert learn(book, links, 0.0, lambda link: None, notes=True) == ((), [])
 
 
 def test_a_managed_links_own_addresses_are_never_a_lan_prefix() -> None:
@@ -222,9 +264,13 @@ def test_the_plan_routes_learned_prefixes_by_their_uplink_with_the_configs() -> 
     )
     links = (wan(2, "w1", 1), wan(3, "w2", 2), wan(4, "w3", 3))
     learned = (
-        Delegation("w2", P1, "networkd", "lan1", 5.0, 10.0, True),
-        Delegation("w2", P2, "networkd", "lan1", 5.0, 10.0, False),  # kept for its hosts: a rule all the same
-        Delegation("w9", ipaddress.IPv6Network("2001:db8:300:1::/64"), "networkd", "lan2"),  # no such link
+        Delegation("w2", P1, DelegationSource.NETWORKD, "lan1", 5.0, 10.0, True),
+        Delegation(
+            "w2", P2, DelegationSource.NETWORKD, "lan1", 5.0, 10.0, False
+        ),  # kept for its hosts: a rule all the same
+        Delegation(
+            "w9", ipaddress.IPv6Network("2001:db8:300:1::/64"), DelegationSource.NETWORKD, "lan2", 5.0, 10.0
+        ),  # no such link
     )
     desired = plan(config, Observed(links=links, delegations=learned))
     rules = {
@@ -256,8 +302,8 @@ def test_status_shows_each_prefix_its_source_and_lifetimes(monkeypatch: pytest.M
     observed = Observed(
         links=(wan(2, "w1", 1), wan(3, "w2", 2), wan(4, "w3", 3)),
         delegations=(
-            Delegation("w2", P1, "networkd", "lan1", 90.0, 130.0, False),
-            Delegation("w2", P2, "networkd", "lan1", 112.0, 125.0, True),
+            Delegation("w2", P1, DelegationSource.NETWORKD, "lan1", 90.0, 130.0, False),
+            Delegation("w2", P2, DelegationSource.NETWORKD, "lan1", 112.0, 125.0, True),
         ),
     )
     desired = plan(config, observed)
@@ -427,21 +473,23 @@ def test_networkd_files_are_read_again_when_they_change(tmp_path: Path) -> None:
     assert nd.uplink(10, "lan1", {}, {}) == "w2"
 
 
-def test_networkds_note_is_logged_once_while_it_lasts(
+def test_networkds_note_is_a_note_of_the_plan_and_one_shot_commands_log_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     state = networkd_files(tmp_path, {12: DOWNSTREAM, 2: WAN_DHCP6, 3: WAN_DHCP6})
-    learned = LearnedPrefixes(NetworkdUplinks(state))
     links = (wan(2, "w1", 1), wan(3, "w2", 2), lan(12, "lan3", ("2001:db8:100:1::1/64", 50.0, 60.0)))
-    with caplog.at_level(logging.WARNING, logger="wanhooks"):
-        for now in (0.0, 1.0):
-            assert learned.observe(lab_config(), Observed(links=links), now=now).delegations == ()
-    assert caplog.text.count("set UplinkInterface=") == 1
-    quiet = LearnedPrefixes(NetworkdUplinks(state), quiet=True)
-    caplog.clear()
+    observed = LearnedPrefixes(NetworkdUplinks(state)).observe(lab_config(), Observed(links=links), now=0.0)
+    assert observed.delegations == () and len(observed.delegation_notes) == 1
+    assert "set UplinkInterface=" in observed.delegation_notes[0]
+    assert observed.delegation_notes[0] in plan(lab_config(), observed).notes  # logged, shown, printed
+    told = replace(
+        lab_config(), links=(replace(lab_config().links[0], delegated_to=("lan3",)), *lab_config().links[1:])
+    )
     with caplog.at_level(logging.DEBUG, logger="wanhooks"):
-        quiet.observe(lab_config(), Observed(links=links), now=0.0)
-    assert caplog.text == ""
+        quiet = LearnedPrefixes(NetworkdUplinks(state), quiet=True).observe(
+            told, Observed(links=links), now=0.0
+        )
+    assert [d.prefix for d in quiet.delegations] == [P1] and caplog.text == ""
 
 
 def test_the_configs_word_comes_before_networkds(tmp_path: Path) -> None:
@@ -566,10 +614,16 @@ def test_a_bug_in_the_learning_never_stops_a_round(caplog: pytest.LogCaptureFixt
 
 def test_prefixes_kept_for_their_hosts_survive_a_restart(tmp_path: Path) -> None:
     now = time.monotonic()
-    kept = Delegation("w1", P1, "networkd", "lan1", now + 5, now + 50, present=False)
-    there = Delegation("w2", P2, "NetworkManager", "lan2", now + 500, now + 900, present=True)
+    kept = Delegation("w1", P1, DelegationSource.NETWORKD, "lan1", now + 5, now + 50, present=False)
+    there = Delegation("w2", P2, DelegationSource.NETWORKMANAGER, "lan2", now + 500, now + 900, present=True)
     gone = Delegation(
-        "w1", ipaddress.IPv6Network("2001:db8:300:1::/64"), "networkd", "lan1", now - 2, now - 1, False
+        "w1",
+        ipaddress.IPv6Network("2001:db8:300:1::/64"),
+        DelegationSource.NETWORKD,
+        "lan1",
+        now - 2,
+        now - 1,
+        False,
     )
     kept_prefixes.save(str(tmp_path), (kept, there, gone), now)
     assert (tmp_path / kept_prefixes.KEPT_FILE).stat().st_mode & 0o777 == 0o600
@@ -599,10 +653,13 @@ def test_the_daemons_book_is_written_when_it_changes_and_read_at_start(tmp_path:
     learned = LearnedPrefixes(NetworkdUplinks(Path("/nonexistent")), persist=writes.append)
     told = replace(lab_config(), links=(replace(lab_config().links[0], delegated_to=("lan0",)),))
     links = (wan(2, "w1", 1), lan(10, "lan0", ("2001:db8:100:1::1/64", t + 50, t + 60)))
-    for now in (t, t + 0.1):  # the same twice: written once
+    for now in (t, t + 0.1):  # the same twice: written once, after the round (save)
         learned.observe(told, Observed(links=links), now=now)
+        assert [[d.prefix for d in w] for w in writes] == ([] if now == t else [[P1]])
+        learned.save()
     assert [[d.prefix for d in w] for w in writes] == [[P1]]
     learned.observe(told, Observed(links=links[:1]), now=t + 0.2)  # it left the LAN: kept, written
+    learned.save()
     assert [d.present for d in writes[-1]] == [False]
     kept_prefixes.save(str(tmp_path), writes[-1])
     restarted = LearnedPrefixes(NetworkdUplinks(Path("/nonexistent")))
@@ -615,6 +672,7 @@ def test_the_daemons_book_is_written_when_it_changes_and_read_at_start(tmp_path:
     shared = (ManagedDevice(name="lan0", shared6=True),)
     defaults = (main_default(6, 2, "fe80::1"),)
     nm.observe(lab_config(), Observed(links=links, main_defaults=defaults, manager=shared), now=t)
+    nm.save()
     kept_prefixes.save(str(tmp_path), writes[-1])
     again = LearnedPrefixes(NetworkdUplinks(Path("/nonexistent")))
     again.restore(kept_prefixes.load(str(tmp_path)))
@@ -630,9 +688,19 @@ def test_a_prefix_kept_for_its_hosts_stays_on_link_on_its_lan_interface() -> Non
     lan1 = lan(10, "lan1")
     links = (wan(2, "w1", 1), wan(3, "w2", 2), lan1)
     learned = (
-        Delegation("w2", P1, "NetworkManager", "lan1", 5.0, 10.0, False),  # left lan1: kept
-        Delegation("w2", P2, "NetworkManager", "lan1", 5.0, 10.0, True),  # on lan1: the manager's route
-        Delegation("w1", ipaddress.IPv6Network("2001:db8:300:1::/64"), "networkd", "gone0", 1.0, 2.0, False),
+        Delegation("w2", P1, DelegationSource.NETWORKMANAGER, "lan1", 5.0, 10.0, False),  # left lan1: kept
+        Delegation(
+            "w2", P2, DelegationSource.NETWORKMANAGER, "lan1", 5.0, 10.0, True
+        ),  # on lan1: the manager's route
+        Delegation(
+            "w1",
+            ipaddress.IPv6Network("2001:db8:300:1::/64"),
+            DelegationSource.NETWORKD,
+            "gone0",
+            1.0,
+            2.0,
+            False,
+        ),
     )
     desired = plan(lab_config(), Observed(links=links, delegations=learned))
     kept = [r for r in desired.routes if r.table == c.TABLE_KEPT_PREFIXES]

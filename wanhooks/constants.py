@@ -146,6 +146,16 @@ WEIGHT_MIN = 1
 WEIGHT_MAX = 256  # a nexthop group member's weight is a u8 holding weight - 1
 METERED_TIER_MIN = 0  # metered_tier 0: NetworkManager's metered flag changes no tier
 
+# --- delegated prefixes -------------------------------------------------------
+DELEGATED_MIN_LENGTH = 16  # shorter would capture others' traffic (::/0 would capture all)
+DELEGATED_MAX_LENGTH = 64  # a LAN needs a /64 (SLAAC): a longer one is a host's, not a delegation
+
+
+def delegable(prefixlen: int) -> bool:
+    """Could an ISP's delegation (or the LAN subnet numbered from it) be this long?"""
+    return DELEGATED_MIN_LENGTH <= prefixlen <= DELEGATED_MAX_LENGTH
+
+
 # --- the kernel's own numbers we refer to ------------------------------------
 TABLE_MAIN = 254  # RT_TABLE_MAIN: where network managers put their default routes
 PRIO_RULE_MAIN = 32766  # the kernel's `from all lookup main` rule (and 32767, default, after it)

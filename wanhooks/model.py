@@ -408,7 +408,7 @@ class ManagedDevice:
     # nothing about a link whose profile routes through a table of its own.
     connectivity_checked: bool = False
     # its profile says ipv6.method=shared: NetworkManager numbers it from a prefix delegated
-    # to its IPv6 default device (1.42: only that one; plan/delegations.py)
+    # to its IPv6 default device (1.42: only that one; plan/delegations.py has the rule)
     shared6: bool = False
 
 
@@ -430,6 +430,14 @@ class KernelFeatures:
     nftables: bool = True  # the nft command is installed (NAT, sticky connections)
 
 
+class DelegationSource(str, enum.Enum):
+    """Who said which uplink a learned prefix is from (plan/delegations.py)."""
+
+    DELEGATED_TO = "delegated_to"  # the config: any DHCPv6 client
+    NETWORKD = "networkd"  # its .network file's UplinkInterface=
+    NETWORKMANAGER = "NetworkManager"  # a shared profile: its IPv6 default device
+
+
 @cached_hash
 @dataclass(frozen=True)
 class Delegation:
@@ -438,10 +446,10 @@ class Delegation:
 
     link: str  # the WAN (uplink) that delegated it
     prefix: ipaddress.IPv6Network
-    source: str  # who told which uplink: "networkd", "NetworkManager", "delegated_to"
+    source: DelegationSource
     lan: str  # the LAN interface numbered from it
-    preferred_until: float | None = None  # time.monotonic(); None: forever
-    valid_until: float | None = None
+    preferred_until: float  # time.monotonic(): a learned prefix is always dynamic
+    valid_until: float
     # False: its LAN address is gone (a new prefix, a lease that ended) but hosts may still
     # hold addresses from it until valid_until, and their connections must keep their ISP
     present: bool = True
@@ -454,7 +462,8 @@ class Observed:
     features: KernelFeatures = field(default_factory=KernelFeatures)
     policy_defaults: tuple[PolicyDefault, ...] = ()
     manager: tuple[ManagedDevice, ...] = ()  # NetworkManager's view, when it runs
-    delegations: tuple[Delegation, ...] = ()  # prefixes learned from the managers (the daemon's)
+    delegations: tuple[Delegation, ...] = ()  # prefixes learned (sources/prefix_delegation.py)
+    delegation_notes: tuple[str, ...] = ()  # what kept one from being learned: the plan's notes
 
     def learned_prefixes(self, name: str) -> tuple[ipaddress.IPv6Network, ...]:
         """The prefixes learned as delegated by the link `name`, in order."""

@@ -78,7 +78,6 @@ from . import schema
 from .schema import (
     BUDGET_MAX_MB,
     CAPACITY_KEYS,
-    DELEGATED_MIN_LENGTH,
     GATEWAY_HOLD_MAX_S,
     HEALTH_SECONDS,
     NAT_MODES,
@@ -374,9 +373,10 @@ class _Draft:
     nat_address: ipaddress.IPv4Address | None = None
 
 
-def _check_interface(name: str, where: _Where) -> str:
-    """The rules of the kernel's dev_valid_name(), with glob characters allowed."""
-    problem = ifname_problem(name, glob=True)
+def _check_interface(name: str, where: _Where, *, glob: bool = True) -> str:
+    """The rules of the kernel's dev_valid_name(), with glob characters allowed (or not: one
+    exact name, as a LAN interface of delegated_to: is)."""
+    problem = ifname_problem(name, glob=glob)
     if problem:
         raise where.error(problem)
     return name
@@ -896,14 +896,6 @@ def _yaml_links(node: Node, where: _Where) -> list[tuple[LinkConfig, _Draft]]:
     return links
 
 
-def _lan_interface(name: str, where: _Where) -> str:
-    """A LAN interface of delegated_to: one exact name (its addresses are read, never changed)."""
-    problem = ifname_problem(name)
-    if problem:
-        raise where.error(problem)
-    return name
-
-
 def _check_delegated_to(drafts: Sequence[_Draft]) -> None:
     """Each LAN interface takes one ISP's delegation, and is not itself a WAN of the config."""
     owner: dict[str, str] = {}
@@ -1006,7 +998,9 @@ def _yaml_link(node: Node, where: _Where) -> _Draft:
         elif name == "delegated":
             draft.delegated = tuple(_delegated(t, at) for t, at in _yaml_texts(value, value_at, name))
         elif name == "delegated_to":
-            draft.delegated_to = [(_lan_interface(t, at), at) for t, at in _yaml_texts(value, value_at, name)]
+            draft.delegated_to = [
+                (_check_interface(t, at, glob=False), at) for t, at in _yaml_texts(value, value_at, name)
+            ]
         elif name == "tunnel_mark":
             draft.tunnel_mark = _yaml_mark(value, value_at)
         elif name == "nat_address":
@@ -1231,10 +1225,10 @@ def _delegated(text: str, where: _Where) -> ipaddress.IPv6Network:
     prefix = _pin_prefix(text, where)
     if not isinstance(prefix, ipaddress.IPv6Network):
         raise where.error(f"delegated {prefix} is IPv4: prefix delegation is IPv6's (e.g. 2001:db8:1::/56)")
-    if not DELEGATED_MIN_LENGTH <= prefix.prefixlen <= 64:
+    if not c.delegable(prefix.prefixlen):
         raise where.error(
-            f"delegated {prefix}: an ISP delegates a /{DELEGATED_MIN_LENGTH} to a /64 "
-            "(give the prefix your DHCPv6-PD lease shows)"
+            f"delegated {prefix}: an ISP delegates a /{c.DELEGATED_MIN_LENGTH} to a "
+            f"/{c.DELEGATED_MAX_LENGTH} (give the prefix your DHCPv6-PD lease shows)"
         )
     return prefix
 

@@ -32,7 +32,6 @@ NAT_MODES = ("none", "masquerade")
 WHEN_DOWN = ("fallback", "fail")
 PIN_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
 CAPACITY_KEYS = ("down", "up")
-DELEGATED_MIN_LENGTH = 16  # shorter would capture others' traffic (::/0 would capture all)
 
 
 @dataclass(frozen=True)
@@ -204,7 +203,8 @@ LINK = Section(
         Key("tier", f"whole number {c.TIER_MIN} to {c.TIER_MAX}", "1, or metered_tier when metered",
             "Only the best tier with a usable link carries traffic: a tier-2 link is a standby.",
             "2"),
-        Key("delegated", f"IPv6 prefix or list, /{DELEGATED_MIN_LENGTH} to /64", "none",
+        Key("delegated", f"IPv6 prefix or list, /{c.DELEGATED_MIN_LENGTH} to /{c.DELEGATED_MAX_LENGTH}",
+            "none",
             "What this ISP's DHCPv6 prefix delegation gave the LAN: traffic from it leaves by this "
             "link (from <prefix> lookup <its table>). Prefixes may not overlap between links.",
             "\"2001:db8:1100::/56\""),

@@ -172,8 +172,8 @@ def status_json(
 
 
 def _delegated(config: Config, observed: Observed, name: str, now: float) -> list[dict[str, Any]]:
-    """A link's delegated prefixes: the config's, then those learned (plan/delegations.py),
-    each with where it came from and its lifetimes left (null: forever)."""
+    """A link's delegated prefixes: the config's (lifetimes null: for as long as it says), then
+    those learned (plan/delegations.py), each with where it came from and its lifetimes left."""
     entry = match_entry(config, name)
     given = [
         {
@@ -189,20 +189,16 @@ def _delegated(config: Config, observed: Observed, name: str, now: float) -> lis
     learned = [
         {
             "prefix": str(d.prefix),
-            "source": d.source,
+            "source": d.source.value,
             "lan": d.lan,
-            "preferred_s": _seconds_left(d.preferred_until, now),
-            "valid_s": _seconds_left(d.valid_until, now),
+            "preferred_s": round(max(0.0, d.preferred_until - now), 1),
+            "valid_s": round(max(0.0, d.valid_until - now), 1),
             "present": d.present,  # false: gone from the LAN, kept while hosts' addresses are valid
         }
         for d in sorted(observed.delegations, key=lambda d: (not d.present, d.prefix))
         if d.link == name
     ]
     return given + learned
-
-
-def _seconds_left(until: float | None, now: float) -> float | None:
-    return None if until is None else round(max(0.0, until - now), 1)
 
 
 def _pins(config: Config, desired: Desired, names: dict[int, str]) -> list[dict[str, Any]]:
@@ -350,6 +346,7 @@ def _delegated_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def _prefix_text(p: dict[str, Any]) -> str:
+    """One prefix of the document (which may come from a daemon of another version)."""
     if p["source"] == "config":
         return f"{p['prefix']} (config)"
     valid = "forever" if p["valid_s"] is None else _duration(p["valid_s"])

@@ -622,6 +622,7 @@ def plan(
     buckets = resilient_buckets(config)
     parts = _Parts(notes=([kind_note] if kind_note else []) + _refused_names(config, observed))
     parts.notes += _unmeasurable(pairs, config)
+    parts.notes += observed.delegation_notes
     sides: dict[tuple[int, int], _Side] = {}
     for family in (4, 6):
         family_sides = _judged(config, observed, pairs, family, overrides, verdicts, nat_in_place, parts)
@@ -679,7 +680,7 @@ def _with_learned(entry: LinkConfig, learned: tuple[ipaddress.IPv6Network, ...])
     (plan/delegations.py): they get its rules (and NAT66's exemption) as the config's do."""
     if not learned:
         return entry
-    return replace(entry, delegated=entry.delegated + tuple(p for p in learned if p not in entry.delegated))
+    return replace(entry, delegated=entry.delegated + learned)  # none overlaps the config's (learn)
 
 
 def _judged(

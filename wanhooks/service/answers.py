@@ -107,7 +107,7 @@ class Answers:
             events=d.events,
             vrrp={name: (state, time.monotonic() - since) for name, (state, since) in d.vrrp.items()},
             tasks=len(asyncio.all_tasks()),
-            delegations=tuple(d.learned.book.known.values()),
+            delegations=d.learned.known,
         )
 
     def metrics_doc(self, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:

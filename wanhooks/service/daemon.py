@@ -132,7 +132,7 @@ class Daemon:
             persist=None if dry_run else (lambda found: kept_prefixes.save(run_dir, found))
         )
         self.learned.restore(kept_prefixes.load(run_dir))
-        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None  # a held gateway's, a kept prefix's
         self._last_desired: Desired | None = None
         self._last_would: list[str] | None = None  # --dry-run: what the last round would have done
         self._round_log = round_log.RoundLog()  # what the last round said: changes are logged, not repeats
@@ -140,7 +140,6 @@ class Daemon:
         self._restore = RestorePolicy()
         self._main_has_default = True  # as the last round saw main
         self._restore_timer: asyncio.TimerHandle | None = None
-        self._hold_timer: asyncio.TimerHandle | None = None
         self._firewall_retry = False  # a retry of a failed nftables write is scheduled
         self._failed = False  # an event source failed: stop, exit 1
         # health and weights, on the loop
@@ -382,7 +381,7 @@ class Daemon:
             if self.dry_run:
                 await self.worker.run(self._dry_round, triggers)
                 self.systemd.dry_run(len(self._last_would or []))
-                self._schedule_prefix_expiry()
+                self._schedule_expiry()
                 return
             result, elapsed_ms = await self.worker.run(self._converge)
         finally:
@@ -394,8 +393,7 @@ class Daemon:
         for link, family, why in connections_to_end(self._last_desired, result.desired, self.config):
             self._spawn(self._end_connections(link.name, family, link.addresses[family], why))
         self._last_desired = result.desired
-        self._schedule_hold_expiry()
-        self._schedule_prefix_expiry()
+        self._schedule_expiry()
         report = result.report
         self._round_log.after(self.rounds, triggers, result, elapsed_ms)
         if report.firewall_errors:
@@ -423,7 +421,9 @@ class Daemon:
                 verdicts=self.worker.on_loop(self.probers.verdicts),
                 capacities=self.worker.on_loop(self.capacity.capacities)(),
             )
-        return result, (time.perf_counter() - started) * 1000
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.learned.save()  # after the round's writes: a renumbering's rule never waits on the disk
+        return result, elapsed_ms
 
     def _dry_round(self, triggers: list[Event]) -> None:
         """--dry-run: everything a round decides, logged as what it would do; nothing written
@@ -452,25 +452,25 @@ class Daemon:
         ISPs' delegated prefixes -- here, since they read networkd's files and the loop never
         waits on the disk.  The book is replaced whole, never changed in place: the loop
         reads it for status."""
-        return self.learned.observe(config, self.worker.on_loop(self._adjust)(observed))
+        return self.learned.observe(config, self.worker.on_loop(self._adjust)(observed, config))
 
     def _manager_view(self, devices: tuple[ManagedDevice, ...]) -> None:
         self.manager = devices
 
-    def _adjust(self, observed: Observed) -> Observed:
+    def _adjust(self, observed: Observed, config: Config) -> Observed:
         """The kernel's view plus what only the daemon knows: NetworkManager's, held gateways.
 
         Also the moment to start and stop probers: before planning, so a new
         link's prober exists (and keeps it out until it answers) from its first round.
         """
         observed = replace(observed, manager=self.manager)
-        self.probers.sync(self.config, observed)
-        managed = {link.index for link, _entry in managed_links(self.config, observed)}
+        self.probers.sync(config, observed)
+        managed = {link.index for link, _entry in managed_links(config, observed)}
         before = self.holds
         adjusted, self.holds = hold_gateways(
-            observed, self.holds, managed, time.monotonic(), self.config.gateway_hold
+            observed, self.holds, managed, time.monotonic(), config.gateway_hold
         )
-        round_log.log_gateways(observed, before, self.holds, self.config.gateway_hold)
+        round_log.log_gateways(observed, before, self.holds, config.gateway_hold)
         return adjusted
 
     def _retry_firewall(self) -> None:
@@ -485,29 +485,24 @@ class Daemon:
         self._firewall_retry = True
         asyncio.get_running_loop().call_later(c.FIREWALL_RETRY_S, retry)
 
-    def _schedule_hold_expiry(self) -> None:
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
-        deadline = self.holds.deadline
-        if deadline is not None:
-            delay = max(0.0, deadline - time.monotonic()) + 0.01
-            self._hold_timer = asyncio.get_running_loop().call_later(
-                delay, self.post, Resync("a held gateway's time ran out")
-            )
-
-    def _schedule_prefix_expiry(self) -> None:
-        """A delegated prefix kept for its hosts' addresses is removed when they expire: no
-        event comes then (they are the LAN hosts'), so a round is set for that moment."""
+    def _schedule_expiry(self) -> None:
+        """No event comes when a held gateway's time runs out, nor when a delegated prefix kept
+        for its hosts expires (their addresses are the LAN's): one round is set for the first."""
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None
-        deadline = self.learned.next_expiry()
-        if deadline is not None:
-            delay = max(0.0, deadline - time.monotonic()) + 0.01
-            self._expiry_timer = asyncio.get_running_loop().call_later(
-                delay, self.post, Resync("a delegated prefix's valid lifetime ended")
+        due = [
+            (deadline, why)
+            for deadline, why in (
+                (self.holds.deadline, "a held gateway's time ran out"),
+                (self.learned.next_expiry(), "a delegated prefix's valid lifetime ended"),
             )
+            if deadline is not None
+        ]
+        if due:
+            deadline, why = min(due)
+            delay = max(0.0, deadline - time.monotonic()) + 0.01
+            self._expiry_timer = asyncio.get_running_loop().call_later(delay, self.post, Resync(why))
 
     def _log_state_changes(self, desired: Desired, refused: bool) -> None:
         """Each link whose state changed, after the round's own lines (its cause)."""

@@ -17,13 +17,13 @@ import os
 import time
 from collections.abc import Iterable
 
-from ..config.schema import DELEGATED_MIN_LENGTH
-from ..model import Delegation
+from .. import constants as c
+from ..model import Delegation, DelegationSource
 from ..plan.names import ifname_problem
 from .lock import write_private
 
 KEPT_FILE = "delegations.json"
-SOURCES = frozenset({"networkd", "NetworkManager", "delegated_to"})
+SOURCES = {source.value: source for source in DelegationSource}
 
 
 def _boottime() -> float:
@@ -41,14 +41,13 @@ def save(run_dir: str, delegations: Iterable[Delegation], now: float | None = No
             {
                 "link": d.link,
                 "prefix": str(d.prefix),
-                "source": d.source,
+                "source": d.source.value,
                 "lan": d.lan,
                 "preferred_until": d.preferred_until + shift,
                 "valid_until": d.valid_until + shift,
                 "present": d.present,
             }
             for d in delegations
-            if d.valid_until is not None and d.preferred_until is not None
         ],
     }
     write_private(os.path.join(run_dir, KEPT_FILE), json.dumps(doc))
@@ -76,7 +75,7 @@ def load(run_dir: str, now: float | None = None) -> tuple[Delegation, ...]:
     found = []
     for entry in doc["delegations"]:
         d = _entry(entry, shift)
-        if d is not None and d.valid_until is not None and d.valid_until > now:
+        if d is not None and d.valid_until > now:
             found.append(d)
     return tuple(found)
 
@@ -86,7 +85,7 @@ def _entry(entry: object, shift: float) -> Delegation | None:
         return None
     link, lan, source = entry.get("link"), entry.get("lan"), entry.get("source")
     preferred, valid = entry.get("preferred_until"), entry.get("valid_until")
-    if not (isinstance(link, str) and isinstance(lan, str) and source in SOURCES):
+    if not (isinstance(link, str) and isinstance(lan, str) and isinstance(source, str) and source in SOURCES):
         return None
     if ifname_problem(link) or ifname_problem(lan):
         return None
@@ -99,13 +98,13 @@ def _entry(entry: object, shift: float) -> Delegation | None:
         prefix = ipaddress.IPv6Network(entry.get("prefix"))
     except (ValueError, TypeError):
         return None
-    if not DELEGATED_MIN_LENGTH <= prefix.prefixlen <= 64:
+    if not c.delegable(prefix.prefixlen):
         return None
-    assert isinstance(preferred, (int, float)) and isinstance(valid, (int, float)) and isinstance(source, str)
+    assert isinstance(preferred, (int, float)) and isinstance(valid, (int, float))
     return Delegation(
         link,
         prefix,
-        source,
+        SOURCES[source],
         lan,
         float(preferred) - shift,
         float(valid) - shift,
