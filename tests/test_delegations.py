@@ -684,7 +684,7 @@ def test_the_daemons_book_is_written_when_it_changes_and_read_at_start(tmp_path:
     assert [(d.prefix, d.link, d.present) for d in found] == [(P1, "w1", True)]
 
 
-def test_a_prefix_kept_for_its_hosts_stays_on_link_on_its_lan_interface() -> None:
+def test_a_learned_prefix_is_on_link_on_its_lan_interface_behind_mains_routes() -> None:
     lan1 = lan(10, "lan1")
     links = (wan(2, "w1", 1), wan(3, "w2", 2), lan1)
     learned = (
@@ -703,10 +703,8 @@ def test_a_prefix_kept_for_its_hosts_stays_on_link_on_its_lan_interface() -> Non
         ),
     )
     desired = plan(lab_config(), Observed(links=links, delegations=learned))
-    kept = [r for r in desired.routes if r.table == c.TABLE_KEPT_PREFIXES]
-    assert [(r.dst, r.oif, r.gateway) for r in kept] == [(P1, 10, None)]
-    rules = [r for r in desired.rules if r.priority == c.PRIO_KEPT_PREFIX]
-    assert [(r.dst, r.table, r.src) for r in rules] == [(P1, c.TABLE_KEPT_PREFIXES, None)]
-    assert (
-        c.is_owned_table(c.TABLE_KEPT_PREFIXES) and c.PRIO_MAIN_SUPPRESS < c.PRIO_KEPT_PREFIX < c.PRIO_TUNNEL
-    )
+    on_lan = sorted((r.dst, r.oif, r.gateway) for r in desired.routes if r.table == c.TABLE_LAN_PREFIXES)
+    assert on_lan == [(P1, 10, None), (P2, 10, None)]  # kept and present; none on a LAN interface gone
+    rules = sorted((r.dst, r.table, r.src) for r in desired.rules if r.priority == c.PRIO_LAN_PREFIX)
+    assert rules == [(P1, c.TABLE_LAN_PREFIXES, None), (P2, c.TABLE_LAN_PREFIXES, None)]
+    assert c.is_owned_table(c.TABLE_LAN_PREFIXES) and c.PRIO_MAIN_SUPPRESS < c.PRIO_LAN_PREFIX < c.PRIO_TUNNEL

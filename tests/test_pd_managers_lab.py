@@ -197,7 +197,7 @@ def first_seen(check: dict[str, object], timeout: float, explain: object = str) 
 def connections_from(
     lab: Lab, source: str, seconds: float = 7.0
 ) -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Four TCP connections from `source` to the internet's echo server, echoing every 0.2 s
+    """Four TCP connections from `source` to the internet's echo server, echoing every 20 ms
     for `seconds`; yields what tells their fate once they are done (tcp-hold's JSON)."""
     server = subprocess.Popen(
         ["ip", "netns", "exec", lab.internet, sys.executable, "-m", "wanhooks.lab.traffic", "tcp-echo",
@@ -208,7 +208,7 @@ def connections_from(
     holder = subprocess.Popen(
         ["ip", "netns", "exec", lab.lan, sys.executable, "-m", "wanhooks.lab.traffic", "tcp-hold",
          "--dst", SERVER6, "--port", str(ECHO_PORT), "--flows", "4", "--seconds", str(seconds),
-         "--interval", "0.2", "--bind", source],
+         "--interval", "0.02", "--bind", source],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

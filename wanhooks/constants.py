@@ -49,17 +49,17 @@ def tier_table(tier: int) -> int:
     return TABLE_TIER_BASE + tier
 
 
-# Delegated prefixes kept for their hosts after they left the LAN (plan/delegations.py): each
-# still on-link on its LAN interface, so the hosts' deprecated addresses keep their connections
-# when the manager took its own route with the address (NetworkManager does).  Just above the tiers.
-TABLE_KEPT_PREFIXES = TABLE_TIER_BASE + 100
+# Learned delegated prefixes, each on-link on its LAN interface behind main's routes: the hosts'
+# deprecated addresses keep their connections when the manager took its route away with its
+# address (NetworkManager does at a renumbering; plan/planner.py).  Just above the tiers.
+TABLE_LAN_PREFIXES = TABLE_TIER_BASE + 100
 
 
 def is_owned_table(table: int) -> bool:
     return (
         TABLE_BASE <= table < TABLE_BASE + TABLE_SPAN
         or TABLE_TIER_BASE < table <= TABLE_TIER_BASE + TIER_COUNT
-        or table == TABLE_KEPT_PREFIXES
+        or table == TABLE_LAN_PREFIXES
     )
 
 
@@ -166,7 +166,7 @@ PRIO_RULE_MAIN = 32766  # the kernel's `from all lookup main` rule (and 32767, d
 # an admin can slot rules in between ours and we never renumber.
 PRIO_MIN = 20000
 PRIO_MAIN_SUPPRESS = 20000  # lookup main suppress_prefixlength 0: LAN/VPN/specific routes win
-PRIO_KEPT_PREFIX = 20010  # to <delegated prefix kept for its hosts> lookup <kept table>: back to them
+PRIO_LAN_PREFIX = 20010  # to <learned delegated prefix> lookup <its LAN table>: main's routes first
 PRIO_TUNNEL = 20050  # fwmark <a tunnel's mark> lookup main: its encapsulated packets skip the balance
 PRIO_LINK_SOURCE = 20100  # from <link address> lookup <link table>
 PRIO_MARK = 20200  # fwmark -> link table (sticky connections): a connection keeps its link

@@ -645,7 +645,7 @@ def plan(
         if balance:
             _balance_rule(observed, family, {link.index for link, _ in pairs}, parts)
     if observed.delegations:
-        _kept_prefixes_on_lan(observed, parts)
+        _learned_prefixes_on_lan(observed, parts)
     rules, routes, notes = parts.rules, parts.routes, parts.notes
 
     sysctls, hash_notes = _hash_sysctls(config, observed)
@@ -776,23 +776,25 @@ def _link_slice(side: _Side, family: int, nat66: bool) -> tuple[tuple[Route, ...
     return tuple(map(canonical, routes)), tuple(map(canonical, rules))
 
 
-def _kept_prefixes_on_lan(observed: Observed, parts: _Parts) -> None:
-    """A delegated prefix kept for its hosts (it left its LAN interface: renumbered) stays
-    on-link there while their addresses from it are valid: NetworkManager takes its route
-    with its address, and the answers to the hosts' connections would find no way to them.
-    `to <prefix> lookup <kept table>` comes after main's rule: a route the manager left wins."""
+def _learned_prefixes_on_lan(observed: Observed, parts: _Parts) -> None:
+    """Every learned prefix is on-link on its LAN interface in a table of wanhooks' too:
+    `to <prefix> lookup <that table>` comes after main's rule, so the manager's own route wins
+    while it has one.  When it takes its route away with the address -- NetworkManager does,
+    at a renumbering -- the answers to the hosts still holding addresses from it (kept for
+    them: plan/delegations.py) still find them, from that moment: a route added only once the
+    prefix left would leave a gap in which they went back out to an ISP."""
     by_name = {link.name: link for link in observed.links}
     for d in observed.delegations:
         lan = by_name.get(d.lan)
-        if d.present or lan is None or not lan.admin_up:
+        if lan is None or not lan.admin_up:
             continue
         parts.routes.append(
             canonical(
-                Route(family=6, table=c.TABLE_KEPT_PREFIXES, dst=d.prefix, metric=_METRIC[6], oif=lan.index)
+                Route(family=6, table=c.TABLE_LAN_PREFIXES, dst=d.prefix, metric=_METRIC[6], oif=lan.index)
             )
         )
         parts.rules.append(
-            canonical(Rule(family=6, priority=c.PRIO_KEPT_PREFIX, table=c.TABLE_KEPT_PREFIXES, dst=d.prefix))
+            canonical(Rule(family=6, priority=c.PRIO_LAN_PREFIX, table=c.TABLE_LAN_PREFIXES, dst=d.prefix))
         )
 
 
