@@ -14,6 +14,7 @@ namespace, where a host takes an address from each prefix from the router's adve
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import subprocess
 import sys
@@ -98,23 +99,33 @@ class Setup:
 
     def lan_prefixes(self, dev: str) -> set[str]:
         """The /64s networkd numbered a router LAN interface from."""
-        infos = self.lab.ip_json(self.lab.router, "-6", "addr", "show", "dev", dev, "scope", "global")
-        return {f"{_net(a['local'])}/64" for info in infos for a in info["addr_info"] if "local" in a}
+        return router_prefixes(self.lab, dev)
 
     def host_address(self, prefix: str) -> str | None:
         """The LAN host's settled address from a prefix (SLAAC on br0)."""
-        infos = self.lab.ip_json(self.lab.lan, "-6", "addr", "show", "dev", "br0", "scope", "global")
-        for info in infos:
-            for a in info["addr_info"]:
-                if "local" in a and f"{_net(a['local'])}/64" == prefix and not a.get("tentative"):
-                    return str(a["local"])
-        return None
+        return host_address(self.lab, "br0", prefix)
+
+
+def _global_addresses(lab: Lab, ns: str, dev: str) -> list[dict[str, Any]]:
+    infos = lab.ip_json(ns, "-6", "addr", "show", "dev", dev, "scope", "global")
+    return [a for info in infos for a in info["addr_info"] if "local" in a]
 
 
 def _net(address: str) -> str:
-    import ipaddress
+    return f"{ipaddress.IPv6Network(f'{address}/64', strict=False).network_address}/64"
 
-    return str(ipaddress.IPv6Network(f"{address}/64", strict=False).network_address)
+
+def router_prefixes(lab: Lab, dev: str) -> set[str]:
+    """The /64s a router LAN interface is numbered from."""
+    return {_net(a["local"]) for a in _global_addresses(lab, lab.router, dev)}
+
+
+def host_address(lab: Lab, dev: str, prefix: str) -> str | None:
+    """The LAN host's settled (SLAAC, past DAD) address from a prefix, on dev."""
+    found = _global_addresses(lab, lab.lan, dev)
+    return next(
+        (str(a["local"]) for a in found if _net(a["local"]) == prefix and not a.get("tentative")), None
+    )
 
 
 def table_of(lab: Lab, dev: str) -> int:
@@ -326,16 +337,10 @@ class NmSetup:
         )
 
     def lan_prefixes(self) -> set[str]:
-        infos = self.lab.ip_json(self.lab.router, "-6", "addr", "show", "dev", "nmwl", "scope", "global")
-        return {f"{_net(a['local'])}/64" for info in infos for a in info["addr_info"] if "local" in a}
+        return router_prefixes(self.lab, "nmwl")
 
     def host_address(self, prefix: str) -> str | None:
-        infos = self.lab.ip_json(self.lab.lan, "-6", "addr", "show", "dev", "eth1", "scope", "global")
-        for info in infos:
-            for a in info["addr_info"]:
-                if "local" in a and f"{_net(a['local'])}/64" == prefix and not a.get("tentative"):
-                    return str(a["local"])
-        return None
+        return host_address(self.lab, "eth1", prefix)
 
 
 @pytest.fixture
