@@ -142,13 +142,16 @@ class DaemonProc:
 
     def __init__(
         self, router: Router, *extra: str, env: dict[str, str] | None = None,
-        start: tuple[str, ...] = ("-m", "wanhooks"),
+        start: tuple[str, ...] = ("-m", "wanhooks"), enter: tuple[str, ...] | None = None,
     ) -> None:  # fmt: skip
+        """enter: how to get into the router (default `ip netns exec <router>`; a manager's
+        mount namespace too, with nsenter, where the daemon must read its files)."""
         self.router = router
         self.log_path = router.tmp / "daemon.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        enter = enter if enter is not None else ("ip", "netns", "exec", router.lab.router)
         argv = [
-            "ip", "netns", "exec", router.lab.router, sys.executable, *start,
+            *enter, sys.executable, *start,
             "-c", str(router.config), "--run-dir", str(router.run_dir), "run", *extra,
         ]  # fmt: skip
         # the kernel mirror confirmed every 2 s, not 60: every daemon test checks it (daemon_factory)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Router, prefix_rules, wait_for
+from conftest import DaemonProc, Router, prefix_rules, wait_for
 from managers import (
     KeaPD,
     NetworkdSandbox,
@@ -169,20 +169,16 @@ def setup(router: Router, tmp_path: Path) -> Iterator[Setup]:
         files.update({f"20-d{i}.network": LAN.format(i=i) for i in (1, 2)})
         nd.up(files)
         build_lan(lab)
-        log = open(router.tmp / "daemon.log", "w")  # noqa: SIM115
         # in networkd's mount namespace: its /run/systemd/netif and /etc/systemd/network, as on a host
-        daemon = subprocess.Popen(
-            ["nsenter", "--target", str(nd.pid("networkd")), "--mount", "--net", "--", sys.executable, "-m",
-             "wanhooks", "-c", str(router.config), "--run-dir", str(router.run_dir), "run"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        daemon = DaemonProc(
+            router, enter=("nsenter", "--target", str(nd.pid("networkd")), "--mount", "--net", "--")
+        )
         s = Setup(router, nd, kea)
         wait_for(lambda: "round 1:" in s.log, 30, "the daemon's first round")
         yield s
     finally:
         if daemon is not None:
-            daemon.terminate()
-            daemon.wait(10)
+            daemon.stop()
         for server in kea.values():
             server.stop()
         nd.down()
@@ -373,19 +369,13 @@ def nm_setup(router: Router, tmp_path: Path) -> Iterator[NmSetup]:
         nm.nmcli("con", "add", "type", "ethernet", "ifname", "nmwl", "con-name", "lan", "autoconnect", "no",
                  "ipv4.method", "disabled", "ipv6.method", "shared")  # fmt: skip
         nm.nmcli("-w", "30", "con", "up", "up1")
-        log = open(router.tmp / "daemon.log", "w")  # noqa: SIM115
-        daemon = subprocess.Popen(
-            ["ip", "netns", "exec", lab.router, sys.executable, "-m", "wanhooks", "-c", str(router.config),
-             "--run-dir", str(router.run_dir), "run"],
-            env=nm.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        daemon = DaemonProc(router, env=nm.env)
         s = NmSetup(router, nm, kea, configured)
         wait_for(lambda: "NetworkManager:" in s.log, 15, "the daemon's NetworkManager snapshot")
         yield s
     finally:
         if daemon is not None:
-            daemon.terminate()
-            daemon.wait(10)
+            daemon.stop()
         kea.stop()
         nm.down()
 
