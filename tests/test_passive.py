@@ -35,6 +35,38 @@ def test_traffic_both_ways_is_never_suspected() -> None:
     assert fired == []
 
 
+def test_the_far_ends_repeats_do_not_hide_a_way_out_that_died() -> None:
+    """The way out dies, the way in does not (as the health lab's blackhole): the far ends
+    repeat what was never acknowledged on their backoff, 0.2 s, then 0.4, 0.8, 1.6 s apart,
+    each time as our clients repeat theirs -- 8 sent to 1 received in one sample, then a
+    duplicate ack.  A repeat answers what waited before it, not the 8 sent with it."""
+    samples: list[tuple[float, Packets]] = []
+    tx = rx = 0
+    for i in range(1, 21):  # a second of echoes both ways
+        tx, rx = tx + 20, rx + 10
+        samples.append((0.05 * i, Packets(tx, rx, 0, 0)))
+    repeats = {1.2, 1.4, 1.8, 2.6, 4.2}
+    for i in range(21, 100):
+        now = round(0.05 * i, 2)
+        if now == 1.05:  # the clients' next requests: into the hole
+            tx += 8
+        if now in repeats:
+            tx, rx = tx + 8, rx + 1
+        elif round(now - 0.05, 2) in repeats:
+            tx += 1  # the duplicate ack of the repeat
+        samples.append((now, Packets(tx, rx, 0, 0)))
+    _, fired = feed(passive.start(Packets(0, 0, 0, 0), 0.0), samples)
+    # repeats at 1.2 and 1.4 s, the next only at 1.8: suspected 0.25 s into that gap
+    assert fired and 1.6 < fired[0] <= 1.65 + 1e-9, fired
+
+
+def test_an_upload_acknowledged_sparsely_is_not_suspected() -> None:
+    """Ten segments out for every ack in: each ack answers what waited before its sample."""
+    samples = [(0.05 * i, Packets(10 * i, i, 0, 0)) for i in range(1, 1200)]
+    _, fired = feed(passive.start(Packets(0, 0, 0, 0), 0.0), samples)
+    assert fired == []
+
+
 def test_our_own_probes_are_not_traffic() -> None:
     """Probes out and no answer (a lost echo) is the probes' business, not the watch's."""
     watch = passive.start(Packets(0, 0, 0, 0), 0.0)

@@ -21,6 +21,13 @@ received (not our probes' answers) since the first of them, for `wait`
 seconds -- at least 2 packets, so one lost datagram or a counter that lags
 by one (transmit completions on real NICs) is no reason.  `wait` is
 max(0.25 s, 2 round trips): an ordinary request has had its answer by then.
+A packet received answers what was sent before its sample, but of the
+packets sent in the same sample only ANSWERS_PER_PACKET: the rest keep
+waiting.  When the way out dies and the way in does not, the far ends repeat
+what we never acknowledged (a TCP sender retransmits on its backoff: 0.2,
+0.4, 0.8 s...), in the very samples where our own clients retransmit
+theirs; taken for an answer to all of them, one repeat a round would hide
+the link's death for seconds.
 Bursts are paid from a token bucket holding PROBE_BURST_SHARE (constants.py) of the link's probe
 budget (health.burst_bytes each), so a one-way stream (a UDP upload, a
 send-only video call) costs at most that share a day.
@@ -31,6 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 MIN_UNANSWERED = 2  # packets out, none in, before the watch suspects a link
+# Packets sent in a sample that one packet received in it answers: a TCP receiver
+# acknowledges every second segment, a request has one reply.
+ANSWERS_PER_PACKET = 2
 WAIT_MIN = 0.25  # seconds
 BUCKET_BURSTS = 10.0  # bursts the bucket can hold (a short outage burns a few)
 
@@ -107,7 +117,11 @@ def observe(
     if received > 0:
         watch = replace(watch, last_heard=now)
     if received > 0 or not armed:  # something came back: whatever was waiting has its answer
-        return replace(watch, unanswered=0, unanswered_since=None), False
+        watch = replace(watch, unanswered=0, unanswered_since=None)
+        sent = max(0, sent - ANSWERS_PER_PACKET * received) if armed else 0
+        if sent == 0:
+            return watch, False
+        # (what it cannot have answered waits from this sample on)
     if sent > 0:  # (negative: a counter lagging our own count)
         # sent since the last sample: on average halfway (samples come 0.05-0.2 s apart)
         first = watch.unanswered_since if watch.unanswered_since is not None else (previous + now) / 2
