@@ -20,6 +20,7 @@ from fakes import lab_kernel
 from wanhooks import constants as c
 from wanhooks.events import Event, KernelChanged
 from wanhooks.health.machine import Kind, ProbeKey
+from wanhooks.health.passive_watch import PassiveWatcher
 from wanhooks.health.probes import Reply
 from wanhooks.kernel.fake import FAKE_PORTID, FakeKernel
 from wanhooks.model import Address, IPAddress, NexthopGroup
@@ -251,6 +252,27 @@ def test_a_failed_event_source_stops_the_daemon_rather_than_leave_it_deaf(run_di
         return await asyncio.wait_for(daemon.run(), DEADLINE_S)
 
     assert asyncio.run(main()) == 1
+
+
+def test_a_failed_background_loop_stops_the_daemon_rather_than_go_on_without_it(
+    run_dir: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The passive watch's loop ended by a bug: without it no link would be suspected under
+    traffic again, and nothing would say so."""
+
+    def broken(_watcher: PassiveWatcher, _now: float) -> float:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(PassiveWatcher, "step", broken)
+    config = Path(run_dir) / "wanhooks.yaml"
+    config.write_text(CONFIG)
+    daemon = Daemon(str(config), run_dir, around=Script(lab_kernel(2)).surroundings())
+
+    async def main() -> int:
+        return await asyncio.wait_for(daemon.run(), DEADLINE_S)
+
+    assert asyncio.run(main()) == 1
+    assert "the passive watch failed: a bug; stopping" in caplog.text
 
 
 def test_a_pairs_shared_address_and_keepalived_s_word_reach_the_balance_and_status(run_dir: str) -> None:

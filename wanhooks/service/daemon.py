@@ -45,7 +45,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -235,7 +235,7 @@ class Daemon:
         sources = self.around.sources(self.post, self._manager_view, self.kernel.portid)
         tasks = [asyncio.create_task(source.run()) for source in sources]
         for task in tasks:
-            task.add_done_callback(self._source_ended)
+            task.add_done_callback(self._must_not_fail("an event source"))
         await asyncio.sleep(0)  # the sources listen before the first round looks
         if self._failed:
             return await self._shut_down(tasks, None)
@@ -249,35 +249,43 @@ class Daemon:
             metrics.serve(self.config.metrics, lambda: self.answers.metrics_doc(loop), self.figures)
         self.probers.trusted = await self.worker.run(self._kernel_group_members)
         self.post(Resync("start-up: sweep what a previous instance left, build the plan"))
-        loops = [
-            self._reconciler(),
-            self.watcher.run(),
-            periodic.sample_traffic(self.worker, self.kernel, self.traffic),
-            periodic.weigh_links(
+        loops: list[tuple[str, Coroutine[Any, Any, None]]] = [
+            ("the reconciler", self._reconciler()),
+            ("the passive watch", self.watcher.run()),
+            ("the traffic sampler", periodic.sample_traffic(self.worker, self.kernel, self.traffic)),
+            ("the weigher", periodic.weigh_links(
                 lambda: self.config, self.around.counters, self.capacity, self.probers, self.post
-            ),
-        ]
-        # (a dry run too: its rounds trust the table as last read, like the real ones)
-        loops.append(periodic.verify_firewall(self.kernel, self.post))
+            )),
+            # (a dry run too: its rounds trust the table as last read, like the real ones)
+            ("the firewall check", periodic.verify_firewall(self.kernel, self.post)),
+        ]  # fmt: skip
         if isinstance(self.kernel, MirroredKernel):
-            loops.append(periodic.confirm_mirror(self.worker, self.kernel, self.post))
+            loops.append(("the mirror's check", periodic.confirm_mirror(self.worker, self.kernel, self.post)))
         interval = self.systemd.notifier.watchdog_interval
         if interval is not None:
-            loops.append(self.systemd.feed_watchdog(interval))
-        tasks += [asyncio.create_task(each) for each in loops]
+            loops.append(("the watchdog feeder", self.systemd.feed_watchdog(interval)))
+        for what, each in loops:
+            tasks.append(asyncio.create_task(each))
+            tasks[-1].add_done_callback(self._must_not_fail(what))
         ready_deadline = loop.call_later(c.READY_DEADLINE_S, self.systemd.anyway)
         await self._stop.wait()
         ready_deadline.cancel()
         return await self._shut_down(tasks, server)
 
-    def _source_ended(self, task: asyncio.Task[None]) -> None:
-        """A source ends only when cancelled; one that failed leaves the daemon deaf to what
-        it reported, so the daemon stops (exit 1: systemd restarts it) rather than run so."""
-        if task.cancelled() or task.exception() is None:
-            return
-        log.error("an event source failed: %s; stopping", task.exception(), exc_info=task.exception())
-        self._failed = True
-        self.stop()
+    def _must_not_fail(self, what: str) -> Callable[[asyncio.Task[None]], None]:
+        """A source or a loop ends only when cancelled.  One that failed leaves the daemon deaf
+        to what it reported, or without what it kept doing (the passive watch, the mirror's
+        check...) -- and nobody would know: the daemon stops (exit 1: systemd restarts it)
+        rather than run so."""
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or task.exception() is None:
+                return
+            log.error("%s failed: %s; stopping", what, task.exception(), exc_info=task.exception())
+            self._failed = True
+            self.stop()
+
+        return ended
 
     async def _shut_down(self, tasks: list[asyncio.Task[None]], server: ControlServer | None) -> int:
         """End everything started; the exit code."""
