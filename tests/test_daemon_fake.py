@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
@@ -19,6 +20,7 @@ from fakes import lab_kernel
 
 from wanhooks import constants as c
 from wanhooks.events import Event, KernelChanged
+from wanhooks.health import machine
 from wanhooks.health.machine import Kind, ProbeKey
 from wanhooks.health.passive_watch import PassiveWatcher
 from wanhooks.health.probes import Reply
@@ -160,6 +162,18 @@ def drive(
     return daemon
 
 
+def run_to_its_end(run_dir: str, around: Surroundings | None = None) -> int:
+    """Run a daemon that is meant to stop on its own; its exit code."""
+    config = Path(run_dir) / "wanhooks.yaml"
+    config.write_text(CONFIG)
+    daemon = Daemon(str(config), run_dir, around=around or Script(lab_kernel(2)).surroundings())
+
+    async def main() -> int:
+        return await asyncio.wait_for(daemon.run(), DEADLINE_S)
+
+    return asyncio.run(main())
+
+
 def test_links_leave_and_return_with_their_carrier(run_dir: str) -> None:
     kernel = lab_kernel(2)
     script = Script(kernel)
@@ -243,15 +257,8 @@ def test_a_failed_event_source_stops_the_daemon_rather_than_leave_it_deaf(run_di
             await asyncio.sleep(0.05)
             raise OSError(105, "No buffer space available")  # e.g. a netlink socket gone bad
 
-    config = Path(run_dir) / "wanhooks.yaml"
-    config.write_text(CONFIG)
     around = dataclasses.replace(Script(lab_kernel(2)).surroundings(), sources=lambda *_: [Broken()])
-    daemon = Daemon(str(config), run_dir, around=around)
-
-    async def main() -> int:
-        return await asyncio.wait_for(daemon.run(), DEADLINE_S)
-
-    assert asyncio.run(main()) == 1
+    assert run_to_its_end(run_dir, around) == 1
 
 
 def test_a_failed_background_loop_stops_the_daemon_rather_than_go_on_without_it(
@@ -264,15 +271,21 @@ def test_a_failed_background_loop_stops_the_daemon_rather_than_go_on_without_it(
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(PassiveWatcher, "step", broken)
-    config = Path(run_dir) / "wanhooks.yaml"
-    config.write_text(CONFIG)
-    daemon = Daemon(str(config), run_dir, around=Script(lab_kernel(2)).surroundings())
-
-    async def main() -> int:
-        return await asyncio.wait_for(daemon.run(), DEADLINE_S)
-
-    assert asyncio.run(main()) == 1
+    assert run_to_its_end(run_dir) == 1
     assert "the passive watch failed: a bug; stopping" in caplog.text
+
+
+def test_a_failed_prober_stops_the_daemon_rather_than_freeze_its_links_health(
+    run_dir: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prober's loop ended by a bug would leave its link judged up forever, dead or not."""
+
+    def broken(_health: machine.Health, _now: float) -> machine.Health:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(machine, "evaluate", broken)
+    assert run_to_its_end(run_dir) == 1
+    assert re.search(r"the prober of w[12] IPv4 failed: a bug; stopping", caplog.text), caplog.text
 
 
 def test_a_pairs_shared_address_and_keepalived_s_word_reach_the_balance_and_status(run_dir: str) -> None:

@@ -22,9 +22,15 @@ log = logging.getLogger("wanhooks")
 
 
 class Probers:
-    def __init__(self, on_change: Callable[[LinkProber], None], transports: Transports = TRANSPORTS) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[LinkProber], None],
+        transports: Transports = TRANSPORTS,
+        on_failure: Callable[[LinkProber, BaseException], None] | None = None,
+    ) -> None:
         self._on_change = on_change  # a prober's health changed state
         self._transports = transports  # sockets; a test's scripted answers
+        self._on_failure = on_failure  # a prober's loop ended by a bug
         self.by_key: dict[ProbeKey, LinkProber] = {}
         self.held: list[LinkProber] = []  # started by the round in progress: released after it
         self.trusted: set[tuple[str, int]] = set()  # start-up trust (service/startup.py), first round only
@@ -51,8 +57,9 @@ class Probers:
 
     def _start(self, key: ProbeKey, trusted: bool) -> LinkProber | None:
         prober = LinkProber(
-            key, self._on_change, trusted=trusted, clock=time.monotonic, transports=self._transports
-        )
+            key, self._on_change, trusted=trusted, clock=time.monotonic, transports=self._transports,
+            on_failure=self._on_failure,
+        )  # fmt: skip
         try:
             with link_context(key.link, key.family):  # its task logs as the link's
                 prober.start(asyncio.get_running_loop(), held=True)

@@ -266,10 +266,12 @@ class LinkProber:
         trusted: bool,
         clock: Callable[[], float],
         transports: Transports = TRANSPORTS,
+        on_failure: Callable[[LinkProber, BaseException], None] | None = None,
     ) -> None:
         self.key = key
         self._transports = transports
         self._on_change = on_change
+        self._on_failure = on_failure  # its loop ended by a bug: the link's health would freeze
         self._clock = clock
         self.started = clock()
         self.health: Health = health.start(key.params, self.started, trusted=trusted)
@@ -297,6 +299,12 @@ class LinkProber:
         if not held:
             self._released.set_result(None)
         self._task = loop.create_task(self._run())
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and self._on_failure is not None:
+            self._on_failure(self, exc)
 
     def release(self) -> None:
         if self._released is not None and not self._released.done():

@@ -143,7 +143,11 @@ class Daemon:
         self._firewall_retry = False  # a retry of a failed nftables write is scheduled
         self._failed = False  # an event source failed: stop, exit 1
         # health and weights, on the loop
-        self.probers = Probers(self._health_changed, self.around.transports)
+        self.probers = Probers(
+            self._health_changed,
+            self.around.transports,
+            lambda prober, exc: self._fail(f"the prober of {prober.key.link} IPv{prober.key.family}", exc),
+        )
         self.watcher = PassiveWatcher(
             lambda: self.probers.by_key, self.around.counters.link_counters, self.around.counters.evidence
         )
@@ -273,19 +277,22 @@ class Daemon:
         return await self._shut_down(tasks, server)
 
     def _must_not_fail(self, what: str) -> Callable[[asyncio.Task[None]], None]:
-        """A source or a loop ends only when cancelled.  One that failed leaves the daemon deaf
-        to what it reported, or without what it kept doing (the passive watch, the mirror's
-        check...) -- and nobody would know: the daemon stops (exit 1: systemd restarts it)
-        rather than run so."""
+        """A source or a loop ends only when cancelled (so does a prober: Probers).  One that
+        failed leaves the daemon deaf to what it reported, or without what it kept doing (the
+        passive watch, the mirror's check, a link's health...) -- and nobody would know: the
+        daemon stops (exit 1: systemd restarts it) rather than run so."""
 
         def ended(task: asyncio.Task[None]) -> None:
-            if task.cancelled() or task.exception() is None:
-                return
-            log.error("%s failed: %s; stopping", what, task.exception(), exc_info=task.exception())
-            self._failed = True
-            self.stop()
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None:
+                self._fail(what, exc)
 
         return ended
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        log.error("%s failed: %s; stopping", what, exc, exc_info=exc)
+        self._failed = True
+        self.stop()
 
     async def _shut_down(self, tasks: list[asyncio.Task[None]], server: ControlServer | None) -> int:
         """End everything started; the exit code."""
