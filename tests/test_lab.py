@@ -262,11 +262,21 @@ def test_blackhole_drops_silently_and_lifts(lab: Lab) -> None:
         assert not lab.ping(lab.router, "100.64.1.1", timeout=0.3)
         assert not lab.ping(lab.router, "fd00:1::1", timeout=0.3)
         assert lab.blackholed_packets(1) >= 2
+        # nor does anything come back: the router's w1 hears none of five echoes from the ISP
+        # (an ARP request at most)
+        def heard() -> int:
+            stats = lab.ip_json(lab.router, "-s", "link", "show", "dev", "w1")[0]["stats64"]
+            return int(stats["rx"]["packets"])
+
+        before = heard()
+        assert not lab.ping(lab.isp(1), lab.link(1).router4, count=5, timeout=0.1)
+        assert heard() - before <= 1
         assert lab.ping(lab.router, "100.64.2.1")
     finally:
         lab.blackhole(1, False)
     assert lab.blackholed_packets(1) == 0
     assert lab.ping(lab.router, "100.64.1.1")
+    assert lab.ping(lab.isp(1), lab.link(1).router4)
 
 
 def test_shape_sets_and_removes_tbf_on_both_ends(lab: Lab) -> None:

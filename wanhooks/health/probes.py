@@ -305,6 +305,10 @@ class LinkProber:
         exc = None if task.cancelled() else task.exception()
         if exc is not None and self._on_failure is not None:
             self._on_failure(self, exc)
+        elif exc is not None:  # (retrieved here: asyncio would not say it at exit)
+            log.error(
+                "health: the prober of %s IPv%d failed: %s", self.key.link, self.key.family, exc, exc_info=exc
+            )
 
     def release(self) -> None:
         if self._released is not None and not self._released.done():

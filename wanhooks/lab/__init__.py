@@ -319,6 +319,8 @@ def antispoof_rules(i: int) -> list[str]:
     ]
 
 
+# An ISP dead beyond its modem: nothing from the router goes on, nothing comes back to it
+# (the far ends' retransmissions neither); neighbour discovery still works.
 BLACKHOLE_NFT = """\
 table inet labblackhole {
   counter dropped {}
@@ -326,6 +328,11 @@ table inet labblackhole {
     type filter hook prerouting priority -250; policy accept;
     iifname "c" icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept
     iifname "c" counter name dropped drop
+  }
+  chain post {
+    type filter hook postrouting priority 250; policy accept;
+    oifname "c" icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept
+    oifname "c" drop
   }
 }
 """
@@ -813,7 +820,8 @@ class Lab:
         self._ip_batch(self.isp(i), batch)
 
     def blackhole(self, i: int, on: bool) -> None:
-        """ISP i silently drops everything from the router; ARP and ND still work (the modem is up).
+        """ISP i silently drops everything from and to the router; ARP and ND still work (the
+        modem is up).
 
         The flow sets still record what arrives, so a test can watch the
         router keep sending into the hole until it notices.
@@ -821,7 +829,7 @@ class Lab:
         self.ns_exec(self.isp(i), ["nft", "-f", "-"], input=_BLACKHOLE_CLEAR + (BLACKHOLE_NFT if on else ""))
 
     def blackholed_packets(self, i: int) -> int:
-        """Packets ISP i has dropped since blackhole(i, True)."""
+        """Packets from the router ISP i has dropped since blackhole(i, True)."""
         if "labblackhole" not in self.ns_exec(self.isp(i), ["nft", "list", "tables"]).stdout:
             return 0
         return parse_counter(self.nft_json(self.isp(i), "list", "counter", "inet", "labblackhole", "dropped"))

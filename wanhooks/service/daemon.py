@@ -141,7 +141,7 @@ class Daemon:
         self._main_has_default = True  # as the last round saw main
         self._restore_timer: asyncio.TimerHandle | None = None
         self._firewall_retry = False  # a retry of a failed nftables write is scheduled
-        self._failed = False  # an event source failed: stop, exit 1
+        self._failed = False  # a source, a loop or a prober failed: stop, exit 1
         # health and weights, on the loop
         self.probers = Probers(
             self._health_changed,
