@@ -625,7 +625,7 @@ def test_prefixes_kept_for_their_hosts_survive_a_restart(tmp_path: Path) -> None
         now - 1,
         False,
     )
-    kept_prefixes.save(str(tmp_path), (kept, there, gone), now)
+    kept_prefixes.save(str(tmp_path), (kept, there, gone))
     assert (tmp_path / kept_prefixes.KEPT_FILE).stat().st_mode & 0o777 == 0o600
     loaded = kept_prefixes.load(str(tmp_path), now)  # `gone` is past its valid lifetime: not loaded
     assert [(d.link, d.prefix, d.source, d.lan, d.present) for d in loaded] == [

@@ -135,6 +135,9 @@ PROBE_DNS_QUERY = "."  # dns probes ask for the root's NS: every resolver answer
 PASSIVE_PERIOD_S = 0.05
 PASSIVE_BUSY_PERIOD_S = 0.1
 PASSIVE_IDLE_PERIOD_S = 0.2
+# Packets sent in a sample that one packet received in it may answer (health/passive.py): a
+# TCP receiver acknowledges every second segment, a request has one reply.
+PASSIVE_ANSWERS_PER_PACKET = 2
 
 # --- tiers -------------------------------------------------------------------
 TIER_MIN = 1  # a link's tier: 1 carries traffic first, TIER_MAX last

@@ -22,16 +22,16 @@ seconds -- at least 2 packets, so one lost datagram or a counter that lags
 by one (transmit completions on real NICs) is no reason.  `wait` is
 max(0.25 s, 2 round trips): an ordinary request has had its answer by then.
 A packet received answers what was sent before its sample, and up to
-ANSWERS_PER_PACKET of the packets sent in the same sample.  The rest are
-*owed*: no wait of their own (a download's acks outnumber the packets they
-acknowledge, whose data came in few large ones, and call for no answer),
-but they join the count when more goes out unanswered within `wait`.  For
-when the way out dies and the way in does not, the far ends repeat what we
-never acknowledged (a TCP sender retransmits on its backoff: 0.2, 0.4,
-0.8 s...), in the very samples where our own clients retransmit theirs:
-with those taken as answered, a lone duplicate ack between two repeats
-would be one packet waiting, too few, and one repeat a round would hide
-the link's death for seconds.
+PASSIVE_ANSWERS_PER_PACKET (constants.py) of the packets sent in the same
+sample.  The rest are *owed*: no wait of their own (a download's acks
+outnumber the packets they acknowledge, whose data came in few large ones,
+and call for no answer), but they join the count when more goes out
+unanswered within `wait` of that sample.  For when the way out dies and the
+way in does not, the far ends repeat what we never acknowledged (a TCP
+sender retransmits on its backoff: 0.2, 0.4, 0.8 s...), in the very samples
+where our own clients retransmit theirs: with those taken as answered, a
+lone duplicate ack between two repeats would be one packet waiting, too
+few, and one repeat a round would hide the link's death for seconds.
 Bursts are paid from a token bucket holding PROBE_BURST_SHARE (constants.py) of the link's probe
 budget (health.burst_bytes each), so a one-way stream (a UDP upload, a
 send-only video call) costs at most that share a day.
@@ -41,10 +41,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .. import constants as c
+
 MIN_UNANSWERED = 2  # packets out, none in, before the watch suspects a link
-# Packets sent in a sample that one packet received in it may answer: a TCP receiver
-# acknowledges every second segment, a request has one reply.
-ANSWERS_PER_PACKET = 2
 WAIT_MIN = 0.25  # seconds
 BUCKET_BURSTS = 10.0  # bursts the bucket can hold (a short outage burns a few)
 
@@ -90,8 +89,7 @@ class TrafficWatch:
     # kernel's, as an answer is read before or after the counters are; a mark, not the
     # last sample, keeps such a wobble from passing for traffic.
     heard_mark: int = 0
-    owed: int = 0  # sent alongside fewer answers than they could have had (above)
-    owed_at: float = 0.0
+    owed: int = 0  # sent with fewer answers than they could have had (above), in last_heard's sample
 
 
 def start(sample: Packets, now: float) -> TrafficWatch:
@@ -123,13 +121,14 @@ def observe(
     if received > 0:
         watch = replace(watch, last_heard=now)
     if received > 0 or not armed:  # something came back: whatever was waiting has its answer
-        owed = max(0, sent - ANSWERS_PER_PACKET * received) if armed else 0
-        return replace(watch, unanswered=0, unanswered_since=None, owed=owed, owed_at=now), False
+        owed = max(0, sent - c.PASSIVE_ANSWERS_PER_PACKET * received) if armed else 0
+        return replace(watch, unanswered=0, unanswered_since=None, owed=owed), False
     wait = max(WAIT_MIN, 2 * (rtt or 0.0))
     if sent > 0:  # (negative: a counter lagging our own count)
         # sent since the last sample: on average halfway (samples come 0.05-0.2 s apart)
         first = watch.unanswered_since if watch.unanswered_since is not None else (previous + now) / 2
-        owed = watch.owed if now - watch.owed_at <= wait else 0
+        heard = watch.last_heard
+        owed = watch.owed if heard is not None and now - heard <= wait else 0
         watch = replace(watch, unanswered=watch.unanswered + sent + owed, unanswered_since=first, owed=0)
     since = watch.unanswered_since
     if since is None:

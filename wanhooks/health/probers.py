@@ -25,8 +25,8 @@ class Probers:
     def __init__(
         self,
         on_change: Callable[[LinkProber], None],
+        on_failure: Callable[[LinkProber, BaseException], None],
         transports: Transports = TRANSPORTS,
-        on_failure: Callable[[LinkProber, BaseException], None] | None = None,
     ) -> None:
         self._on_change = on_change  # a prober's health changed state
         self._transports = transports  # sockets; a test's scripted answers

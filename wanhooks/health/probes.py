@@ -266,7 +266,7 @@ class LinkProber:
         trusted: bool,
         clock: Callable[[], float],
         transports: Transports = TRANSPORTS,
-        on_failure: Callable[[LinkProber, BaseException], None] | None = None,
+        on_failure: Callable[[LinkProber, BaseException], None],
     ) -> None:
         self.key = key
         self._transports = transports
@@ -303,12 +303,8 @@ class LinkProber:
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         exc = None if task.cancelled() else task.exception()
-        if exc is not None and self._on_failure is not None:
+        if exc is not None:
             self._on_failure(self, exc)
-        elif exc is not None:  # (retrieved here: asyncio would not say it at exit)
-            log.error(
-                "health: the prober of %s IPv%d failed: %s", self.key.link, self.key.family, exc, exc_info=exc
-            )
 
     def release(self) -> None:
         if self._released is not None and not self._released.done():

@@ -27,13 +27,13 @@ notes in the plan's.
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from .. import constants as c
 from ..model import Config, Delegation, DelegationSource, Observed, ObservedLink
+from .planner import match_entry
 
 Deadlines = tuple[float, float]  # (preferred_until, valid_until), time.monotonic()
 
@@ -58,11 +58,7 @@ def lan_prefixes(link: ObservedLink) -> dict[ipaddress.IPv6Network, Deadlines]:
 def ipv6_default_device(observed: Observed, managed: Mapping[str, int]) -> str | None:
     """NetworkManager's IPv6 default device -- the device of main's best live IPv6 default --
     if it is a managed link (None if it is another device: no link of the config's)."""
-    live = [
-        (d.metric, d.oif)
-        for d in observed.main_defaults
-        if d.family == 6 and d.kind == "unicast" and not d.dead
-    ]
+    live = [(d.metric, d.oif) for d in observed.main_defaults if d.family == 6 and d.live]
     if not live:
         return None
     best = min(live)[1]
@@ -112,14 +108,20 @@ class DelegationBook:
                 )
                 uplink = None
             for prefix, (preferred, valid) in prefixes.items():
-                if uplink is not None:
-                    candidates.append(Delegation(uplink[0], prefix, uplink[1], link.name, preferred, valid))
-                elif (before := self.known.get(prefix)) is not None and _sticks(before, link.name, managed):
-                    # its manager says nothing now (NetworkManager's default device went to a VPN),
-                    # and the prefix is still on the LAN: still the ISP's that delegated it
+                before = self.known.get(prefix)
+                if (
+                    before is not None
+                    and _sticks(before, link.name, managed)
+                    and (uplink is None or uplink[1] is before.source)
+                ):
+                    # A prefix cannot become another ISP's: its manager says nothing now
+                    # (NetworkManager's default device went to a VPN) or answers otherwise because
+                    # it moved on, and the prefix still on the LAN is the ISP's that delegated it.
                     candidates.append(replace(before, preferred_until=preferred, valid_until=valid))
+                elif uplink is not None:
+                    candidates.append(Delegation(uplink[0], prefix, uplink[1], link.name, preferred, valid))
         present = self._resolved(candidates, config, notes)
-        changes, book = self._changes(present, config, managed, now)
+        changes, book = self._changes(present, config, now)
         self.known = book
         return Learned(
             tuple(sorted(book.values(), key=lambda d: (d.link, d.prefix))), tuple(changes), tuple(notes)
@@ -130,15 +132,15 @@ class DelegationBook:
     ) -> dict[ipaddress.IPv6Network, Delegation]:
         """The candidates that stand: none the config's prefixes overlap, and of two learned ones
         that overlap with different uplinks the one there first (whatever the links' order)."""
-        configured = [(p, e.interface) for e in config.links for p in e.delegated]
+        configured = [(p, e) for e in config.links for p in e.delegated]
         candidates = sorted(candidates, key=lambda d: not self._held(d))
         present: dict[ipaddress.IPv6Network, Delegation] = {}
         for d in candidates:
             said = f"delegated prefix {d.prefix} on {d.lan} ({d.link}'s, says {d.source.value}) overlaps"
-            given = next(((p, owner) for p, owner in configured if p.overlaps(d.prefix)), None)
+            given = next(((p, entry) for p, entry in configured if p.overlaps(d.prefix)), None)
             if given is not None:
-                if not fnmatch.fnmatchcase(d.link, given[1]):  # the same ISP's: nothing to say
-                    notes.append(f"{said} the config's {given[0]} ({given[1]}'s): the config wins")
+                if match_entry(config, d.link) is not given[1]:  # the same ISP's: nothing to say
+                    notes.append(f"{said} the config's {given[0]} ({given[1].interface}'s): the config wins")
                 continue
             clash = next((held for held in present.values() if held.prefix.overlaps(d.prefix)), None)
             if clash is not None and clash.link != d.link:
@@ -153,7 +155,6 @@ class DelegationBook:
         self,
         present: dict[ipaddress.IPv6Network, Delegation],
         config: Config,
-        managed: Mapping[str, int],
         now: float,
     ) -> tuple[list[str], dict[ipaddress.IPv6Network, Delegation]]:
         """The new book, and a line for each change from the old one."""
@@ -165,13 +166,7 @@ class DelegationBook:
             if before is None or not before.present:
                 changes.append(f"delegated prefix {prefix} learned: {_told(d)}; {lifetimes(d, now)}")
             elif before.link != d.link:
-                if before.source == d.source and _sticks(before, d.lan, managed):
-                    # A prefix cannot become another ISP's: the same manager answers otherwise
-                    # because it moved on (NetworkManager's IPv6 default device), and the prefix
-                    # still on the LAN is the old ISP's.
-                    d = replace(d, link=before.link)
-                else:
-                    changes.append(f"delegated prefix {prefix} moved from {before.link} to {_told(d)}")
+                changes.append(f"delegated prefix {prefix} moved from {before.link} to {_told(d)}")
             book[prefix] = d
         for prefix, d in self.known.items():
             if prefix in book:

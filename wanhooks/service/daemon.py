@@ -131,7 +131,6 @@ class Daemon:
         self.learned = LearnedPrefixes(
             persist=None if dry_run else (lambda found: kept_prefixes.save(run_dir, found))
         )
-        self.learned.restore(kept_prefixes.load(run_dir))
         self._expiry_timer: asyncio.TimerHandle | None = None  # a held gateway's, a kept prefix's
         self._last_desired: Desired | None = None
         self._last_would: list[str] | None = None  # --dry-run: what the last round would have done
@@ -145,8 +144,8 @@ class Daemon:
         # health and weights, on the loop
         self.probers = Probers(
             self._health_changed,
-            self.around.transports,
             lambda prober, exc: self._fail(f"the prober of {prober.key.link} IPv{prober.key.family}", exc),
+            self.around.transports,
         )
         self.watcher = PassiveWatcher(
             lambda: self.probers.by_key, self.around.counters.link_counters, self.around.counters.evidence
@@ -232,6 +231,8 @@ class Daemon:
             os.close(lock)
 
     async def _run(self) -> int:
+        """Under the daemon lock: what the last daemon learned is this one's now."""
+        self.learned.restore(kept_prefixes.load(self.run_dir))
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)):
             loop.add_signal_handler(sig, handler)

@@ -1,7 +1,7 @@
 """The delegated prefixes the daemon learned (plan/delegations.py), kept in the run dir so a
 restart -- an upgrade, a crash -- does not end a prefix kept for its hosts before its valid
-lifetime does.  Not across a reboot: the run dir is a tmpfs, and the clock it counts by
-(CLOCK_BOOTTIME: a monotonic deadline means nothing to another process) starts again.
+lifetime does.  Not across a reboot: the run dir is a tmpfs, and the clock its deadlines
+count by (time.monotonic(), every process's on this boot) starts again.
 
 All are written: one kept for its hosts goes on being kept, one that leaves the LAN while
 no daemon runs is kept from then, and one still there keeps the uplink it was learned with
@@ -23,28 +23,21 @@ from ..plan.names import ifname_problem
 from .lock import write_private
 
 KEPT_FILE = "delegations.json"
-SOURCES = {source.value: source for source in DelegationSource}
+KNOWN = {source.value for source in DelegationSource}  # the sources save() writes
 
 
-def _boottime() -> float:
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def save(run_dir: str, delegations: Iterable[Delegation], now: float | None = None) -> None:
-    """Written privately and fsynced (write_private): call it off the event loop.  Deadlines
-    as CLOCK_BOOTTIME seconds; now is time.monotonic()'s."""
-    now = time.monotonic() if now is None else now
-    shift = _boottime() - now
+def save(run_dir: str, delegations: Iterable[Delegation]) -> None:
+    """Written privately and fsynced (write_private): call it off the event loop."""
     doc = {
-        "clock": "boottime",
+        "clock": "monotonic",
         "delegations": [
             {
                 "link": d.link,
                 "prefix": str(d.prefix),
                 "source": d.source.value,
                 "lan": d.lan,
-                "preferred_until": d.preferred_until + shift,
-                "valid_until": d.valid_until + shift,
+                "preferred_until": d.preferred_until,
+                "valid_until": d.valid_until,
                 "present": d.present,
             }
             for d in delegations
@@ -67,25 +60,24 @@ def load(run_dir: str, now: float | None = None) -> tuple[Delegation, ...]:
         return ()
     if (
         not isinstance(doc, dict)
-        or doc.get("clock") != "boottime"
+        or doc.get("clock") != "monotonic"
         or not isinstance(doc.get("delegations"), list)
     ):
         return ()
-    shift = _boottime() - now
     found = []
     for entry in doc["delegations"]:
-        d = _entry(entry, shift)
+        d = _entry(entry)
         if d is not None and d.valid_until > now:
             found.append(d)
     return tuple(found)
 
 
-def _entry(entry: object, shift: float) -> Delegation | None:
+def _entry(entry: object) -> Delegation | None:
     if not isinstance(entry, dict):
         return None
     link, lan, source = entry.get("link"), entry.get("lan"), entry.get("source")
     preferred, valid = entry.get("preferred_until"), entry.get("valid_until")
-    if not (isinstance(link, str) and isinstance(lan, str) and isinstance(source, str) and source in SOURCES):
+    if not (isinstance(link, str) and isinstance(lan, str) and isinstance(source, str) and source in KNOWN):
         return None
     if ifname_problem(link) or ifname_problem(lan):
         return None
@@ -104,9 +96,9 @@ def _entry(entry: object, shift: float) -> Delegation | None:
     return Delegation(
         link,
         prefix,
-        SOURCES[source],
+        DelegationSource(source),
         lan,
-        float(preferred) - shift,
-        float(valid) - shift,
+        float(preferred),
+        float(valid),
         entry.get("present") is True,
     )
